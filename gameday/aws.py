@@ -1,0 +1,38 @@
+"""boto3 clients bound to an endpoint, with the local environment's fixed fake credentials."""
+
+from __future__ import annotations
+
+import threading
+
+import boto3
+from botocore.config import Config
+
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account
+# Route 53 is a global service whose control plane lives in us-east-1; every SDK signs its
+# calls for us-east-1, which is how the router (and AWS) sends them there.
+ROUTE53_HOME = "us-east-1"
+
+_cache: dict[tuple, object] = {}
+_lock = threading.Lock()
+
+
+def client(service: str, region: str, endpoint_url: str, *, retries: int = 2, timeout_s: float = 5.0,
+           cached: bool = True):
+    key = (service, region, endpoint_url, retries, timeout_s)
+    if cached:
+        with _lock:
+            c = _cache.get(key)
+        if c is not None:
+            return c
+    c = boto3.session.Session().client(
+        service, region_name=region, endpoint_url=endpoint_url,
+        config=Config(retries={"max_attempts": retries + 1, "mode": "standard"},
+                      connect_timeout=timeout_s, read_timeout=timeout_s,
+                      max_pool_connections=32),
+        **LOCAL_CREDENTIALS,
+    )
+    if cached:
+        with _lock:
+            _cache.setdefault(key, c)
+    return c

@@ -1,0 +1,289 @@
+"""gameday.toml: the architecture under test and the time profile, validated with pydantic.
+
+Defaults are the seed architecture (DESIGN.md): two regions, a service behind a load
+balancer per region, a RequestCount alarm at 500 per period plus health alarms, one SNS
+topic name, the failover Lambda, a Route 53 A record, a DynamoDB global table.
+
+A bad config raises ConfigError whose message is one line naming the key and what is
+allowed; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+DEFAULT_CONFIG_NAME = "gameday.toml"
+
+
+class ConfigError(Exception):
+    """A config problem, phrased as one line for a human."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeProfile(_Model):
+    """How time is compressed. AWS's real numbers are period 60 s, TTL 60 s."""
+
+    period_s: int = Field(5, ge=1, description="alarm period in whole seconds (CloudWatch Period)")
+    evaluation_periods: int = Field(1, ge=1, description="CloudWatch EvaluationPeriods (N)")
+    datapoints_to_alarm: int = Field(1, ge=1, description="CloudWatch DatapointsToAlarm (M of N)")
+    dns_ttl_s: int = Field(1, ge=0, description="TTL in whole seconds of the service's A record")
+    lambda_retry_delays_s: tuple[float, ...] = Field(
+        (1.0, 2.0), description="async-invocation retry delays (AWS: 60 s then 120 s)"
+    )
+    metric_flush_s: float = Field(0.5, gt=0, description="how often load balancers publish metrics")
+    health_check_interval_s: float = Field(0.5, gt=0)
+    healthy_threshold: int = Field(2, ge=1)
+    unhealthy_threshold: int = Field(2, ge=1)
+    reconcile_interval_s: float = Field(0.25, gt=0, description="ECS service scheduler tick")
+
+    @model_validator(mode="after")
+    def _m_of_n(self) -> "TimeProfile":
+        if self.datapoints_to_alarm > self.evaluation_periods:
+            raise ValueError(
+                f"profile.datapoints_to_alarm ({self.datapoints_to_alarm}) must be <= "
+                f"evaluation_periods ({self.evaluation_periods})"
+            )
+        return self
+
+    @property
+    def floor_s(self) -> int:
+        """The fastest a surge-driven failover can possibly be: evaluation periods x period + TTL."""
+        return self.evaluation_periods * self.period_s + self.dns_ttl_s
+
+
+Comparison = Literal[
+    "GreaterThanThreshold",
+    "GreaterThanOrEqualToThreshold",
+    "LessThanThreshold",
+    "LessThanOrEqualToThreshold",
+]
+MissingData = Literal["missing", "notBreaching", "breaching", "ignore"]
+
+
+class AlarmSpec(_Model):
+    metric: Literal["RequestCount", "HTTPCode_Target_5XX_Count", "HealthyHostCount", "TargetResponseTime"]
+    statistic: Literal["Sum", "Average", "Minimum", "Maximum", "SampleCount"] = "Sum"
+    threshold: float
+    comparison: Comparison = "GreaterThanThreshold"
+    treat_missing_data: MissingData = "missing"
+    enabled: bool = True
+
+
+def _default_alarms() -> dict[str, AlarmSpec]:
+    return {
+        # The seed: one region's request count above 500 per period.
+        "request-count": AlarmSpec(
+            metric="RequestCount", statistic="Sum", threshold=500,
+            comparison="GreaterThanThreshold", treat_missing_data="notBreaching",
+        ),
+        # ALB publishes 5XX counts only when there are some: missing means fine.
+        "target-5xx": AlarmSpec(
+            metric="HTTPCode_Target_5XX_Count", statistic="Sum", threshold=50,
+            comparison="GreaterThanThreshold", treat_missing_data="notBreaching",
+        ),
+        # HealthyHostCount is published every period; missing data is itself bad news.
+        "healthy-hosts": AlarmSpec(
+            metric="HealthyHostCount", statistic="Minimum", threshold=1,
+            comparison="LessThanThreshold", treat_missing_data="breaching",
+        ),
+    }
+
+
+class ServiceSpec(_Model):
+    name: str = Field("api.gameday.test", description="DNS name clients resolve")
+    command: tuple[str, ...] | None = Field(
+        None, description="your own service: argv; {port} {region} {table} {endpoint} are filled in"
+    )
+    health_path: str = "/health"
+    desired_tasks: int = Field(2, ge=1)
+    min_tasks: int = Field(2, ge=1)
+    max_tasks: int = Field(4, ge=1)
+    azs: tuple[str, ...] = Field(("a", "b"), description="AZ letters, e.g. a,b -> us-east-1a, us-east-1b")
+    scale_out_requests_per_task_s: float = Field(
+        0, ge=0, description="target tracking on requests/s per task; 0 disables auto scaling"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"([a-z0-9-]+\.)+[a-z0-9-]+\.?", v):
+            raise ValueError("must be a DNS name like api.gameday.test")
+        return v.rstrip(".")
+
+    @field_validator("azs")
+    @classmethod
+    def _azs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(v) < 2:
+            raise ValueError("needs at least 2 AZs (the seed spreads tasks over AZs)")
+        if len(set(v)) != len(v) or not all(re.fullmatch(r"[a-f]", a) for a in v):
+            raise ValueError("AZ letters must be distinct, each one of a-f")
+        return v
+
+    @model_validator(mode="after")
+    def _counts(self) -> "ServiceSpec":
+        if not (self.min_tasks <= self.desired_tasks <= self.max_tasks):
+            raise ValueError(
+                f"service: need min_tasks <= desired_tasks <= max_tasks "
+                f"(got {self.min_tasks} <= {self.desired_tasks} <= {self.max_tasks})"
+            )
+        return self
+
+
+class FailoverSpec(_Model):
+    handler: str = Field("sut.failover_lambda:handler", description="module:function")
+    code_dir: str | None = Field(None, description="put on sys.path before importing the handler")
+    region: str = Field("us-west-2", description="the Lambda's home region (AWS_REGION)")
+    timeout_s: float = Field(5.0, gt=0)
+    environment: dict[str, str] = Field(default_factory=dict)
+    reserved_concurrency: int | None = Field(None, ge=1)
+
+    @field_validator("handler")
+    @classmethod
+    def _handler(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
+            raise ValueError("must be module:function, e.g. sut.failover_lambda:handler")
+        return v
+
+
+class Route53Spec(_Model):
+    zone: str = Field("gameday.test", description="hosted zone name")
+    record_type: Literal["A"] = "A"
+    initial_region: str | None = Field(None, description="region the record points at first (default: first region)")
+
+
+class DynamoSpec(_Model):
+    table: str = "gameday-items"
+    replication_lag_s: float = Field(0.0, ge=0, description="extra delay added to global-table replication")
+
+
+class SnsSpec(_Model):
+    # CloudWatch alarm actions must target a topic in the alarm's own region, so the topic
+    # name is created in every region and each region's topic triggers the failover Lambda.
+    topic_name: str = "gameday-failover"
+
+
+class LocalSpec(_Model):
+    lb_port: int = Field(0, ge=0, le=65535, description="0 = pick a free port")
+    dns_port: int = Field(0, ge=0, le=65535, description="0 = pick a free port")
+
+
+def _default_profiles() -> dict[str, TimeProfile]:
+    return {
+        "local": TimeProfile(),
+        "docker": TimeProfile(),
+        "aws": TimeProfile(period_s=60, evaluation_periods=1, datapoints_to_alarm=1, dns_ttl_s=60,
+                           lambda_retry_delays_s=(60, 120), metric_flush_s=60,
+                           health_check_interval_s=10),
+    }
+
+
+class GamedayConfig(_Model):
+    regions: tuple[str, ...] = ("us-east-1", "us-west-2")
+    service: ServiceSpec = ServiceSpec()
+    alarms: dict[str, AlarmSpec] = Field(default_factory=_default_alarms)
+    sns: SnsSpec = SnsSpec()
+    failover: FailoverSpec = FailoverSpec()
+    route53: Route53Spec = Route53Spec()
+    dynamodb: DynamoSpec = DynamoSpec()
+    profiles: dict[str, TimeProfile] = Field(default_factory=_default_profiles)
+    local: LocalSpec = LocalSpec()
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(v) < 2:
+            raise ValueError("needs at least 2 regions (failover needs somewhere to go)")
+        if len(v) > 8:
+            raise ValueError("at most 8 regions")
+        for r in v:
+            if not REGION_RE.fullmatch(r):
+                raise ValueError(f"{r!r} is not an AWS region name like us-east-1")
+        if len(set(v)) != len(v):
+            raise ValueError("regions must be distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> "GamedayConfig":
+        if self.failover.region not in self.regions:
+            raise ValueError(f"failover.region {self.failover.region!r} must be one of regions {list(self.regions)}")
+        if self.route53.initial_region and self.route53.initial_region not in self.regions:
+            raise ValueError(f"route53.initial_region must be one of regions {list(self.regions)}")
+        for name, alarm in self.alarms.items():
+            if alarm.metric in ("RequestCount", "HTTPCode_Target_5XX_Count") and alarm.threshold <= 0:
+                raise ValueError(f"alarms.{name}.threshold must be > 0 (got {alarm.threshold:g})")
+        for k in ("local",):
+            if k not in self.profiles:
+                raise ValueError(f"profiles.{k} is required")
+        return self
+
+    # -- derived names, one place so every component agrees -------------------------------
+    @property
+    def record_name(self) -> str:
+        return self.service.name + "."
+
+    @property
+    def initial_region(self) -> str:
+        return self.route53.initial_region or self.regions[0]
+
+    def profile(self, env_kind: str = "local") -> TimeProfile:
+        return self.profiles.get(env_kind) or self.profiles["local"]
+
+    def az_names(self, region: str) -> list[str]:
+        return [region + a for a in self.service.azs]
+
+    def alarm_name(self, region: str, alarm: str) -> str:
+        return f"gameday-{alarm}-{region}"
+
+    def lb_name(self, region: str) -> str:
+        return f"gameday-lb-{region}"
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    got = first.get("input")
+    extra = f" (got {got!r})" if first["type"] not in ("extra_forbidden", "missing") and not isinstance(got, dict) else ""
+    more = f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else ""
+    return f"{source}: {loc}: {msg}{extra}{more}"
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> GamedayConfig:
+    """Read gameday.toml (or defaults when path is None and ./gameday.toml is absent)."""
+    data: dict = {}
+    source = "defaults"
+    if path is None and Path(DEFAULT_CONFIG_NAME).exists():
+        path = DEFAULT_CONFIG_NAME
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.exists():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    if overrides:
+        data = _deep_merge(data, overrides)
+    try:
+        return GamedayConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

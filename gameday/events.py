@@ -1,0 +1,51 @@
+"""The environment's side of the run timeline: alarm transitions, Lambda invocations, DNS
+changes, task starts/stops, replication lag samples, faults.
+
+One JSON object per line: {"seq", "t" (ISO wall time), "ts" (epoch s), "kind", ...}.
+The in-memory ring also serves the control API's /events?since=SEQ.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+
+def iso(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+class EventLog:
+    def __init__(self, path: Path | None = None, keep: int = 20000):
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._ring: deque[dict] = deque(maxlen=keep)
+        self._fh = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(path, "a", buffering=1)
+
+    def emit(self, kind: str, **fields: Any) -> dict:
+        ts = time.time()
+        with self._lock:
+            self._seq += 1
+            ev = {"seq": self._seq, "t": iso(ts), "ts": round(ts, 4), "kind": kind, **fields}
+            self._ring.append(ev)
+            if self._fh:
+                self._fh.write(json.dumps(ev, default=str) + "\n")
+        return ev
+
+    def since(self, seq: int = 0, kind: str | None = None) -> list[dict]:
+        with self._lock:
+            return [e for e in self._ring if e["seq"] > seq and (kind is None or e["kind"] == kind)]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh:
+                self._fh.close()
+                self._fh = None
