@@ -2,6 +2,10 @@
 
 Every process the harness starts gets its own process group (so a stop kills its children
 too) and PR_SET_PDEATHSIG (so a SIGKILLed parent still takes its children down with it).
+
+PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process: a
+child started from a short-lived worker thread would be killed when that thread ends. So
+every spawn goes through one long-lived spawner thread.
 """
 
 from __future__ import annotations
@@ -11,7 +15,11 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+# One thread that lives as long as the process: the parent thread of every child.
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gameday-spawner")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -26,19 +34,24 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 def spawn(argv: list[str], log_path: Path | None = None, env: dict[str, str] | None = None,
           cwd: str | Path | None = None, stdin=subprocess.DEVNULL, stdout=None) -> subprocess.Popen:
-    """Start argv in its own process group, output appended to log_path."""
-    out = stdout
-    if out is None:
-        if log_path is not None:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            out = open(log_path, "ab", buffering=0)
-        else:
-            out = subprocess.DEVNULL
+    """Start argv in its own process group, output (or stderr, if stdout is piped) appended to log_path."""
+    log = None
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab", buffering=0)
+    out = stdout if stdout is not None else (log or subprocess.DEVNULL)
+    # with a piped stdout (a child that answers on it), the log takes stderr alone
+    err = subprocess.STDOUT if stdout is None else (log or None)
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    return subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT if stdout is None else None,
-                            env=full_env, cwd=cwd, preexec_fn=_die_with_parent, close_fds=True)
+    try:
+        return _spawner.submit(
+            subprocess.Popen, argv, stdin=stdin, stdout=out, stderr=err,
+            env=full_env, cwd=cwd, preexec_fn=_die_with_parent, close_fds=True).result()
+    finally:
+        if log is not None:
+            log.close()  # the child holds its own copy
 
 
 def terminate(proc: subprocess.Popen | None, grace_s: float = 2.0) -> None:

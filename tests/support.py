@@ -39,3 +39,87 @@ def provisioned_context(config: GamedayConfig | None = None, run_dir: Path | Non
     finally:
         for s in servers.values():
             s.stop()
+
+
+def drive_load(url: str, rps: float, duration_s: float, *, path=lambda i: f"/items/k{i}", method: str = "PUT",
+               threads: int = 8, max_requests: int = 20000) -> dict:
+    """A bounded open-loop load for component tests (scenarios use Locust): about `rps`
+    requests/s for `duration_s`, never more than max_requests. Returns status counts."""
+    import json as _json
+    import threading
+    import time as _time
+
+    import requests as _requests
+
+    counts: dict[int | str, int] = {}
+    lock = threading.Lock()
+    total = min(int(rps * duration_s), max_requests)
+    t0 = _time.monotonic()
+    next_i = iter(range(total))
+
+    def worker():
+        s = _requests.Session()
+        while True:
+            with lock:
+                i = next(next_i, None)
+            if i is None:
+                return
+            due = t0 + i / rps
+            delay = due - _time.monotonic()
+            if delay > 0:
+                _time.sleep(delay)  # pacing an open-loop load, not waiting for a condition
+            try:
+                r = s.request(method, url + path(i), data=_json.dumps({"value": i, "client_time": _time.time()}),
+                              timeout=5)
+                key: int | str = r.status_code
+            except _requests.RequestException as e:
+                key = type(e).__name__
+            with lock:
+                counts[key] = counts.get(key, 0) + 1
+
+    ts = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=duration_s + 30)
+    return counts
+
+
+def descendants(pid: int) -> set[int]:
+    """All live descendant pids of pid (from /proc), for no-process-left-behind checks."""
+    import os
+
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if fields[0] == "Z":
+                continue
+            children.setdefault(int(fields[1]), []).append(int(d))
+        except OSError:
+            continue
+    out: set[int] = set()
+    stack = [pid]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            out.add(c)
+            stack.append(c)
+    return out
+
+
+def alive(pids: set[int]) -> set[int]:
+    import os
+
+    live = set()
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    live.add(p)
+        except OSError:
+            pass
+        _ = os
+    return live

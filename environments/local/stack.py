@@ -1,0 +1,280 @@
+"""The local environment's composition root: starts every part in order, wires them
+together, serves the control API, and tears everything down.
+
+Start order (each part needs the ones before it):
+  moto per region (in parallel) -> router -> provision -> DNS server -> replication
+  -> ECS tasks -> load balancers -> alarm evaluator -> Lambda runner (subscribes to SNS)
+  -> control API.
+
+`gameday up` runs a LocalStack in the foreground; `LocalEnvironment` (environments.local)
+runs `gameday up --json` as a child process and talks to this control API.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from environments.local.context import LocalContext
+from environments.local.moto_region import MotoServer
+from environments.local.provision import provision
+from gameday.config import GamedayConfig
+from gameday.events import EventLog
+from gameday.httpfwd import LoopbackServer, QuietHandler
+from gameday.net import free_port, free_port_on_all, region_address
+
+log = logging.getLogger("gameday.stack")
+
+
+class ControlError(Exception):
+    """A bad control request: answered 400 with this message."""
+
+
+class LocalStack:
+    kind = "local"
+
+    def __init__(self, config: GamedayConfig, run_dir: Path, *, progress=None):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress or (lambda msg: None)
+        self.moto: dict[str, MotoServer] = {}
+        self.components: list[tuple[str, object]] = []
+        self.ctx: LocalContext | None = None
+        self.control: LoopbackServer | None = None
+        self.timings: dict[str, float] = {}
+        self.router = self.dns = self.replication = self.ecs = self.lbs = self.alarms = self.lambdas = None
+        self._routes: list[tuple[str, re.Pattern, object]] = []
+        self._stopped = threading.Event()
+
+    # -- start ------------------------------------------------------------------------------------
+    def _timed(self, name: str, fn):
+        t0 = time.monotonic()
+        out = fn()
+        self.timings[name] = round(time.monotonic() - t0, 3)
+        self.progress(f"{name} ready in {self.timings[name]:.2f}s")
+        return out
+
+    def start(self) -> "LocalStack":
+        t_start = time.monotonic()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["total"] = round(time.monotonic() - t_start, 3)
+        self.ctx.events.emit("environment", action="ready", timings=self.timings)
+        return self
+
+    def _start(self) -> None:
+        from environments.local.alarms import AlarmEvaluator
+        from environments.local.dns import Route53DnsServer
+        from environments.local.ecs import EcsReconciler
+        from environments.local.lambda_runner import LambdaRunner
+        from environments.local.loadbalancer import LoadBalancers
+        from environments.local.replication import GlobalTableReplicator
+        from environments.local.router import AwsRouter
+
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        logs = self.run_dir / "logs"
+        # Route 53's control plane is in us-east-1 whatever regions the service runs in.
+        regions = list(dict.fromkeys([*cfg.regions, "us-east-1"]))
+        self.moto = {r: MotoServer(r, logs) for r in regions}
+
+        def start_motos():
+            with ThreadPoolExecutor(len(self.moto)) as pool:
+                list(pool.map(lambda m: m.start(), self.moto.values()))
+        self._timed("moto", start_motos)
+
+        lb_addresses = {r: region_address(i) for i, r in enumerate(cfg.regions)}
+        self.ctx = ctx = LocalContext(
+            config=cfg, profile=cfg.profile("local"), run_dir=self.run_dir,
+            events=EventLog(self.run_dir / "events.jsonl"),
+            moto_urls={r: m.url for r, m in self.moto.items()},
+            lb_addresses=lb_addresses,
+            lb_port=cfg.local.lb_port or free_port_on_all(list(lb_addresses.values())),
+            dns_port=cfg.local.dns_port or free_port(),
+        )
+        self.router = self._timed("router", lambda: AwsRouter(ctx).start())
+        self.components.append(("router", self.router))
+        ctx.provisioned = self._timed("provision", lambda: provision(ctx))
+
+        self.dns = Route53DnsServer(ctx)
+        self._timed("dns", self.dns.start)
+        self.components.append(("dns", self.dns))
+
+        self.replication = GlobalTableReplicator(ctx)
+        self._timed("replication", self.replication.start)
+        self.components.append(("replication", self.replication))
+
+        self.ecs = EcsReconciler(ctx)
+        self._timed("ecs", self.ecs.start)
+        self.components.append(("ecs", self.ecs))
+
+        self.lbs = LoadBalancers(ctx, self.ecs)
+        self._timed("load_balancers", self.lbs.start)
+        self.components.append(("load_balancers", self.lbs))
+        self._timed("targets_healthy", self._wait_targets_healthy)
+
+        self.alarms = AlarmEvaluator(ctx)
+        self._timed("alarms", self.alarms.start)
+        self.components.append(("alarms", self.alarms))
+
+        self.lambdas = LambdaRunner(ctx)
+        self._timed("lambda", self.lambdas.start)
+        self.components.append(("lambda", self.lambdas))
+
+        self._register_routes()
+        self.control = LoopbackServer("127.0.0.1", 0, self._control_handler()).start("control-api")
+
+    def _wait_targets_healthy(self) -> None:
+        from tenacity import retry, stop_after_delay, wait_fixed
+
+        need = self.config.service.min_tasks
+
+        @retry(stop=stop_after_delay(30), wait=wait_fixed(0.05), reraise=True)
+        def healthy():
+            st = self.lbs.status()
+            missing = {r: s["healthy"] for r, s in st.items() if s["healthy"] < need}
+            if missing:
+                raise TimeoutError(f"load balancers still waiting for {need} healthy tasks: {missing}")
+        healthy()
+
+    # -- stop --------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.control:
+            self.control.stop()
+        for name, comp in reversed(self.components):
+            try:
+                comp.stop()
+            except Exception:  # noqa: BLE001 - keep tearing the rest down
+                log.exception("stopping %s failed", name)
+        for m in self.moto.values():
+            m.stop()
+        if self.ctx:
+            self.ctx.events.emit("environment", action="stopped")
+            self.ctx.events.close()
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- what clients need --------------------------------------------------------------------------
+    def endpoints(self) -> dict:
+        ctx, cfg, prof = self.ctx, self.config, self.ctx.profile
+        return {
+            "env": "local",
+            "aws_endpoint": ctx.router_url,
+            "service_name": cfg.service.name,
+            "dns": {"host": "127.0.0.1", "port": ctx.dns_port},
+            "lb_port": ctx.lb_port,
+            "regions": {r: {"lb_url": ctx.lb_url(r), "lb_address": ctx.lb_addresses[r]} for r in cfg.regions},
+            "control_url": f"http://127.0.0.1:{self.control.port}" if self.control else None,
+            "moto_urls": ctx.moto_urls,
+            "run_dir": str(self.run_dir.resolve()),
+            "hosted_zone_id": ctx.provisioned.hosted_zone_id,
+            "record_name": cfg.record_name,
+            "table": cfg.dynamodb.table,
+            "topic_arns": ctx.provisioned.topic_arns,
+            "alarm_names": ctx.provisioned.alarm_names,
+            "profile": {"period_s": prof.period_s, "evaluation_periods": prof.evaluation_periods,
+                        "datapoints_to_alarm": prof.datapoints_to_alarm, "dns_ttl_s": prof.dns_ttl_s,
+                        "floor_s": prof.floor_s},
+            "alarm_threshold": cfg.alarms["request-count"].threshold if "request-count" in cfg.alarms else None,
+            "failover_handler": cfg.failover.handler,
+            "pid": os.getpid(),
+            "timings": self.timings,
+        }
+
+    def status(self) -> dict:
+        out = {"env": "local", "run_dir": str(self.run_dir)}
+        for name, comp in self.components:
+            try:
+                out[name] = comp.status()
+            except Exception as e:  # noqa: BLE001 - status must always answer
+                out[name] = {"error": f"{type(e).__name__}: {e}"}
+        return out
+
+    # -- control API -----------------------------------------------------------------------------------
+    def route(self, method: str, pattern: str, fn) -> None:
+        self._routes.append((method, re.compile(f"^{pattern}$"), fn))
+
+    def _register_routes(self) -> None:
+        r = self.route
+        r("GET", "/endpoints", lambda q, b: self.endpoints())
+        r("GET", "/status", lambda q, b: self.status())
+        r("GET", "/events", lambda q, b: self.ctx.events.since(int(q.get("since", 0)), q.get("kind")))
+        r("POST", "/events", lambda q, b: self.ctx.events.emit(b.pop("kind", "note"), **b))
+        r("GET", "/lambda/invocations", lambda q, b: self.lambdas.invocations())
+        r("POST", "/network/block", lambda q, b: self._block(b["region"], b.get("mode", "hang")))
+        r("POST", "/network/unblock", lambda q, b: self._block(b["region"], None))
+        r("POST", "/control-plane/block", lambda q, b: self.router.block_control_plane(b["region"]) or {"ok": True})
+        r("POST", "/control-plane/unblock", lambda q, b: self.router.unblock_control_plane(b["region"]) or {"ok": True})
+        r("POST", "/api-faults", lambda q, b: self.router.add_fault(**b))
+        r("DELETE", "/api-faults/(?P<id>[\\w-]+)", lambda q, b: {"removed": self.router.remove_fault(q["id"])})
+        r("POST", "/replication/pause", lambda q, b: self.replication.pause(b["source"], b["destination"]) or {"ok": True})
+        r("POST", "/replication/resume", lambda q, b: self.replication.resume(b["source"], b["destination"]) or {"ok": True})
+        r("POST", "/replication/config", lambda q, b: self._replication_config(b))
+        r("POST", "/ecs/az", lambda q, b: self.ecs.set_az_available(b["region"], b["az"], bool(b["available"])) or {"ok": True})
+
+    def _block(self, region: str, mode: str | None) -> dict:
+        if region not in self.config.regions:
+            raise ControlError(f"unknown region {region!r}: one of {list(self.config.regions)}")
+        if mode not in (None, "hang", "refuse"):
+            raise ControlError(f"mode must be hang or refuse, got {mode!r}")
+        self.lbs.set_blocked(region, mode)
+        self.ctx.events.emit("data_plane", action="block" if mode else "unblock", region=region, mode=mode)
+        return {"ok": True}
+
+    def _replication_config(self, b: dict) -> dict:
+        if "lag_s" in b:
+            self.replication.set_lag(float(b["lag_s"]))
+        if "drop_fraction" in b:
+            self.replication.drop_fraction = float(b["drop_fraction"])
+        return {"ok": True}
+
+    def _control_handler(self):
+        stack = self
+
+        class Handler(QuietHandler):
+            def _any(self) -> None:
+                parts = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                raw = self.read_body()
+                try:
+                    body = json.loads(raw) if raw else {}
+                except json.JSONDecodeError:
+                    self.send_json(400, {"error": "body is not JSON"})
+                    return
+                for method, pattern, fn in stack._routes:
+                    m = pattern.match(parts.path)
+                    if m and method == self.command:
+                        try:
+                            result = fn({**query, **m.groupdict()}, body)
+                        except (ControlError, ValueError, KeyError, TypeError) as e:
+                            msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+                            self.send_json(400, {"error": msg})
+                            return
+                        except Exception as e:  # noqa: BLE001 - report, never kill the server
+                            log.exception("control %s %s failed", self.command, parts.path)
+                            self.send_json(500, {"error": f"{type(e).__name__}: {e}"})
+                            return
+                        self.send_json(200, result if result is not None else {"ok": True})
+                        return
+                self.send_json(404, {"error": f"no route {self.command} {parts.path}"})
+
+            do_GET = do_POST = do_DELETE = _any
+
+        return Handler

@@ -1,0 +1,157 @@
+"""The `gameday` command line.
+
+  gameday up        start the local environment in the foreground and print its endpoints
+  gameday status    alarm states, DNS answer, tasks per region, replication lag
+  gameday run       run the resilience suite (pytest underneath) into a run directory
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from gameday.config import ConfigError, load_config
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    help="gameday: rehearse a multi-region AWS failover (alarm -> SNS -> Lambda -> Route 53) "
+         "under load and faults, and measure it.",
+)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="gameday.toml to use (default: ./gameday.toml, else the seed defaults)")
+HandlerOpt = typer.Option(None, "--failover-handler", help="failover Lambda handler as module:function (overrides the config)")
+
+
+def fail(msg: str, code: int = 2) -> None:
+    typer.echo(f"gameday: error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _config(path: Optional[Path], handler: Optional[str] = None):
+    overrides = {"failover": {"handler": handler}} if handler else None
+    try:
+        return load_config(path, overrides)
+    except ConfigError as e:
+        fail(str(e))
+
+
+@app.command()
+def up(
+    config: Optional[Path] = ConfigOpt,
+    failover_handler: Optional[str] = HandlerOpt,
+    as_json: bool = typer.Option(False, "--json", help="print the endpoints as one JSON line, then stay up"),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where logs and the timeline go (default: a new reports/runs/<id>)"),
+    state_file: Optional[Path] = typer.Option(None, "--state-file", help="where to write the endpoints for other tools (default .gameday/local.json or $GAMEDAY_STATE)"),
+) -> None:
+    """Start the embedded local environment (moto per region, ECS tasks, load balancers, alarms,
+    SNS -> Lambda, Route 53 DNS, global-table replication) and keep it up until Ctrl-C/SIGTERM."""
+    from environments.local.stack import LocalStack
+    from gameday import state
+    from gameday.rundir import new_run_dir
+
+    cfg = _config(config, failover_handler)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    run = run_dir or new_run_dir()
+    Path(run).mkdir(parents=True, exist_ok=True)
+    progress = (lambda m: print(f"[gameday up] {m}", file=sys.stderr, flush=True))
+    stack = LocalStack(cfg, Path(run), progress=progress)
+    state_p = None
+    try:
+        try:
+            stack.start()
+        except Exception as e:  # noqa: BLE001 - one line for the user, details in the log
+            fail(f"environment failed to start: {type(e).__name__}: {e} (logs in {run}/logs)", 1)
+        ep = stack.endpoints()
+        state_p = state.write_state(ep, state_file)
+        if as_json:
+            print(json.dumps(ep), flush=True)
+        else:
+            _print_endpoints(ep, state_p)
+        while not stop.wait(0.5):
+            pass
+        print("[gameday up] stopping: rolling back and tearing down", file=sys.stderr, flush=True)
+    finally:
+        stack.stop()
+        if state_p is not None:
+            state.remove_state(state_p, pid=os.getpid())
+
+
+def _print_endpoints(ep: dict, state_p: Path) -> None:
+    print(f"gameday local environment is up ({ep['timings'].get('total', 0):.1f}s); Ctrl-C to stop")
+    print(f"  service name    {ep['service_name']}  (DNS on {ep['dns']['host']}:{ep['dns']['port']}, "
+          f"TTL {ep['profile']['dns_ttl_s']}s)")
+    for r, v in ep["regions"].items():
+        print(f"  {r:<15} load balancer {v['lb_url']}")
+    print(f"  AWS endpoint    {ep['aws_endpoint']}   (export AWS_ENDPOINT_URL={ep['aws_endpoint']} "
+          f"AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing)")
+    print(f"  control API     {ep['control_url']}")
+    print(f"  profile         period {ep['profile']['period_s']}s x {ep['profile']['evaluation_periods']}, "
+          f"threshold {ep['alarm_threshold']:g}/period, failover floor {ep['profile']['floor_s']}s")
+    print(f"  run directory   {ep['run_dir']}")
+    print(f"  state file      {state_p}")
+    print(f"  load            locust -f loadgen/locustfile.py   (finds this environment through {state_p})")
+    sys.stdout.flush()
+
+
+@app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json", help="the raw status object"),
+    state_file: Optional[Path] = typer.Option(None, "--state-file"),
+) -> None:
+    """Show alarm states, the DNS answer, tasks per region and replication lag of the running environment."""
+    import requests
+
+    from gameday import state
+
+    try:
+        ep = state.read_state(state_file)
+    except state.NoEnvironment as e:
+        fail(str(e), 1)
+    try:
+        st = requests.get(ep["control_url"] + "/status", timeout=5).json()
+    except requests.RequestException as e:
+        fail(f"environment at {ep['control_url']} does not answer: {e}", 1)
+    if as_json:
+        print(json.dumps(st, indent=2, default=str))
+        return
+    print(render_status(ep, st))
+
+
+def render_status(ep: dict, st: dict) -> str:
+    lines = [f"environment {st.get('env')}  run dir {st.get('run_dir')}"]
+    answers = st.get("dns", {}).get("answers", {})
+    lines.append(f"DNS  {ep['service_name']} -> {', '.join(answers.get(ep['record_name'], answers.get(ep['service_name'], []))) or '?'}")
+    addr_region = {v["lb_address"]: r for r, v in ep["regions"].items()}
+    for r in ep["regions"]:
+        alarms = st.get("alarms", {}).get(r, {})
+        al = "  ".join(f"{n.replace('gameday-', '').replace('-' + r, '')}={a.get('state', '?')}" for n, a in alarms.items())
+        ecs = st.get("ecs", {}).get(r, {})
+        lb = st.get("load_balancers", {}).get(r, {})
+        lines.append(f"{r:<12} tasks {ecs.get('running', '?')}/{ecs.get('desired', '?')} healthy {lb.get('healthy', '?')}"
+                     f"{'  BLOCKED(' + lb['blocked'] + ')' if lb.get('blocked') else ''}  alarms: {al}")
+    for d, v in st.get("replication", {}).items():
+        if isinstance(v, dict):
+            lines.append(f"replication {d}: lag {v.get('lag_s', 0):.2f}s pending {v.get('pending', 0)}"
+                         f"{' PAUSED' if v.get('paused') else ''}")
+    _ = addr_region
+    return "\n".join(lines)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

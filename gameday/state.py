@@ -1,0 +1,55 @@
+"""The state file `gameday up` writes so that Locust, `gameday status` and other tools find
+the running environment without being told (GAMEDAY_STATE overrides the path)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+DEFAULT_STATE = Path(".gameday") / "local.json"
+
+
+class NoEnvironment(Exception):
+    pass
+
+
+def state_path(path: str | Path | None = None) -> Path:
+    return Path(path or os.environ.get("GAMEDAY_STATE") or DEFAULT_STATE)
+
+
+def write_state(endpoints: dict, path: str | Path | None = None) -> Path:
+    p = state_path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(endpoints, indent=2))
+    os.replace(tmp, p)
+    return p
+
+
+def read_state(path: str | Path | None = None) -> dict:
+    p = state_path(path)
+    if not p.exists():
+        raise NoEnvironment(f"no running environment: {p} not found (start one with `gameday up`)")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise NoEnvironment(f"{p} is not valid JSON ({e}); remove it and run `gameday up`") from None
+    pid = data.get("pid")
+    if pid:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            raise NoEnvironment(f"the environment in {p} (pid {pid}) is not running; start one with `gameday up`") from None
+        except PermissionError:
+            pass
+    return data
+
+
+def remove_state(path: str | Path | None = None, pid: int | None = None) -> None:
+    p = state_path(path)
+    try:
+        if pid is None or json.loads(p.read_text()).get("pid") == pid:
+            p.unlink()
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
