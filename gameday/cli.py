@@ -146,6 +146,50 @@ def render_status(ep: dict, st: dict) -> str:
     return "\n".join(lines)
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    k: Optional[str] = typer.Option(None, "-k", help="only scenarios matching this pytest -k expression"),
+    env: str = typer.Option("local", "--env", help="environment: local (docker and aws come later)"),
+    config: Optional[Path] = ConfigOpt,
+    failover_handler: Optional[str] = HandlerOpt,
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: a new reports/runs/<run-id>"),
+) -> None:
+    """Run the resilience suite (pytest on scenarios/) into a run directory; exit code as pytest's.
+    Extra arguments are passed to pytest."""
+    import subprocess
+
+    from gameday.rundir import new_run_dir
+
+    _config(config, failover_handler)  # fail fast, with one line, on a bad config
+    run = run_dir or new_run_dir()
+    run.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "pytest", str(REPO_ROOT / "scenarios"), "-p", "no:locust", "-p", "no:cacheprovider",
+            "-v", "--rootdir", str(REPO_ROOT), "-c", str(REPO_ROOT / "pyproject.toml"),
+            "--run-dir", str(run.resolve()), "--junitxml", str((run / "junit.xml").resolve()), "--env", env]
+    if k:
+        argv += ["-k", k]
+    if config:
+        argv += ["--config", str(config.resolve())]
+    if failover_handler:
+        argv += ["--failover-handler", failover_handler]
+    argv += list(ctx.args)
+    typer.echo(f"[gameday run] run directory {run}", err=True)
+    rc = subprocess.call(argv)
+    try:
+        from reports.finalize import finalize_run
+        out = finalize_run(run)
+        typer.echo(f"[gameday run] report: {out}", err=True)
+    except ImportError:
+        pass
+    except Exception as e:  # noqa: BLE001 - the suite's verdict stands even if rendering fails
+        typer.echo(f"gameday: warning: report not written: {type(e).__name__}: {e}", err=True)
+    raise typer.Exit(rc)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,624 @@
+"""The local Lambda service for the failover function: SNS -> Lambda made real without Docker.
+
+moto does not run Lambda functions without Docker, so this component plays Lambda's part:
+
+- It subscribes an HTTP endpoint of its own to every region's topic, as any subscriber would.
+  moto's SNS POSTs each notification to it (from inside the Publish call, so the endpoint
+  answers 200 at once and works afterwards) and needs no confirmation step.
+- Each notification becomes Lambda's SNS event (`{"Records": [{"EventSource": "aws:sns",
+  "Sns": {...}}]}`) and is queued as an asynchronous (Event) invocation, which is how SNS
+  invokes Lambda.
+- The handler runs in a separate worker process (lambda_worker.py), a warm execution
+  environment whose process environment is the Lambda environment: AWS_REGION,
+  AWS_ENDPOINT_URL (the router, so plain `boto3.client(...)` works even at import time),
+  fake credentials, AWS_LAMBDA_*, the function's own variables. It imports the handler once
+  (the init phase, timed) and then serves invocations.
+- Timeout: an invocation that runs past the configured timeout has its worker killed (as
+  Lambda does), and the next invocation cold-starts a new one.
+- Asynchronous-invocation retries: an error or a timeout is retried after each of the
+  profile's `lambda_retry_delays_s` (AWS: 2 retries, 1 then 2 minutes), keeping the request
+  id. A handler that returns, even `{"statusCode": 500}`, has succeeded as far as Lambda is
+  concerned; its return value is recorded.
+- One invocation at a time: equivalent to reserved concurrency 1. Later notifications and
+  retries wait their turn in the queue (a retry's delay runs while others are served).
+
+Every attempt is put on the timeline as a `lambda_invocation` event, with its outcome
+(ok | error | timeout), duration, cold start, error, result, log lines, the alarm it carried
+and the topic's region. A cold start also emits `lambda_init`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import platform
+import queue
+import subprocess
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from environments.local.context import LocalContext
+from gameday import procs
+from gameday.aws import LOCAL_ACCOUNT_ID, LOCAL_CREDENTIALS
+from gameday.config import ConfigError
+from gameday.httpfwd import LoopbackServer, QuietHandler
+
+log = logging.getLogger("gameday.lambda")
+
+WORKER_PATH = Path(__file__).resolve().with_name("lambda_worker.py")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FUNCTION_NAME = "gameday-failover"
+MEMORY_SIZE_MB = 128
+# Lambda's init phase may take up to 10 s before the invocation itself starts.
+INIT_TIMEOUT_S = 10.0
+RESULT_MAX_CHARS = 4000
+LOG_MAX_LINES = 200
+LOG_LINE_MAX_CHARS = 2000
+# Keys Lambda sets itself and refuses in a function's configuration (plus the endpoint URL,
+# which is how the local environment reaches its AWS).
+RESERVED_ENV_KEYS = frozenset({
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "TZ", "AWS_ENDPOINT_URL",
+})
+
+
+class LambdaRunnerStopped(RuntimeError):
+    pass
+
+
+# -- SNS -> Lambda event ------------------------------------------------------------------------
+def sns_event(notification: dict, subscription_arn: str) -> dict:
+    """Lambda's SNS event for one HTTP-delivered notification. The HTTP form spells
+    SigningCertURL/UnsubscribeURL; Lambda's event spells them SigningCertUrl/UnsubscribeUrl and
+    always carries Subject (null when the publisher gave none) and MessageAttributes."""
+    topic_arn = notification["TopicArn"]
+    region = topic_arn.split(":")[3]
+    return {"Records": [{
+        "EventSource": "aws:sns",
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": subscription_arn,
+        "Sns": {
+            "Type": notification.get("Type", "Notification"),
+            "MessageId": notification["MessageId"],
+            "TopicArn": topic_arn,
+            "Subject": notification.get("Subject"),
+            "Message": notification["Message"],
+            "Timestamp": notification["Timestamp"],
+            "SignatureVersion": notification.get("SignatureVersion", "1"),
+            "Signature": notification.get("Signature", ""),
+            "SigningCertUrl": notification.get("SigningCertURL", notification.get("SigningCertUrl", "")),
+            "UnsubscribeUrl": f"https://sns.{region}.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={subscription_arn}",
+            "MessageAttributes": notification.get("MessageAttributes") or {},
+        },
+    }]}
+
+
+def alarm_of(message: str) -> dict | None:
+    """AlarmName/NewStateValue/OldStateValue when the SNS message is a CloudWatch alarm notification."""
+    try:
+        m = json.loads(message)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(m, dict) and "AlarmName" in m and "NewStateValue" in m:
+        return {"AlarmName": m["AlarmName"], "NewStateValue": m["NewStateValue"],
+                "OldStateValue": m.get("OldStateValue")}
+    return None
+
+
+# -- the worker process, seen from the runner -------------------------------------------------------
+class _Worker:
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.spawned = time.monotonic()
+        self.messages: queue.Queue = queue.Queue()
+        self.ready = False
+        self.init_s: float | None = None      # spawn -> ready: interpreter start + handler import
+        self.init_ms: float | None = None     # the handler module's import alone (worker-measured)
+        self.invocations = 0
+        self.pending_logs: list[str] = []     # lines logged outside an invocation (init, stray threads)
+        self.reader = threading.Thread(target=self._read, name=f"lambda-worker-{proc.pid}", daemon=True)
+        self.reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        try:
+            for raw in self.proc.stdout:
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(msg, dict):
+                    self.messages.put(msg)
+        except (OSError, ValueError):
+            pass
+        self.messages.put(None)  # EOF: the process is gone
+
+    def next(self, deadline: float) -> dict | None | str:
+        """The next message, None at EOF, or "timeout" once the monotonic deadline passes."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout"
+        try:
+            return self.messages.get(timeout=remaining)
+        except queue.Empty:
+            return "timeout"
+
+    def send(self, msg: dict) -> None:
+        self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        procs.kill_now(self.proc)
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except (OSError, ValueError):
+                pass
+        self.reader.join(timeout=2)
+
+
+@dataclass
+class _Job:
+    request_id: str
+    event: dict
+    invocation_type: str                     # "Event" (async, retried) | "RequestResponse"
+    received_ts: float
+    attempt: int = 1
+    region: str | None = None
+    topic_arn: str | None = None
+    message_id: str | None = None
+    sns_timestamp: str | None = None
+    alarm: dict | None = None
+    future: Future | None = field(default=None, repr=False)
+
+
+def _truncate_result(result):
+    text = json.dumps(result, default=str)
+    return result if len(text) <= RESULT_MAX_CHARS else text[:RESULT_MAX_CHARS] + "...(truncated)"
+
+
+def _truncate_logs(lines: list[str]) -> list[str]:
+    out = [ln if len(ln) <= LOG_LINE_MAX_CHARS else ln[:LOG_LINE_MAX_CHARS] + "...(truncated)"
+           for ln in lines[:LOG_MAX_LINES]]
+    if len(lines) > LOG_MAX_LINES:
+        out.append(f"...({len(lines) - LOG_MAX_LINES} more lines)")
+    return out
+
+
+class LambdaRunner:
+    def __init__(self, ctx: LocalContext):
+        self.ctx = ctx
+        spec = ctx.config.failover
+        self.handler = spec.handler
+        self.timeout_s = float(spec.timeout_s)
+        self.region = spec.region
+        self.retry_delays_s = tuple(float(d) for d in ctx.profile.lambda_retry_delays_s)
+        if spec.code_dir:
+            code_dir = Path(spec.code_dir).expanduser().resolve()
+            if not code_dir.is_dir():
+                raise ConfigError(f"failover.code_dir: {spec.code_dir!r} is not a directory (resolved to {code_dir})")
+        else:
+            code_dir = REPO_ROOT  # so the reference handler sut.failover_lambda imports
+        self.code_dir = code_dir
+        reserved = sorted(set(spec.environment) & RESERVED_ENV_KEYS)
+        if reserved:
+            raise ConfigError(f"failover.environment: reserved keys cannot be set (Lambda sets them): {', '.join(reserved)}")
+        self.function_arn = f"arn:aws:lambda:{self.region}:{LOCAL_ACCOUNT_ID}:function:{FUNCTION_NAME}"
+
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Job]] = []
+        self._seq = itertools.count()
+        self._records: list[dict] = []
+        self._worker: _Worker | None = None
+        self._in_flight: str | None = None
+        self._init_error: dict | None = None
+        self._started = False
+        self._stopped = False
+        self._dispatcher: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
+        self.subscriptions: dict[str, str] = {}   # region -> subscription ARN
+        self._sub_by_topic: dict[str, str] = {}
+        self.notifications = 0
+
+    # -- the Lambda environment --------------------------------------------------------------------
+    def lambda_environment(self) -> dict[str, str]:
+        ctx, cfg = self.ctx, self.ctx.config
+        env = {
+            "_HANDLER": self.handler,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL": ctx.router_url,
+            "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
+            "AWS_SESSION_TOKEN": "gameday-local-session-token",
+            "AWS_LAMBDA_FUNCTION_NAME": FUNCTION_NAME,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(MEMORY_SIZE_MB),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{FUNCTION_NAME}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": f"{time.strftime('%Y/%m/%d')}/[$LATEST]{uuid.uuid4().hex}",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{'.'.join(platform.python_version_tuple()[:2])}",
+            "LAMBDA_TASK_ROOT": str(self.code_dir),
+            "LAMBDA_RUNTIME_DIR": str(WORKER_PATH.parent),
+            "TZ": ":UTC",
+            "GAMEDAY_RECORD_NAME": cfg.record_name,
+            "GAMEDAY_RECORD_TTL": str(ctx.profile.dns_ttl_s),
+            "GAMEDAY_REGION_ADDRESSES": json.dumps(ctx.lb_addresses),
+            "GAMEDAY_REGIONS": ",".join(cfg.regions),
+        }
+        if ctx.provisioned is not None:
+            env["GAMEDAY_HOSTED_ZONE_ID"] = ctx.provisioned.hosted_zone_id
+        env.update(cfg.failover.environment)  # the function's own variables (reserved keys refused above)
+        return env
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    @property
+    def endpoint_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("LambdaRunner is not started")
+        return f"http://127.0.0.1:{self._server.port}/sns"
+
+    def start(self) -> "LambdaRunner":
+        if self._started:
+            return self
+        self._started = True
+        # one warm execution environment before the first event, as after a deployment's first invoke
+        try:
+            self._worker = self._spawn_worker()
+            error = self._await_ready(self._worker, trigger="start")
+            if error is not None:
+                log.warning("failover Lambda %s failed to initialise: %s: %s",
+                            self.handler, error["type"], error["message"])
+        except LambdaRunnerStopped:
+            pass
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="lambda-dispatcher", daemon=True)
+        self._dispatcher.start()
+        self._server = LoopbackServer("127.0.0.1", 0, self._http_handler()).start("lambda-sns-endpoint")
+        if self.ctx.provisioned is not None:
+            for region, topic_arn in self.ctx.provisioned.topic_arns.items():
+                sub = self.ctx.internal_client("sns", region).subscribe(
+                    TopicArn=topic_arn, Protocol="http", Endpoint=self.endpoint_url, ReturnSubscriptionArn=True)
+                self.subscriptions[region] = sub["SubscriptionArn"]
+                self._sub_by_topic[topic_arn] = sub["SubscriptionArn"]
+        return self
+
+    def stop(self) -> None:
+        with self._cond:
+            if self._stopped or not self._started:
+                self._stopped = True
+                return
+            self._stopped = True
+            self._cond.notify_all()
+        for region, arn in list(self.subscriptions.items()):
+            try:  # so a later Publish does not POST to a closed port
+                self.ctx.internal_client("sns", region).unsubscribe(SubscriptionArn=arn)
+            except Exception as e:  # noqa: BLE001 - moto may already be gone at teardown
+                log.debug("unsubscribe %s: %s", arn, e)
+        if self._server is not None:
+            self._server.stop()
+        self._kill_worker()  # wakes a dispatcher waiting on an invocation
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout=10)
+        self._kill_worker()
+        with self._cond:
+            pending, self._heap = self._heap, []
+        for _, _, job in pending:
+            if job.future is not None and not job.future.done():
+                job.future.set_exception(LambdaRunnerStopped("the Lambda runner stopped before this invocation ran"))
+
+    # -- public API ------------------------------------------------------------------------------------
+    def invoke(self, event: dict, wait_s: float | None = None) -> dict:
+        """A synchronous (RequestResponse) invocation, queued behind any in progress; no retries.
+        Returns the attempt's record."""
+        if not self._started or self._stopped:
+            raise RuntimeError("LambdaRunner is not running")
+        fut: Future = Future()
+        self._enqueue(_Job(request_id=str(uuid.uuid4()), event=event, invocation_type="RequestResponse",
+                           received_ts=time.time(), future=fut), delay_s=0.0)
+        return fut.result(timeout=wait_s if wait_s is not None else INIT_TIMEOUT_S + self.timeout_s + 60)
+
+    def invoke_async(self, event: dict, region: str | None = None) -> str:
+        """An asynchronous (Event) invocation, retried like SNS-triggered ones. Returns the request id."""
+        if not self._started or self._stopped:
+            raise RuntimeError("LambdaRunner is not running")
+        rid = str(uuid.uuid4())
+        self._enqueue(_Job(request_id=rid, event=event, invocation_type="Event", received_ts=time.time(),
+                           region=region), delay_s=0.0)
+        return rid
+
+    def invocations(self) -> list[dict]:
+        with self._cond:
+            return [dict(r) for r in self._records]
+
+    def status(self) -> dict:
+        with self._cond:
+            by_outcome: dict[str, int] = {}
+            for r in self._records:
+                by_outcome[r["outcome"]] = by_outcome.get(r["outcome"], 0) + 1
+            w = self._worker
+            alive = w is not None and w.proc.poll() is None
+            return {
+                "handler": self.handler,
+                "code_dir": str(self.code_dir),
+                "function_arn": self.function_arn,
+                "endpoint_url": f"http://127.0.0.1:{self._server.port}/sns" if self._server else None,
+                "timeout_s": self.timeout_s,
+                "retry_delays_s": list(self.retry_delays_s),
+                "concurrency": 1,
+                "worker": {"pid": w.pid if alive else None,
+                           "state": ("warm" if w.ready else "initializing") if alive else "none",
+                           "invocations": w.invocations if alive else 0,
+                           "init_s": w.init_s if alive else None},
+                "init_error": self._init_error,
+                "notifications": self.notifications,
+                "queued": len(self._heap),
+                "in_flight": self._in_flight,
+                "attempts": len(self._records),
+                "by_outcome": by_outcome,
+                "cold_starts": sum(1 for r in self._records if r.get("cold_start")),
+                "subscriptions": dict(self.subscriptions),
+                "running": self._started and not self._stopped,
+            }
+
+    # -- SNS endpoint ------------------------------------------------------------------------------------
+    def _http_handler(self):
+        runner = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                try:
+                    body = json.loads(self.read_body() or b"null")
+                except ValueError:
+                    self.send_json(400, {"error": "body is not JSON"})
+                    return
+                if not isinstance(body, dict) or "Type" not in body:
+                    self.send_json(400, {"error": "not an SNS message"})
+                    return
+                # answer SNS first: moto delivers from inside Publish, which waits for this reply
+                self.send_json(200, {"ok": True})
+                runner._on_sns(body)
+
+        return Handler
+
+    def _on_sns(self, body: dict) -> None:
+        if body["Type"] != "Notification":
+            # moto confirms http subscriptions itself; a confirmation request would need the
+            # SubscribeURL, which is not on loopback
+            log.info("ignoring SNS %s for %s", body["Type"], body.get("TopicArn"))
+            return
+        try:
+            topic_arn = body["TopicArn"]
+            sub_arn = self._sub_by_topic.get(topic_arn) or f"{topic_arn}:{uuid.uuid4()}"
+            event = sns_event(body, sub_arn)
+        except (KeyError, IndexError, AttributeError) as e:
+            log.warning("malformed SNS notification (missing %s): %.300s", e, body)
+            return
+        with self._cond:
+            self.notifications += 1
+        self._enqueue(_Job(request_id=str(uuid.uuid4()), event=event, invocation_type="Event",
+                           received_ts=time.time(), region=topic_arn.split(":")[3], topic_arn=topic_arn,
+                           message_id=body.get("MessageId"), sns_timestamp=body.get("Timestamp"),
+                           alarm=alarm_of(body.get("Message", ""))), delay_s=0.0)
+
+    # -- scheduling ------------------------------------------------------------------------------------
+    def _enqueue(self, job: _Job, delay_s: float) -> None:
+        with self._cond:
+            if self._stopped:
+                if job.future is not None:
+                    job.future.set_exception(LambdaRunnerStopped("the Lambda runner is stopped"))
+                return
+            heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._seq), job))
+            self._cond.notify_all()
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    if self._heap:
+                        wait = self._heap[0][0] - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(timeout=wait)
+                    else:
+                        self._cond.wait()
+                if self._stopped:
+                    return
+                _, _, job = heapq.heappop(self._heap)
+                self._in_flight = job.request_id
+            try:
+                record = self._attempt(job)
+            except LambdaRunnerStopped as e:
+                if job.future is not None and not job.future.done():
+                    job.future.set_exception(e)
+                return
+            except Exception as e:  # noqa: BLE001 - one bad attempt must not stop the Lambda service
+                log.exception("lambda attempt %s failed inside the runner", job.request_id)
+                if job.future is not None and not job.future.done():
+                    job.future.set_exception(e)
+                continue
+            finally:
+                with self._cond:
+                    self._in_flight = None
+            if job.future is not None:
+                job.future.set_result(record)
+
+    # -- one attempt ------------------------------------------------------------------------------------
+    def _spawn_worker(self) -> _Worker:
+        with self._cond:
+            if self._stopped:
+                raise LambdaRunnerStopped("the Lambda runner is stopping")
+            env = self.lambda_environment()
+            env["GAMEDAY_LAMBDA_ENV_KEYS"] = ",".join(k for k in env if k.startswith(("AWS_", "BOTO")))
+            proc = procs.spawn([procs.python(), "-P", str(WORKER_PATH)],
+                               log_path=self.ctx.logs_dir / "lambda-worker.log", env=env, cwd=self.code_dir,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            return _Worker(proc)
+
+    def _await_ready(self, w: _Worker, trigger: str) -> dict | None:
+        """Wait for the worker's init phase. Returns None when ready, else the init error
+        (the worker is then killed: the next invocation tries a fresh init, as Lambda does)."""
+        deadline = w.spawned + INIT_TIMEOUT_S
+        error = None
+        while True:
+            msg = w.next(deadline)
+            if msg == "timeout":
+                error = {"type": "Runtime.InitTimeout",
+                         "message": f"init phase did not finish within {INIT_TIMEOUT_S:.0f} s"}
+                break
+            if msg is None:
+                error = {"type": "Runtime.ExitError",
+                         "message": f"Runtime exited during init with exit status {w.proc.wait()}"}
+                break
+            if msg["type"] == "log":
+                w.pending_logs.append(msg["line"])
+            elif msg["type"] == "ready":
+                w.ready = True
+                w.init_ms = msg.get("init_ms")
+                w.init_s = round(time.monotonic() - w.spawned, 4)
+                break
+            elif msg["type"] == "init_error":
+                error = {k: msg["error"].get(k) for k in ("type", "message")}
+                break
+        self.ctx.events.emit("lambda_init", trigger=trigger, ok=error is None, pid=w.pid,
+                             init_s=round(time.monotonic() - w.spawned, 4), import_ms=w.init_ms, error=error,
+                             handler=self.handler)
+        with self._cond:
+            self._init_error = error
+        if error is not None:
+            w.pending_logs.append(f"INIT_REPORT Init Duration: {(time.monotonic() - w.spawned) * 1000:.2f} ms"
+                                  f"\tPhase: init\tStatus: error\tError Type: {error['type']}")
+            w.kill()
+            with self._cond:
+                if self._worker is w:
+                    self._worker = None
+        return error
+
+    def _kill_worker(self) -> None:
+        with self._cond:
+            w, self._worker = self._worker, None
+        if w is not None:
+            w.kill()
+
+    def _attempt(self, job: _Job) -> dict:
+        rid = job.request_id
+        cold = False
+        init_s = None
+        w = self._worker
+        if w is None or w.proc.poll() is not None:
+            if w is not None:
+                self._kill_worker()
+            cold = True
+            w = self._worker = self._spawn_worker()
+        logs: list[str] = []
+        if not w.ready:
+            error = self._await_ready(w, trigger="invoke")
+            logs.extend(w.pending_logs)
+            if error is not None:
+                return self._finish(job, "error", duration_s=0.0, cold=True, init_s=w.init_s, error=error,
+                                    logs=logs, worker_pid=w.pid)
+            init_s = w.init_s
+            w.pending_logs.clear()
+        logs.extend(w.pending_logs)
+        w.pending_logs.clear()
+        logs.append(f"START RequestId: {rid} Version: $LATEST")
+
+        deadline_ms = int(time.time() * 1000 + self.timeout_s * 1000)
+        t_send = time.monotonic()
+        deadline = t_send + self.timeout_s
+        try:
+            w.send({"type": "invoke", "request_id": rid, "event": job.event, "deadline_ms": deadline_ms,
+                    "invoked_function_arn": self.function_arn})
+        except (OSError, ValueError):
+            pass  # a worker that died between invocations shows up as EOF below
+        w.invocations += 1
+        while True:
+            msg = w.next(deadline)
+            if msg == "timeout":
+                elapsed = time.monotonic() - t_send
+                self._kill_worker()  # Lambda stops the execution environment at the timeout
+                logs.append(f"{_iso_now()} {rid} Task timed out after {elapsed:.2f} seconds")
+                logs.append(f"END RequestId: {rid}")
+                logs.append(f"REPORT RequestId: {rid}\tDuration: {elapsed * 1000:.2f} ms\t"
+                            f"Memory Size: {MEMORY_SIZE_MB} MB\tStatus: timeout")
+                return self._finish(job, "timeout", duration_s=elapsed, cold=cold, init_s=init_s, logs=logs,
+                                    error={"type": "Sandbox.Timedout",
+                                           "message": f"Task timed out after {self.timeout_s:.2f} seconds"},
+                                    start_ts=time.time() - elapsed, worker_pid=w.pid)
+            if msg is None:
+                elapsed = time.monotonic() - t_send
+                code = w.proc.wait()
+                self._kill_worker()
+                if self._stopped:
+                    raise LambdaRunnerStopped("the Lambda runner stopped during the invocation")
+                logs.append(f"RequestId: {rid} Error: Runtime exited with error: exit status {code}")
+                logs.append(f"END RequestId: {rid}")
+                return self._finish(job, "error", duration_s=elapsed, cold=cold, init_s=init_s, logs=logs,
+                                    error={"type": "Runtime.ExitError",
+                                           "message": f"Runtime exited with error: exit status {code}"},
+                                    worker_pid=w.pid)
+            if msg["type"] == "log":
+                logs.append(msg["line"])
+                continue
+            if msg["type"] == "result" and msg.get("request_id") == rid:
+                break
+        round_trip_ms = (time.monotonic() - t_send) * 1000
+        duration_ms = float(msg.get("duration_ms") or 0.0)
+        logs.append(f"END RequestId: {rid}")
+        report = (f"REPORT RequestId: {rid}\tDuration: {duration_ms:.2f} ms\tBilled Duration: "
+                  f"{int(duration_ms) + 1} ms\tMemory Size: {MEMORY_SIZE_MB} MB\t"
+                  f"Max Memory Used: {msg.get('max_memory_mb', 0)} MB")
+        if init_s is not None:
+            report += f"\tInit Duration: {init_s * 1000:.2f} ms"
+        logs.append(report)
+        common = dict(duration_s=duration_ms / 1000, cold=cold, init_s=init_s, logs=logs,
+                      start_ts=msg.get("started_at"), worker_pid=w.pid,
+                      overhead_ms=round(round_trip_ms - duration_ms, 3))
+        if msg.get("ok"):
+            return self._finish(job, "ok", result=msg.get("result"), **common)
+        err = msg.get("error") or {}
+        return self._finish(job, "error", error={"type": err.get("type"), "message": err.get("message")}, **common)
+
+    def _finish(self, job: _Job, outcome: str, *, duration_s: float, cold: bool, init_s: float | None,
+                logs: list[str], error: dict | None = None, result=None, start_ts: float | None = None,
+                worker_pid: int | None = None, overhead_ms: float | None = None) -> dict:
+        retry_in = None
+        if (outcome != "ok" and job.invocation_type == "Event" and job.attempt <= len(self.retry_delays_s)
+                and not self._stopped):
+            retry_in = self.retry_delays_s[job.attempt - 1]
+        record = {
+            "request_id": job.request_id, "attempt": job.attempt, "invocation_type": job.invocation_type,
+            "outcome": outcome, "duration_s": round(duration_s, 4), "cold_start": cold, "init_s": init_s,
+            "error": error, "result": _truncate_result(result) if outcome == "ok" else None,
+            "logs": _truncate_logs(logs), "alarm": job.alarm, "region": job.region, "topic_arn": job.topic_arn,
+            "message_id": job.message_id, "sns_timestamp": job.sns_timestamp,
+            "received_ts": round(job.received_ts, 4), "start_ts": round(start_ts, 4) if start_ts else None,
+            "end_ts": round(time.time(), 4), "overhead_ms": overhead_ms, "worker_pid": worker_pid,
+            "will_retry": retry_in is not None, "retry_in_s": retry_in,
+        }
+        ev = self.ctx.events.emit("lambda_invocation", **record)
+        with self._cond:
+            self._records.append(ev)
+        if outcome != "ok":
+            log.info("lambda %s attempt %d: %s %s%s", job.request_id, job.attempt, outcome,
+                     (error or {}).get("type"), f"; retry in {retry_in:g}s" if retry_in is not None else "")
+        if retry_in is not None:
+            nxt = _Job(**{**job.__dict__, "attempt": job.attempt + 1, "future": None})
+            self._enqueue(nxt, delay_s=retry_in)
+        return dict(ev)
+
+
+def _iso_now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
