@@ -1,5 +1,8 @@
 """gameday's pytest plugin: options (with ini mirrors), markers, and the fixtures scenarios
-compose: `env` (the environment, session-scoped), `run_dir`.
+compose: `env` (the environment, session-scoped), `run_dir`, and for each scenario
+`scenario` (its ScenarioRecord: metrics, checks, result.json), `nemesis` (faults, journaled
+and rolled back whatever happens) and `load` (Locust as a subprocess, history in the
+scenario's directory).
 
 Options:
   --env local|docker|aws      which environment (ini: gameday_env; default local)
@@ -18,6 +21,8 @@ from gameday.config import ConfigError, load_config
 
 ENV_KEY = pytest.StashKey[object]()
 RUN_DIR_KEY = pytest.StashKey[Path]()
+RECORD_KEY = pytest.StashKey[object]()
+REPORTS_KEY = pytest.StashKey[dict]()
 CONFIG_KEY = pytest.StashKey[object]()
 
 
@@ -85,3 +90,101 @@ def env(pytestconfig: pytest.Config, gameday_config, run_dir):
         yield e
     finally:
         e.stop()
+
+
+# -- scenarios -------------------------------------------------------------------------------------
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    rep = yield
+    # keep each phase's report: the scenario fixture's teardown turns them into an outcome
+    item.stash.setdefault(REPORTS_KEY, {})[rep.when] = rep
+    return rep
+
+
+def _outcome(item: pytest.Item) -> tuple[str, str | None]:
+    reps = item.stash.get(REPORTS_KEY, {})
+    for when in ("setup", "call"):
+        rep = reps.get(when)
+        if rep is None:
+            continue
+        if rep.skipped:
+            reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+            return "skipped", reason
+        if rep.failed:
+            msg = getattr(rep.longrepr, "reprcrash", None)
+            text = msg.message if msg is not None else str(rep.longrepr)[:2000]
+            return ("error" if when == "setup" else "failed"), text
+    return "passed", None
+
+
+def scenario_name(item: pytest.Item) -> str:
+    return item.name.removeprefix("test_").replace("[", "-").replace("]", "").replace("/", "_")
+
+
+@pytest.fixture
+def scenario(request: pytest.FixtureRequest, env, run_dir):
+    """The running scenario's record. The environment is brought back to its baseline first; at the
+    end result.json is written with the outcome pytest saw, and metrics become JUnit properties."""
+    from assertions.deadlines import Deadlines
+    from scenarios.baseline import restore_baseline
+    from scenarios.recorder import ScenarioRecord
+
+    name = scenario_name(request.node)
+    rec = ScenarioRecord(name, run_dir / "scenarios" / name)
+    rec.deadlines = Deadlines.from_profile(env.profile, env.config)
+    request.node.stash[RECORD_KEY] = rec
+    env.control("POST", "/events", {"kind": "scenario", "action": "start", "name": name})
+    try:
+        rec.note(f"baseline restored in {restore_baseline(env, rec.deadlines):.1f}s")
+        yield rec
+    finally:
+        rec.finished = __import__("time").time()
+        env.control("POST", "/events", {"kind": "scenario", "action": "finish", "name": name})
+        # the outcome is final only after teardown: written by pytest_runtest_teardown below
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem):
+    rec = item.stash.get(RECORD_KEY, None)
+    if rec is None:
+        return
+    rec.outcome, rec.message = _outcome(item)
+    for k, v in rec.metrics.items():
+        if v is not None:
+            item.user_properties.append((k, v))
+    rec.write()
+
+
+@pytest.fixture
+def nemesis(scenario, env, run_dir):
+    """Inject faults: each journaled before it is applied and rolled back when the scenario ends
+    (pass, fail, exception, Ctrl-C, SIGTERM). A fault the environment cannot do skips the scenario."""
+    from environments.base import CapabilityMissing
+    from faults.nemesis import Nemesis
+
+    n = Nemesis(env, run_dir / "journal.jsonl", scenario=scenario.name)
+    inject = n.inject
+
+    def inject_or_skip(fault):
+        try:
+            return inject(fault)
+        except CapabilityMissing as e:
+            pytest.skip(str(e))
+
+    n.inject = inject_or_skip
+    try:
+        with n:
+            yield n
+    finally:
+        scenario.faults = n.records()
+
+
+@pytest.fixture
+def load(scenario, env):
+    """Start Locust load (as subprocesses) writing into the scenario's directory:
+    `run = load.start(shape=..., surge_region=..., surge_rate="1.5x", follower_rate=20, hold_s=...)`.
+    Every run is stopped and its history merged when the scenario ends."""
+    from loadgen.runner import load_fixture
+
+    yield from load_fixture(env, scenario.dir)

@@ -1,0 +1,18 @@
+"""Assertions: eventually-assertions on a running environment that return measured durations
+(failover), and checkers: pure functions over histories and replicas (checkers), plus an
+export of histories for Jepsen's Elle (elle)."""
+
+from assertions.checkers import (CheckResult, HistoryError, Operation, compose, convergence, divergent_keys,
+                                 error_budget, lost_acked_writes, operations, read_your_writes, rto, run_checks)
+from assertions.deadlines import Deadlines
+from assertions.eventually import NotWithinDeadline, eventually
+from assertions.failover import (alarm_fires, alarm_stays, dns_answers_region, explain, lambda_invoked,
+                                 read_replicas, record_points_at, replicas_converge)
+
+__all__ = [
+    "CheckResult", "HistoryError", "Operation", "compose", "convergence", "divergent_keys", "error_budget",
+    "lost_acked_writes", "operations", "read_your_writes", "rto", "run_checks",
+    "Deadlines", "NotWithinDeadline", "eventually",
+    "alarm_fires", "alarm_stays", "dns_answers_region", "explain", "lambda_invoked", "read_replicas",
+    "record_points_at", "replicas_converge",
+]

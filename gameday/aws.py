@@ -27,7 +27,7 @@ def client(service: str, region: str, endpoint_url: str, *, retries: int = 2, ti
             return c
     c = boto3.session.Session().client(
         service, region_name=region, endpoint_url=endpoint_url,
-        config=Config(retries={"max_attempts": retries + 1, "mode": "standard"},
+        config=Config(retries={"total_max_attempts": retries + 1, "mode": "standard"},  # retries after the first call
                       connect_timeout=timeout_s, read_timeout=timeout_s,
                       max_pool_connections=32),
         **LOCAL_CREDENTIALS,

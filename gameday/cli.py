@@ -3,6 +3,7 @@
   gameday up        start the local environment in the foreground and print its endpoints
   gameday status    alarm states, DNS answer, tasks per region, replication lag
   gameday run       run the resilience suite (pytest underneath) into a run directory
+  gameday rollback  roll back a run's faults from its journal (after a SIGKILL)
 """
 
 from __future__ import annotations
@@ -187,6 +188,19 @@ def run(
         pass
     except Exception as e:  # noqa: BLE001 - the suite's verdict stands even if rendering fails
         typer.echo(f"gameday: warning: report not written: {type(e).__name__}: {e}", err=True)
+    raise typer.Exit(rc)
+
+
+@app.command()
+def rollback(
+    run_dir: Path = typer.Argument(Path("reports/runs/latest"), help="the run whose faults to roll back (default: the latest run)"),
+    state_file: Optional[Path] = typer.Option(None, "--state-file", help="the environment's state file (default: RUN_DIR/env/state.json, else .gameday/local.json)"),
+) -> None:
+    """Roll back, from RUN_DIR/journal.jsonl, every fault injected and never rolled back (after a
+    SIGKILLed run), against the running environment. One line per fault."""
+    from faults.restore import rollback_run
+
+    rc = rollback_run(run_dir, state_file=state_file, echo=typer.echo, err=lambda m: typer.echo(m, err=True))
     raise typer.Exit(rc)
 
 

@@ -45,6 +45,8 @@ class TimeProfile(_Model):
     healthy_threshold: int = Field(2, ge=1)
     unhealthy_threshold: int = Field(2, ge=1)
     reconcile_interval_s: float = Field(0.25, gt=0, description="ECS service scheduler tick")
+    task_provisioning_s: float = Field(2.0, ge=0, description="a replacement ECS task's provisioning (ENI, "
+                                       "image pull) before it can run; Fargate: tens of seconds")
 
     @model_validator(mode="after")
     def _m_of_n(self) -> "TimeProfile":
@@ -146,6 +148,9 @@ class FailoverSpec(_Model):
     timeout_s: float = Field(5.0, gt=0)
     environment: dict[str, str] = Field(default_factory=dict)
     reserved_concurrency: int | None = Field(None, ge=1)
+    failback: Literal["manual", "automatic"] = Field(
+        "manual", description="after the failing region heals: manual (a human moves the record back; the "
+                              "reference Lambda ignores OK) or automatic (the function fails back on the alarm's OK)")
 
     @field_validator("handler")
     @classmethod
@@ -172,6 +177,21 @@ class SnsSpec(_Model):
     topic_name: str = "gameday-failover"
 
 
+class BudgetSpec(_Model):
+    """What a scenario may cost and still pass; deadlines come from the time profile instead."""
+
+    error_rate: float = Field(0.25, ge=0, le=1, description="share of failed/unknown client operations during "
+                              "a failover scenario (clients keep hitting the lost region until DNS moves and "
+                              "their TTL runs out)")
+    absorbed_error_rate: float = Field(0.05, ge=0, le=1, description="share of failed/unknown operations when "
+                                       "losing a task or an AZ is absorbed without failover")
+    rpo_s: float = Field(30.0, ge=0, description="oldest acknowledged write the new region may lack at "
+                         "failover, in seconds (replication paused or lagging)")
+    lost_acked_writes: int = Field(0, ge=0, description="acknowledged writes allowed to be missing after "
+                                   "replication converged")
+    rto_slo: float = Field(0.95, gt=0, le=1, description="client success rate that counts as recovered")
+
+
 class LocalSpec(_Model):
     lb_port: int = Field(0, ge=0, le=65535, description="0 = pick a free port")
     dns_port: int = Field(0, ge=0, le=65535, description="0 = pick a free port")
@@ -183,7 +203,7 @@ def _default_profiles() -> dict[str, TimeProfile]:
         "docker": TimeProfile(),
         "aws": TimeProfile(period_s=60, evaluation_periods=1, datapoints_to_alarm=1, dns_ttl_s=60,
                            lambda_retry_delays_s=(60, 120), metric_flush_s=60,
-                           health_check_interval_s=10),
+                           health_check_interval_s=10, task_provisioning_s=45),
     }
 
 
@@ -196,6 +216,7 @@ class GamedayConfig(_Model):
     route53: Route53Spec = Route53Spec()
     dynamodb: DynamoSpec = DynamoSpec()
     profiles: dict[str, TimeProfile] = Field(default_factory=_default_profiles)
+    budgets: BudgetSpec = BudgetSpec()
     local: LocalSpec = LocalSpec()
 
     @field_validator("profiles", mode="before")

@@ -164,7 +164,7 @@ def recheck_scenario(s: Scenario, checkers: dict[str, Callable]) -> ScenarioRech
             s.history  # validates every entry, so a bad line is named before a checker trips on it
             if "lost_acked_writes" in checkers:
                 rerun.append(_run_checker(checkers["lost_acked_writes"], "lost_acked_writes", s,
-                                          history_raw, s.replicas))
+                                          history_raw, s.replicas, **_rpo_kwargs(checkers["lost_acked_writes"], s)))
         else:
             why_not.append("no history.jsonl (lost acknowledged writes not re-checkable)")
         if "divergent_keys" in checkers:
@@ -203,9 +203,25 @@ def recheck_scenario(s: Scenario, checkers: dict[str, Callable]) -> ScenarioRech
                            None if rerun else ("; ".join(why_not) or "no data checkers available"))
 
 
-def _run_checker(fn: Callable, name: str, s: Scenario, *args: Any) -> dict:
+def _rpo_kwargs(fn: Callable, s: Scenario) -> dict:
+    """A scenario with an RPO budget (budgets.lost_acked_writes = n, or {"max": n}) was judged with
+    `allowed=n`; re-check it the same way when the checker takes `allowed` (assertions.checkers does)."""
+    b = (s.result.get("budgets") or {}).get("lost_acked_writes")
+    if isinstance(b, dict):
+        b = b.get("max", b.get("le"))
+    if not isinstance(b, (int, float)) or isinstance(b, bool) or b <= 0:
+        return {}
+    import inspect
     try:
-        return _as_check(fn(*args), name)
+        takes = "allowed" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {"allowed": int(b)} if takes else {}
+
+
+def _run_checker(fn: Callable, name: str, s: Scenario, *args: Any, **kwargs: Any) -> dict:
+    try:
+        return _as_check(fn(*args, **kwargs), name)
     except ReportError:
         raise
     except Exception as e:  # noqa: BLE001 - a checker crashing on stored data is a report on that data

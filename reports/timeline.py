@@ -65,8 +65,10 @@ def build_timeline(run: Run, bucket_s: float = BUCKET_S) -> list[dict]:
         lines.append({"ts": e["ts"], "t": iso(e["ts"]), "source": "env",
                       **{k: v for k, v in e.items() if k not in ("ts", "t")}})
     for j in run.journal:
-        lines.append({"ts": j["ts"], "t": iso(j["ts"]), "source": "journal", "kind": "fault",
-                      **{k: v for k, v in j.items() if k not in ("ts", "at")}})
+        # the journal line's own "kind" is the fault's kind (block_region, ...): keep it as fault_kind
+        lines.append({"ts": j["ts"], "t": iso(j["ts"]), "source": "journal",
+                      **{k: v for k, v in j.items() if k not in ("ts", "at", "kind")},
+                      "kind": "fault", "fault_kind": j.get("kind") or j["fault"].get("kind")})
     for s in run.scenarios:
         if s.started is not None:
             lines.append({"ts": s.started, "t": iso(s.started), "source": "scenario", "kind": "scenario",

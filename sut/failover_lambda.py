@@ -41,9 +41,10 @@ CONNECT_TIMEOUT_S = 1.0
 READ_TIMEOUT_S = 2.0
 MAX_ATTEMPTS = 6
 # Tenacity owns the retrying (backoff with jitter, bounded by the invocation's remaining time),
-# so the SDK's own retries are off; short timeouts keep a hung endpoint inside the budget.
+# so the SDK's own retries are off (total_max_attempts counts the first call; botocore's
+# "max_attempts" would count retries only); short timeouts keep a hung endpoint inside the budget.
 route53 = boto3.client("route53", config=Config(
-    retries={"max_attempts": 1, "mode": "standard"},
+    retries={"total_max_attempts": 1, "mode": "standard"},
     connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S))
 
 RETRYABLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete",

@@ -44,6 +44,24 @@ class LocalEnvironment(Environment):
         self.endpoints: dict = {}
         self._session = requests.Session()
 
+    @classmethod
+    def attach(cls, endpoints: dict, config: GamedayConfig | None = None) -> "LocalEnvironment":
+        """A client of an environment that is already running (`gameday up`, or another process's
+        LocalEnvironment), from its endpoints (the state file): it talks to the control API and
+        the AWS endpoint, starts nothing, and its stop() leaves the environment running.
+        The config is the one the environment was started with (env/config.json next to its
+        timeline) when that file is there."""
+        if config is None:
+            from gameday.config import load_config
+
+            cfg_file = Path(endpoints.get("run_dir") or ".") / "config.json"
+            regions = list(endpoints.get("regions") or {})
+            config = load_config(cfg_file if cfg_file.is_file() else None,
+                                 None if cfg_file.is_file() or not regions else {"regions": regions})
+        env = cls(config, Path(endpoints.get("run_dir") or "."))
+        env.endpoints = dict(endpoints)
+        return env
+
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> "LocalEnvironment":
         env_dir = self.run_dir / "env"

@@ -32,6 +32,9 @@ Choices where the documentation leaves room, so a reader can check them:
   INSUFFICIENT_DATA, so its first evaluation is a real transition (OK actions included), and
   moto is set to whatever the evaluation found. An alarm re-put with PutMetricAlarm keeps
   its state, as in CloudWatch ("When you update an existing alarm, its state is left unchanged").
+- Start: the first evaluation is at the first period boundary after the evaluator starts. A
+  period that ended earlier has no data from metric sources started with the environment, and a
+  breaching-when-missing alarm would fire (and fail over) at every start.
 - SetAlarmState: CloudWatch runs the actions of a state set with SetAlarmState, and the state
   lasts until the next evaluation. A state someone else set in moto is noticed at the next
   tick, announced and published like any transition, then evaluated as usual.
@@ -51,8 +54,10 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Sequence
 
+import boto3
 import botocore.exceptions
 import botocore.session
+from botocore.config import Config
 
 from environments.local.context import LocalContext
 from gameday import aws
@@ -295,6 +300,17 @@ def alarm_notification(alarm: dict, *, region: str, old: str, new: str, reason: 
 
 # -- the component ---------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=None)
+def _single_attempt_client(service: str, region: str, endpoint_url: str, timeout_s: float):
+    """A client that makes exactly one attempt per call. Not gameday.aws.client(retries=0): botocore's
+    Config "max_attempts" counts retries, not attempts, so that client still retries once."""
+    return boto3.session.Session().client(
+        service, region_name=region, endpoint_url=endpoint_url,
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"},
+                      connect_timeout=timeout_s, read_timeout=timeout_s, max_pool_connections=32),
+        **aws.LOCAL_CREDENTIALS)
+
+
 @dataclass
 class _Known:
     """What the evaluator believes about one alarm."""
@@ -389,14 +405,20 @@ class AlarmEvaluator:
     def _cw(self, region: str):
         # Same endpoint as ctx.internal_client (the region's moto, no API faults), but with a short
         # timeout and no retries: a stuck region skips a tick instead of stalling for 3 x 5 s.
-        return aws.client("cloudwatch", region, self.ctx.moto_urls[region], retries=0, timeout_s=self.call_timeout_s)
+        return _single_attempt_client("cloudwatch", region, self.ctx.moto_urls[region], self.call_timeout_s)
 
     def _sns(self, region: str):
-        return aws.client("sns", region, self.ctx.moto_urls[region], retries=0, timeout_s=self.publish_timeout_s)
+        # no retries either: a Publish that timed out may still have delivered (moto delivers to http
+        # subscribers inside Publish), and a transition's actions run once
+        return _single_attempt_client("sns", region, self.ctx.moto_urls[region], self.publish_timeout_s)
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def _region_loop(self, region: str) -> None:
-        last: int | None = None
+        # The first evaluation is of the first period that ends after the start: an earlier one has
+        # no data from metric sources started just before the evaluator (the stack arms the load
+        # balancers' metrics, then starts us), so a breaching-when-missing alarm (HealthyHostCount)
+        # would fire, and fail over, at every start.
+        last: int | None = int(math.floor(time.time() / self._steps[region])) * self._steps[region]
         while not self._stop.is_set():
             step = self._steps[region]
             now = time.time()

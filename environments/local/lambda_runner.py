@@ -231,6 +231,9 @@ class LambdaRunner:
         self.subscriptions: dict[str, str] = {}   # region -> subscription ARN
         self._sub_by_topic: dict[str, str] = {}
         self.notifications = 0
+        # A broken function, set by the lambda_fault fault (faults/lambda_fault.py) through the
+        # control API: {"mode": "error" | "timeout" | "delay", "delay_s": float | None}, read per attempt.
+        self.fault: dict | None = None
 
     # -- the Lambda environment --------------------------------------------------------------------
     def lambda_environment(self) -> dict[str, str]:
@@ -370,6 +373,7 @@ class LambdaRunner:
                 "cold_starts": sum(1 for r in self._records if r.get("cold_start")),
                 "subscriptions": dict(self.subscriptions),
                 "running": self._started and not self._stopped,
+                "fault": self.fault,
             }
 
     # -- SNS endpoint ------------------------------------------------------------------------------------
@@ -511,7 +515,61 @@ class LambdaRunner:
         if w is not None:
             w.kill()
 
+    # -- injected faults (lambda_fault) -----------------------------------------------------------------
+    def set_fault(self, mode: str, delay_s: float | None = None) -> dict:
+        if mode not in ("error", "timeout", "delay"):
+            raise ValueError(f"lambda fault mode must be error, timeout or delay, got {mode!r}")
+        if mode == "delay" and (delay_s is None or float(delay_s) <= 0):
+            raise ValueError("lambda fault mode delay needs delay_s > 0")
+        self.fault = {"mode": mode, "delay_s": float(delay_s) if delay_s is not None else None}
+        self.ctx.events.emit("lambda_fault", action="set", **self.fault)
+        return dict(self.fault)
+
+    def clear_fault(self) -> dict:
+        was, self.fault = self.fault, None
+        if was is not None:
+            self.ctx.events.emit("lambda_fault", action="clear")
+        return {"cleared": was is not None}
+
+    def _wait_unless_stopped(self, seconds: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopped, timeout=seconds)
+            if self._stopped:
+                raise LambdaRunnerStopped("the Lambda runner stopped during an injected fault")
+
+    def _injected_fault_attempt(self, job: _Job) -> dict | None:
+        """Apply an injected fault to this attempt: a finished record ("error": the attempt fails;
+        "timeout": it runs the whole timeout and its execution environment is stopped, as Lambda
+        does), or None to run the attempt normally (after "delay": it starts late)."""
+        fault = self.fault
+        if fault is None:
+            return None
+        if fault["mode"] == "delay":
+            self._wait_unless_stopped(fault["delay_s"])
+            return None
+        rid = job.request_id
+        if fault["mode"] == "error":
+            return self._finish(job, "error", duration_s=0.0, cold=False, init_s=None,
+                                logs=[f"START RequestId: {rid} Version: $LATEST",
+                                      f"RequestId: {rid} Error: gameday injected fault (lambda_fault error)",
+                                      f"END RequestId: {rid}"],
+                                error={"type": "GamedayInjectedFault", "message": "lambda_fault: injected error"},
+                                start_ts=time.time())
+        t0, start_ts = time.monotonic(), time.time()
+        self._wait_unless_stopped(self.timeout_s)
+        elapsed = time.monotonic() - t0
+        self._kill_worker()
+        return self._finish(job, "timeout", duration_s=elapsed, cold=False, init_s=None, start_ts=start_ts,
+                            logs=[f"START RequestId: {rid} Version: $LATEST",
+                                  f"{_iso_now()} {rid} Task timed out after {elapsed:.2f} seconds",
+                                  f"END RequestId: {rid}"],
+                            error={"type": "Sandbox.Timedout",
+                                   "message": f"Task timed out after {self.timeout_s:.2f} seconds (lambda_fault timeout)"})
+
     def _attempt(self, job: _Job) -> dict:
+        injected = self._injected_fault_attempt(job)
+        if injected is not None:
+            return injected
         rid = job.request_id
         cold = False
         init_s = None

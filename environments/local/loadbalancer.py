@@ -83,6 +83,11 @@ class LoadBalancers:
         self._threads: list[threading.Thread] = []
         self.pool = UpstreamPool(timeout_s=10)
         self._hold = threading.Condition()
+        # Metrics are published only once armed (the stack arms after every region has its
+        # min healthy tasks): the start-up seconds, with targets still in their initial health
+        # checks, would otherwise publish HealthyHostCount 0 and fire the health alarms (and the
+        # failover) at every start, which is a deployment artefact, not the steady state.
+        self._armed = threading.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "LoadBalancers":
@@ -121,6 +126,12 @@ class LoadBalancers:
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _any
 
         lb.server = LoopbackServer(lb.address, self.ctx.lb_port, Handler).start(f"lb-{region}")
+
+    def arm_metrics(self) -> None:
+        with self._lock:
+            for lb in self.regions.values():
+                lb.buckets.clear()
+        self._armed.set()
 
     # -- data-plane blocks ----------------------------------------------------------------------
     def set_blocked(self, region: str, mode: str | None) -> None:
@@ -258,6 +269,8 @@ class LoadBalancers:
 
     # -- metrics ------------------------------------------------------------------------------------
     def _flush(self, final: bool = False) -> None:
+        if not self._armed.is_set():
+            return
         step = self.ctx.profile.metric_flush_s
         now = time.time()
         current = math.floor(now / step) * step

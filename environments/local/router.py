@@ -43,6 +43,8 @@ class ApiFaultRule:
     rate: float = 1.0                 # share of matching calls affected
     status: int = 500                 # for kind="error"
     latency_s: float = 0.0            # for kind="latency"
+    limit: int = 0                    # affect only the first `limit` matching calls (0 = no limit):
+    #                                   "throttle the next 3 UPSERTs" is deterministic, a rate is not
     id: str = ""
     matched: int = 0
     created_at: float = field(default_factory=time.time)
@@ -123,6 +125,8 @@ class AwsRouter:
             raise ValueError(f"unknown api fault kind {rule.kind!r}: throttle, error, latency or blackhole")
         if not 0 < rule.rate <= 1:
             raise ValueError(f"rate must be in (0, 1], got {rule.rate}")
+        if rule.limit < 0:
+            raise ValueError(f"limit must be >= 0 (0 = no limit), got {rule.limit}")
         if rule.region != "*" and rule.region not in self.ctx.moto_urls:
             raise ValueError(f"unknown region {rule.region!r}: one of {sorted(self.ctx.moto_urls)}")
         with self._lock:
@@ -194,9 +198,10 @@ class AwsRouter:
             with self._lock:
                 rules = [r for r in self._rules if r.matches(region, service, op)]
             for rule in rules:
-                if random.random() >= rule.rate:
-                    continue
-                rule.matched += 1
+                with self._lock:
+                    if (rule.limit and rule.matched >= rule.limit) or random.random() >= rule.rate:
+                        continue
+                    rule.matched += 1
                 if rule.kind == "latency":
                     time.sleep(rule.latency_s)  # the fault itself: an injected delay, not a wait
                 elif rule.kind == "blackhole":

@@ -122,6 +122,7 @@ class LocalStack:
         self._timed("load_balancers", self.lbs.start)
         self.components.append(("load_balancers", self.lbs))
         self._timed("targets_healthy", self._wait_targets_healthy)
+        self.lbs.arm_metrics()
 
         self.alarms = AlarmEvaluator(ctx)
         self._timed("alarms", self.alarms.start)
@@ -227,6 +228,10 @@ class LocalStack:
         r("POST", "/replication/pause", lambda q, b: self.replication.pause(b["source"], b["destination"]) or {"ok": True})
         r("POST", "/replication/resume", lambda q, b: self.replication.resume(b["source"], b["destination"]) or {"ok": True})
         r("POST", "/replication/config", lambda q, b: self._replication_config(b))
+        # the lambda_fault fault (faults/lambda_fault.py): a broken failover function until DELETE
+        r("POST", "/lambda/fault", lambda q, b: self.lambdas.set_fault(b["mode"], b.get("delay_s")))
+        r("DELETE", "/lambda/fault", lambda q, b: self.lambdas.clear_fault())
+        r("GET", "/lambda/fault", lambda q, b: {"fault": self.lambdas.fault})
         r("POST", "/ecs/az", lambda q, b: self.ecs.set_az_available(b["region"], b["az"], bool(b["available"])) or {"ok": True})
 
     def _block(self, region: str, mode: str | None) -> dict:

@@ -1,0 +1,837 @@
+"""Checkers: pure functions over a run's data (Jepsen style). No I/O, no environment: the same
+functions judge a live run and re-judge a stored one (reports/recheck.py).
+
+Inputs
+- a history: a list of dict entries as the load generator records them, `invoke` then `ok`,
+  `fail` or `info` (unknown: timed out, maybe applied), with the field names of
+  reports.rundata.normalize_op (`type`, `op`|`f`, `key`|`k`, `value`|`v`, `region`, `served_by`,
+  `status`, `latency_s`|`latency_ms`|`latency`, `time`|`ts`|..., epoch seconds). The client that
+  issued an operation is named by `process`, `worker`, `client`, `user` or `user_id` (any of them,
+  together). Entries are read with those aliases directly rather than through normalize_op,
+  because normalize_op costs ~2 us an entry and these checkers must do 1M operations in seconds;
+  tests/test_checkers.py proves both readings agree.
+- replicas: {region: {key: value}}, the final table contents of every region.
+
+An operation's interval is [invoked, completed]: `completed` is the completion entry's time;
+`invoked` is the time of the invoke entry with the same `id` (recorded before the request was
+sent: a sound lower bound of its start), else `completed - latency`, else the time of the
+invoke of the same client, operation and key. An operation whose invocation cannot be placed
+is treated as concurrent with everything before it, which can only hide a loss, never invent one.
+
+Each checker returns CheckResult(name, valid, detail, metrics): `valid` is True, False or
+"unknown" (nothing could be checked, or the data ends before the answer is known); `metrics`
+is flat {name: number | None}, so it can go straight into result.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Iterable, NamedTuple, Sequence
+
+from reports.rundata import ReportError, parse_time
+
+Valid = Any  # True | False | "unknown"
+UNKNOWN = "unknown"
+INF = math.inf
+MAX_EXAMPLES = 5
+
+# Aliases, in normalize_op's order of preference (reports/rundata.py is the reference).
+TIME_FIELDS = ("time", "ts", "wall_time", "at", "t")
+CLIENT_FIELDS = ("process", "worker", "client", "user", "user_id")
+
+
+def _gc_paused(fn):
+    """Run fn with the cyclic garbage collector paused. The checkers allocate hundreds of thousands
+    of small tuples while a history of millions of dicts is alive, which makes the collector
+    traverse the whole history again and again (measured: ~15% of the time at 1M operations);
+    they create no reference cycles, so nothing is left for it to find."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+    return wrapper
+
+
+class HistoryError(ValueError):
+    """A history entry the checkers cannot read; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    valid: Valid                       # True | False | "unknown"
+    detail: str
+    metrics: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.valid is not True and self.valid is not False and self.valid != UNKNOWN:
+            raise ValueError(f"check {self.name}: valid must be True, False or 'unknown', got {self.valid!r}")
+
+    def as_dict(self) -> dict:
+        """The summary/result.json check shape (plus the metrics)."""
+        return {"name": self.name, "valid": self.valid, "detail": self.detail, "metrics": dict(self.metrics)}
+
+    def assert_valid(self, *, allow_unknown: bool = False) -> "CheckResult":
+        """For scenarios: raise AssertionError with the detail unless valid (or unknown, if allowed)."""
+        if self.valid is True or (allow_unknown and self.valid == UNKNOWN):
+            return self
+        raise AssertionError(f"{self.name}: {'FAILED' if self.valid is False else 'UNKNOWN'}: {self.detail}")
+
+
+# -- reading a history -------------------------------------------------------------------------------------
+
+class Operation(NamedTuple):
+    """One completed (or never completed) client operation."""
+    type: str                  # ok | fail | info ("info" too for an invoke that never completed)
+    op: str | None             # write | read
+    key: str | None
+    value: Any
+    invoked: float             # epoch s; -inf when it cannot be placed
+    completed: float           # epoch s; +inf for an invoke that never completed
+    region: str | None         # the region the client aimed at
+    served_by: str | None      # the region that answered
+    status: Any
+    client: tuple | None
+    index: int                 # position of the completion (or invoke) entry in the history
+
+
+def _get(e: dict, a: str, b: str) -> Any:
+    v = e.get(a)
+    return e.get(b) if v is None else v
+
+
+def _time(e: dict, i: int) -> float:
+    for f in TIME_FIELDS:
+        t = e.get(f)
+        if t is not None:
+            break
+    else:
+        raise HistoryError(f"history entry {i + 1}: no time (one of {', '.join(TIME_FIELDS)})")
+    tt = type(t)
+    if tt is float or tt is int:
+        return t
+    try:
+        return parse_time(t, f"history entry {i + 1}")
+    except ReportError as err:
+        raise HistoryError(str(err)) from None
+
+
+def _latency(e: dict) -> float | None:
+    lat = e.get("latency_s")
+    if lat is None:
+        ms = e.get("latency_ms")
+        if ms is not None:
+            return float(ms) / 1000.0
+        lat = e.get("latency")
+        if lat is None:
+            return None
+    return lat if type(lat) is float else float(lat)
+
+
+def _client(e: dict) -> tuple | None:
+    c = tuple(e.get(f) for f in CLIENT_FIELDS)
+    return None if c == (None,) * len(CLIENT_FIELDS) else c
+
+
+def canon_key(k: Any) -> Any:
+    """Keys compare as strings: replicas.json (JSON object keys) and DynamoDB's `pk` are strings."""
+    return k if type(k) is str or k is None else str(k)
+
+
+def canon_value(v: Any) -> Any:
+    """A hashable form under which the history's and the table's spelling of a value agree
+    (5, 5.0, Decimal('5') and "5" are one value; maps and lists compare by their JSON)."""
+    t = type(v)
+    if t is str or v is None:
+        return v
+    if t is bool:
+        return "true" if v else "false"
+    if t is int:
+        return str(v)
+    if t is float or t is Decimal:
+        return str(int(v)) if v == v and v not in (INF, -INF) and v == int(v) else str(v)
+    try:
+        return json.dumps(v, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def operations(history: Sequence[dict], *, only: str | None = None, unmatched: bool = True,
+               with_client: bool = False) -> list[Operation]:
+    """The history's operations, one per completion entry, in history order; with `unmatched`,
+    invokes that never completed follow as `info` operations (completed = +inf).
+    `only` = "write" or "read" keeps that kind (cheaper on big histories); `with_client` fills
+    Operation.client (always filled when completions had to be paired by client)."""
+    if not isinstance(history, (list, tuple)):
+        history = list(history)
+    out: list[Operation] = []
+    app = out.append
+    invoked_at: dict[Any, float] = {}   # operation id -> invoke time
+    for i, e in enumerate(history):
+        typ = e.get("type")
+        if typ == "invoke":
+            oid = e.get("id")
+            if oid is not None and (only is None or _get(e, "op", "f") == only):
+                invoked_at[oid] = _time(e, i)
+            continue
+        if typ != "ok" and typ != "fail" and typ != "info":
+            raise HistoryError(f"history entry {i + 1}: type must be invoke, ok, fail or info (got {typ!r})")
+        op = _get(e, "op", "f")
+        if only is not None and op != only:
+            continue
+        t = _time(e, i)
+        oid = e.get("id")
+        inv = invoked_at.pop(oid, None) if oid is not None else None
+        if inv is None:
+            lat = _latency(e)
+            if lat is None:  # neither an invoke with its id nor a latency: pair by client instead
+                return _paired_operations(history, only=only, unmatched=unmatched)
+            inv = t - lat
+        app(Operation(typ, op, canon_key(_get(e, "key", "k")), _get(e, "value", "v"), inv, t,
+                      e.get("region") or e.get("target") or e.get("target_region"),
+                      e.get("served_by") or e.get("server_region") or e.get("served"),
+                      _get(e, "status", "status_code"), _client(e) if with_client else None, i))
+    if unmatched:
+        out.extend(_unmatched_invokes(history, out, only))
+    return out
+
+
+def _unmatched_invokes(history: Sequence[dict], done: list[Operation], only: str | None) -> list[Operation]:
+    """Invokes with no completion (in flight when the run ended, or their client died). Matched by
+    operation id when entries carry one; else a write by (key, value), values being unique per
+    key, and a read by count per (client, key)."""
+    done_ids: set = set()
+    counts: dict[tuple, int] = {}
+    for o in done:
+        c = history[o.index]
+        oid = c.get("id")
+        if oid is not None:
+            done_ids.add(oid)
+            continue
+        k = (o.op, o.key, canon_value(o.value)) if o.op == "write" else (o.op, o.key, _client(c))
+        counts[k] = counts.get(k, 0) + 1
+    opens: list[Operation] = []
+    for i, e in enumerate(history):
+        if e.get("type") != "invoke":
+            continue
+        op = _get(e, "op", "f")
+        if only is not None and op != only:
+            continue
+        oid = e.get("id")
+        key = canon_key(_get(e, "key", "k"))
+        value = _get(e, "value", "v")
+        if oid is not None:
+            if oid in done_ids:
+                continue
+        else:
+            k = (op, key, canon_value(value)) if op == "write" else (op, key, _client(e))
+            n = counts.get(k, 0)
+            if n:
+                counts[k] = n - 1
+                continue
+        opens.append(Operation("info", op, key, value, _time(e, i), INF,
+                               e.get("region") or e.get("target") or e.get("target_region"), None, None,
+                               _client(e), i))
+    return opens
+
+
+def _paired_operations(history: Sequence[dict], *, only: str | None, unmatched: bool) -> list[Operation]:
+    """Completions with neither a known invoke id nor a latency: pair each with its invoke by id
+    when there is one, else by (client, operation, key), first in first out."""
+    pending: dict[Any, list[tuple[float, int, dict]]] = {}
+    out: list[Operation] = []
+    for i, e in enumerate(history):
+        typ = e.get("type")
+        if typ not in ("invoke", "ok", "fail", "info"):
+            raise HistoryError(f"history entry {i + 1}: type must be invoke, ok, fail or info (got {typ!r})")
+        op = _get(e, "op", "f")
+        if only is not None and op != only:
+            continue
+        key = canon_key(_get(e, "key", "k"))
+        client = _client(e)
+        t = _time(e, i)
+        oid = e.get("id")
+        pk = ("id", oid) if oid is not None else (client, op, key)
+        if typ == "invoke":
+            pending.setdefault(pk, []).append((t, i, e))
+            continue
+        queue = pending.get(pk)
+        inv_t = queue.pop(0)[0] if queue else None
+        if inv_t is None:
+            lat = _latency(e)
+            inv_t = -INF if lat is None else t - lat   # unplaceable: concurrent with all before it
+        out.append(Operation(typ, op, key, _get(e, "value", "v"), inv_t, t,
+                             e.get("region") or e.get("target") or e.get("target_region"),
+                             e.get("served_by") or e.get("server_region") or e.get("served"),
+                             _get(e, "status", "status_code"), client, i))
+    if unmatched:
+        for queue in pending.values():
+            for t, i, e in queue:
+                out.append(Operation("info", _get(e, "op", "f"), canon_key(_get(e, "key", "k")),
+                                     _get(e, "value", "v"), t, INF,
+                                     e.get("region") or e.get("target") or e.get("target_region"), None, None,
+                                     _client(e), i))
+    return out
+
+
+def _examples(items: list[str], total: int) -> str:
+    s = "; ".join(items[:MAX_EXAMPLES])
+    return s + (f"; ... ({total - MAX_EXAMPLES} more)" if total > MAX_EXAMPLES else "")
+
+
+def _fmt(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+# -- lost acknowledged writes --------------------------------------------------------------------------------
+
+@_gc_paused
+def lost_acked_writes(history: Sequence[dict], replicas: dict, *, allowed: int = 0,
+                      clock_skew_s: float = 0.0) -> CheckResult:
+    """Every write acknowledged `ok` must survive in every replica: the replica's final value for
+    its key is the write's own value or the value of a write that may have been ordered after it.
+
+    Concurrent writes. Global tables resolve conflicts by last writer wins, so the final value X
+    of a key may be any write that was not certainly overwritten. An acked write W is lost in a
+    region whose final value is X when X != W's value and X *completed before W was invoked*
+    (plus `clock_skew_s`, for regions whose clocks differ): then W is after X in real time, W took
+    effect (it was acknowledged), so under last writer wins X cannot be final. Writes overlapping
+    W may legitimately win either way. An `info` or unmatched write may have taken effect at any
+    time until the end of the history, so its value is never evidence of a loss; nor is a `fail`
+    write's value (it was applied after all: counted in `failed_writes_visible`). A key missing
+    from a replica, or holding a value no recorded write wrote, loses every acked write to it.
+    Values are assumed unique per key (the load generator's job); a repeated value counts as the
+    latest write that wrote it, which can only hide a loss.
+
+    `allowed` > 0 makes it an RPO check: valid while distinct lost writes <= allowed.
+    """
+    writes = _writes_by_key(history)
+    n_acked = 0
+    for ws in writes.values():
+        for w in ws:
+            if w[0] == "ok":
+                n_acked += 1
+    if not replicas:
+        return CheckResult("lost_acked_writes", UNKNOWN, f"no replicas to check {n_acked} acknowledged writes against",
+                           {"acked_writes": n_acked, "lost_acked_writes": None})
+
+    regions = list(replicas)
+    tables = {}
+    for r in regions:
+        t = replicas[r] or {}
+        tables[r] = t if all(type(k) is str for k in _head(t)) else {canon_key(k): v for k, v in t.items()}
+    skew = clock_skew_s
+    MISSING = object()
+    open_writes: set | None = None            # (key, canon value) of writes invoked but never completed
+    lost: dict[tuple, list[str]] = {}         # (key, canon value) -> regions missing it
+    lost_raw: dict[tuple, Any] = {}
+    finals: dict[tuple, Any] = {}             # (key, region) -> final value, for the detail
+    unexplained: list[tuple[Any, str, Any]] = []  # (key, region, value) that no recorded write wrote
+    per_region = {r: 0 for r in regions}
+    failed_visible = 0
+    for key, ws in writes.items():
+        memo_fcv = memo = None   # regions usually hold the same final value: judge it once
+        for r in regions:
+            final = tables[r].get(key, MISSING)
+            if final is MISSING:
+                fcv = None
+                x_done = -INF
+            else:
+                fcv = final if type(final) is str else canon_value(final)
+                if memo is None or fcv != memo_fcv:
+                    memo_fcv = fcv
+                    x_done, latest_ok, found, failed = _judge(ws, fcv)
+                    foreign = False
+                    if not found:
+                        if open_writes is None:
+                            open_writes = {(o.key, canon_value(o.value)) for o in _unmatched_invokes(
+                                history, operations(history, only="write", unmatched=False), "write")}
+                        if (key, fcv) in open_writes:
+                            x_done = INF      # in flight when the history ended: may be last
+                        else:
+                            foreign = True
+                    # (completion of the final value's write, nothing lost?, foreign?, a `fail` write's?)
+                    memo = (x_done, x_done + skew >= latest_ok, foreign, failed)
+                x_done, nothing_lost, foreign, failed = memo
+                if failed:
+                    failed_visible += 1       # a `fail` write was applied after all: it may be last
+                if foreign:
+                    unexplained.append((key, r, final))
+                if nothing_lost:
+                    continue  # the final value may follow every acked write to this key
+            horizon = x_done + skew
+            for typ, inv, done, cv, raw in ws:
+                if inv > horizon and typ == "ok" and cv != fcv:
+                    k2 = (key, cv)
+                    regs = lost.get(k2)
+                    if regs is None:
+                        lost[k2] = regs = []
+                        lost_raw[k2] = raw
+                    regs.append(r)
+                    per_region[r] += 1
+                    finals[(key, r)] = final
+
+    n_lost = len(lost)
+    examples = []
+    for (key, wcv), regs in list(lost.items())[:MAX_EXAMPLES]:
+        has = ", ".join(f"{r} has {'no item' if finals[(key, r)] is MISSING else _fmt(finals[(key, r)])}" for r in regs)
+        examples.append(f"{key}={_fmt(lost_raw[(key, wcv)])} acked but missing from {', '.join(regs)} ({has})")
+    metrics = {"acked_writes": n_acked, "lost_acked_writes": n_lost,
+               **{f"lost_in.{r}": n for r, n in per_region.items()},
+               "failed_writes_visible": failed_visible, "foreign_values": len(unexplained)}
+    if allowed > 0:
+        metrics["allowed_lost_writes"] = allowed
+    if n_acked == 0:
+        return CheckResult("lost_acked_writes", UNKNOWN, "no acknowledged writes in the history: nothing to lose", metrics)
+    head = f"{n_lost} of {n_acked} acknowledged writes lost"
+    if allowed > 0:
+        valid = n_lost <= allowed
+        head += f" (RPO: at most {allowed} allowed: {'within' if valid else 'OVER'})"
+    else:
+        valid = n_lost == 0
+    if n_lost:
+        head += " (" + ", ".join(f"{r}: {n}" for r, n in per_region.items() if n) + "): " + _examples(examples, n_lost)
+    if unexplained:
+        key, r, final = unexplained[0]
+        head += f"; {len(unexplained)} final values that no recorded write wrote (e.g. {key}={_fmt(final)} in {r})"
+    if failed_visible:
+        head += f"; {failed_visible} final values written by writes recorded as failed"
+    return CheckResult("lost_acked_writes", valid, head, metrics)
+
+
+def _judge(ws: list[tuple], fcv: Any) -> tuple[float, float, bool, bool]:
+    """For a key's writes and its final (canonical) value: (when the write of that value completed,
+    +inf if it may have landed later; the latest invocation of an acked write; whether any recorded
+    write wrote it; whether it was a `fail` write)."""
+    x_done = -INF
+    latest_ok = -INF
+    found = failed = False
+    for typ, inv, done, cv, _raw in ws:
+        if typ == "ok" and inv > latest_ok:
+            latest_ok = inv
+        if cv == fcv:
+            found = True
+            if typ == "fail":
+                failed = True
+                x_done = INF
+            elif done > x_done:
+                x_done = done
+    return x_done, latest_ok, found, failed
+
+
+def _writes_by_key(history: Sequence[dict]) -> dict[Any, list[tuple]]:
+    """key -> [(type, invoked, completed, canon value, raw value)] of every write, with `info`
+    writes, and writes invoked but never completed, completing at +inf (they may land any time).
+    The hot loop of lost_acked_writes: operations() reads entries the same way (tests prove it),
+    this is it inlined for speed. Histories it cannot place go through operations()."""
+    if not isinstance(history, (list, tuple)):
+        history = list(history)
+    out: dict[Any, list[tuple]] = {}
+    invoked_at: dict[Any, float] = {}   # write id -> invoke time (the sound lower bound of its start)
+    i = -1
+    for e in history:
+        i += 1
+        typ = e.get("type")
+        op = e.get("op")
+        if op is None:
+            op = e.get("f")
+        if typ == "invoke":
+            if op == "write":
+                oid = e.get("id")
+                if oid is not None:
+                    t = e.get("time")
+                    invoked_at[oid] = t if type(t) is float else _time(e, i)
+            continue
+        if op != "write":
+            if typ != "ok" and typ != "fail" and typ != "info":
+                raise HistoryError(f"history entry {i + 1}: type must be invoke, ok, fail or info (got {typ!r})")
+            continue
+        t = e.get("time")
+        if type(t) is not float:
+            t = _time(e, i)
+        oid = e.get("id")
+        inv = invoked_at.pop(oid, None) if oid is not None else None
+        if inv is None:
+            lat = e.get("latency_s")
+            if type(lat) is not float:
+                lat = _latency(e)
+                if lat is None:
+                    return _writes_by_key_slow(history)
+            inv = t - lat
+        key = e.get("key")
+        if type(key) is not str:
+            key = canon_key(_get(e, "key", "k"))
+        v = e.get("value")
+        if v is None:
+            v = e.get("v")
+        tv = type(v)
+        cv = v if tv is str else (str(v) if tv is int else canon_value(v))  # canon_value, inlined
+        if typ == "ok":
+            rec = ("ok", inv, t, cv, v)
+        elif typ == "info":
+            rec = ("info", inv, INF, cv, v)
+        elif typ == "fail":
+            rec = ("fail", inv, t, cv, v)
+        else:
+            raise HistoryError(f"history entry {i + 1}: type must be invoke, ok, fail or info (got {typ!r})")
+        lst = out.get(key)
+        if lst is None:
+            out[key] = [rec]
+        else:
+            lst.append(rec)
+    if invoked_at:
+        # writes still in flight when the history ended: their invokes are near the end
+        left = set(invoked_at)
+        for j in range(len(history) - 1, -1, -1):
+            e = history[j]
+            if e.get("type") == "invoke" and e.get("id") in left:
+                left.discard(e["id"])
+                v = _get(e, "value", "v")
+                out.setdefault(canon_key(_get(e, "key", "k")), []).append(
+                    ("info", invoked_at[e["id"]], INF, canon_value(v), v))
+                if not left:
+                    break
+    return out
+
+
+def _writes_by_key_slow(history: Sequence[dict]) -> dict[Any, list[tuple]]:
+    out: dict[Any, list[tuple]] = {}
+    for o in operations(history, only="write", unmatched=True):
+        done = INF if o.type == "info" else o.completed
+        out.setdefault(o.key, []).append((o.type, o.invoked, done, canon_value(o.value), o.value))
+    return out
+
+
+def _head(d: dict, n: int = 8) -> list:
+    out = []
+    for k in d:
+        out.append(k)
+        if len(out) >= n:
+            break
+    return out
+
+
+# -- divergence and convergence ----------------------------------------------------------------------------
+
+@_gc_paused
+def divergent_keys(replicas: dict) -> CheckResult:
+    """Keys whose value differs between replicas, or that some replica lacks (after convergence)."""
+    regions = list(replicas)
+    if len(regions) < 2:
+        return CheckResult("divergent_keys", UNKNOWN, f"{len(regions)} replica(s): nothing to compare",
+                           {"divergent_keys": None})
+    tables = [replicas[r] or {} for r in regions]
+    first = tables[0]
+    all_keys = set(first)
+    for t in tables[1:]:
+        all_keys.update(t)
+    MISSING = object()
+    divergent: list = []
+    for k in all_keys:
+        v0 = first.get(k, MISSING)
+        for t in tables[1:]:
+            v = t.get(k, MISSING)
+            if v is not v0 and v != v0 and (v is MISSING or v0 is MISSING or canon_value(v) != canon_value(v0)):
+                divergent.append(k)
+                break
+    n = len(divergent)
+    detail = f"{n} of {len(all_keys)} keys differ between {len(regions)} replicas ({', '.join(regions)})"
+    if n:
+        shown = sorted(divergent, key=str)[:MAX_EXAMPLES]
+        parts = []
+        for k in shown:
+            vals = ", ".join(f"{r}={_fmt(t[k]) if k in t else 'missing'}" for r, t in zip(regions, tables))
+            parts.append(f"{k}: {vals}")
+        detail += ": " + _examples(parts, n)
+    return CheckResult("divergent_keys", n == 0, detail, {"divergent_keys": n})
+
+
+def convergence(samples: Iterable[tuple[float, int]], deadline_s: float, *, started: float | None = None) -> CheckResult:
+    """From (time, divergent_count) observations: when the replicas first agreed and stayed agreeing.
+    convergence_s counts from `started` (default: the first sample) to the first sample of the final
+    run of agreeing samples (an upper bound, at the sampling resolution). Valid when that is within
+    deadline_s; false when it came later, or the samples cover the deadline and still differ;
+    unknown when the samples end before the deadline with the replicas still apart."""
+    pts = sorted((float(t), int(n)) for t, n in samples)
+    if not pts:
+        return CheckResult("convergence", UNKNOWN, "no divergence samples", {"convergence_s": None})
+    t0 = pts[0][0] if started is None else float(started)
+    agreed_at = None
+    for t, n in reversed(pts):   # the start of the final run of agreeing samples
+        if n != 0:
+            break
+        agreed_at = t
+    last_t, last_n = pts[-1]
+    if agreed_at is None:
+        watched = last_t - t0
+        metrics = {"convergence_s": None, "divergent_keys_last_sample": last_n}
+        if watched >= deadline_s:
+            return CheckResult("convergence", False, f"replicas still differ on {last_n} keys {watched:.1f}s after "
+                               f"the start (deadline {deadline_s:.1f}s)", metrics)
+        return CheckResult("convergence", UNKNOWN, f"replicas still differ on {last_n} keys when the samples end "
+                           f"{watched:.1f}s after the start, before the {deadline_s:.1f}s deadline", metrics)
+    conv = max(0.0, agreed_at - t0)
+    valid = conv <= deadline_s
+    flips = sum(1 for (_, a), (_, b) in zip(pts, pts[1:]) if a == 0 and b != 0)
+    detail = (f"replicas agree from {conv:.2f}s after the start ({'within' if valid else 'OVER'} the "
+              f"{deadline_s:.1f}s deadline) and stayed agreeing for {last_t - agreed_at:.2f}s of samples")
+    if flips:
+        detail += f"; they had agreed and diverged again {flips} time(s) before"
+    return CheckResult("convergence", valid, detail, {"convergence_s": round(conv, 4), "divergent_keys_last_sample": 0})
+
+
+# -- read your writes --------------------------------------------------------------------------------------
+
+def _status_404(s: Any) -> bool:
+    return s == 404 or s == "404"
+
+
+@_gc_paused
+def read_your_writes(history: Sequence[dict]) -> CheckResult:
+    """Within a region (the one that served both), a read invoked after the same client's `ok`
+    write of the key completed must return that value or the value of a write that may follow it
+    (one that completed after the client's write was invoked, or never certainly completed).
+    A read answered 404 (or no value) after such a write is a violation: the workload never deletes."""
+    ops = operations(history, with_client=True)
+    later: dict[Any, dict[Any, float]] = {}   # key -> canon value -> latest completion (+inf: maybe later)
+    for o in ops:
+        if o.op == "write":
+            d = later.setdefault(o.key, {})
+            done = o.completed if o.type == "ok" else INF
+            cv = canon_value(o.value)
+            if done > d.get(cv, -INF):
+                d[cv] = done
+    last_write: dict[tuple, tuple[float, float, Any, Any]] = {}  # (client, key, region) -> (inv, done, cv, raw)
+    checked = 0
+    unattributed = 0
+    violations: list[str] = []
+    n_viol = not_found = stale = 0
+    if not any(o.client is not None for o in ops):
+        return CheckResult("read_your_writes", UNKNOWN, "the history names no client (process, worker, client, "
+                           "user or user_id): reads cannot be tied to their client's writes",
+                           {"reads_checked": 0, "ryw_violations": None})
+    for o in sorted(ops, key=lambda o: o.completed):
+        client = o.client
+        if client is None:
+            unattributed += 1
+            continue
+        where = o.served_by or o.region
+        if o.op == "write":
+            if o.type == "ok":
+                last_write[(client, o.key, where)] = (o.invoked, o.completed, canon_value(o.value), o.value)
+            continue
+        if o.op != "read":
+            continue
+        w = last_write.get((client, o.key, where))
+        if w is None:
+            continue
+        w_inv, w_done, w_cv, w_raw = w
+        # the read must start after the write finished; unplaced reads count as sequential
+        if o.invoked != -INF and o.invoked < w_done:
+            continue
+        found = o.type == "ok" and not _status_404(o.status) and o.value is not None
+        is_404 = _status_404(o.status) or (o.type == "ok" and o.value is None)
+        if not found and not is_404:
+            continue  # failed or unknown read: no observation
+        checked += 1
+        if is_404:
+            n_viol += 1
+            not_found += 1
+            violations.append(f"{_client_name(client)} wrote {o.key}={_fmt(w_raw)} in {where} then read 404")
+            continue
+        cv = canon_value(o.value)
+        if cv == w_cv:
+            continue
+        x_done = later.get(o.key, {}).get(cv)
+        if x_done is not None and x_done > w_inv:
+            continue  # a write that may follow the client's own
+        n_viol += 1
+        stale += 1
+        what = "an older value" if x_done is not None else "a value no recorded write wrote"
+        violations.append(f"{_client_name(client)} wrote {o.key}={_fmt(w_raw)} in {where} then read "
+                          f"{_fmt(o.value)} ({what})")
+    metrics = {"reads_checked": checked, "ryw_violations": n_viol, "stale_reads": stale, "not_found_reads": not_found,
+               "ops_without_client": unattributed}
+    if checked == 0:
+        return CheckResult("read_your_writes", UNKNOWN, "no read followed its client's acknowledged write of the "
+                           "same key in the same region: nothing to check", metrics)
+    detail = f"{n_viol} of {checked} reads after the client's own write missed it"
+    if n_viol:
+        detail += f" ({stale} stale, {not_found} not found): " + _examples(violations, n_viol)
+    return CheckResult("read_your_writes", n_viol == 0, detail, metrics)
+
+
+def _client_name(c: tuple) -> str:
+    return "/".join(f"{f}={v}" for f, v in zip(CLIENT_FIELDS, c) if v is not None)
+
+
+# -- error budget and RTO ----------------------------------------------------------------------------------
+
+@_gc_paused
+def error_budget(history: Sequence[dict], *, budget: float, window: tuple[Any, Any] | None = None,
+                 window_budget: float | None = None) -> CheckResult:
+    """The share of completed operations that failed or ended unknown (`fail` + `info`) stays within
+    `budget` (a fraction), overall and, with `window` = (start, end) epoch seconds or ISO times,
+    among the operations completed inside it (limit `window_budget`, default `budget`)."""
+    n = bad = n_fail = n_info = 0
+    wn = wbad = 0
+    w0 = w1 = None
+    if window is not None:
+        w0 = _as_epoch(window[0], "window start")
+        w1 = _as_epoch(window[1], "window end") if window[1] is not None else INF
+    wb = budget if window_budget is None else window_budget
+    for o in operations(history, unmatched=False):
+        n += 1
+        failed = o.type != "ok"
+        if failed:
+            bad += 1
+            if o.type == "fail":
+                n_fail += 1
+            else:
+                n_info += 1
+        if w0 is not None and w0 <= o.completed < w1:
+            wn += 1
+            wbad += failed
+    rate = bad / n if n else None
+    metrics = {"requests": n, "error_rate": rate, "failed": n_fail, "unknown": n_info}
+    if n == 0:
+        return CheckResult("error_budget", UNKNOWN, "no completed operations", metrics)
+    valid = rate <= budget
+    detail = (f"{bad} of {n} operations failed or unknown ({n_fail} fail, {n_info} info): {rate:.2%} "
+              f"{'within' if valid else 'OVER'} the {budget:.2%} budget")
+    if w0 is not None:
+        wrate = wbad / wn if wn else None
+        metrics.update({"window_requests": wn, "window_error_rate": wrate})
+        if wn == 0:
+            detail += f"; no operation completed in the window ({w1 - w0:.1f}s)"
+            valid = valid if valid is False else UNKNOWN
+        else:
+            wvalid = wrate <= wb
+            detail += (f"; in the {w1 - w0:.1f}s window {wbad} of {wn}: {wrate:.2%} "
+                       f"{'within' if wvalid else 'OVER'} the {wb:.2%} budget")
+            valid = valid and wvalid
+    return CheckResult("error_budget", valid, detail, metrics)
+
+
+def _as_epoch(v: Any, what: str) -> float:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    try:
+        return parse_time(v, what)
+    except ReportError as e:
+        raise ValueError(str(e)) from None
+
+
+@_gc_paused
+def rto(history: Sequence[dict], fault_time: Any, *, slo: float = 0.95, bucket_s: float = 1.0,
+        region: str | None = None, deadline_s: float | None = None, hold_s: float | None = None) -> CheckResult:
+    """Recovery time: from `fault_time` until the clients' success rate, per `bucket_s` bucket of
+    completion time, is back at or above `slo` and stays there to the end of the history (for at
+    least `hold_s`, default one bucket). With `region`, only successes served by that region count
+    (clients must have followed the failover). A bucket with no completed operation counts as
+    failing: clients that hang are not served. rto_s is the start of the first recovered bucket
+    (resolution: bucket_s). Unknown when the history ends before a recovery is seen; with
+    `deadline_s`, false when it recovered later than that."""
+    t_fault = _as_epoch(fault_time, "fault_time")
+    hold = bucket_s if hold_s is None else hold_s
+    ok_n: dict[int, int] = {}
+    all_n: dict[int, int] = {}
+    last = t_fault
+    for o in operations(history, unmatched=False):
+        t = o.completed
+        if t < t_fault:
+            continue
+        b = int((t - t_fault) // bucket_s)
+        all_n[b] = all_n.get(b, 0) + 1
+        if o.type == "ok" and (region is None or o.served_by == region):
+            ok_n[b] = ok_n.get(b, 0) + 1
+        if t > last:
+            last = t
+    served = f" served by {region}" if region else ""
+    metrics: dict[str, Any] = {"rto_s": None, "requests_after_fault": sum(all_n.values())}
+    if not all_n:
+        return CheckResult("rto", UNKNOWN, "no operation completed after the fault", metrics)
+    n_buckets = max(all_n) + 1
+    first_good = n_buckets
+    for b in range(n_buckets - 1, -1, -1):
+        n = all_n.get(b, 0)
+        if n == 0 or ok_n.get(b, 0) / n < slo:
+            break
+        first_good = b
+    observed = last - t_fault
+    if first_good == n_buckets or observed - first_good * bucket_s < hold:
+        worst = min(range(n_buckets), key=lambda b: ok_n.get(b, 0) / all_n[b] if all_n.get(b) else 0.0)
+        rate_last = ok_n.get(n_buckets - 1, 0) / all_n.get(n_buckets - 1, 1)
+        msg = (f"success rate{served} not back at >= {slo:.0%} for {hold:.1f}s before the history ends "
+               f"{observed:.1f}s after the fault (last bucket {rate_last:.0%}, worst bucket at "
+               f"{worst * bucket_s:.0f}s: {ok_n.get(worst, 0)}/{all_n.get(worst, 0)})")
+        if deadline_s is not None and observed >= deadline_s + hold:
+            return CheckResult("rto", False, msg + f"; deadline {deadline_s:.1f}s passed", metrics)
+        return CheckResult("rto", UNKNOWN, msg, metrics)
+    rto_s = first_good * bucket_s
+    metrics["rto_s"] = rto_s
+    valid = True if deadline_s is None else rto_s <= deadline_s
+    detail = (f"success rate{served} back at >= {slo:.0%} from {rto_s:.1f}s after the fault (buckets of "
+              f"{bucket_s:g}s) and held for the remaining {observed - rto_s:.1f}s")
+    if deadline_s is not None:
+        detail += f"; {'within' if valid else 'OVER'} the {deadline_s:.1f}s deadline"
+    return CheckResult("rto", valid, detail, metrics)
+
+
+# -- composing -----------------------------------------------------------------------------------------------
+
+def compose(*results: CheckResult, name: str = "all") -> CheckResult:
+    """valid = True when all are, False when any is False, else "unknown"; metrics merged."""
+    if len(results) == 1 and isinstance(results[0], (list, tuple)):
+        results = tuple(results[0])
+    vals = [r.valid for r in results]
+    if any(v is False for v in vals):
+        valid: Valid = False
+    elif results and all(v is True for v in vals):
+        valid = True
+    else:
+        valid = UNKNOWN
+    metrics: dict = {}
+    for r in results:
+        metrics.update(r.metrics)
+    bad = [r for r in results if r.valid is not True]
+    detail = f"{sum(v is True for v in vals)} of {len(results)} checks valid"
+    if bad:
+        detail += ": " + "; ".join(f"{r.name} {'FAILED' if r.valid is False else 'unknown'}: {r.detail}" for r in bad)
+    return CheckResult(name, valid, detail, metrics)
+
+
+def run_checks(history: Sequence[dict], replicas: dict | None, *, allowed_lost: int = 0, clock_skew_s: float = 0.0,
+               error_budget_fraction: float | None = None, window: tuple | None = None,
+               fault_time: Any = None, slo: float = 0.95, bucket_s: float = 1.0, rto_region: str | None = None,
+               rto_deadline_s: float | None = None, divergence_samples: Iterable[tuple[float, int]] | None = None,
+               convergence_deadline_s: float | None = None, convergence_started: float | None = None,
+               read_your_writes_check: bool = True) -> list[CheckResult]:
+    """The data checks a scenario usually wants, in one call; each optional one runs when its
+    inputs are given (an error budget, a fault time, divergence samples)."""
+    out: list[CheckResult] = []
+    if replicas is not None:
+        out.append(lost_acked_writes(history, replicas, allowed=allowed_lost, clock_skew_s=clock_skew_s))
+        out.append(divergent_keys(replicas))
+    if read_your_writes_check:
+        out.append(read_your_writes(history))
+    if error_budget_fraction is not None:
+        out.append(error_budget(history, budget=error_budget_fraction, window=window))
+    if fault_time is not None:
+        out.append(rto(history, fault_time, slo=slo, bucket_s=bucket_s, region=rto_region, deadline_s=rto_deadline_s))
+    if divergence_samples is not None:
+        if convergence_deadline_s is None:
+            raise ValueError("run_checks: divergence_samples need convergence_deadline_s")
+        out.append(convergence(divergence_samples, convergence_deadline_s, started=convergence_started))
+    return out

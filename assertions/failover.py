@@ -1,0 +1,459 @@
+"""Eventually-assertions on a running environment: the alarm fired, the failover Lambda ran,
+Route 53 answers the healthy region, the replicas converged. Each one waits with
+assertions.eventually.eventually for as long as the time profile says it may take
+(assertions.deadlines.Deadlines) and RETURNS the measured duration from `started`, a
+time.monotonic() value the scenario took when it began the surge or injected the fault.
+
+Only the Environment interface is used (environments/base.py): `observer()` clients (not
+subject to injected faults), `resolver(honour_ttl=False)`, `region_of_address()`, `events()`,
+`endpoints` / `config` / `profile`. Where the timeline holds the moment something happened (an
+alarm transition, a Lambda invocation's end), durations are measured to that moment rather than
+to when a poll noticed it, so the poll interval does not inflate them.
+
+A failure message says what was expected, what was last observed, and why the deadline is what
+it is, e.g. "alarm gameday-request-count-us-east-1 still OK 14.1s after the start, expected ALARM
+within 13.0s (deadline = (1+1) x 5s period + 3.0s harness margin ...); state reason: ...; last
+datapoints of RequestCount (Sum per 5s, alarm when > 500): ...".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable
+
+from assertions.checkers import divergent_keys
+from assertions.deadlines import HARNESS_MARGIN_S, Deadlines
+from assertions.eventually import NotWithinDeadline, eventually
+
+ALARM, OK = "ALARM", "OK"
+# moto/CloudWatch stamp a transition with their own clock; allow for rounding between the clocks
+STATE_TIME_TOLERANCE_S = 1.0
+LOG_LINES_IN_MESSAGE = 12
+LAMBDA_OUTCOMES = ("ok", "error", "timeout", "failed", "any")
+
+
+# -- deadlines and why ------------------------------------------------------------------------------------
+
+def deadlines(env) -> Deadlines:
+    cfg = env.config
+    return Deadlines.from_profile(env.profile, cfg, replication_lag_s=cfg.dynamodb.replication_lag_s)
+
+
+def explain(env) -> dict[str, str]:
+    """Deadline name -> "12.0s = <the formula with this profile's numbers>", consistent with
+    Deadlines.from_profile (each formula is re-evaluated and checked against it)."""
+    p, cfg = env.profile, env.config
+    d = deadlines(env)
+    m = HARNESS_MARGIN_S
+    t = cfg.failover.timeout_s
+    retries = tuple(p.lambda_retry_delays_s)
+    detection = (f"({p.evaluation_periods}+1) x {p.period_s}s period + {m:g}s harness margin "
+                 f"(CloudWatch evaluates at period boundaries: a surge starting just after one needs an extra period)")
+    lam = (f"{len(retries) + 1} attempts x {t:g}s Lambda timeout + {'+'.join(f'{r:g}' for r in retries) or '0'}s "
+           f"async retry delays + {m:g}s harness margin")
+    failover = f"detection [{detection}] + {t:g}s Lambda timeout + {m:g}s margin (SNS + one invocation)"
+    follow = f"{p.dns_ttl_s}s record TTL + {m:g}s margin"
+    conv = f"max(5s, 3 x {cfg.dynamodb.replication_lag_s:g}s replication lag) + {m:g}s margin"
+    values = {
+        "detection_s": ((p.evaluation_periods + 1) * p.period_s + m, detection),
+        "lambda_s": ((len(retries) + 1) * t + sum(retries) + m, lam),
+        "failover_s": ((p.evaluation_periods + 1) * p.period_s + m + t + m, failover),
+        "client_follow_s": (p.dns_ttl_s + m, follow),
+        "rto_s": ((p.evaluation_periods + 1) * p.period_s + m + t + m + p.dns_ttl_s + m, f"failover + follow [{follow}]"),
+        "convergence_s": (max(5.0, 3 * cfg.dynamodb.replication_lag_s) + m, conv),
+        "recovery_s": ((p.evaluation_periods + 1) * p.period_s + m, f"({p.evaluation_periods}+1) x {p.period_s}s period "
+                       f"+ {m:g}s margin (the alarm returns to OK after a non-breaching evaluation)"),
+    }
+    out = {}
+    for name, (value, text) in values.items():
+        actual = getattr(d, name)
+        # never state a formula that does not add up to the deadline actually used
+        out[name] = f"{actual:.1f}s = {text}" if abs(actual - value) < 1e-6 else f"{actual:.1f}s (Deadlines.{name})"
+    return out
+
+
+def _deadline(env, given: float | None, *names: str) -> tuple[float, str]:
+    """(deadline, why): the sum of the named Deadlines fields with their formulas, or the given one."""
+    if given is not None:
+        return float(given), f"deadline {float(given):.1f}s given by the scenario"
+    d = deadlines(env)
+    texts = explain(env)
+    total = sum(getattr(d, n) for n in names)
+    if len(names) == 1:
+        return total, f"deadline {texts[names[0]]}"
+    return total, f"deadline {total:.1f}s = " + " + ".join(f"{n.removesuffix('_s')} {texts[n]}" for n in names)
+
+
+def _wall(started: float) -> float:
+    """The wall-clock time of a time.monotonic() value (timeline events carry wall time)."""
+    return time.time() - (time.monotonic() - started)
+
+
+def _events(env, kind: str) -> list[dict] | None:
+    """The environment's timeline events of a kind; None when it has no timeline to offer."""
+    try:
+        return list(env.events(0, kind))
+    except Exception:  # noqa: BLE001 - an environment without a timeline (or a dead control API)
+        return None
+
+
+# -- alarms ------------------------------------------------------------------------------------------------
+
+def alarm_name(env, region: str, alarm_key: str = "request-count") -> str:
+    names = (getattr(env, "endpoints", None) or {}).get("alarm_names") or {}
+    if region in names and alarm_key in names[region]:
+        return names[region][alarm_key]
+    return env.config.alarm_name(region, alarm_key)
+
+
+def describe_alarm(env, region: str, name: str) -> dict:
+    """The alarm as CloudWatch describes it; a missing alarm is a setup error, not a wait."""
+    found = env.observer("cloudwatch", region).describe_alarms(AlarmNames=[name]).get("MetricAlarms", [])
+    if not found:
+        raise LookupError(f"no CloudWatch alarm named {name} in {region} (is the environment provisioned, "
+                          f"and is the alarm enabled in the config?)")
+    return found[0]
+
+
+def _epoch(ts: Any) -> float | None:
+    if isinstance(ts, datetime):
+        return (ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)).timestamp()
+    if isinstance(ts, (int, float)):
+        return float(ts)
+    return None
+
+
+def _datapoints(env, region: str, alarm: dict) -> str:
+    """The alarm's metric over the last few periods, for a failure message."""
+    try:
+        period = int(alarm["Period"])
+        stat = alarm.get("Statistic") or "Sum"
+        now = datetime.now(timezone.utc)
+        span = (int(alarm.get("EvaluationPeriods", 1)) + 3) * period
+        out = env.observer("cloudwatch", region).get_metric_statistics(
+            Namespace=alarm["Namespace"], MetricName=alarm["MetricName"], Dimensions=alarm.get("Dimensions", []),
+            StartTime=now - timedelta(seconds=span), EndTime=now, Period=period, Statistics=[stat])
+        pts = sorted(out.get("Datapoints", []), key=lambda p: p["Timestamp"])
+        op = {"GreaterThanThreshold": ">", "GreaterThanOrEqualToThreshold": ">=", "LessThanThreshold": "<",
+              "LessThanOrEqualToThreshold": "<="}.get(alarm.get("ComparisonOperator"), alarm.get("ComparisonOperator"))
+        head = (f"last datapoints of {alarm['MetricName']} ({stat} per {period}s, alarm when {op} "
+                f"{alarm.get('Threshold'):g} for {alarm.get('DatapointsToAlarm') or alarm.get('EvaluationPeriods')} "
+                f"of {alarm.get('EvaluationPeriods')} periods)")
+        if not pts:
+            return head + f": none in the last {span}s"
+        return head + ": " + ", ".join(f"{p['Timestamp'].astimezone(timezone.utc):%H:%M:%S} {p.get(stat, 0):g}"
+                                       for p in pts)
+    except Exception as e:  # noqa: BLE001 - diagnostics must never hide the real failure
+        return f"(could not read the alarm's datapoints: {type(e).__name__}: {e})"
+
+
+def alarm_fires(env, region: str, alarm_key: str = "request-count", *, started: float,
+                deadline: float | None = None, interval_s: float = 0.1) -> float:
+    """Wait until the alarm transitions to ALARM after `started`; return detection_s (start ->
+    the transition, by CloudWatch's StateUpdatedTimestamp or the timeline's alarm event).
+    An alarm already in ALARM since before the start does not count: it did not fire for this."""
+    name = alarm_name(env, region, alarm_key)
+    d, why = _deadline(env, deadline, "detection_s")
+    start_wall = _wall(started)
+    last: dict = {}
+
+    def fired() -> float:
+        a = describe_alarm(env, region, name)
+        last["alarm"] = a
+        ev = next((e for e in _events(env, "alarm") or [] if e.get("alarm") == name and e.get("new") == ALARM
+                   and float(e.get("ts", 0)) >= start_wall), None)
+        if ev is not None:
+            return max(0.0, float(ev["ts"]) - start_wall)
+        changed = _epoch(a.get("StateUpdatedTimestamp"))
+        if a.get("StateValue") == ALARM:
+            if changed is None or changed >= start_wall - STATE_TIME_TOLERANCE_S:
+                return max(0.0, (changed if changed is not None else time.time()) - start_wall)
+            last["stale"] = (f"already in ALARM since {datetime.fromtimestamp(changed, timezone.utc):%H:%M:%S}, "
+                             f"{start_wall - changed:.1f}s before the start: no new transition")
+            raise AssertionError(last["stale"])
+        last.pop("stale", None)
+        raise AssertionError(f"state {a.get('StateValue')}")
+
+    try:
+        detection, _ = eventually(fired, deadline_s=d, what=f"alarm {name}", interval_s=interval_s, started=started,
+                                  why_deadline=why)
+        return detection
+    except NotWithinDeadline:
+        a = last.get("alarm") or {}
+        elapsed = time.monotonic() - started
+        observed = (f"{last['stale']} {elapsed:.1f}s after the start" if last.get("stale")
+                    else f"still {a.get('StateValue', '?')} {elapsed:.1f}s after the start")
+        raise NotWithinDeadline(
+            f"alarm {name} {observed}, expected a transition to ALARM within {d:.1f}s ({why}); "
+            f"state reason: {a.get('StateReason', '?')}; {_datapoints(env, region, a) if a else ''}"
+        ) from None
+
+
+def alarm_stays(env, region: str, state: str = OK, *, for_s: float, alarm_key: str = "request-count",
+                interval_s: float = 0.2) -> float:
+    """Prove the alarm did NOT leave `state`: it holds at every poll for `for_s` seconds, and the
+    timeline shows no transition away from it in between. Returns the seconds it was watched."""
+    name = alarm_name(env, region, alarm_key)
+    started = time.monotonic()
+    start_wall = _wall(started)
+    pause = threading.Event()
+    while True:
+        a = describe_alarm(env, region, name)
+        elapsed = time.monotonic() - started
+        moved = [e for e in _events(env, "alarm") or [] if e.get("alarm") == name
+                 and float(e.get("ts", 0)) >= start_wall and e.get("new") != state]
+        if a.get("StateValue") != state or moved:
+            what = (f"went {moved[0]['new']} {float(moved[0]['ts']) - start_wall:.1f}s into the watch "
+                    f"(reason: {moved[0].get('reason')})") if moved else f"is {a.get('StateValue')}"
+            raise AssertionError(
+                f"alarm {name} {what}, expected it to stay {state} for {for_s:.1f}s (it held {elapsed:.1f}s); "
+                f"state reason: {a.get('StateReason', '?')}; {_datapoints(env, region, a)}")
+        if elapsed >= for_s:
+            return elapsed
+        pause.wait(min(interval_s, max(0.0, for_s - elapsed)))
+
+
+# -- the failover Lambda -----------------------------------------------------------------------------------
+
+def _outcome_matches(ev: dict, outcome: str) -> bool:
+    got = ev.get("outcome")
+    return outcome == "any" or got == outcome or (outcome == "failed" and got in ("error", "timeout"))
+
+
+def _describe_invocation(ev: dict) -> str:
+    err = ev.get("error") or {}
+    s = f"attempt {ev.get('attempt', '?')} {ev.get('outcome')}"
+    if err:
+        s += f" ({err.get('type')}: {err.get('message')})"
+    if ev.get("will_retry"):
+        s += f", retry in {ev.get('retry_in_s')}s"
+    logs = ev.get("logs") or []
+    if isinstance(logs, str):
+        logs = logs.splitlines()
+    if logs:
+        s += "; logs:\n    " + "\n    ".join(str(x) for x in logs[-LOG_LINES_IN_MESSAGE:])
+    return s
+
+
+def lambda_invoked(env, *, started: float, deadline: float | None = None, outcome: str = "ok",
+                   region: str | None = None, interval_s: float = 0.1) -> float:
+    """Wait for a failover-Lambda invocation that ended with `outcome` (ok | error | timeout |
+    failed = error or timeout | any) after `started`, optionally for an alarm of `region`. Returns
+    the seconds from the start to the end of that invocation. The default deadline counts from a
+    surge: detection, then the Lambda with its retries."""
+    if outcome not in LAMBDA_OUTCOMES:
+        raise ValueError(f"outcome must be one of {', '.join(LAMBDA_OUTCOMES)}, got {outcome!r}")
+    d, why = _deadline(env, deadline, "detection_s", "lambda_s")
+    start_wall = _wall(started)
+    seen: list[dict] = []
+
+    def invoked() -> float:
+        evs = _events(env, "lambda_invocation")
+        if evs is None:
+            raise AssertionError("the environment offers no timeline of Lambda invocations")
+        mine = [e for e in evs if float(e.get("ts", 0)) >= start_wall and (region is None or e.get("region") == region)]
+        seen[:] = mine
+        hit = next((e for e in mine if _outcome_matches(e, outcome)), None)
+        if hit is None:
+            raise AssertionError(f"{len(mine)} invocation(s), none {outcome}")
+        end = hit.get("end_ts") or hit.get("ts")
+        return max(0.0, float(end) - start_wall)
+
+    try:
+        took, _ = eventually(invoked, deadline_s=d, what="failover Lambda", interval_s=interval_s, started=started,
+                             why_deadline=why)
+        return took
+    except NotWithinDeadline:
+        elapsed = time.monotonic() - started
+        where = f" for an alarm of {region}" if region else ""
+        if seen:
+            observed = f"{len(seen)} invocation(s), none {outcome}; the last: {_describe_invocation(seen[-1])}"
+        else:
+            actions = [e for e in _events(env, "alarm_action") or [] if float(e.get("ts", 0)) >= start_wall]
+            observed = "no invocation at all" + (
+                f"; alarm actions published since the start: " + ", ".join(
+                    f"{e.get('alarm')} {e.get('new')}" + (f" FAILED ({e['error']})" if e.get("error") else "")
+                    for e in actions[-5:]) if actions else "; no alarm action was published since the start either")
+        raise NotWithinDeadline(f"failover Lambda: no invocation{where} ending {outcome} {elapsed:.1f}s after the "
+                                f"start, expected within {d:.1f}s ({why}); observed: {observed}") from None
+
+
+# -- Route 53 ----------------------------------------------------------------------------------------------
+
+def region_addresses(env, region: str) -> list[str]:
+    regions = (getattr(env, "endpoints", None) or {}).get("regions") or {}
+    if region in regions and isinstance(regions[region], dict) and "lb_address" in regions[region]:
+        return [regions[region]["lb_address"]]
+    return []
+
+
+def _named(env, addresses: list[str]) -> str:
+    return ", ".join(f"{a} ({env.region_of_address(a) or 'no region'})" for a in addresses) or "no address"
+
+
+def _hosted_zone_id(env, r53) -> str:
+    zid = (getattr(env, "endpoints", None) or {}).get("hosted_zone_id")
+    if zid:
+        return zid
+    zone = env.config.route53.zone.rstrip(".") + "."
+    for z in r53.list_hosted_zones_by_name(DNSName=zone).get("HostedZones", []):
+        if z["Name"] == zone:
+            return z["Id"].rsplit("/", 1)[-1]
+    raise LookupError(f"no Route 53 hosted zone {zone}")
+
+
+def record_sets(env) -> list[dict]:
+    """The service name's A record sets, as Route 53's control plane holds them."""
+    r53 = env.observer("route53", "us-east-1")
+    zid = _hosted_zone_id(env, r53)
+    name = env.config.record_name
+    out = []
+    for page in r53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zid):
+        out += [s for s in page["ResourceRecordSets"] if s["Name"].rstrip(".").lower() == name.rstrip(".").lower()
+                and s["Type"] == "A"]
+    return out
+
+
+def record_points_at(env, region: str) -> list[str]:
+    """Assert now that the service's A record points at `region` (simple record: its values;
+    weighted records: every record with a non-zero weight). Returns the addresses it holds.
+    Failover-routing records depend on health checks: use dns_answers_region for those."""
+    sets = record_sets(env)
+    if not sets:
+        raise AssertionError(f"Route 53 has no A record for {env.config.record_name}")
+    if any("Failover" in s for s in sets):
+        raise ValueError(f"{env.config.record_name} uses failover routing: which record answers depends on health "
+                         f"checks, not on the record sets; assert on DNS answers (dns_answers_region) instead")
+    live = [s for s in sets if "Weight" not in s or s["Weight"] > 0]
+    addresses = [rr["Value"] for s in live for rr in s.get("ResourceRecords", [])]
+    regions = {env.region_of_address(a) for a in addresses}
+    if not addresses or regions != {region}:
+        desc = "; ".join(f"{s.get('SetIdentifier', 'simple')}"
+                         + (f" weight {s['Weight']}" if "Weight" in s else "")
+                         + f": {_named(env, [rr['Value'] for rr in s.get('ResourceRecords', [])])}" for s in sets)
+        raise AssertionError(f"Route 53 record {env.config.record_name} A points at {_named(env, addresses)}, "
+                             f"expected {region} ({', '.join(region_addresses(env, region)) or '?'}); record sets: {desc}")
+    return addresses
+
+
+def dns_answers_region(env, region: str, *, started: float, deadline: float | None = None,
+                       interval_s: float = 0.05) -> float:
+    """Wait until Route 53's DNS answers the service name with `region`'s address(es) only, asked
+    over the wire with no client cache; return failover_s (start -> first such answer)."""
+    d, why = _deadline(env, deadline, "failover_s")
+    resolver = env.resolver(honour_ttl=False)
+    name = env.service_name
+    last: dict = {}
+
+    def answers() -> None:
+        try:
+            addresses = list(resolver.lookup(name).addresses)
+        except Exception as e:  # noqa: BLE001 - ResolveError and socket errors: an observation, keep polling
+            last["answer"] = f"no answer ({e})"
+            raise AssertionError(last["answer"]) from None
+        last["answer"] = _named(env, addresses)
+        if not addresses or {env.region_of_address(a) for a in addresses} != {region}:
+            raise AssertionError(last["answer"])
+
+    try:
+        _, took = eventually(answers, deadline_s=d, what=f"DNS {name}", interval_s=interval_s, started=started,
+                             why_deadline=why)
+        return took
+    except NotWithinDeadline:
+        elapsed = time.monotonic() - started
+        try:
+            record = "; Route 53 record sets: " + "; ".join(
+                f"{s.get('SetIdentifier', 'simple')}: {_named(env, [rr['Value'] for rr in s.get('ResourceRecords', [])])}"
+                for s in record_sets(env))
+        except Exception as e:  # noqa: BLE001
+            record = f"; (could not read the record sets: {type(e).__name__}: {e})"
+        evs = [e for e in _events(env, "lambda_invocation") or [] if float(e.get("ts", 0)) >= _wall(started)]
+        lam = f"; last failover Lambda invocation: {_describe_invocation(evs[-1])}" if evs else \
+            "; no failover Lambda invocation since the start"
+        server = getattr(resolver, "server", "?")
+        expected = ", ".join(region_addresses(env, region)) or "its load balancer"
+        raise NotWithinDeadline(
+            f"DNS server {server} still answers {name} with {last.get('answer', 'nothing')} {elapsed:.1f}s after the "
+            f"start, expected {region} ({expected}) within {d:.1f}s ({why}){record}{lam}") from None
+
+
+# -- DynamoDB replicas -------------------------------------------------------------------------------------
+
+def _plain(v: Any) -> Any:
+    """DynamoDB's Decimal/set/Binary as JSON-able values (Decimal 5 -> 5, 1.5 -> 1.5)."""
+    if isinstance(v, Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, (set, frozenset)):
+        return sorted((_plain(x) for x in v), key=repr)
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode("utf-8", "replace")
+    if hasattr(v, "value") and isinstance(getattr(v, "value"), (bytes, bytearray)):  # boto3 Binary
+        return bytes(v.value).decode("utf-8", "replace")
+    return v
+
+
+def read_replicas(env, *, table: str | None = None, key_attr: str = "pk", value_attr: str | None = "value",
+                  regions: tuple[str, ...] | None = None, consistent: bool = True,
+                  page_size: int | None = None) -> dict[str, dict]:
+    """Every region's table as {region: {key: value}}, scanned through the observer clients with
+    pagination (strongly consistent within each region). The value is the item's `value_attr`
+    (the reference service's attribute); an item without it, or value_attr=None, gives the whole
+    item minus the key."""
+    from boto3.dynamodb.types import TypeDeserializer   # not at import time: reports import this package
+
+    des = TypeDeserializer()
+    table = table or (getattr(env, "endpoints", None) or {}).get("table") or env.config.dynamodb.table
+    out: dict[str, dict] = {}
+    for region in regions or env.regions:
+        ddb = env.observer("dynamodb", region)
+        kwargs: dict = {"TableName": table, "ConsistentRead": consistent}
+        if page_size:
+            kwargs["PaginationConfig"] = {"PageSize": page_size}
+        items: dict = {}
+        for page in ddb.get_paginator("scan").paginate(**kwargs):
+            for raw in page.get("Items", []):
+                item = {k: des.deserialize(v) for k, v in raw.items()}
+                key = item.pop(key_attr, None)
+                if key is None:
+                    continue
+                key = str(_plain(key))
+                if value_attr is not None and value_attr in item:
+                    items[key] = _plain(item[value_attr])
+                else:
+                    items[key] = _plain(item)
+        out[region] = items
+    return out
+
+
+def replicas_converge(env, *, started: float, deadline: float | None = None, interval_s: float = 0.25,
+                      samples: list | None = None, reader: Callable[[], dict] | None = None, **read_kwargs) -> float:
+    """Wait until every region's table holds the same items; return convergence_s. Each poll's
+    (wall time, divergent key count) is appended to `samples` when given (for checkers.convergence)."""
+    d, why = _deadline(env, deadline, "convergence_s")
+    read = reader or (lambda: read_replicas(env, **read_kwargs))
+    last: dict = {}
+
+    def agree() -> None:
+        result = divergent_keys(read())
+        n = result.metrics.get("divergent_keys")
+        if samples is not None:
+            samples.append((time.time(), n if n is not None else 0))
+        last["detail"] = result.detail
+        if result.valid is not True:
+            raise AssertionError(result.detail)
+
+    try:
+        _, took = eventually(agree, deadline_s=d, what="replicas", interval_s=interval_s, started=started,
+                             why_deadline=why)
+        return took
+    except NotWithinDeadline:
+        elapsed = time.monotonic() - started
+        raise NotWithinDeadline(f"replicas still differ {elapsed:.1f}s after the start, expected them to agree "
+                                f"within {d:.1f}s ({why}); last observation: {last.get('detail', 'none')}") from None

@@ -1,0 +1,168 @@
+"""How fast the data checkers are on big histories: lost_acked_writes + divergent_keys on
+synthetic histories of 100k and 1M operations (each an invoke and a completion entry, as the
+load generator records them), in the same run, so the 1M/100k ratio shows whether they are
+linear (about 10). Goal: 1M operations in under 5 s.
+
+The replicas are built from the history the way global tables end up (last writer wins by
+completion time), then a known number of acknowledged writes is lost in one region; the
+checker must find exactly those, so the benchmark also checks the answer it times.
+
+    python benchmarks/bench_checkers.py [--sizes 100000 1000000] [--no-write]
+
+Results go to benchmarks/results.json under "checkers" (other benchmarks own other keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from assertions.checkers import divergent_keys, lost_acked_writes  # noqa: E402
+
+RESULTS = Path(__file__).with_name("results.json")
+REGIONS = ("us-east-1", "us-west-2")
+
+
+def synthetic_run(n_ops: int, *, seed: int = 7, losses: int = 25) -> tuple[list[dict], dict, int]:
+    """(history, replicas, expected lost writes). Writes and reads over n_ops/10 keys by 200
+    users in two regions, entries shaped like loadgen/history.py's (an `id` shared by invoke and
+    completion, latency_s, time); 1% of writes end `info`, 1% `fail`; operations overlap."""
+    rnd = random.Random(seed)
+    n_keys = max(10, n_ops // 10)
+    history: list[dict] = []
+    last: dict[str, tuple[float, float, int]] = {}     # key -> (invoked, completed, value) of the final acked write
+    acked_by_key: dict[str, list[tuple[float, float, int]]] = {}
+    t = 1_764_000_000.0
+    value = 0
+    for i in range(n_ops):
+        t += rnd.expovariate(4000.0)
+        user = f"u{rnd.randrange(200)}"
+        region = REGIONS[rnd.randrange(2)]
+        key = f"k{rnd.randrange(n_keys)}"
+        lat = rnd.uniform(0.002, 0.02)
+        if rnd.random() < 0.5:
+            value += 1
+            r = rnd.random()
+            typ = "info" if r < 0.01 else ("fail" if r < 0.02 else "ok")
+            history.append({"type": "invoke", "id": i, "op": "write", "key": key, "value": value, "region": region,
+                            "user": user, "time": round(t, 6)})
+            history.append({"type": typ, "id": i, "op": "write", "key": key, "value": value, "region": region,
+                            "served_by": region, "status": 200 if typ == "ok" else (500 if typ == "fail" else None),
+                            "latency_s": round(lat, 6), "user": user, "time": round(t + lat, 6)})
+            if typ == "ok":
+                rec = (t, t + lat, value)
+                acked_by_key.setdefault(key, []).append(rec)
+                if key not in last or rec[1] > last[key][1]:
+                    last[key] = rec
+        else:
+            history.append({"type": "invoke", "id": i, "op": "read", "key": key, "region": region, "user": user,
+                            "time": round(t, 6)})
+            got = last.get(key)
+            history.append({"type": "ok", "id": i, "op": "read", "key": key, "value": got[2] if got else None,
+                            "region": region, "served_by": region, "status": 200 if got else 404,
+                            "latency_s": round(lat, 6), "user": user, "time": round(t + lat, 6)})
+    final = {k: v[2] for k, v in last.items()}
+    replicas = {r: dict(final) for r in REGIONS}
+    # Lose `losses` acked writes in us-west-2: the final write of a key whose previous acked write
+    # completed before it was invoked (so rolling back to it is a certain loss of exactly one write),
+    # or drop a key written once.
+    lost = 0
+    for key, ws in acked_by_key.items():
+        if lost >= losses:
+            break
+        ws = sorted(ws, key=lambda w: w[1])
+        fin = last[key]
+        if len(ws) == 1:
+            del replicas["us-west-2"][key]
+            lost += 1
+        elif ws[-2][1] < fin[0] and all(w[1] < fin[0] for w in ws[:-1]) and ws[-1] is fin:
+            replicas["us-west-2"][key] = ws[-2][2]
+            lost += 1
+    return history, replicas, lost
+
+
+def time_checkers(n_ops: int, repeats: int) -> dict:
+    """Best of `repeats` (the least disturbed run: the machine is shared), wall and CPU seconds."""
+    history, replicas, expected = synthetic_run(n_ops)
+    best: dict | None = None
+    for _ in range(repeats):
+        gc.collect()
+        w0, c0 = time.perf_counter(), time.process_time()
+        lost = lost_acked_writes(history, replicas)
+        w1, c1 = time.perf_counter(), time.process_time()
+        div = divergent_keys(replicas)
+        w2, c2 = time.perf_counter(), time.process_time()
+        found = lost.metrics["lost_acked_writes"]
+        if found != expected or div.metrics["divergent_keys"] != expected:
+            raise SystemExit(f"{n_ops} operations: expected {expected} lost writes and divergent keys, the checkers "
+                             f"found {found} and {div.metrics['divergent_keys']}: {lost.detail[:300]}")
+        run = {"lost_acked_writes_s": round(w1 - w0, 3), "divergent_keys_s": round(w2 - w1, 3),
+               "total_s": round(w2 - w0, 3), "total_cpu_s": round(c2 - c0, 3)}
+        if best is None or run["total_s"] < best["total_s"]:
+            best = run
+    return {"operations": n_ops, "history_entries": len(history),
+            "keys": len(set(replicas["us-east-1"]) | set(replicas["us-west-2"])),
+            "acked_writes": lost.metrics["acked_writes"], "lost_found": found, "repeats": repeats, **best}
+
+
+def write_results(section: dict) -> None:
+    """Read-modify-write: other benchmarks keep their own keys in the same file."""
+    data = {}
+    if RESULTS.exists():
+        try:
+            data = json.loads(RESULTS.read_text())
+        except json.JSONDecodeError:
+            print(f"warning: {RESULTS} was not valid JSON; rewriting it", file=sys.stderr)
+    data["checkers"] = section
+    fd, tmp = tempfile.mkstemp(dir=RESULTS.parent, prefix=".results.", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, RESULTS)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs per size")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave results.json alone")
+    args = ap.parse_args()
+    runs = []
+    for n in args.sizes:
+        r = time_checkers(n, args.repeats)
+        runs.append(r)
+        print(f"{n:>9,} operations ({r['history_entries']:,} entries, {r['acked_writes']:,} acked writes): "
+              f"lost_acked_writes {r['lost_acked_writes_s']:.2f}s + divergent_keys {r['divergent_keys_s']:.2f}s "
+              f"= {r['total_s']:.2f}s wall, {r['total_cpu_s']:.2f}s CPU (found {r['lost_found']} lost, as injected)")
+    section = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+               "load_average_1m": round(os.getloadavg()[0], 2),
+               "goal": "1M operations < 5 s, linear", "runs": runs}
+    sizes = {r["operations"]: r for r in runs}
+    if 100_000 in sizes and 1_000_000 in sizes:
+        ratio = sizes[1_000_000]["total_s"] / max(sizes[100_000]["total_s"], 1e-9)
+        section["ratio_1M_over_100k"] = round(ratio, 2)
+        section["ratio_1M_over_100k_cpu"] = round(
+            sizes[1_000_000]["total_cpu_s"] / max(sizes[100_000]["total_cpu_s"], 1e-9), 2)
+        section["goal_met"] = sizes[1_000_000]["total_s"] < 5.0
+        print(f"ratio 1M/100k = {ratio:.1f} (linear ~ 10); 1M in {sizes[1_000_000]['total_s']:.2f}s: "
+              f"{'under' if section['goal_met'] else 'OVER'} the 5 s goal")
+    if not args.no_write:
+        write_results(section)
+        print(f"written to {RESULTS.relative_to(ROOT)} under \"checkers\"")
+
+
+if __name__ == "__main__":
+    main()

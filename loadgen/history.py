@@ -1,0 +1,244 @@
+"""The client-side history of a load run (Jepsen style): every operation is an `invoke` entry,
+then exactly one completion: `ok`, `fail` (certainly not applied) or `info` (unknown: timed
+out or the connection dropped after the request was sent; a write may have been applied).
+
+Entry fields (reports/rundata.py reads them; keep the names):
+  type      invoke | ok | fail | info
+  id        the operation's id (invoke and completion share it)
+  process   the simulated user that ran it ("<worker>/<n>")
+  op        write | read;  kind: write | read_own | read_cross
+  key, value   the key; the value written, or the value a read returned (null: not found)
+  region    the region aimed at (DNS answer's region, or the load balancer dialled)
+  address   the address dialled;  served_by: the region that answered (X-Gameday-Region)
+  task, az  the ECS task and AZ that answered (X-Gameday-Task / X-Gameday-AZ)
+  status    HTTP status (completions; 0 when there was no response)
+  latency_s Locust's response time for the request, in seconds
+  error     why it failed (completions)
+  role      dns | regional;  name: Locust's request name (completions)
+  time      wall-clock epoch seconds;  mono: time.monotonic() (same clock for all processes of a host)
+  worker    the Locust process that recorded it
+  dns_at, dns_ttl   (DNS followers) monotonic time of the lookup whose answer was used, and its TTL
+
+Each Locust process appends to its own file `history.<run>.<worker>.jsonl`, one line per entry,
+flushed per line, so a killed worker's history is readable up to its death (at most a cut last
+line, which readers drop). When the process closes its history it writes `<file>.done`.
+After the run, `merge()` interleaves the per-worker files by wall time into `history.jsonl`,
+keeping each file's own order (an invoke always precedes its completion).
+
+No Locust or gevent import: pytest reads histories with this module too.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+MERGED_NAME = "history.jsonl"
+PART_GLOB = "history.*.jsonl"
+
+# Writes are "info" on these (the request may have reached the service); reads never change state.
+_NOT_SENT = (ConnectionRefusedError,)
+
+
+def classify(kind: str, status: int, from_service: bool, error: BaseException | None) -> tuple[str, str | None]:
+    """The Jepsen outcome of one request: (type, error text)."""
+    is_write = kind == "write"
+    if error is not None and not status:
+        text = f"{type(error).__name__}: {error}".rstrip(": ")
+        if isinstance(error, _NOT_SENT) or getattr(error, "gameday_not_sent", False):
+            return "fail", text                    # never reached the service
+        # timed out / connection dropped after sending: a write may have been applied; a read
+        # changes nothing, so its outcome is simply a failure
+        return ("info" if is_write else "fail"), text
+    if 200 <= status < 300:
+        return "ok", None
+    if not is_write and status == 404:
+        return "ok", None                          # a read that found nothing is an observation
+    if status < 500:
+        return "fail", f"HTTP {status}"            # the request was refused: nothing written
+    if not is_write:
+        return "fail", f"HTTP {status}"
+    if status == 503 and not from_service:
+        return "fail", "HTTP 503 from the load balancer (no healthy target: not forwarded)"
+    # 502 (target failed mid-request), 500/503 from the service (DynamoDB timed out): maybe applied
+    return "info", f"HTTP {status}" + ("" if from_service else " from the load balancer")
+
+
+class HistoryWriter:
+    """One process's history file: line-buffered, one JSON object per line."""
+
+    def __init__(self, path: Path | str, worker: str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.worker = worker
+        self._f = open(self.path, "a", buffering=1, encoding="utf-8")   # line-buffered: flushed per entry
+        self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+        self.invokes = 0
+        self.completions = 0
+
+    def write(self, entry: dict) -> None:
+        self._f.write(self._dumps(entry) + "\n")
+
+    def invoke(self, op: dict) -> None:
+        op["time"] = time.time()
+        op["mono"] = time.monotonic()
+        self.write({**op, "type": "invoke"})
+        self.invokes += 1
+
+    def complete(self, entry: dict) -> None:
+        self.write(entry)
+        self.completions += 1
+
+    def close(self, summary: dict | None = None) -> None:
+        if self._f.closed:
+            return
+        self._f.close()
+        done = {"worker": self.worker, "invokes": self.invokes, "completions": self.completions,
+                "pid": os.getpid(), **(summary or {})}
+        tmp = self.path.with_name(self.path.name + ".done.tmp")
+        tmp.write_text(json.dumps(done))
+        os.replace(tmp, self.path.with_name(self.path.name + ".done"))
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+def read_entries(path: Path | str) -> tuple[list[dict], bool]:
+    """(entries, cut): every complete line of one history file; a last line without its newline
+    that does not parse (a write cut short by a kill) is dropped and reported as cut."""
+    data = Path(path).read_bytes()
+    out: list[dict] = []
+    cut = False
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            if i == len(lines) - 1:
+                cut = True
+                break
+            raise ValueError(f"{path}:{i + 1}: not a JSON line") from None
+    return out, cut
+
+
+def part_files(directory: Path | str, run: str | None = None) -> list[Path]:
+    d = Path(directory)
+    pattern = f"history.{run}.*.jsonl" if run else PART_GLOB
+    return sorted(p for p in d.glob(pattern) if p.name != MERGED_NAME)
+
+
+def merged_entries(files: Iterable[Path]) -> Iterator[dict]:
+    """Entries of several per-worker files, by wall time, each file's own order kept."""
+    lists = [read_entries(p)[0] for p in files]
+    return heapq.merge(*lists, key=lambda e: e.get("time", 0.0))
+
+
+def merge(directory: Path | str, out: Path | str | None = None, run: str | None = None) -> int:
+    """Merge a directory's per-worker files (of one run, or all) into history.jsonl; returns the entry count."""
+    d = Path(directory)
+    return merge_files(part_files(d, run), Path(out) if out else d / MERGED_NAME)
+
+
+def merge_files(files: Iterable[Path], target: Path | str) -> int:
+    """Write the merged history of these per-worker files to target (atomically)."""
+    target = Path(target)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
+    n = 0
+    enc = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+    with open(tmp, "w", encoding="utf-8") as f:
+        for e in merged_entries(files):
+            f.write(enc(e) + "\n")
+            n += 1
+    os.replace(tmp, target)
+    return n
+
+
+def merge_when_closed(directory: Path | str, run: str, wait_s: float, sleep=time.sleep) -> int | None:
+    """Wait (at most wait_s) until every writer of the run has closed its file or died, then merge."""
+    deadline = time.monotonic() + wait_s
+    while pending_parts(directory, run) and time.monotonic() < deadline:
+        sleep(0.05)
+    if not Path(directory).is_dir() or not part_files(directory, run):
+        return None
+    return merge(directory, run=run)
+
+
+def pending_parts(directory: Path | str, run: str | None = None) -> list[Path]:
+    """Per-worker files whose writer has not closed them (no .done) and whose process, when it
+    ran on this host, is still alive."""
+    out = []
+    for p in part_files(directory, run):
+        if p.with_name(p.name + ".done").exists():
+            continue
+        pid = _pid_of(p)
+        if pid is not None and not _alive(pid):
+            continue   # its writer died (SIGKILL): what it wrote is all there will be
+        out.append(p)
+    return out
+
+
+def _pid_of(p: Path) -> int | None:
+    # history.<run>.<worker>-<pid>@<host>.jsonl
+    stem = p.name[: -len(".jsonl")]
+    tail = stem.rsplit(".", 1)[-1]
+    if "@" in tail:
+        tail, host = tail.rsplit("@", 1)
+        if host != os.uname().nodename:
+            return None
+    try:
+        return int(tail.rsplit("-", 1)[-1])
+    except ValueError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def part_name(run: str, worker: str) -> str:
+    return f"history.{run}.{worker}-{os.getpid()}@{os.uname().nodename}.jsonl"
+
+
+class HistoryTail:
+    """Follow the per-worker files of a directory as they grow: new complete entries per poll()."""
+
+    def __init__(self, directory: Path | str, run: str | None = None):
+        self.directory = Path(directory)
+        self.run = run
+        self._offsets: dict[Path, int] = {}
+        self._partial: dict[Path, bytes] = {}
+
+    def poll(self) -> list[dict]:
+        out: list[dict] = []
+        for p in part_files(self.directory, self.run):
+            off = self._offsets.get(p, 0)
+            try:
+                with open(p, "rb") as f:
+                    f.seek(off)
+                    chunk = f.read()
+            except FileNotFoundError:
+                continue
+            if not chunk:
+                continue
+            self._offsets[p] = off + len(chunk)
+            buf = self._partial.pop(p, b"") + chunk
+            lines = buf.split(b"\n")
+            if lines[-1]:
+                self._partial[p] = lines[-1]   # not yet a whole line
+            for line in lines[:-1]:
+                if line.strip():
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        continue  # a line overwritten by a crashed writer: not an entry
+        return out

@@ -1,0 +1,238 @@
+"""gameday's locustfile: regional surge users and DNS-following users against a running gameday
+environment, every operation recorded in a Jepsen-style history.
+
+    gameday up                                   # in one terminal
+    locust -f loadgen/locustfile.py              # web UI on http://127.0.0.1:8089 (custom options in the form)
+    locust -f loadgen/locustfile.py --headless --surge-region us-east-1 --surge-rate 1.5x --hold 20s
+    python -m loadgen --headless ...             # the same (what `gameday load` runs)
+
+It finds the environment through the state file `gameday up` writes (--gameday-state PATH, or
+$GAMEDAY_STATE, default .gameday/local.json). The web UI and the master's port bind to
+127.0.0.1 unless --web-host / --master-bind-host say otherwise. Distributed: one `--master`
+and any number of `--worker` processes with this same file; the master hands the plan to them.
+
+Options are in loadgen/plan.py (OPTIONS); `locust -f loadgen/locustfile.py --help` lists them
+under "Custom arguments". A bad option or no running environment stops before anything starts,
+with one line on stderr (exit 2, or 1 when no environment runs).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import signal
+import sys
+import time
+
+import gevent
+from locust import events
+from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
+
+from gameday.state import NoEnvironment
+from loadgen import context as lctx
+from loadgen import history
+from loadgen.plan import OPTIONS, LoadInputError
+from loadgen.shapes import GamedayShape  # noqa: F401 - Locust finds the shape and the users here
+from loadgen.users import FollowerUser, RegionalUser  # noqa: F401
+
+log = logging.getLogger("gameday.load")
+ROLE_CLASS = {"dns": FollowerUser, "regional": RegionalUser}
+MERGE_WAIT_S = 10.0     # how long the master waits for the workers to close their history files
+
+_checked = False                      # the options are checked once, at the first parse
+_current: lctx.LoadContext | None = None
+_master_run: dict = {}                # on the master: the run being merged
+_env = None                           # this process's Locust environment
+
+
+# -- options -----------------------------------------------------------------------------------------------
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser) -> None:
+    for o in OPTIONS:
+        parser.add_argument(o.flag, type=str, default=o.default, help=o.help, include_in_web_ui=o.web,
+                            env_var="GAMEDAY_LOAD_" + o.dest.upper())
+    # loopback unless told otherwise: this is a harness for a local rehearsal
+    parser.set_defaults(web_host="127.0.0.1", master_bind_host="127.0.0.1")
+    original = parser.parse_args
+
+    def parse_and_check(*args, **kwargs):
+        global _checked
+        opts = original(*args, **kwargs)
+        if not _checked and not getattr(opts, "worker", False) and _is_a_run(opts):
+            _checked = True
+            try:
+                lctx.plan_from(opts)
+            except LoadInputError as e:
+                _die(str(e), 2)
+            except NoEnvironment as e:
+                _die(str(e), 1)
+        return opts
+
+    parser.parse_args = parse_and_check
+
+
+def _is_a_run(opts) -> bool:
+    return not any(getattr(opts, k, False) for k in ("list_commands", "show_task_ratio", "show_task_ratio_json"))
+
+
+def _die(message: str, code: int) -> None:
+    sys.stderr.write(f"gameday load: error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+# -- process set-up -----------------------------------------------------------------------------------------
+
+@events.init.add_listener
+def _init(environment, runner, **_kw) -> None:
+    global _env
+    _env = environment
+    opts = environment.parsed_options
+    if not isinstance(runner, WorkerRunner):
+        if not opts.stop_timeout:
+            # users finish their in-flight request when the run stops (so it is counted and recorded)
+            try:
+                timeout = lctx.plan_from(opts)[0].request_timeout_s
+            except (LoadInputError, NoEnvironment):
+                timeout = 2.0
+            environment.stop_timeout = math.ceil(timeout) + 1
+        # SIGUSR1: end the run gracefully (drain, flush, report), as at the end of the shape
+        gevent.signal_handler(signal.SIGUSR1, _request_stop)
+    if isinstance(runner, WorkerRunner):
+        runner.register_message("gameday_flush", _on_flush)
+    if isinstance(runner, MasterRunner):
+        runner.register_message("gameday_flushed", _on_flushed)
+
+
+def _request_stop() -> None:
+    log.info("gameday load: stop requested: draining")
+    GamedayShape.stop_requested = True
+
+
+def _on_flush(environment, msg, **_kw) -> None:
+    """Worker: report statistics now (the run is ending), then say so; both messages travel in
+    order on the same connection, so the master has the statistics when it reads the answer."""
+    runner = environment.runner
+    runner._send_stats()  # noqa: SLF001 - Locust's own report, sent now instead of at the next interval
+    w = _current.writer if _current is not None else None
+    runner.send_message("gameday_flushed", {"completions": w.completions if w else None})
+
+
+def _on_flushed(environment, msg, **_kw) -> None:
+    lctx.FLUSHED[msg.node_id] = msg.data or {}
+
+
+# -- a run ------------------------------------------------------------------------------------------------
+
+@events.test_start.add_listener
+def _test_start(environment, **_kw) -> None:
+    global _current
+    runner = environment.runner
+    opts = environment.parsed_options
+    if isinstance(runner, MasterRunner):
+        _master_run.clear()
+        _master_run.update(run=getattr(opts, "gameday_run", None), dir=getattr(opts, "gameday_history_dir", None))
+        return
+    if _current is not None:
+        _close_current()
+    planned = None
+    if isinstance(runner, WorkerRunner):
+        worker, n, index = f"w{runner.worker_index}", int(getattr(opts, "expect_workers", 1) or 1), runner.worker_index
+        # the spawn message sets the worker's target before its users start
+        planned = (lambda role: runner.target_user_classes_count.get(ROLE_CLASS[role].__name__, 0))
+    else:
+        worker, n, index = "local", 1, 0
+    try:
+        ctx = lctx.create(opts, worker=worker, n_processes=n, process_index=index, planned=planned)
+    except (LoadInputError, NoEnvironment, AttributeError, ValueError) as e:
+        log.error("gameday load: cannot start the run on %s: %s", worker, e)
+        environment.gameday = None
+        return
+    for cls in (FollowerUser, RegionalUser):
+        cls.network_timeout = cls.connection_timeout = ctx.plan.request_timeout_s
+    environment.gameday = _current = ctx
+
+
+@events.request.add_listener
+def _on_request(context=None, response_time=None, exception=None, **_kw) -> None:
+    """Locust just counted a request: record its completion (only gameday operations carry an op)."""
+    op = context.get("gameday") if context else None
+    ctx = _current
+    if op is None or ctx is None or ctx.writer is None:
+        return
+    entry = {k: v for k, v in op.items() if k != "outcome"}
+    entry["type"] = op.get("outcome") or history.classify(op.get("kind", "write"), 0, False, exception)[0]
+    if "error" not in entry:
+        entry["error"] = f"{type(exception).__name__}: {exception}" if exception else None
+    entry["latency_s"] = None if response_time is None else round(response_time / 1000.0, 6)
+    entry["time"] = time.time()
+    entry["mono"] = time.monotonic()
+    ctx.writer.complete(entry)
+
+
+@events.test_stop.add_listener
+def _test_stop(environment, **_kw) -> None:
+    runner = environment.runner
+    if environment.shape_class is not None:
+        environment.shape_class.finished = True
+    if isinstance(runner, MasterRunner):
+        # merged once the workers have closed their files (they do when they stop or quit)
+        if _master_run.get("dir") and _master_run.get("run"):
+            _master_run["merge"] = gevent.spawn(_merge, _master_run["dir"], _master_run["run"])
+        return
+    ctx = _close_current()
+    if ctx is not None and ctx.writer is not None and not isinstance(runner, WorkerRunner):
+        n = history.merge(ctx.writer.path.parent, run=ctx.run)
+        log.info("gameday load: history: %d entries in %s", n, ctx.writer.path.parent / history.MERGED_NAME)
+
+
+def _close_current():
+    global _current
+    ctx, _current = _current, None
+    if ctx is None:
+        return None
+    summary = ctx.close()
+    for role, p in summary["pacing"].items():
+        if p["skipped"]:
+            log.warning("gameday load: %s users fell behind the plan: %d request slots skipped "
+                        "(more users: raise the pool with a lower --per-user-rps)", role, p["skipped"])
+    if summary["dropped"]:
+        log.info("gameday load: %d claimed request slots were not sent: the run stopped first", summary["dropped"])
+    if summary["capped"]:
+        log.warning("gameday load: this process reached its request cap (%d)", ctx.max_slots)
+    return ctx
+
+
+def _merge(directory: str, run: str) -> None:
+    n = history.merge_when_closed(directory, run, MERGE_WAIT_S)
+    if n is not None:
+        log.info("gameday load: history: %d entries in %s", n, os.path.join(directory, history.MERGED_NAME))
+
+
+@events.quit.add_listener
+def _quit(**_kw) -> None:
+    env = _env
+    if env is None:
+        return
+    merging = _master_run.get("merge")
+    if merging is not None:
+        merging.join(timeout=MERGE_WAIT_S + 2)
+    if not isinstance(env.runner, WorkerRunner):
+        _write_final_csv(env)
+
+
+def _write_final_csv(env) -> None:
+    """Locust rewrites <prefix>_stats.csv every second and not after the last report: write the
+    final table with Locust's own writer, into a new file that replaces the old one atomically."""
+    prefix = getattr(env.parsed_options, "csv_prefix", None)
+    if not prefix:
+        return
+    path = prefix + "_stats.csv"
+    tmp = path + ".final.tmp"
+    with open(tmp, "w", newline="") as f:
+        StatsCSV(env, PERCENTILES_TO_REPORT).requests_csv(csv.writer(f))
+    os.replace(tmp, path)

@@ -1,0 +1,399 @@
+"""Run gameday's Locust load from pytest (or any Python program), without importing Locust:
+Locust always runs as child processes (a headless master and N workers, default 1), started
+with gameday.procs.spawn so they die with their parent, against an environment given by its
+endpoints dict or its state file. Everything goes into one output directory:
+
+  locust_stats.csv, locust_*.csv   Locust's own statistics (--csv; the final table is complete)
+  locust.html                      Locust's own report (--html)
+  history.<run>.<worker>.jsonl     each worker's history, written as it goes
+  history.jsonl                    the merged history, after stop()
+  master.log, worker-<i>.log       the processes' output
+  endpoints.json                   the endpoints the run was given (when given as a dict)
+
+    with LoadRunner(out, endpoints=env.endpoints, shape="surge", surge_region="us-east-1",
+                    surge_rate="1.5x", follower_rate=10, hold_s=12) as load:
+        took = load.wait_rate("us-east-1", 140, deadline_s=10)
+        ...
+    load.history(), load.stats(), load.requests_by_region()
+
+Bad input (unknown region, negative rate, no environment) raises LoadInputError, one line,
+before any process starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Iterator
+
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from gameday import procs, state
+from gameday.net import free_port
+from loadgen import history as hist
+from loadgen.plan import LoadInputError, LoadPlan, build_plan, to_argv
+
+__all__ = ["LoadRunner", "LoadFactory", "LoadInputError", "LoadRunError", "start_load", "load_fixture"]
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class LoadRunError(RuntimeError):
+    """Locust did not start or stopped unexpectedly; the message quotes its log."""
+
+
+def _tail(path: Path, n: int = 12) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def _seconds(x) -> str | None:
+    if x is None:
+        return None
+    return f"{x:g}" if isinstance(x, (int, float)) else str(x)
+
+
+class LoadRunner:
+    def __init__(self, out_dir: Path | str, *, endpoints: dict | None = None, state_file: Path | str | None = None,
+                 workers: int = 1, shape: str = "constant", surge_region: str | None = None,
+                 surge_rate: float | str = 0, region_mix: dict | str | None = None,
+                 follower_rate: float | str = 0, op_mix: dict | str | None = None,
+                 surge_at_s: float | str = 0, ramp_up_s: float | str = 0, hold_s: float | str = 10,
+                 ramp_down_s: float | str = 0, duration_s: float | str = 0, max_requests: int = 0,
+                 request_timeout_s: float = 2.0, per_user_rps: float = 5, record_history: bool = True,
+                 stop_timeout_s: float | None = None, start_timeout_s: float = 30.0,
+                 extra_args: tuple[str, ...] = ()):
+        if not isinstance(workers, int) or workers < 1:
+            raise LoadInputError(f"workers: need at least 1 Locust worker (got {workers!r})")
+        self.out_dir = Path(out_dir).resolve()
+        self.workers_wanted = workers
+        self.start_timeout_s = start_timeout_s
+        self.extra_args = tuple(extra_args)
+        try:
+            self.endpoints = dict(endpoints) if endpoints is not None else state.read_state(state_file)
+        except state.NoEnvironment as e:
+            raise LoadInputError(str(e)) from None
+        self._state_file = None if endpoints is not None else state.state_path(state_file).resolve()
+        self.values = {
+            "shape": shape, "surge_region": surge_region or "", "surge_rate": surge_rate,
+            "region_mix": region_mix or "", "follower_rate": follower_rate,
+            "op_mix": op_mix if op_mix is not None else None,
+            "surge_at": _seconds(surge_at_s), "ramp_up": _seconds(ramp_up_s), "hold": _seconds(hold_s),
+            "ramp_down": _seconds(ramp_down_s), "duration": _seconds(duration_s), "max_requests": max_requests,
+            "request_timeout": _seconds(request_timeout_s), "per_user_rps": per_user_rps,
+            "record_history": record_history, "history_dir": str(self.out_dir),
+        }
+        self.values = {k: v for k, v in self.values.items() if v is not None}
+        argv_values = {k: (",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else v)
+                       for k, v in self.values.items()}
+        # validate now: a bad option is one clear exception, and nothing has started yet
+        self.plan: LoadPlan = build_plan(argv_values, self.endpoints)
+        self.stop_timeout_s = stop_timeout_s if stop_timeout_s is not None else int(self.plan.request_timeout_s) + 1
+        self._argv_values = argv_values
+        self.master: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+        self.returncodes: dict[str, int | None] = {}
+        self.started_at: float | None = None      # wall time the processes were started
+        self._started = False
+        self._stopped = False
+        self._tail = hist.HistoryTail(self.out_dir)
+        self._times: dict[str | None, list[float]] = defaultdict(list)   # served_by -> completion times
+        self._completions = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> "LoadRunner":
+        if self._started:
+            return self
+        self._started = True
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self._state_file is None:
+            state_file = self.out_dir / "endpoints.json"
+            state.write_state(self.endpoints, state_file)
+        else:
+            state_file = self._state_file
+        port = free_port()
+        common = [procs.python(), "-m", "locust", "-f", str(LOCUSTFILE), "--gameday-state", str(state_file),
+                  "--loglevel", "INFO"]
+        master_argv = common + [
+            "--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+            "--expect-workers", str(self.workers_wanted), "--expect-workers-max-wait", f"{self.start_timeout_s:g}",
+            "--csv", str(self.out_dir / "locust"), "--html", str(self.out_dir / "locust.html"),
+            "--stop-timeout", f"{self.stop_timeout_s:g}", "--exit-code-on-error", "0", "--only-summary",
+            *to_argv(self._argv_values), *self.extra_args]
+        env = {"PYTHONUNBUFFERED": "1"}
+        self.started_at = time.time()
+        try:
+            self.master = procs.spawn(master_argv, log_path=self.out_dir / "master.log", env=env, cwd=REPO_ROOT)
+            for i in range(self.workers_wanted):
+                self.workers.append(procs.spawn(
+                    common + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+                    log_path=self.out_dir / f"worker-{i}.log", env=env, cwd=REPO_ROOT))
+            self._wait_running()
+        except BaseException:
+            self._kill_all()
+            raise
+        return self
+
+    def _wait_running(self) -> None:
+        """Until every worker has started the run (its history file exists), or the master says why not."""
+        deadline = time.monotonic() + self.start_timeout_s
+        log = self.out_dir / "master.log"
+        while time.monotonic() < deadline:
+            if self.master.poll() is not None:
+                raise LoadRunError(f"Locust master exited with code {self.master.returncode} while starting; "
+                                   f"last lines of {log}:\n{_tail(log)}")
+            dead = [i for i, w in enumerate(self.workers) if w.poll() is not None]
+            if dead:
+                wl = self.out_dir / f"worker-{dead[0]}.log"
+                raise LoadRunError(f"Locust worker {dead[0]} exited with code {self.workers[dead[0]].returncode} "
+                                   f"while starting; last lines of {wl}:\n{_tail(wl)}")
+            if self.plan.record_history:
+                if len(hist.part_files(self.out_dir)) >= self.workers_wanted:
+                    return
+            elif "gameday load: run " in _read(log):
+                return
+            time.sleep(0.05)   # polling child processes' progress, not waiting for a condition under test
+        raise LoadRunError(f"Locust did not start the run within {self.start_timeout_s:g}s; "
+                           f"last lines of {log}:\n{_tail(log)}")
+
+    def wait(self, timeout_s: float | None = None) -> int | None:
+        """Wait for the run to end by itself (the shape's duration), then finish up like stop()."""
+        limit = timeout_s if timeout_s is not None else self.plan.duration_s + self.stop_timeout_s + 30
+        if self.master is not None:
+            try:
+                self.master.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                pass
+        self.stop()
+        return self.returncodes.get("master")
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        """End the run gracefully (users finish their request, workers report and close their
+        history), then make sure no process is left; merge the history. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        m = self.master
+        try:
+            if m is not None and m.poll() is None:
+                # SIGUSR1: the locustfile's handler drains like the shape's own end; it is installed
+                # once the run started, which start() waited for
+                try:
+                    os.kill(m.pid, signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+                try:
+                    m.wait(timeout=timeout_s if timeout_s is not None else self.stop_timeout_s + 20)
+                except subprocess.TimeoutExpired:
+                    try:
+                        os.kill(m.pid, signal.SIGINT)   # Locust's Ctrl-C: quit, still writing its report
+                        m.wait(timeout=10)
+                    except (ProcessLookupError, subprocess.TimeoutExpired):
+                        procs.terminate(m, grace_s=3)
+            deadline = time.monotonic() + 10
+            for w in self.workers:
+                try:
+                    w.wait(timeout=max(0.1, deadline - time.monotonic()))   # they quit when the master tells them
+                except subprocess.TimeoutExpired:
+                    procs.terminate(w, grace_s=3)
+        finally:
+            self._kill_all()
+            self.returncodes = {"master": m.returncode if m else None,
+                                **{f"worker-{i}": w.returncode for i, w in enumerate(self.workers)}}
+        if self.plan.record_history and hist.part_files(self.out_dir):
+            hist.merge(self.out_dir)
+
+    def _kill_all(self) -> None:
+        for p in [self.master, *self.workers]:
+            procs.terminate(p, grace_s=2)
+
+    def __enter__(self) -> "LoadRunner":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- chaos on the load generator itself ------------------------------------------------------------------
+    def kill_worker(self, index: int) -> int:
+        """SIGKILL one worker (no clean-up, no last report); returns its pid."""
+        w = self.workers[index]
+        pid = w.pid
+        procs.kill_now(w)
+        return pid
+
+    @property
+    def running(self) -> bool:
+        return self.master is not None and self.master.poll() is None
+
+    # -- what the run did, measured from the history as it grows ------------------------------------------------
+    def _poll(self) -> None:
+        for e in self._tail.poll():
+            if e.get("type") in ("ok", "fail", "info"):
+                self._times[e.get("served_by")].append(e["time"])
+                self._completions += 1
+
+    def rate(self, region: str, window_s: float = 1.0) -> float:
+        """Requests/s answered by `region` over the last window_s (completions in the history)."""
+        self._poll()
+        since = time.time() - window_s
+        times = self._times.get(region, [])
+        n = 0
+        for t in reversed(times):
+            if t < since:
+                break
+            n += 1
+        return n / window_s
+
+    def wait_rate(self, region: str, rps: float, deadline_s: float, window_s: float = 1.0) -> float:
+        """Wait until `region` answers at least `rps` requests/s (over window_s); return the seconds it took.
+        TimeoutError names the best rate seen."""
+        self._require_history("wait_rate")
+        t0 = time.monotonic()
+        best = [0.0]
+
+        def check() -> None:
+            r = self.rate(region, window_s)
+            best[0] = max(best[0], r)
+            assert r >= rps, f"{region} answers {r:.1f} requests/s"
+
+        try:
+            for attempt in Retrying(stop=stop_after_delay(deadline_s), wait=wait_fixed(0.1),
+                                    retry=retry_if_exception_type(AssertionError), reraise=False):
+                with attempt:
+                    check()
+        except RetryError:
+            raise TimeoutError(f"{region} did not reach {rps:g} requests/s within {deadline_s:g}s "
+                               f"(best {best[0]:.1f}/s over {window_s:g}s windows)") from None
+        return time.monotonic() - t0
+
+    def requests_by_region(self) -> dict[str, int]:
+        """Completed requests per region that answered them ("unanswered": no answer at all)."""
+        self._require_history("requests_by_region")
+        self._poll()
+        return {(r if r is not None else "unanswered"): len(ts) for r, ts in self._times.items()}
+
+    def history(self) -> list[dict]:
+        """Every history entry, ordered by time (the merged file after stop(), the live files before)."""
+        self._require_history("history")
+        merged = self.out_dir / hist.MERGED_NAME
+        if self._stopped and merged.exists():
+            return hist.read_entries(merged)[0]
+        return list(hist.merged_entries(hist.part_files(self.out_dir)))
+
+    def stats(self) -> dict:
+        """Locust's totals from its CSV: {"requests", "failures", "by_name": {name: {...}}}."""
+        path = self.out_dir / "locust_stats.csv"
+        if not path.exists():
+            raise LoadRunError(f"{path}: missing (did Locust run?)")
+        by_name, total = {}, None
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                rec = {"type": row["Type"], "requests": int(row["Request Count"]),
+                       "failures": int(row["Failure Count"]), "median_ms": _num(row["Median Response Time"]),
+                       "avg_ms": _num(row["Average Response Time"]), "max_ms": _num(row["Max Response Time"]),
+                       "rps": _num(row["Requests/s"])}
+                if row["Name"] == "Aggregated":
+                    total = rec
+                else:
+                    by_name[row["Name"]] = rec
+        total = total or {"requests": 0, "failures": 0}
+        return {"requests": total["requests"], "failures": total["failures"], "total": total, "by_name": by_name}
+
+    def part_files(self) -> list[Path]:
+        return hist.part_files(self.out_dir)
+
+    def _require_history(self, what: str) -> None:
+        if not self.plan.record_history:
+            raise LoadRunError(f"{what}() reads the history, and this run records none (record_history=False)")
+
+
+def _num(x: str):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _endpoints_of(target) -> tuple[dict | None, Path | None]:
+    if isinstance(target, dict):
+        return target, None
+    if isinstance(target, (str, Path)):
+        return None, Path(target)
+    ep = getattr(target, "endpoints", None)
+    if isinstance(ep, dict) and ep:
+        return ep, None
+    raise LoadInputError(f"cannot find the endpoints of {target!r}: give an environment, an endpoints dict or a state file")
+
+
+def start_load(target, out_dir: Path | str, **options) -> LoadRunner:
+    """Start a load run against `target` (an Environment with .endpoints, an endpoints dict, or a
+    state file path) writing into out_dir; returns the started LoadRunner (use it as a context manager)."""
+    endpoints, state_file = _endpoints_of(target)
+    return LoadRunner(out_dir, endpoints=endpoints, state_file=state_file, **options).start()
+
+
+class LoadFactory:
+    """What a `load` fixture hands a scenario: start(**options) -> a started LoadRunner writing into
+    the scenario's directory (the first load) or <dir>/load-<n> (more loads). close() stops every
+    load it started and merges all their histories into <dir>/history.jsonl."""
+
+    def __init__(self, target, out_dir: Path | str):
+        self.target = target
+        self.out_dir = Path(out_dir)
+        self.runs: list[LoadRunner] = []
+
+    def start(self, **options) -> LoadRunner:
+        n = len(self.runs) + 1
+        d = self.out_dir if n == 1 else self.out_dir / f"load-{n}"
+        run = start_load(self.target, d, **options)
+        self.runs.append(run)
+        return run
+
+    def close(self) -> None:
+        errors = []
+        for r in self.runs:
+            try:
+                r.stop()
+            except Exception as e:  # noqa: BLE001 - stop every run, then report
+                errors.append(e)
+        if len(self.runs) > 1:
+            parts = [p for r in self.runs for p in hist.part_files(r.out_dir)]
+            hist.merge_files(parts, self.out_dir / hist.MERGED_NAME)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> "LoadFactory":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_fixture(env, out_dir: Path | str) -> Iterator[LoadFactory]:
+    """Body of a pytest fixture: `yield from load_fixture(env, scenario_dir)`."""
+    factory = LoadFactory(env, out_dir)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+def count_by(entries: list[dict], *fields: str, types=("ok", "fail", "info")) -> Counter:
+    """Completions counted by the given fields (a helper for checks over a history)."""
+    return Counter(tuple(e.get(f) for f in fields) if len(fields) > 1 else e.get(fields[0])
+                   for e in entries if e.get("type") in types)

@@ -1,0 +1,89 @@
+"""Steps the scenarios share: how much load, where the healthy region is, and the data checks
+every scenario ends with. Each step records what it measured on the ScenarioRecord, so a
+scenario reads as the story it rehearses.
+"""
+
+from __future__ import annotations
+
+import time
+
+from assertions.checkers import divergent_keys, error_budget, lost_acked_writes, read_your_writes, rto
+from assertions.eventually import eventually
+from assertions.failover import read_replicas, replicas_converge
+
+# DNS-following clients: modest and steady, so their share of successes tells where DNS sends
+# normal traffic (the surge users aim at one region's load balancer directly).
+FOLLOWER_RPS = 20.0
+SURGE_FACTOR = "1.5x"          # 1.5 times the requests that trip the alarm in one period
+# No cross-region reads in failover scenarios: every request served by the healthy region is then
+# a follower's, so "clients followed" is measured, not inferred.
+FAILOVER_OPS = "write=0.7,read_own=0.3"
+
+
+def other_region(env, region: str) -> str:
+    return next(r for r in env.regions if r != region)
+
+
+def load_hold_s(scenario, extra_s: float = 0.0) -> float:
+    """How long a scenario's load holds: through the whole failover and the clients' TTL, plus
+    a few periods of evidence, and never longer (the run is bounded in time)."""
+    d = scenario.deadlines
+    return round(d.rto_s + extra_s + 5.0, 1)
+
+
+def followers(history: list[dict]) -> list[dict]:
+    return [e for e in history if e.get("role") == "dns"]
+
+
+def clients_follow(scenario, run, region: str, *, started: float) -> float:
+    """The DNS followers are answered by `region` (at least half their rate, over 1 s windows)."""
+    d = scenario.deadlines
+
+    def answered() -> None:
+        r = run.rate(region, window_s=1.0)
+        assert r >= FOLLOWER_RPS * 0.5, f"{region} answers {r:.1f} requests/s (expected the followers' {FOLLOWER_RPS:g}/s)"
+
+    _, took = eventually(answered, deadline_s=d.rto_s, started=started, interval_s=0.1,
+                         what=f"DNS-following clients answered by {region}",
+                         why_deadline=f"failover deadline {d.failover_s:.1f}s + TTL {scenario.deadlines.client_follow_s:.1f}s")
+    return took
+
+
+def wait_replication_idle(env, scenario, *, started: float | None = None) -> float:
+    """Every direction unpaused with nothing pending (what the environment reports)."""
+    d = scenario.deadlines
+
+    def idle() -> None:
+        rep = env.status().get("replication") or {}
+        busy = {k: v for k, v in rep.items() if isinstance(v, dict) and (v.get("paused") or v.get("pending", 0))}
+        assert not busy, f"replication busy: {busy}"
+
+    _, took = eventually(idle, deadline_s=d.convergence_s, interval_s=0.1, started=started,
+                         what="global-table replication drained", why_deadline="convergence deadline")
+    return took
+
+
+def data_checks(scenario, env, history: list[dict], *, fault_wall: float, healthy_region: str | None,
+                budget: float, window: tuple[float, float] | None = None) -> None:
+    """Replicas converge, then: no acknowledged write lost, no divergent key, read-your-writes,
+    the error budget, and (with healthy_region) the followers' recovery time."""
+    cfg = env.config
+    t0 = time.monotonic()
+    scenario.metric("requests", sum(1 for e in history if e.get("type") in ("ok", "fail", "info")))
+    scenario.expect("replicas_converge", lambda: replicas_converge(env, started=t0), metric="convergence_s")
+    replicas = read_replicas(env)
+    scenario.save_replicas(replicas)
+    scenario.check(lost_acked_writes(history, replicas, allowed=cfg.budgets.lost_acked_writes))
+    scenario.check(divergent_keys(replicas))
+    ryw = read_your_writes(history)
+    if ryw.valid != "unknown":
+        scenario.check(ryw)
+    scenario.budget("error_rate", budget)
+    eb = error_budget(history, budget=budget, window=window)
+    scenario.check(eb)
+    scenario.metric("error_rate", eb.metrics.get("error_rate"))
+    if healthy_region is not None:
+        r = rto(followers(history), fault_wall, slo=cfg.budgets.rto_slo, region=healthy_region,
+                deadline_s=scenario.deadlines.rto_s)
+        scenario.budget("rto_s", round(scenario.deadlines.rto_s, 1))
+        scenario.check(r)

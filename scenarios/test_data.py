@@ -1,0 +1,107 @@
+"""Data scenarios: what a failover costs in acknowledged writes (RPO) when replication is behind,
+and whether the system heals completely: faults rolled back, traffic back per the failback
+policy, replicas converged, no acknowledged write lost."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from assertions.eventually import eventually
+from assertions.failover import alarm_fires, dns_answers_region, lambda_invoked, read_replicas
+from faults import block_region, pause_replication
+from scenarios.baseline import point_record_at
+from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, SURGE_FACTOR, clients_follow, data_checks, load_hold_s,
+                             other_region)
+
+pytestmark = pytest.mark.scenario
+
+
+def unreplicated_at(history: list[dict], replica: dict, *, region: str, until: float) -> list[dict]:
+    """Writes acknowledged by `region` up to `until` (epoch s) that `replica` does not hold."""
+    return [e for e in history if e.get("type") == "ok" and e.get("op") == "write" and e.get("served_by") == region
+            and e["time"] <= until and str(e.get("key")) not in replica]
+
+
+def test_replication_paused_during_failover(env, scenario, nemesis, load):
+    """Replication from the initial region is paused when its surge fails the service over: the
+    writes it acknowledged but had not replicated are what a real regional loss would cost (the
+    RPO), measured at the failover and held against budgets.rpo_s. Once replication resumes,
+    nothing acknowledged may be lost."""
+    src = env.config.initial_region
+    dst = other_region(env, src)
+    budget = scenario.budget("rpo_s", env.config.budgets.rpo_s)
+    nemesis.inject(pause_replication(src, dst))
+    started, wall = time.monotonic(), time.time()
+    run = load.start(shape="constant", surge_region=src, surge_rate=SURGE_FACTOR, follower_rate=FOLLOWER_RPS,
+                     op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario))
+    scenario.expect("alarm_fires", lambda: alarm_fires(env, src, started=started), metric="detection_s")
+    scenario.expect("dns_failover", lambda: dns_answers_region(env, dst, started=started), metric="failover_s")
+    failed_over_at = time.time()
+    replica = read_replicas(env, regions=(dst,))[dst]
+    missing = unreplicated_at(run.history(), replica, region=src, until=failed_over_at)
+    rpo_s = round(failed_over_at - min(e["time"] for e in missing), 3) if missing else 0.0
+    scenario.check({"name": "rpo", "valid": rpo_s <= budget,
+                    "detail": f"at failover {dst} lacked {len(missing)} acknowledged writes of {src}, the oldest "
+                              f"{rpo_s:.1f}s old ({'within' if rpo_s <= budget else 'OVER'} the {budget:g}s budget)",
+                    "metrics": {}})
+    scenario.note(f"rpo_s={rpo_s} unreplicated_writes_at_failover={len(missing)}")
+    scenario.expect("clients_follow", lambda: clients_follow(scenario, run, dst, started=started))
+    run.stop()
+    nemesis.rollback_all()      # replication resumes: the backlog must arrive
+    data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst,
+                budget=env.config.budgets.absorbed_error_rate)
+    scenario.verdict()
+
+
+def test_failback_after_heal(env, scenario, nemesis, load):
+    """Lose the initial region, fail over, heal it, and go back per failover.failback: manual (the
+    harness acts as the operator, after checking the function did not fail back by itself) or
+    automatic (the function fails back on the alarm's OK). Clients return, replicas converge,
+    and no acknowledged write is lost."""
+    src = env.config.initial_region
+    dst = other_region(env, src)
+    d = scenario.deadlines
+    policy = env.config.failover.failback
+    run = load.start(shape="constant", follower_rate=FOLLOWER_RPS, op_mix=FAILOVER_OPS,
+                     hold_s=load_hold_s(scenario, d.recovery_s + d.rto_s + 5))
+    run.wait_rate(src, FOLLOWER_RPS * 0.5, deadline_s=d.client_follow_s)
+    started, wall = time.monotonic(), time.time()
+    nemesis.inject(block_region(src, data_plane=True, mode="hang"))
+    scenario.expect("alarm_fires", lambda: alarm_fires(env, src, "healthy-hosts", started=started),
+                    metric="detection_s")
+    scenario.expect("lambda_invoked", lambda: lambda_invoked(env, started=started, region=src))
+    scenario.expect("dns_failover", lambda: dns_answers_region(env, dst, started=started), metric="failover_s")
+    scenario.expect("clients_follow", lambda: clients_follow(scenario, run, dst, started=started))
+
+    healed = time.monotonic()
+    nemesis.rollback_all()
+    name = env.endpoints["alarm_names"][src]["healthy-hosts"]
+
+    def alarm_ok() -> None:
+        state = env.observer("cloudwatch", src).describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["StateValue"]
+        assert state == "OK", f"{name} is {state}"
+
+    scenario.expect("alarm_recovers", lambda: eventually(alarm_ok, deadline_s=d.recovery_s, started=healed,
+                                                         what=f"{name} back to OK after the heal",
+                                                         why_deadline="(evaluation periods + 1) x period + margin"))
+    back = time.monotonic()
+    if policy == "manual":
+        # the policy says a human fails back: the function must not have done it on its own
+        try:
+            moved = dns_answers_region(env, src, started=time.monotonic(), deadline=d.client_follow_s)
+        except AssertionError:
+            moved = None
+        scenario.check({"name": "failback_policy_manual", "valid": moved is None,
+                        "detail": f"DNS stayed on {dst} after {src} healed, as the manual policy says"
+                        if moved is None else f"DNS went back to {src} by itself although failback is manual"})
+        point_record_at(env, src, comment="gameday: operator fails back (failback = manual)")
+    scenario.expect("dns_failback", lambda: dns_answers_region(env, src, started=back,
+                                                              deadline=d.lambda_s if policy == "automatic"
+                                                              else d.client_follow_s))
+    scenario.expect("clients_return", lambda: clients_follow(scenario, run, src, started=back))
+    run.stop()
+    data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=None,
+                budget=env.config.budgets.error_rate)
+    scenario.verdict()

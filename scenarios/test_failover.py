@@ -1,0 +1,134 @@
+"""Failover scenarios: something makes one region's alarm fire, SNS invokes the failover function,
+Route 53 moves the service name to the healthy region, and clients follow after the TTL, with
+no acknowledged write lost. Each measures detection, failover and recovery against deadlines
+derived from the time profile (assertions/deadlines.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from assertions.failover import alarm_fires, dns_answers_region, lambda_invoked
+from faults import api_fault, block_region, stop_tasks
+from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, SURGE_FACTOR, clients_follow, data_checks, load_hold_s,
+                             other_region)
+
+pytestmark = pytest.mark.scenario
+
+
+def _failover_story(scenario, env, run, *, src: str, dst: str, alarm_key: str, started: float) -> None:
+    """alarm -> Lambda -> Route 53 answers dst -> followers answered by dst."""
+    scenario.expect("alarm_fires", lambda: alarm_fires(env, src, alarm_key, started=started), metric="detection_s")
+    scenario.expect("lambda_invoked", lambda: lambda_invoked(env, started=started, region=src))
+    scenario.expect("dns_failover", lambda: dns_answers_region(env, dst, started=started), metric="failover_s")
+    scenario.expect("clients_follow", lambda: clients_follow(scenario, run, dst, started=started))
+
+
+def test_surge_fails_over(env, scenario, nemesis, load):
+    """The seed's story: the initial region's request count passes 500 per period -> alarm -> SNS ->
+    Lambda -> A record to the other region -> DNS-following clients move after the TTL."""
+    src = env.config.initial_region
+    dst = other_region(env, src)
+    started, wall = time.monotonic(), time.time()
+    run = load.start(shape="constant", surge_region=src, surge_rate=SURGE_FACTOR, follower_rate=FOLLOWER_RPS,
+                     op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario))
+    _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="request-count", started=started)
+    run.stop()
+    data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst,
+                budget=env.config.budgets.absorbed_error_rate)
+    scenario.verdict()
+
+
+def test_region_blackhole_fails_over(env, scenario, nemesis, load):
+    """The initial region's load balancer stops answering (connections hang): its targets fail
+    their health checks, HealthyHostCount falls below 1, the health alarm fails the service over."""
+    src = env.config.initial_region
+    dst = other_region(env, src)
+    run = load.start(shape="constant", follower_rate=FOLLOWER_RPS, op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario, 3))
+    run.wait_rate(src, FOLLOWER_RPS * 0.5, deadline_s=scenario.deadlines.client_follow_s)
+    started, wall = time.monotonic(), time.time()
+    nemesis.inject(block_region(src, data_plane=True, mode="hang"))
+    _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="healthy-hosts", started=started)
+    run.stop()
+    nemesis.rollback_all()
+    data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst,
+                budget=env.config.budgets.error_rate)
+    scenario.verdict()
+
+
+def test_all_tasks_stopped_fails_over(env, scenario, nemesis, load):
+    """Every task of the initial region is stopped with ECS StopTask: replacements need their
+    provisioning time, HealthyHostCount is 0 meanwhile, and the health alarm fails over."""
+    src = env.config.initial_region
+    dst = other_region(env, src)
+    run = load.start(shape="constant", follower_rate=FOLLOWER_RPS, op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario, 3))
+    run.wait_rate(src, FOLLOWER_RPS * 0.5, deadline_s=scenario.deadlines.client_follow_s)
+    started, wall = time.monotonic(), time.time()
+    nemesis.inject(stop_tasks(src, all=True))
+    _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="healthy-hosts", started=started)
+    run.stop()
+    data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst,
+                budget=env.config.budgets.error_rate)
+    scenario.verdict()
+
+
+def test_route53_throttled_lambda_retries(env, scenario, nemesis, load):
+    """Route 53 throttles the failover function's first three record changes: its backoff must
+    win within the failover deadline (Route 53 allows five requests per second per account)."""
+    src = env.config.initial_region
+    dst = other_region(env, src)
+    nemesis.inject(api_fault("route53", "us-east-1", kind="throttle", operation="ChangeResourceRecordSets", limit=3))
+    started, wall = time.monotonic(), time.time()
+    run = load.start(shape="constant", surge_region=src, surge_rate=SURGE_FACTOR, follower_rate=FOLLOWER_RPS,
+                     op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario))
+    _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="request-count", started=started)
+    rules = env.status()["router"]["api_faults"]
+    throttled = sum(r["matched"] for r in rules if r["service"] == "route53")
+    scenario.check({"name": "route53_throttled", "valid": throttled >= 3,
+                    "detail": f"{throttled} ChangeResourceRecordSets calls throttled before one went through"
+                              + ("" if throttled >= 3 else " (expected 3: the fault did not bite)")})
+    run.stop()
+    data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst,
+                budget=env.config.budgets.absorbed_error_rate)
+    scenario.verdict()
+
+
+def test_control_plane_region_lost(env, scenario, nemesis, load):
+    """us-east-1 is lost, data plane and AWS API endpoint, and with it Route 53's control plane
+    (Route 53 changes are made in us-east-1 only). A failover function that changes records
+    through that API cannot complete the failover: this scenario reproduces that finding and
+    reports it. It fails if the harness hid the dependency (DNS moved anyway); with failover
+    routing and health checks (Route 53's data plane) failover is expected to complete instead."""
+    src = "us-east-1"
+    if src not in env.regions:
+        pytest.skip("us-east-1 is not one of the service's regions")
+    dst = other_region(env, src)
+    d = scenario.deadlines
+    run = load.start(shape="constant", follower_rate=FOLLOWER_RPS, op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario, 3))
+    started, wall = time.monotonic(), time.time()
+    nemesis.inject(block_region(src, data_plane=True, control_plane=True, mode="hang"))
+    scenario.expect("alarm_fires", lambda: alarm_fires(env, src, "healthy-hosts", started=started),
+                    metric="detection_s")
+    scenario.expect("lambda_failed", lambda: lambda_invoked(env, started=started, outcome="failed", region=src))
+    # The function's retries (async invocation: two more attempts) all meet the same wall.
+    time_left = d.lambda_s - (time.monotonic() - started)
+    moved = None
+    try:
+        moved = dns_answers_region(env, dst, started=time.monotonic(), deadline=max(1.0, time_left))
+    except AssertionError:
+        pass
+    finding = (f"FINDING: with us-east-1's control plane down, the failover function could not change Route 53 "
+               f"(its API lives in us-east-1 only), so DNS kept answering {src} for the whole "
+               f"{d.lambda_s:.0f}s the function and its retries had: clients stayed on the lost region. "
+               f"Route 53 failover routing with health checks stays on the data plane and avoids this.")
+    scenario.check({"name": "route53_control_plane_dependency", "valid": moved is None,
+                    "detail": finding if moved is None else
+                    f"expected the failover to be blocked by Route 53's control plane in us-east-1, but DNS moved "
+                    f"to {dst} after {moved:.1f}s: the environment does not model Route 53's home region"})
+    scenario.note(finding)
+    run.stop()
+    nemesis.rollback_all()
+    data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=None, budget=1.0)
+    scenario.verdict()

@@ -1,0 +1,414 @@
+"""The ECS service scheduler and the reference service: real task processes, moto's ECS API,
+real load balancers, the AWS router's API faults.
+
+One environment for the module (moto per region, router, scheduler, load balancers); each test
+leaves its region steady (desired tasks running and healthy) for the next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from assertions.eventually import eventually
+from environments.local.ecs import REASON_EXITED, STOP_GRACE_S, EcsReconciler, Task
+from environments.local.loadbalancer import LoadBalancers
+from environments.local.router import AwsRouter
+from gameday.config import load_config
+from gameday.net import free_port_on_all
+from tests.support import alive, descendants, provisioned_context
+
+CFG = load_config(None, overrides={"service": {"desired_tasks": 2, "min_tasks": 2, "max_tasks": 3}})
+PROFILE = CFG.profile("local")
+# A python task process on two busy cores: start to listening in about 0.4-1 s; give it 5 s.
+TASK_START_BUDGET_S = 5.0
+# stop (or loss) -> the scheduler notices -> replacement listening -> the LB's first passing check
+REPLACE_S = PROFILE.reconcile_interval_s + TASK_START_BUDGET_S + 2 * PROFILE.health_check_interval_s + 1.0
+# a target that stops answering: unhealthy_threshold failed checks, each up to the check timeout
+UNHEALTHY_S = (PROFILE.unhealthy_threshold + 1) * (PROFILE.health_check_interval_s + max(0.2, PROFILE.health_check_interval_s)) + 1.0
+MEASURED: dict[str, float] = {}
+
+
+@dataclass
+class Env:
+    ctx: object
+    router: AwsRouter
+    ecs: EcsReconciler
+    lbs: LoadBalancers
+
+
+@pytest.fixture(scope="module")
+def env():
+    t_setup = time.monotonic()
+    with provisioned_context(CFG) as ctx:
+        MEASURED["moto_and_provision_s"] = time.monotonic() - t_setup
+        router = AwsRouter(ctx).start()
+        ctx.lb_port = free_port_on_all(list(ctx.lb_addresses.values()))
+        ecs = EcsReconciler(ctx)
+        lbs = None
+        try:
+            t0 = time.monotonic()
+            ecs.start()
+            MEASURED["start_returns_s"] = time.monotonic() - t0
+            lbs = LoadBalancers(ctx, ecs).start()
+            e = Env(ctx, router, ecs, lbs)
+            for r in CFG.regions:
+                # four python processes booting at once on two shared cores: the stack's own 30 s
+                steady(e, r, deadline_s=30)
+            MEASURED["start_to_all_healthy_s"] = time.monotonic() - t0
+            yield e
+        finally:
+            if lbs:
+                lbs.stop()
+            ecs.stop()
+            router.stop()
+            print("\nmeasured:", json.dumps({k: round(v, 3) for k, v in MEASURED.items()}))
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+
+def tasks(e: Env, region: str) -> list[dict]:
+    return e.ecs.status()[region]["tasks"]
+
+
+def lb_states(e: Env, region: str) -> dict[str, str]:
+    return {t["task"]: t["state"] for t in e.lbs.status()[region]["targets"]}
+
+
+def running_in_moto(e: Env, region: str) -> list[str]:
+    return e.ctx.customer_client("ecs", region).list_tasks(cluster="gameday", desiredStatus="RUNNING")["taskArns"]
+
+
+def steady(e: Env, region: str, n: int | None = None, deadline_s: float = REPLACE_S) -> tuple[list[dict], float]:
+    """Wait until n tasks (default: the configured desired count) run, each healthy at the LB,
+    and moto's ECS lists exactly those as RUNNING."""
+    n = n or CFG.service.desired_tasks
+
+    def check():
+        st = e.ecs.status()[region]
+        running = [t for t in st["tasks"] if t["state"] == "RUNNING"]
+        assert st["desired"] == n and len(running) == n and st["pending"] == 0, st
+        states = lb_states(e, region)
+        assert states == {t["task_id"]: "healthy" for t in running}, states
+        assert sorted(running_in_moto(e, region)) == sorted(t["task_arn"] for t in running)
+        return running
+
+    return eventually(check, deadline_s=deadline_s, what=f"{n} healthy tasks in {region}", interval_s=0.05)
+
+
+def describe(e: Env, region: str, arn: str) -> dict:
+    return e.ctx.customer_client("ecs", region).describe_tasks(cluster="gameday", tasks=[arn])["tasks"][0]
+
+
+def ecs_events(e: Env, since: int, action: str) -> list[dict]:
+    return [ev for ev in e.ctx.events.since(since, "ecs") if ev.get("action") == action]
+
+
+def last_seq(e: Env) -> int:
+    evs = e.ctx.events.since(0)
+    return evs[-1]["seq"] if evs else 0
+
+
+# -- the scheduler ------------------------------------------------------------------------------------------
+
+def test_tasks_are_spread_over_azs_and_visible_in_ecs(env):
+    for region in CFG.regions:
+        running, _ = steady(env, region)
+        assert {t["az"] for t in running} == set(CFG.az_names(region))
+        described = env.ctx.customer_client("ecs", region).describe_tasks(
+            cluster="gameday", tasks=[t["task_arn"] for t in running], include=["TAGS"])["tasks"]
+        for d in described:
+            assert d["lastStatus"] == "RUNNING" and d["desiredStatus"] == "RUNNING"
+            assert d["group"] == "service:gameday-service" and d["startedBy"].startswith("ecs-svc/")
+            assert d["launchType"] == "FARGATE"
+        # describing again does not move a running task towards STOPPED (moto's default would)
+        again = describe(env, region, running[0]["task_arn"])
+        assert again["lastStatus"] == "RUNNING"
+        for t in running:
+            r = requests.get(f"http://127.0.0.1:{t['port']}/health", timeout=2)
+            assert r.status_code == 200 and r.json() == {"task": t["task_id"], "az": t["az"], "region": region}
+    MEASURED["task_start_to_running_s"] = max(t["running_after_s"] for r in CFG.regions for t in tasks(env, r))
+
+
+def test_stop_task_with_boto3_kills_the_process_and_a_replacement_starts(env):
+    region = "us-west-2"
+    running, _ = steady(env, region)
+    victim = running[0]
+    since = last_seq(env)
+    t0 = time.monotonic()
+    env.ctx.customer_client("ecs", region).stop_task(cluster="gameday", task=victim["task_arn"], reason="gameday test")
+
+    _, gone_s = eventually(lambda: _assert_dead(victim["pid"]), deadline_s=PROFILE.reconcile_interval_s + STOP_GRACE_S + 2,
+                           what="stopped task's process exits", started=t0)
+    now_running, replaced_s = steady(env, region, deadline_s=REPLACE_S)
+    replaced_s = time.monotonic() - t0
+    MEASURED["stop_task_to_process_gone_s"] = gone_s
+    MEASURED["stop_task_to_replacement_healthy_s"] = replaced_s
+    assert victim["task_id"] not in {t["task_id"] for t in now_running}
+    assert {t["az"] for t in now_running} == set(CFG.az_names(region))  # the replacement refills the AZ
+    stopped = describe(env, region, victim["task_arn"])
+    assert stopped["lastStatus"] == "STOPPED" and stopped["stoppedReason"] == "gameday test"
+    evs = ecs_events(env, since, "task_stopped")
+    assert [ev["reason"] for ev in evs if ev["task"] == victim["task_id"]] == ["gameday test"]
+    assert len(ecs_events(env, since, "task_started")) == 1
+
+
+def _assert_dead(pid: int) -> None:
+    assert alive({pid}) == set(), f"pid {pid} still alive"
+
+
+def test_a_task_process_that_dies_is_recorded_stopped_and_replaced(env):
+    region = "us-west-2"
+    running, _ = steady(env, region)
+    victim = running[-1]
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    def recorded_stopped():
+        d = describe(env, region, victim["task_arn"])
+        assert d["lastStatus"] == "STOPPED" and d["desiredStatus"] == "STOPPED", d["lastStatus"]
+        assert d["stoppedReason"].startswith(REASON_EXITED), d["stoppedReason"]
+
+    eventually(recorded_stopped, deadline_s=PROFILE.reconcile_interval_s * 4 + 2, what="dead task STOPPED in moto")
+    now_running, _ = steady(env, region)
+    assert victim["task_id"] not in {t["task_id"] for t in now_running}
+
+
+def test_losing_an_az_stops_its_tasks_and_places_replacements_elsewhere(env):
+    region = "us-west-2"
+    az_a, az_b = CFG.az_names(region)
+    running, _ = steady(env, region)
+    in_a = [t for t in running if t["az"] == az_a]
+    assert in_a
+    try:
+        env.ecs.set_az_available(region, "a", False)  # the letter form
+        # at once: no grace period for an AZ that lost power
+        assert alive({t["pid"] for t in in_a}) == set()
+        for t in in_a:
+            d = describe(env, region, t["task_arn"])
+            assert d["lastStatus"] == "STOPPED" and az_a in d["stoppedReason"]
+        now_running, _ = steady(env, region)
+        assert {t["az"] for t in now_running} == {az_b}
+        assert env.ecs.status()[region]["unavailable_azs"] == [az_a]
+    finally:
+        env.ecs.set_az_available(region, az_a, True)  # the full-name form
+    assert env.ecs.status()[region]["unavailable_azs"] == []
+    # ECS does not move running tasks back; the next placement goes to the emptiest AZ
+    victim = now_running[0]
+    env.ctx.customer_client("ecs", region).stop_task(cluster="gameday", task=victim["task_arn"], reason="rebalance")
+    after, _ = steady(env, region)
+    assert {t["az"] for t in after} == {az_a, az_b}
+
+
+def test_unknown_az_is_refused(env):
+    with pytest.raises(ValueError, match="unknown availability zone"):
+        env.ecs.set_az_available("us-west-2", "z", False)
+    with pytest.raises(ValueError, match="unknown availability zone"):
+        env.ecs.set_az_available("us-west-2", "us-east-1a", False)
+    with pytest.raises(ValueError, match="unknown region"):
+        env.ecs.set_az_available("mars-1", "a", False)
+    assert all(not s["unavailable_azs"] for s in env.ecs.status().values())
+
+
+def test_desired_count_from_the_api_is_kept_within_min_and_max(env):
+    region = "us-east-1"
+    steady(env, region)
+    ecs = env.ctx.customer_client("ecs", region)
+    since = last_seq(env)
+    ecs.update_service(cluster="gameday", service="gameday-service", desiredCount=CFG.service.max_tasks + 4)
+    running, _ = steady(env, region, n=CFG.service.max_tasks)
+    svc = ecs.describe_services(cluster="gameday", services=["gameday-service"])["services"][0]
+    assert svc["desiredCount"] == CFG.service.max_tasks
+    scaled = ecs_events(env, since, "scaled")
+    assert scaled and scaled[0]["old"] == CFG.service.max_tasks + 4 and scaled[0]["new"] == CFG.service.max_tasks
+
+    ecs.update_service(cluster="gameday", service="gameday-service", desiredCount=0)
+    after, _ = steady(env, region, n=CFG.service.min_tasks)
+    assert ecs.describe_services(cluster="gameday", services=["gameday-service"])["services"][0]["desiredCount"] == CFG.service.min_tasks
+    removed = {t["task_arn"] for t in running} - {t["task_arn"] for t in after}
+    assert len(removed) == 1
+    assert describe(env, region, removed.pop())["stoppedReason"].startswith("Scaling activity initiated by")
+    assert {t["az"] for t in after} == set(CFG.az_names(region))  # scale-in keeps the AZs balanced
+
+
+def test_the_load_balancer_skips_a_task_that_fails_its_health_checks(env):
+    region = "us-east-1"
+    running, _ = steady(env, region)
+    frozen = running[0]
+    os.kill(frozen["pid"], signal.SIGSTOP)  # alive, port open, answers nothing
+    try:
+        _, took = eventually(lambda: _assert_state(env, region, frozen["task_id"], "unhealthy"),
+                             deadline_s=UNHEALTHY_S, what="frozen task marked unhealthy")
+        MEASURED["frozen_task_to_unhealthy_s"] = took
+        s = requests.Session()
+        served = []
+        for i in range(30):
+            r = s.put(f"{env.ctx.lb_url(region)}/items/lb-{i}", data=json.dumps({"value": i}), timeout=5)
+            assert r.status_code == 200, r.text
+            served.append(r.headers["X-Gameday-Task"])
+        assert frozen["task_id"] not in served
+        assert set(served) == {t["task_id"] for t in running} - {frozen["task_id"]}
+        assert env.lbs.status()[region]["healthy"] == len(running) - 1
+    finally:
+        os.kill(frozen["pid"], signal.SIGCONT)
+    steady(env, region)  # back in service: the same task, not a replacement
+    assert frozen["task_id"] in {t["task_id"] for t in tasks(env, region)}
+
+
+def _assert_state(env: Env, region: str, task_id: str, state: str) -> None:
+    got = lb_states(env, region).get(task_id)
+    assert got == state, got
+
+
+# -- the reference service ------------------------------------------------------------------------------------
+
+def test_service_writes_its_own_region_and_answers_reads(env):
+    url = env.ctx.lb_url("us-east-1")
+    r = requests.put(f"{url}/items/round trip", data=json.dumps({"value": {"n": 1.5}, "client_time": 123.25}), timeout=5)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["key"] == "round trip" and body["value"] == {"n": 1.5} and body["region"] == "us-east-1"
+    assert r.headers["X-Gameday-Region"] == "us-east-1" and r.headers["X-Gameday-Task"] == body["task"]
+    got = requests.get(f"{url}/items/round trip", timeout=5)
+    assert got.status_code == 200
+    item = got.json()
+    assert item["value"] == {"n": 1.5} and item["client_time"] == 123.25
+    assert item["region"] == "us-east-1" and item["task"] == body["task"] and item["written_at"] >= time.time() - 60
+    # it went to us-east-1's table, not another region's
+    key = {"pk": {"S": "round trip"}}
+    assert "Item" in env.ctx.internal_client("dynamodb", "us-east-1").get_item(TableName=CFG.dynamodb.table, Key=key)
+    assert "Item" not in env.ctx.internal_client("dynamodb", "us-west-2").get_item(TableName=CFG.dynamodb.table, Key=key)
+    missing = requests.get(f"{url}/items/never-written", timeout=5)
+    assert missing.status_code == 404 and missing.headers["X-Gameday-Region"] == "us-east-1"
+
+
+@pytest.mark.parametrize("path,body,needle", [
+    ("/items/k", "not json", "not JSON"),
+    ("/items/", json.dumps({"value": 1}), "empty key"),
+    ("/items/k", json.dumps([1, 2]), "JSON object"),
+    ("/items/k", json.dumps({"client_time": 1}), "value"),
+    ("/items/k", '{"value": NaN}', "NaN"),
+])
+def test_bad_input_is_a_400_with_a_message(env, path, body, needle):
+    task = tasks(env, "us-east-1")[0]
+    r = requests.put(f"http://127.0.0.1:{task['port']}{path}", data=body, timeout=5)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["message"]
+    assert r.headers["X-Gameday-Task"] == task["task_id"] and r.headers["X-Gameday-Region"] == "us-east-1"
+
+
+def test_service_retries_throttling_and_gives_up_with_503_at_its_deadline(env):
+    task = tasks(env, "us-east-1")[0]
+    url = f"http://127.0.0.1:{task['port']}/items"
+    # the first three PutItems are throttled: one request must still succeed, on its 4th attempt
+    rule = env.router.add_fault(kind="throttle", region="us-east-1", service="dynamodb", operation="PutItem", limit=3)
+    try:
+        r = requests.put(f"{url}/throttled-once", data=json.dumps({"value": 1}), timeout=10)
+        assert r.status_code == 200, r.text
+        assert _matched(env, rule["id"]) == 3
+    finally:
+        env.router.remove_fault(rule["id"])
+
+    rule = env.router.add_fault(kind="throttle", region="us-east-1", service="dynamodb", operation="PutItem")
+    try:
+        t0 = time.monotonic()
+        r = requests.put(f"{url}/throttled-always", data=json.dumps({"value": 1}), timeout=10)
+        took = time.monotonic() - t0
+        MEASURED["persistent_throttle_to_503_s"] = took
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["error"] == "ThrottlingException" and body["attempts"] >= 3
+        assert _matched(env, rule["id"]) == body["attempts"]
+        assert 1.0 <= took <= 2.0 + 1.5, took  # the default 2 s deadline: well past the first try, not past it
+        assert r.headers["X-Gameday-Task"] == task["task_id"]
+    finally:
+        env.router.remove_fault(rule["id"])
+
+    # a client error is not retried: exactly one call reaches the AWS endpoint
+    before = env.router.status()["calls"]
+    r = requests.put(f"{url}/{'k' * 3000}", data=json.dumps({"value": 1}), timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "ValidationException"
+    assert env.router.status()["calls"] - before == 1
+
+
+def _matched(env: Env, rule_id: str) -> int:
+    return next(r["matched"] for r in env.router.status()["api_faults"] if r["id"] == rule_id)
+
+
+# -- target tracking (the decision alone; the update_service path is the clamp test's) -----------------------------
+
+def test_target_tracking_scales_out_to_the_target_and_in_one_task_at_a_time(env):
+    cfg = load_config(None, overrides={"service": {"desired_tasks": 2, "min_tasks": 2, "max_tasks": 4,
+                                                   "scale_out_requests_per_task_s": 5}})
+    rec = EcsReconciler(dataclasses.replace(env.ctx, config=cfg))  # never started: only its decisions run
+    region = "us-east-1"
+    st = rec.regions[region]
+    period = PROFILE.period_s
+
+    def running(n: int) -> None:
+        st.tasks = {f"t{i}": Task(arn=f"arn:t{i}", task_id=f"t{i}", region=region, az=CFG.az_names(region)[i % 2],
+                                  port=0, state="RUNNING") for i in range(n)}
+
+    def traffic(rate: float, window: float, tick: float = 0.5) -> None:
+        """`rate` requests/s for the last `window` seconds, sampled every `tick` as the scheduler does."""
+        st.samples.clear()
+        now = time.monotonic()
+        rec._started_mono = st.last_scaled = now - 10 * period
+        for k in range(int(window / tick), -1, -1):
+            for _ in range(int(rate * tick)):
+                rec.report_requests(region, 1)  # what the load balancer reports, request by request
+            rec._sample(st, now - k * tick)
+
+    running(2)
+    traffic(40, period)  # 20 requests/s per task, target 5
+    new, reason = rec._target_tracking(st, 2)
+    assert new == 4 and "target tracking" in reason  # ceil(40 / 5) = 8, capped at max_tasks
+    assert rec._target_tracking(st, 4) is None  # just scaled: a full new window first
+
+    running(4)
+    traffic(0, 3 * period)
+    assert rec._target_tracking(st, 4)[0] == 3  # quiet: one task fewer, not straight to min
+    running(3)
+    traffic(10, 3 * period)  # 3.3/s per task: under target, but 10/s on 2 tasks would be above 90% of it
+    assert rec._target_tracking(st, 3) is None
+    running(2)
+    traffic(0, 3 * period)
+    assert rec._target_tracking(st, 2) is None  # never below min_tasks
+    assert env.ecs._target_tracking(env.ecs.regions[region], 2) is None  # disabled when the target is 0
+
+
+def test_a_users_own_service_command_gets_its_placeholders_filled(env):
+    cfg = load_config(None, overrides={"service": {"command": [
+        "my-service", "--listen=127.0.0.1:{port}", "{region}", "{table}", "{endpoint}", "{task_id}@{az}", "{unknown}"]}})
+    rec = EcsReconciler(dataclasses.replace(env.ctx, config=cfg))  # never started
+    argv = rec._task_argv("us-west-2", "abc123", "us-west-2b", 4321)
+    assert argv == ["my-service", "--listen=127.0.0.1:4321", "us-west-2", CFG.dynamodb.table, env.ctx.router_url,
+                    "abc123@us-west-2b", "{unknown}"]
+    task_env = rec._task_env("us-west-2", "abc123", "us-west-2b", 4321)
+    assert task_env["AWS_REGION"] == "us-west-2" and task_env["AWS_ENDPOINT_URL"] == env.ctx.router_url
+    assert task_env["AWS_EC2_METADATA_DISABLED"] == "true" and task_env["GAMEDAY_PORT"] == "4321"
+    assert "PYTHONPATH" not in task_env  # the user's environment, untouched
+    # the reference service otherwise
+    ref = env.ecs._task_argv("us-west-2", "abc123", "us-west-2b", 4321)
+    assert ref[1:3] == ["-m", "sut.service"] and ref[ref.index("--task-id") + 1] == "abc123"
+
+
+# -- teardown ---------------------------------------------------------------------------------------------------
+
+def test_stop_leaves_no_task_process(env):
+    pids = {t["pid"] for r in CFG.regions for t in tasks(env, r)}
+    assert len(pids) == len(CFG.regions) * CFG.service.desired_tasks
+    assert pids <= descendants(os.getpid())
+    env.lbs.stop()
+    env.ecs.stop()
+    assert alive(pids) == set()
+    env.ecs.stop()  # idempotent
+    assert all(not s["tasks"] for s in env.ecs.status().values())
+    for r in CFG.regions:
+        assert running_in_moto(env, r) == []

@@ -1,0 +1,392 @@
+"""The local Lambda service: SNS (moto, over http on loopback) -> Lambda's SNS event -> a handler
+in a worker process with the Lambda environment; async-invocation retries, timeouts; and the
+reference failover handler against Route 53 in moto, through the router's API faults.
+
+Test handlers live in a temporary code directory (failover.code_dir + handler), as a user's
+own function would, and write what they received to files the test reads back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import textwrap
+import time
+from datetime import datetime
+
+import pytest
+
+from assertions.eventually import eventually
+from environments.local.alarms import alarm_notification
+from environments.local.lambda_runner import FUNCTION_NAME, MEMORY_SIZE_MB, LambdaRunner
+from environments.local.router import AwsRouter
+from gameday.aws import LOCAL_ACCOUNT_ID
+from gameday.config import GamedayConfig
+from tests.support import alive, provisioned_context
+
+RETRY_DELAYS_S = (0.2, 0.2)
+PROBE_TIMEOUT_S = 1.5
+# cold start (interpreter + boto3 import, ~1 s on a busy 2-core machine) + SNS hop + scheduling
+MARGIN_S = 5.0
+
+PROBE_HANDLER = textwrap.dedent('''
+    """A Lambda handler written as for real Lambda: plain boto3 client at import time."""
+    import json
+    import os
+    import time
+
+    import boto3
+
+    route53 = boto3.client("route53")
+    OUT = os.environ["PROBE_DIR"]
+
+
+    def _mode(event):
+        if "mode" in event:
+            return event["mode"], event.get("key", "")
+        try:
+            msg = json.loads(event["Records"][0]["Sns"]["Message"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return "ignore", ""
+        return (msg.get("mode", "ignore"), msg.get("key", "")) if isinstance(msg, dict) else ("ignore", "")
+
+
+    def _count(key):
+        path = os.path.join(OUT, f"attempts-{key}")
+        with open(path, "a") as f:
+            f.write("x")
+        with open(path) as f:
+            return len(f.read())
+
+
+    def handler(event, context):
+        started = time.time()
+        mode, key = _mode(event)
+        if mode == "dump":
+            zones = [z["Name"] for z in route53.list_hosted_zones()["HostedZones"]]
+            out = {"started": started, "event": event, "zones": zones,
+                   "env": {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "_HANDLER", "LAMBDA_"))},
+                   "context": {"function_name": context.function_name,
+                               "memory_limit_in_mb": context.memory_limit_in_mb,
+                               "aws_request_id": context.aws_request_id,
+                               "invoked_function_arn": context.invoked_function_arn,
+                               "remaining_ms": context.get_remaining_time_in_millis()}}
+            with open(os.path.join(OUT, f"dump-{key}.json"), "w") as f:
+                json.dump(out, f)
+            return {"dumped": key}
+        n = _count(key) if key else 0
+        if mode == "raise":
+            raise ValueError(f"boom on attempt {n}")
+        if mode == "fail_once" and n == 1:
+            raise RuntimeError("transient failure")
+        if mode == "timeout_once" and n == 1:
+            print("sleeping past the timeout")
+            time.sleep(60)
+        return {"mode": mode, "attempt": n}
+''')
+
+
+def _config(**failover) -> GamedayConfig:
+    return GamedayConfig.model_validate({
+        "profiles": {"local": {"lambda_retry_delays_s": list(RETRY_DELAYS_S)}},
+        "failover": failover,
+    })
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    code_dir = tmp_path_factory.mktemp("probe-code")
+    (code_dir / "gd_probe.py").write_text(PROBE_HANDLER)
+    out_dir = tmp_path_factory.mktemp("probe-out")
+    cfg = _config(handler="gd_probe:handler", code_dir=str(code_dir), timeout_s=PROBE_TIMEOUT_S,
+                  environment={"PROBE_DIR": str(out_dir)})
+    with provisioned_context(cfg) as ctx:
+        router = AwsRouter(ctx).start()  # sets ctx.router_url: the Lambda's AWS_ENDPOINT_URL
+        try:
+            yield ctx, router, out_dir
+        finally:
+            router.stop()
+
+
+@pytest.fixture(scope="module")
+def probe(env):
+    ctx, router, out_dir = env
+    runner = LambdaRunner(ctx).start()
+    try:
+        yield ctx, runner, out_dir
+    finally:
+        runner.stop()
+
+
+def _records(runner, request_id=None, message_id=None):
+    return [r for r in runner.invocations()
+            if (request_id is None or r["request_id"] == request_id)
+            and (message_id is None or r["message_id"] == message_id)]
+
+
+def _fail(msg):
+    raise AssertionError(msg)
+
+
+def _wait_file(path, deadline_s, what):
+    def check():
+        assert path.exists(), f"{path.name} not written yet"
+        return json.loads(path.read_text())
+    return eventually(check, deadline_s=deadline_s, what=what)[0]
+
+
+def test_sns_delivers_the_real_lambda_sns_event(probe):
+    # Catches a hand-made event that differs from what Lambda gives a handler for an SNS
+    # trigger (key names SigningCertUrl/UnsubscribeUrl, Subject, MessageAttributes, the
+    # subscription ARN), a notification that never reaches the runner, and a wrong context.
+    ctx, runner, out_dir = probe
+    region = "us-east-1"
+    topic = ctx.provisioned.topic_arns[region]
+    message = json.dumps({"mode": "dump", "key": "sns-shape"})
+    t_publish = time.time()
+    message_id = ctx.internal_client("sns", region).publish(TopicArn=topic, Subject="probe", Message=message)["MessageId"]
+    dump = _wait_file(out_dir / "dump-sns-shape.json", MARGIN_S, "handler invoked by the SNS notification")
+    print(f"SNS publish -> handler start: {dump['started'] - t_publish:.3f}s")
+
+    event = dump["event"]
+    assert list(event) == ["Records"] and len(event["Records"]) == 1
+    rec = event["Records"][0]
+    assert rec["EventSource"] == "aws:sns"
+    assert rec["EventVersion"] == "1.0"
+    assert rec["EventSubscriptionArn"] == runner.subscriptions[region]
+    assert rec["EventSubscriptionArn"].startswith(topic + ":")
+    sns = rec["Sns"]
+    assert set(sns) == {"Type", "MessageId", "TopicArn", "Subject", "Message", "Timestamp", "SignatureVersion",
+                        "Signature", "SigningCertUrl", "UnsubscribeUrl", "MessageAttributes"}
+    assert sns["Type"] == "Notification"
+    assert sns["MessageId"] == message_id
+    assert sns["TopicArn"] == topic
+    assert sns["Subject"] == "probe"
+    assert sns["Message"] == message
+    datetime.strptime(sns["Timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert sns["SignatureVersion"] in ("1", "2") and sns["Signature"]
+    assert sns["SigningCertUrl"].startswith(f"https://sns.{region}.amazonaws.com/")
+    assert sns["UnsubscribeUrl"].startswith(f"https://sns.{region}.amazonaws.com/?Action=Unsubscribe")
+    assert runner.subscriptions[region] in sns["UnsubscribeUrl"]
+    assert sns["MessageAttributes"] == {}
+
+    c = dump["context"]
+    assert c["function_name"] == FUNCTION_NAME
+    assert c["memory_limit_in_mb"] == str(MEMORY_SIZE_MB)  # a string in Lambda's Python runtime
+    assert c["invoked_function_arn"] == f"arn:aws:lambda:us-west-2:{LOCAL_ACCOUNT_ID}:function:{FUNCTION_NAME}"
+    assert 0 < c["remaining_ms"] <= PROBE_TIMEOUT_S * 1000
+
+    recs, _ = eventually(lambda: _records(runner, message_id=message_id) or _fail("no record yet"),
+                         deadline_s=MARGIN_S, what="invocation recorded")
+    r = recs[0]
+    assert c["aws_request_id"] == r["request_id"]
+    assert (r["outcome"], r["result"], r["region"], r["topic_arn"]) == ("ok", {"dumped": "sns-shape"}, region, topic)
+    ev = [e for e in ctx.events.since(0, kind="lambda_invocation") if e["request_id"] == r["request_id"]]
+    assert [e["outcome"] for e in ev] == ["ok"]
+
+
+def test_lambda_environment_lets_a_plain_boto3_handler_work(env, monkeypatch):
+    # Catches a worker without region/endpoint/credentials (boto3.client("route53") at import
+    # time would fail the init phase or reach real AWS), and host SDK settings leaking in
+    # (a host AWS_PROFILE outranks the function's credentials and breaks the client).
+    ctx, router, out_dir = env
+    monkeypatch.setenv("AWS_PROFILE", "host-profile-that-does-not-exist")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    runner = LambdaRunner(ctx).start()  # the worker process is spawned from this environment
+    worker_pid = runner.status()["worker"]["pid"]
+    try:
+        monkeypatch.undo()
+        init = [e for e in ctx.events.since(0, kind="lambda_init") if e["pid"] == worker_pid]
+        assert init and init[-1]["ok"], f"init failed: {runner.status()['init_error']}"
+        print(f"worker cold start (spawn -> handler imported): {init[-1]['init_s']:.3f}s "
+              f"(import alone {init[-1]['import_ms']:.0f} ms)")
+        rec = runner.invoke({"mode": "dump", "key": "env"}, wait_s=MARGIN_S + PROBE_TIMEOUT_S)
+        assert rec["outcome"] == "ok", rec
+    finally:
+        runner.stop()
+    assert not alive({worker_pid}), "stop() left the worker process running"
+    dump = json.loads((out_dir / "dump-env.json").read_text())
+    e = dump["env"]
+    assert e["AWS_REGION"] == e["AWS_DEFAULT_REGION"] == "us-west-2"
+    assert e["AWS_ENDPOINT_URL"] == ctx.router_url == router.url
+    assert e["AWS_ACCESS_KEY_ID"] and e["AWS_SECRET_ACCESS_KEY"]
+    assert e["AWS_LAMBDA_FUNCTION_NAME"] == FUNCTION_NAME
+    assert e["_HANDLER"] == "gd_probe:handler"
+    assert "AWS_PROFILE" not in e
+    # the import-time client reached Route 53 (us-east-1's moto, through the router)
+    assert dump["zones"] == [ctx.config.route53.zone + "."]
+
+
+def _wait_attempts(runner, rid, n, deadline_s):
+    def check():
+        recs = _records(runner, request_id=rid)
+        assert len(recs) >= n and not recs[-1]["will_retry"], \
+            f"attempts so far: {[(r['attempt'], r['outcome'], r['will_retry']) for r in recs]}"
+        return recs
+    return eventually(check, deadline_s=deadline_s, what=f"{n} attempts of {rid}")[0]
+
+
+def test_a_raising_handler_is_retried_twice_with_every_error_recorded(probe):
+    # Catches: no async retries, the wrong number of them, delays not from the profile, a new
+    # request id per retry, and errors that are lost (only the last one kept).
+    ctx, runner, _ = probe
+    rid = runner.invoke_async({"mode": "raise", "key": "raise"})
+    recs = _wait_attempts(runner, rid, 3, 3 * PROBE_TIMEOUT_S + sum(RETRY_DELAYS_S) + MARGIN_S)
+    assert [r["attempt"] for r in recs] == [1, 2, 3]
+    assert [r["outcome"] for r in recs] == ["error"] * 3
+    assert [r["error"] for r in recs] == [{"type": "ValueError", "message": f"boom on attempt {i}"} for i in (1, 2, 3)]
+    assert [r["will_retry"] for r in recs] == [True, True, False]
+    assert [r["retry_in_s"] for r in recs] == [*RETRY_DELAYS_S, None]
+    for prev, nxt, delay in zip(recs, recs[1:], RETRY_DELAYS_S):
+        assert nxt["start_ts"] - prev["end_ts"] >= delay - 0.01, "a retry ran before its delay"
+    assert any("ValueError: boom on attempt 1" in line for line in recs[0]["logs"])
+    timeline = [e for e in ctx.events.since(0, kind="lambda_invocation") if e["request_id"] == rid]
+    assert [(e["attempt"], e["outcome"], e["error"]) for e in timeline] == [
+        (i, "error", {"type": "ValueError", "message": f"boom on attempt {i}"}) for i in (1, 2, 3)]
+    assert runner.status()["queued"] == 0
+
+
+def test_a_handler_that_succeeds_on_retry_ends_ok(probe):
+    # Catches retrying after success, or not retrying at all.
+    ctx, runner, _ = probe
+    rid = runner.invoke_async({"mode": "fail_once", "key": "fail-once"})
+    recs = _wait_attempts(runner, rid, 2, 2 * PROBE_TIMEOUT_S + RETRY_DELAYS_S[0] + MARGIN_S)
+    assert [(r["attempt"], r["outcome"]) for r in recs] == [(1, "error"), (2, "ok")]
+    assert recs[0]["error"] == {"type": "RuntimeError", "message": "transient failure"}
+    assert recs[1]["result"] == {"mode": "fail_once", "attempt": 2}
+    assert runner.status()["queued"] == 0
+
+
+def test_a_handler_past_its_timeout_is_stopped_and_recorded(probe):
+    # Catches a runner that waits for a hung handler (no timeout), leaves its process running,
+    # or records a timeout as a success or plain error; the retry needs a fresh environment.
+    ctx, runner, _ = probe
+    rid = runner.invoke_async({"mode": "timeout_once", "key": "timeout-once"})
+    recs = _wait_attempts(runner, rid, 2, 2 * PROBE_TIMEOUT_S + RETRY_DELAYS_S[0] + MARGIN_S)
+    first, second = recs
+    assert first["outcome"] == "timeout"
+    assert first["error"]["type"] == "Sandbox.Timedout"
+    assert PROBE_TIMEOUT_S <= first["duration_s"] < PROBE_TIMEOUT_S + 1.0
+    assert any("Task timed out after" in line for line in first["logs"])
+    assert any("sleeping past the timeout" in line for line in first["logs"])
+    assert not alive({first["worker_pid"]}), "the timed-out execution environment is still running"
+    assert second["outcome"] == "ok" and second["cold_start"] and second["worker_pid"] != first["worker_pid"]
+
+
+# -- the reference failover handler -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def reference(env):
+    ctx, router, _ = env
+    # the seed's function: sut.failover_lambda:handler from the repository, default timeout
+    ref_ctx = dataclasses.replace(ctx, config=_config())
+    runner = LambdaRunner(ref_ctx).start()
+    try:
+        yield ref_ctx, router, runner
+    finally:
+        runner.stop()
+
+
+def _a_record(ctx) -> tuple[str, int]:
+    r53 = ctx.internal_client("route53", "us-east-1")
+    for rr in r53.list_resource_record_sets(HostedZoneId=ctx.provisioned.hosted_zone_id)["ResourceRecordSets"]:
+        if rr["Name"] == ctx.config.record_name and rr["Type"] == "A":
+            return rr["ResourceRecords"][0]["Value"], rr["TTL"]
+    raise AssertionError("A record missing")
+
+
+def _reset_record(ctx, region):
+    ctx.internal_client("route53", "us-east-1").change_resource_record_sets(
+        HostedZoneId=ctx.provisioned.hosted_zone_id, ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
+            "Name": ctx.config.record_name, "Type": "A", "TTL": ctx.profile.dns_ttl_s,
+            "ResourceRecords": [{"Value": ctx.lb_addresses[region]}]}}]})
+
+
+def _publish_alarm(ctx, region="us-east-1") -> str:
+    """The notification the alarm evaluator publishes when the region's request-count alarm fires."""
+    name = ctx.provisioned.alarm_names[region]["request-count"]
+    alarm = ctx.internal_client("cloudwatch", region).describe_alarms(AlarmNames=[name])["MetricAlarms"][0]
+    subject, message = alarm_notification(alarm, region=region, old="OK", new="ALARM", change_time=time.time(),
+                                          reason="Threshold Crossed: 1 out of the last 1 datapoints [812.0] was "
+                                                 "greater than the threshold (500.0)")
+    return ctx.internal_client("sns", region).publish(
+        TopicArn=ctx.provisioned.topic_arns[region], Subject=subject, Message=message)["MessageId"]
+
+
+def _wait_record(runner, message_id, deadline_s):
+    def check():
+        recs = _records(runner, message_id=message_id)
+        assert recs and not recs[-1]["will_retry"], f"records so far: {recs}"
+        return recs
+    return eventually(check, deadline_s=deadline_s, what=f"failover invocation for {message_id}")[0]
+
+
+def test_reference_handler_moves_the_record_and_is_idempotent(reference):
+    # Catches a handler that does not parse CloudWatch's message, picks the wrong region, writes
+    # the wrong address/TTL, or fails (or flips back) on SNS's at-least-once second delivery.
+    ctx, _, runner = reference
+    _reset_record(ctx, "us-east-1")
+    assert _a_record(ctx)[0] == ctx.lb_addresses["us-east-1"]
+    deadline = ctx.config.failover.timeout_s + MARGIN_S
+
+    first = _wait_record(runner, _publish_alarm(ctx), deadline)
+    assert [r["outcome"] for r in first] == ["ok"], first[-1]["error"]
+    action = first[0]["result"]["actions"][0]
+    assert (action["action"], action["from"], action["to"]) == ("moved", "us-east-1", "us-west-2")
+    assert first[0]["alarm"]["NewStateValue"] == "ALARM"
+    assert _a_record(ctx) == (ctx.lb_addresses["us-west-2"], ctx.profile.dns_ttl_s)
+
+    second = _wait_record(runner, _publish_alarm(ctx), deadline)
+    assert [r["outcome"] for r in second] == ["ok"], second[-1]["error"]
+    assert second[0]["result"]["moved"] == 0
+    assert second[0]["result"]["actions"][0]["action"] == "none"
+    assert _a_record(ctx) == (ctx.lb_addresses["us-west-2"], ctx.profile.dns_ttl_s)
+
+
+def test_reference_handler_retries_route53_throttling_within_its_timeout(reference):
+    # Catches a handler that gives up on the first Throttling (Lambda's async retry would then be
+    # the only retry, a minute later in AWS) or retries past its own timeout.
+    ctx, router, runner = reference
+    _reset_record(ctx, "us-east-1")
+    rule = router.add_fault(kind="throttle", service="route53")
+    try:
+        message_id = _publish_alarm(ctx)
+
+        def throttled_twice():
+            matched = [r["matched"] for r in router.status()["api_faults"] if r["id"] == rule["id"]]
+            assert matched and matched[0] >= 2, f"throttled calls so far: {matched}"
+        eventually(throttled_twice, deadline_s=MARGIN_S, what="handler's Route 53 calls throttled twice")
+    finally:
+        router.remove_fault(rule["id"])  # the throttling burst ends
+    recs = _wait_record(runner, message_id, ctx.config.failover.timeout_s + MARGIN_S)
+    assert [(r["attempt"], r["outcome"]) for r in recs] == [(1, "ok")], recs[-1]["error"]
+    assert recs[0]["duration_s"] < ctx.config.failover.timeout_s
+    assert recs[0]["result"]["moved"] == 1
+    assert sum("Throttling" in line for line in recs[0]["logs"]) >= 2, recs[0]["logs"]
+    assert _a_record(ctx)[0] == ctx.lb_addresses["us-west-2"]
+
+
+def test_reference_handler_gives_up_before_its_timeout_when_route53_hangs(reference):
+    # A black-holed Route 53 (the control plane hangs): the handler must stop retrying while it
+    # still has time and raise, so Lambda records an error and retries the event, rather than
+    # being killed at its timeout mid-call. Catches SDK retries hiding under the handler's own
+    # (each attempt would then cost several read timeouts and overrun the budget it computes).
+    ctx, router, runner = reference
+    _reset_record(ctx, "us-east-1")
+    timeout_s = ctx.config.failover.timeout_s
+    rule = router.add_fault(kind="blackhole", service="route53")
+    try:
+        message_id = _publish_alarm(ctx)
+        first, _ = eventually(lambda: _records(runner, message_id=message_id) or _fail("no attempt finished yet"),
+                              deadline_s=timeout_s + MARGIN_S, what="first attempt against a hung Route 53")
+    finally:
+        router.remove_fault(rule["id"])
+    assert first[0]["outcome"] == "error", first[0]
+    assert first[0]["error"]["type"] in ("ReadTimeoutError", "ConnectTimeoutError"), first[0]["error"]
+    # one hung call costs the handler's read timeout (2 s); a second one (an SDK retry under the
+    # handler's own) takes it to >= 4 s, past what its out-of-time check budgets for
+    assert first[0]["duration_s"] < 2 * 2.0 and first[0]["will_retry"], first[0]["duration_s"]
+    # Lambda's async retry moves the record once Route 53 answers again
+    recs = _wait_record(runner, message_id, len(RETRY_DELAYS_S) * (timeout_s + RETRY_DELAYS_S[-1]) + MARGIN_S)
+    assert recs[-1]["outcome"] == "ok" and recs[-1]["result"]["moved"] == 1, recs[-1]
+    assert _a_record(ctx)[0] == ctx.lb_addresses["us-west-2"]
