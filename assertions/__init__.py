@@ -3,7 +3,8 @@
 export of histories for Jepsen's Elle (elle)."""
 
 from assertions.checkers import (CheckResult, HistoryError, Operation, compose, convergence, divergent_keys,
-                                 error_budget, lost_acked_writes, operations, read_your_writes, rto, run_checks)
+                                 error_budget, iter_operations, lost_acked_writes, operations, read_your_writes,
+                                 rto, run_checks)
 from assertions.deadlines import Deadlines
 from assertions.eventually import NotWithinDeadline, eventually
 from assertions.failover import (alarm_fires, alarm_stays, dns_answers_region, explain, lambda_invoked,
@@ -11,7 +12,7 @@ from assertions.failover import (alarm_fires, alarm_stays, dns_answers_region, e
 
 __all__ = [
     "CheckResult", "HistoryError", "Operation", "compose", "convergence", "divergent_keys", "error_budget",
-    "lost_acked_writes", "operations", "read_your_writes", "rto", "run_checks",
+    "iter_operations", "lost_acked_writes", "operations", "read_your_writes", "rto", "run_checks",
     "Deadlines", "NotWithinDeadline", "eventually",
     "alarm_fires", "alarm_stays", "dns_answers_region", "explain", "lambda_invoked", "read_replicas",
     "record_points_at", "replicas_converge",

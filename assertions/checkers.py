@@ -31,7 +31,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 from reports.rundata import ReportError, parse_time
 
@@ -139,8 +139,11 @@ def _latency(e: dict) -> float | None:
 
 
 def _client(e: dict) -> tuple | None:
-    c = tuple(e.get(f) for f in CLIENT_FIELDS)
-    return None if c == (None,) * len(CLIENT_FIELDS) else c
+    # CLIENT_FIELDS, spelled out: this runs once per operation
+    p, w, c, u, ui = e.get("process"), e.get("worker"), e.get("client"), e.get("user"), e.get("user_id")
+    if p is None and w is None and c is None and u is None and ui is None:
+        return None
+    return (p, w, c, u, ui)
 
 
 def canon_key(k: Any) -> Any:
@@ -166,6 +169,7 @@ def canon_value(v: Any) -> Any:
         return repr(v)
 
 
+@_gc_paused
 def operations(history: Sequence[dict], *, only: str | None = None, unmatched: bool = True,
                with_client: bool = False) -> list[Operation]:
     """The history's operations, one per completion entry, in history order; with `unmatched`,
@@ -174,36 +178,94 @@ def operations(history: Sequence[dict], *, only: str | None = None, unmatched: b
     Operation.client (always filled when completions had to be paired by client)."""
     if not isinstance(history, (list, tuple)):
         history = list(history)
-    out: list[Operation] = []
-    app = out.append
-    invoked_at: dict[Any, float] = {}   # operation id -> invoke time
+    state: dict = {}
+    out = list(iter_operations(history, only=only, with_client=with_client, _state=state))
+    if unmatched:
+        if state.get("paired"):
+            out.extend(o for o in _paired_operations(history, only=only, unmatched=True) if o.completed == INF)
+        elif state["anonymous_invokes"]:
+            out.extend(_unmatched_invokes(history, out, only))
+        elif state["open_ids"]:
+            out.extend(_open_by_id(history, state["open_ids"]))
+    return out
+
+
+def iter_operations(history: Sequence[dict], *, only: str | None = None, with_client: bool = False,
+                    _state: dict | None = None) -> Iterator[Operation]:
+    """operations() without the invokes that never completed, one at a time: a checker that
+    needs each operation once keeps none of them alive (a list of 1M operations costs memory
+    and cache, measured ~2x slower per operation)."""
+    invoked_at: dict[Any, float] = {}   # operation id -> invoke time, until its completion is seen
+    anonymous_invokes = 0               # invokes without an id: matched by count afterwards
     for i, e in enumerate(history):
         typ = e.get("type")
         if typ == "invoke":
             oid = e.get("id")
-            if oid is not None and (only is None or _get(e, "op", "f") == only):
-                invoked_at[oid] = _time(e, i)
+            if oid is None:
+                anonymous_invokes += 1
+            elif only is None or _get(e, "op", "f") == only:
+                t = e.get("time")
+                invoked_at[oid] = t if type(t) is float else _time(e, i)
             continue
         if typ != "ok" and typ != "fail" and typ != "info":
             raise HistoryError(f"history entry {i + 1}: type must be invoke, ok, fail or info (got {typ!r})")
-        op = _get(e, "op", "f")
+        # the aliases of normalize_op, inlined (this loop runs once per entry)
+        op = e.get("op")
+        if op is None:
+            op = e.get("f")
         if only is not None and op != only:
             continue
-        t = _time(e, i)
+        t = e.get("time")
+        if type(t) is not float:
+            t = _time(e, i)
         oid = e.get("id")
         inv = invoked_at.pop(oid, None) if oid is not None else None
         if inv is None:
             lat = _latency(e)
-            if lat is None:  # neither an invoke with its id nor a latency: pair by client instead
-                return _paired_operations(history, only=only, unmatched=unmatched)
+            if lat is None:
+                # neither an invoke with its id nor a latency: pair every completion with its invoke
+                # by client instead, and go on from this entry with those (the ones already given
+                # are placed the same way in both readings)
+                if _state is not None:
+                    _state["paired"] = True
+                yield from (o for o in _paired_operations(history, only=only, unmatched=False) if o.index >= i)
+                return
             inv = t - lat
-        app(Operation(typ, op, canon_key(_get(e, "key", "k")), _get(e, "value", "v"), inv, t,
-                      e.get("region") or e.get("target") or e.get("target_region"),
-                      e.get("served_by") or e.get("server_region") or e.get("served"),
-                      _get(e, "status", "status_code"), _client(e) if with_client else None, i))
-    if unmatched:
-        out.extend(_unmatched_invokes(history, out, only))
-    return out
+        key = e.get("key")
+        if key is None:
+            key = e.get("k")
+        if type(key) is not str and key is not None:
+            key = str(key)
+        value = e.get("value")
+        if value is None:
+            value = e.get("v")
+        status = e.get("status")
+        if status is None:
+            status = e.get("status_code")
+        yield Operation(typ, op, key, value, inv, t,
+                        e.get("region") or e.get("target") or e.get("target_region"),
+                        e.get("served_by") or e.get("server_region") or e.get("served"),
+                        status, _client(e) if with_client else None, i)
+    if _state is not None:
+        _state.update(anonymous_invokes=anonymous_invokes, open_ids=invoked_at)
+
+
+def _open_by_id(history: Sequence[dict], open_ids: dict) -> list[Operation]:
+    """The invokes whose ids never completed, as `info` operations; they are near the end."""
+    left = set(open_ids)
+    found: list[Operation] = []
+    for j in range(len(history) - 1, -1, -1):
+        e = history[j]
+        if e.get("type") == "invoke" and e.get("id") in left:
+            left.discard(e["id"])
+            found.append(Operation("info", _get(e, "op", "f"), canon_key(_get(e, "key", "k")), _get(e, "value", "v"),
+                                   open_ids[e["id"]], INF,
+                                   e.get("region") or e.get("target") or e.get("target_region"), None, None,
+                                   _client(e), j))
+            if not left:
+                break
+    found.reverse()
+    return found
 
 
 def _unmatched_invokes(history: Sequence[dict], done: list[Operation], only: str | None) -> list[Operation]:
@@ -330,7 +392,7 @@ def lost_acked_writes(history: Sequence[dict], replicas: dict, *, allowed: int =
     tables = {}
     for r in regions:
         t = replicas[r] or {}
-        tables[r] = t if all(type(k) is str for k in _head(t)) else {canon_key(k): v for k, v in t.items()}
+        tables[r] = t if all(type(k) is str for k in t) else {canon_key(k): v for k, v in t.items()}
     skew = clock_skew_s
     MISSING = object()
     open_writes: set | None = None            # (key, canon value) of writes invoked but never completed
@@ -490,18 +552,9 @@ def _writes_by_key(history: Sequence[dict]) -> dict[Any, list[tuple]]:
             out[key] = [rec]
         else:
             lst.append(rec)
-    if invoked_at:
-        # writes still in flight when the history ended: their invokes are near the end
-        left = set(invoked_at)
-        for j in range(len(history) - 1, -1, -1):
-            e = history[j]
-            if e.get("type") == "invoke" and e.get("id") in left:
-                left.discard(e["id"])
-                v = _get(e, "value", "v")
-                out.setdefault(canon_key(_get(e, "key", "k")), []).append(
-                    ("info", invoked_at[e["id"]], INF, canon_value(v), v))
-                if not left:
-                    break
+    for o in _open_by_id(history, invoked_at) if invoked_at else ():
+        # writes still in flight when the history ended: they may have landed at any time
+        out.setdefault(o.key, []).append(("info", o.invoked, INF, canon_value(o.value), o.value))
     return out
 
 
@@ -510,15 +563,6 @@ def _writes_by_key_slow(history: Sequence[dict]) -> dict[Any, list[tuple]]:
     for o in operations(history, only="write", unmatched=True):
         done = INF if o.type == "info" else o.completed
         out.setdefault(o.key, []).append((o.type, o.invoked, done, canon_value(o.value), o.value))
-    return out
-
-
-def _head(d: dict, n: int = 8) -> list:
-    out = []
-    for k in d:
-        out.append(k)
-        if len(out) >= n:
-            break
     return out
 
 
@@ -593,74 +637,73 @@ def convergence(samples: Iterable[tuple[float, int]], deadline_s: float, *, star
 
 # -- read your writes --------------------------------------------------------------------------------------
 
-def _status_404(s: Any) -> bool:
-    return s == 404 or s == "404"
-
-
 @_gc_paused
 def read_your_writes(history: Sequence[dict]) -> CheckResult:
     """Within a region (the one that served both), a read invoked after the same client's `ok`
     write of the key completed must return that value or the value of a write that may follow it
     (one that completed after the client's write was invoked, or never certainly completed).
-    A read answered 404 (or no value) after such a write is a violation: the workload never deletes."""
-    ops = operations(history, with_client=True)
-    later: dict[Any, dict[Any, float]] = {}   # key -> canon value -> latest completion (+inf: maybe later)
-    for o in ops:
-        if o.op == "write":
-            d = later.setdefault(o.key, {})
-            done = o.completed if o.type == "ok" else INF
-            cv = canon_value(o.value)
-            if done > d.get(cv, -INF):
-                d[cv] = done
-    last_write: dict[tuple, tuple[float, float, Any, Any]] = {}  # (client, key, region) -> (inv, done, cv, raw)
-    checked = 0
-    unattributed = 0
+    A read answered 404 (or no value) after such a write is a violation: the workload never deletes.
+    Operations are taken in history order, which is each client's own order in any history a
+    recorder appends to (and in loadgen's merge, which keeps every worker file's order)."""
+    last_write: dict[tuple, tuple] = {}   # (client, key, region) -> (invoked, completed, canon value, raw value)
+    suspects: list[tuple] = []            # (read, the client's write): the read saw another value
+    checked = unattributed = n_ops = 0
     violations: list[str] = []
     n_viol = not_found = stale = 0
-    if not any(o.client is not None for o in ops):
-        return CheckResult("read_your_writes", UNKNOWN, "the history names no client (process, worker, client, "
-                           "user or user_id): reads cannot be tied to their client's writes",
-                           {"reads_checked": 0, "ryw_violations": None})
-    for o in sorted(ops, key=lambda o: o.completed):
-        client = o.client
+    # in history order: each client's own entries are in the order it recorded them
+    for o in iter_operations(history, with_client=True):
+        typ, op, key, value, invoked, _done, region, served_by, status, client, _i = o
+        n_ops += 1
         if client is None:
             unattributed += 1
             continue
-        where = o.served_by or o.region
-        if o.op == "write":
-            if o.type == "ok":
-                last_write[(client, o.key, where)] = (o.invoked, o.completed, canon_value(o.value), o.value)
+        where = served_by or region
+        if op == "write":
+            if typ == "ok":
+                last_write[(client, key, where)] = (
+                    invoked, _done, value if type(value) is str else canon_value(value), value)
             continue
-        if o.op != "read":
+        if op != "read":
             continue
-        w = last_write.get((client, o.key, where))
+        w = last_write.get((client, key, where))
         if w is None:
             continue
-        w_inv, w_done, w_cv, w_raw = w
         # the read must start after the write finished; unplaced reads count as sequential
-        if o.invoked != -INF and o.invoked < w_done:
+        if invoked != -INF and invoked < w[1]:
             continue
-        found = o.type == "ok" and not _status_404(o.status) and o.value is not None
-        is_404 = _status_404(o.status) or (o.type == "ok" and o.value is None)
-        if not found and not is_404:
+        is_404 = status == 404 or status == "404" or (typ == "ok" and value is None)
+        if not is_404 and typ != "ok":
             continue  # failed or unknown read: no observation
         checked += 1
         if is_404:
             n_viol += 1
             not_found += 1
-            violations.append(f"{_client_name(client)} wrote {o.key}={_fmt(w_raw)} in {where} then read 404")
-            continue
-        cv = canon_value(o.value)
-        if cv == w_cv:
-            continue
-        x_done = later.get(o.key, {}).get(cv)
-        if x_done is not None and x_done > w_inv:
-            continue  # a write that may follow the client's own
-        n_viol += 1
-        stale += 1
-        what = "an older value" if x_done is not None else "a value no recorded write wrote"
-        violations.append(f"{_client_name(client)} wrote {o.key}={_fmt(w_raw)} in {where} then read "
-                          f"{_fmt(o.value)} ({what})")
+            violations.append(f"{_client_name(client)} wrote {key}={_fmt(w[3])} in {where} then read 404")
+        elif (value if type(value) is str else canon_value(value)) != w[2]:
+            suspects.append((o, w, where))
+    if n_ops and unattributed == n_ops:
+        return CheckResult("read_your_writes", UNKNOWN, "the history names no client (process, worker, client, "
+                           "user or user_id): reads cannot be tied to their client's writes",
+                           {"reads_checked": 0, "ryw_violations": None})
+    if suspects:
+        # did the read see a write that may have followed the client's own? (only these keys matter)
+        keys = {o.key for o, _, _ in suspects}
+        later: dict[tuple, float] = {}   # (key, canon value) -> latest completion (+inf: may land any time)
+        for x in operations(history, only="write"):   # with writes still in flight at the end
+            if x.key in keys:
+                done = x.completed if x.type == "ok" else INF
+                k = (x.key, canon_value(x.value))
+                if done > later.get(k, -INF):
+                    later[k] = done
+        for o, (w_inv, _, _, w_raw), where in suspects:
+            x_done = later.get((o.key, canon_value(o.value)))
+            if x_done is not None and x_done > w_inv:
+                continue  # a write that may follow the client's own
+            n_viol += 1
+            stale += 1
+            what = "an older value" if x_done is not None else "a value no recorded write wrote"
+            violations.append(f"{_client_name(o.client)} wrote {o.key}={_fmt(w_raw)} in {where} then read "
+                              f"{_fmt(o.value)} ({what})")
     metrics = {"reads_checked": checked, "ryw_violations": n_viol, "stale_reads": stale, "not_found_reads": not_found,
                "ops_without_client": unattributed}
     if checked == 0:
@@ -691,16 +734,16 @@ def error_budget(history: Sequence[dict], *, budget: float, window: tuple[Any, A
         w0 = _as_epoch(window[0], "window start")
         w1 = _as_epoch(window[1], "window end") if window[1] is not None else INF
     wb = budget if window_budget is None else window_budget
-    for o in operations(history, unmatched=False):
+    for typ, _op, _k, _v, _inv, done, _r, _s, _st, _c, _i in iter_operations(history):
         n += 1
-        failed = o.type != "ok"
+        failed = typ != "ok"
         if failed:
             bad += 1
-            if o.type == "fail":
+            if typ == "fail":
                 n_fail += 1
             else:
                 n_info += 1
-        if w0 is not None and w0 <= o.completed < w1:
+        if w0 is not None and w0 <= done < w1:
             wn += 1
             wbad += failed
     rate = bad / n if n else None
@@ -748,13 +791,12 @@ def rto(history: Sequence[dict], fault_time: Any, *, slo: float = 0.95, bucket_s
     ok_n: dict[int, int] = {}
     all_n: dict[int, int] = {}
     last = t_fault
-    for o in operations(history, unmatched=False):
-        t = o.completed
+    for typ, _op, _k, _v, _inv, t, _region, served_by, _st, _c, _i in iter_operations(history):
         if t < t_fault:
             continue
         b = int((t - t_fault) // bucket_s)
         all_n[b] = all_n.get(b, 0) + 1
-        if o.type == "ok" and (region is None or o.served_by == region):
+        if typ == "ok" and (region is None or served_by == region):
             ok_n[b] = ok_n.get(b, 0) + 1
         if t > last:
             last = t

@@ -18,6 +18,7 @@ datapoints of RequestCount (Sum per 5s, alarm when > 500): ...".
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -109,9 +110,21 @@ def alarm_name(env, region: str, alarm_key: str = "request-count") -> str:
     return env.config.alarm_name(region, alarm_key)
 
 
+@contextlib.contextmanager
+def _observing(what: str):
+    """An AWS call that fails while observing (a hiccup of the endpoint) is an observation to
+    retry until the deadline, not a crash: it becomes an AssertionError naming it."""
+    import botocore.exceptions
+    try:
+        yield
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        raise AssertionError(f"could not {what}: {type(e).__name__}: {e}") from None
+
+
 def describe_alarm(env, region: str, name: str) -> dict:
     """The alarm as CloudWatch describes it; a missing alarm is a setup error, not a wait."""
-    found = env.observer("cloudwatch", region).describe_alarms(AlarmNames=[name]).get("MetricAlarms", [])
+    with _observing(f"describe alarm {name}"):
+        found = env.observer("cloudwatch", region).describe_alarms(AlarmNames=[name]).get("MetricAlarms", [])
     if not found:
         raise LookupError(f"no CloudWatch alarm named {name} in {region} (is the environment provisioned, "
                           f"and is the alarm enabled in the config?)")
@@ -150,19 +163,26 @@ def _datapoints(env, region: str, alarm: dict) -> str:
         return f"(could not read the alarm's datapoints: {type(e).__name__}: {e})"
 
 
-def alarm_fires(env, region: str, alarm_key: str = "request-count", *, started: float,
-                deadline: float | None = None, interval_s: float = 0.1) -> float:
+def alarm_fires(env, region: str, alarm_key: str = "request-count", started: float | None = None,
+                deadline: float | None = None, *, interval_s: float = 0.1) -> float:
     """Wait until the alarm transitions to ALARM after `started`; return detection_s (start ->
     the transition, by CloudWatch's StateUpdatedTimestamp or the timeline's alarm event).
-    An alarm already in ALARM since before the start does not count: it did not fire for this."""
+    An alarm already in ALARM since before the start does not count: it did not fire for this.
+    `started` is a time.monotonic() value (default: now)."""
+    started = time.monotonic() if started is None else started
     name = alarm_name(env, region, alarm_key)
     d, why = _deadline(env, deadline, "detection_s")
     start_wall = _wall(started)
     last: dict = {}
 
     def fired() -> float:
-        a = describe_alarm(env, region, name)
+        try:
+            a = describe_alarm(env, region, name)
+        except AssertionError as e:   # could not observe: keep polling, and say so if it lasts
+            last["error"] = str(e)
+            raise
         last["alarm"] = a
+        last.pop("error", None)
         ev = next((e for e in _events(env, "alarm") or [] if e.get("alarm") == name and e.get("new") == ALARM
                    and float(e.get("ts", 0)) >= start_wall), None)
         if ev is not None:
@@ -184,18 +204,24 @@ def alarm_fires(env, region: str, alarm_key: str = "request-count", *, started: 
     except NotWithinDeadline:
         a = last.get("alarm") or {}
         elapsed = time.monotonic() - started
-        observed = (f"{last['stale']} {elapsed:.1f}s after the start" if last.get("stale")
-                    else f"still {a.get('StateValue', '?')} {elapsed:.1f}s after the start")
+        if last.get("error"):
+            observed = f"could not be observed {elapsed:.1f}s after the start ({last['error']})"
+        elif last.get("stale"):
+            observed = f"{last['stale']} {elapsed:.1f}s after the start"
+        else:
+            observed = f"still {a.get('StateValue', '?')} {elapsed:.1f}s after the start"
         raise NotWithinDeadline(
             f"alarm {name} {observed}, expected a transition to ALARM within {d:.1f}s ({why}); "
             f"state reason: {a.get('StateReason', '?')}; {_datapoints(env, region, a) if a else ''}"
         ) from None
 
 
-def alarm_stays(env, region: str, state: str = OK, *, for_s: float, alarm_key: str = "request-count",
-                interval_s: float = 0.2) -> float:
+def alarm_stays(env, region: str, state: str = OK, for_s: float | None = None, *,
+                alarm_key: str = "request-count", interval_s: float = 0.2) -> float:
     """Prove the alarm did NOT leave `state`: it holds at every poll for `for_s` seconds, and the
     timeline shows no transition away from it in between. Returns the seconds it was watched."""
+    if for_s is None:
+        raise TypeError("alarm_stays needs for_s: how long the alarm must hold")
     name = alarm_name(env, region, alarm_key)
     started = time.monotonic()
     start_wall = _wall(started)
@@ -238,12 +264,13 @@ def _describe_invocation(ev: dict) -> str:
     return s
 
 
-def lambda_invoked(env, *, started: float, deadline: float | None = None, outcome: str = "ok",
+def lambda_invoked(env, started: float | None = None, deadline: float | None = None, outcome: str = "ok", *,
                    region: str | None = None, interval_s: float = 0.1) -> float:
     """Wait for a failover-Lambda invocation that ended with `outcome` (ok | error | timeout |
     failed = error or timeout | any) after `started`, optionally for an alarm of `region`. Returns
     the seconds from the start to the end of that invocation. The default deadline counts from a
     surge: detection, then the Lambda with its retries."""
+    started = time.monotonic() if started is None else started
     if outcome not in LAMBDA_OUTCOMES:
         raise ValueError(f"outcome must be one of {', '.join(LAMBDA_OUTCOMES)}, got {outcome!r}")
     d, why = _deadline(env, deadline, "detection_s", "lambda_s")
@@ -339,10 +366,11 @@ def record_points_at(env, region: str) -> list[str]:
     return addresses
 
 
-def dns_answers_region(env, region: str, *, started: float, deadline: float | None = None,
+def dns_answers_region(env, region: str, started: float | None = None, deadline: float | None = None, *,
                        interval_s: float = 0.05) -> float:
     """Wait until Route 53's DNS answers the service name with `region`'s address(es) only, asked
     over the wire with no client cache; return failover_s (start -> first such answer)."""
+    started = time.monotonic() if started is None else started
     d, why = _deadline(env, deadline, "failover_s")
     resolver = env.resolver(honour_ttl=False)
     name = env.service_name
@@ -432,16 +460,19 @@ def read_replicas(env, *, table: str | None = None, key_attr: str = "pk", value_
     return out
 
 
-def replicas_converge(env, *, started: float, deadline: float | None = None, interval_s: float = 0.25,
+def replicas_converge(env, started: float | None = None, deadline: float | None = None, *, interval_s: float = 0.25,
                       samples: list | None = None, reader: Callable[[], dict] | None = None, **read_kwargs) -> float:
     """Wait until every region's table holds the same items; return convergence_s. Each poll's
     (wall time, divergent key count) is appended to `samples` when given (for checkers.convergence)."""
+    started = time.monotonic() if started is None else started
     d, why = _deadline(env, deadline, "convergence_s")
     read = reader or (lambda: read_replicas(env, **read_kwargs))
     last: dict = {}
 
     def agree() -> None:
-        result = divergent_keys(read())
+        with _observing("scan the replicas"):
+            tables = read()
+        result = divergent_keys(tables)
         n = result.metrics.get("divergent_keys")
         if samples is not None:
             samples.append((time.time(), n if n is not None else 0))

@@ -2,7 +2,7 @@
 --record-history, side by side, against a fast loopback stub (not the local environment,
 whose service path tops out far below what one Locust worker can send).
 
-Two measurements, each run with and without the history (alternating, best of --repeat):
+Two measurements, each run with and without the history (alternating, median of --repeat):
   saturation   a rate no worker can reach: the requests/s one worker sustains;
   fixed rate   a rate both reach: the worker's CPU milliseconds per request (from /proc),
                the cost that decides how much load one core can make.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ ADDRESSES = {"us-east-1": "127.0.1.1", "us-west-2": "127.0.2.1"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # A keep-alive HTTP/1.1 responder on asyncio, answering like the service (X-Gameday-Region by the
-# address it listens on): several times faster than a Locust worker, so it is never the limit.
+# address it listens on); one process per region address, so together they outrun a Locust worker.
 STUB = textwrap.dedent("""
     import asyncio, json, sys
     port = int(sys.argv[1]); regions = json.loads(sys.argv[2]); store = {}
@@ -85,8 +86,10 @@ def cpu_s(pid: int) -> float:
 
 
 def one_run(out: Path, endpoints: dict, rate: float, seconds: float, record: bool, users: int) -> dict:
-    with LoadRunner(out, endpoints=endpoints, shape="constant", surge_region="us-east-1", surge_rate=rate,
-                    follower_rate=0, hold_s=seconds, per_user_rps=rate / users, record_history=record,
+    # half the rate to each region: one stub process per region, so the stub is never the limit
+    with LoadRunner(out, endpoints=endpoints, shape="constant", surge_region="us-east-1", surge_rate=rate / 2,
+                    region_mix={"us-west-2": rate / 2}, follower_rate=0, hold_s=seconds,
+                    per_user_rps=rate / users, record_history=record,
                     max_requests=int(rate * seconds * 2) + 100, request_timeout_s=5) as load:
         worker = load.workers[0].pid
         # the run has started (the runner waited for it); measure the load phase only
@@ -106,6 +109,29 @@ def one_run(out: Path, endpoints: dict, rate: float, seconds: float, record: boo
             "history_entries": (done["invokes"] + done["completions"]) if done else 0}
 
 
+def writer_cost_us(n: int = 20000) -> float:
+    """Microseconds the history adds to one request in the worker: the invoke entry, then the
+    completion entry built as the request listener builds it (both encoded and written)."""
+    from loadgen.history import HistoryWriter
+
+    with tempfile.TemporaryDirectory() as d:
+        w = HistoryWriter(Path(d) / "history.bench.w0-1@x.jsonl", "w0")
+        t0 = time.perf_counter()
+        for i in range(n):
+            op = {"id": f"r:w0:{i}", "process": "w0/3", "op": "write", "kind": "write", "key": f"r-w0-{i}",
+                  "value": f"w0/3#{i}", "region": "us-east-1", "address": "127.0.1.1", "role": "regional",
+                  "worker": "w0"}
+            w.invoke(op)
+            op.update(outcome="ok", status=200, served_by="us-east-1", task="t-1", az="us-east-1a", error=None,
+                      name="regional write us-east-1")
+            entry = {k: v for k, v in op.items() if k != "outcome"}
+            entry.update(type="ok", latency_s=0.0012, time=time.time(), mono=time.monotonic())
+            w.complete(entry)
+        took = time.perf_counter() - t0
+        w.close()
+    return round(took / n * 1e6, 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=2)
@@ -116,12 +142,13 @@ def main() -> None:
     args = ap.parse_args()
 
     port = free_port_on_all(list(ADDRESSES.values()))
-    regions = {a: r for r, a in ADDRESSES.items()}
-    stub = procs.spawn([sys.executable, "-c", STUB, str(port), json.dumps(regions)], stdout=subprocess.PIPE)
+    stubs = [procs.spawn([sys.executable, "-c", STUB, str(port), json.dumps({a: r})], stdout=subprocess.PIPE)
+             for r, a in ADDRESSES.items()]
     try:
-        assert stub.stdout.readline().strip() == b"ready"
+        for stub in stubs:
+            assert stub.stdout.readline().strip() == b"ready"
         endpoints = {"env": "bench", "service_name": "api.gameday.test", "dns": {"host": "127.0.0.1", "port": 1},
-                     "lb_port": port, "pid": stub.pid, "profile": {"period_s": 5}, "alarm_threshold": 500,
+                     "lb_port": port, "pid": stubs[0].pid, "profile": {"period_s": 5}, "alarm_threshold": 500,
                      "regions": {r: {"lb_url": f"http://{a}:{port}", "lb_address": a} for r, a in ADDRESSES.items()}}
         load_before = os.getloadavg()
         runs = {"saturation": [], "fixed": []}
@@ -137,20 +164,31 @@ def main() -> None:
                               f"{r['cpu_ms_per_request']:.4f} CPU ms/request  worker CPU {r['worker_cpu_share']:.0%}",
                               flush=True)
     finally:
-        procs.terminate(stub)
+        for stub in stubs:
+            procs.terminate(stub)
 
-    def best(kind: str, record: bool, key: str, pick) -> float:
-        return pick(r[key] for r in runs[kind] if r["history"] is record)
+    def median(kind: str, record: bool, key: str) -> float:
+        return statistics.median(r[key] for r in runs[kind] if r["history"] is record)
 
-    sat_with = best("saturation", True, "requests_per_s", max)
-    sat_without = best("saturation", False, "requests_per_s", max)
-    cpu_with = best("fixed", True, "cpu_ms_per_request", min)
-    cpu_without = best("fixed", False, "cpu_ms_per_request", min)
+    # medians: the machine is shared, single runs of one configuration vary by tens of percent
+    sat_with = median("saturation", True, "requests_per_s")
+    sat_without = median("saturation", False, "requests_per_s")
+    sat_cpu_with = median("saturation", True, "cpu_ms_per_request")
+    sat_cpu_without = median("saturation", False, "cpu_ms_per_request")
+    cpu_with = median("fixed", True, "cpu_ms_per_request")
+    cpu_without = median("fixed", False, "cpu_ms_per_request")
+    micro = writer_cost_us()
     result = {
+        "writer_us_per_request": micro,
+        "writer_share_of_request_cpu": round(micro / 1000 / sat_cpu_without, 3),
+        "statistic": "median of --repeat runs per configuration",
         "what": "one Locust worker (FastHttpUser, gameday's paced users and ops) against a loopback stub, "
                 "with and without recording the history (2 JSON lines per request, line-buffered)",
         "saturation": {"with_history_rps": sat_with, "without_history_rps": sat_without,
-                       "throughput_ratio": round(sat_with / sat_without, 3)},
+                       "throughput_ratio": round(sat_with / sat_without, 3),
+                       "with_history_cpu_ms_per_request": sat_cpu_with,
+                       "without_history_cpu_ms_per_request": sat_cpu_without,
+                       "cpu_ratio": round(sat_cpu_with / sat_cpu_without, 3)},
         "fixed_rate": {"rate": args.fixed_rate, "with_history_cpu_ms_per_request": cpu_with,
                        "without_history_cpu_ms_per_request": cpu_without,
                        "cpu_ratio": round(cpu_with / cpu_without, 3)},

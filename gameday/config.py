@@ -44,7 +44,7 @@ class TimeProfile(_Model):
     health_check_interval_s: float = Field(0.5, gt=0)
     healthy_threshold: int = Field(2, ge=1)
     unhealthy_threshold: int = Field(2, ge=1)
-    reconcile_interval_s: float = Field(0.25, gt=0, description="ECS service scheduler tick")
+    reconcile_interval_s: float = Field(0.5, gt=0, description="ECS service scheduler tick (each is a few moto calls per region)")
     task_provisioning_s: float = Field(2.0, ge=0, description="a replacement ECS task's provisioning (ENI, "
                                        "image pull) before it can run; Fargate: tens of seconds")
 
@@ -169,6 +169,8 @@ class Route53Spec(_Model):
 class DynamoSpec(_Model):
     table: str = "gameday-items"
     replication_lag_s: float = Field(0.0, ge=0, description="extra delay added to global-table replication")
+    mutation_drop_fraction: float = Field(0.0, ge=0, le=1, description="for the harness's own mutation tests: "
+                                          "replication silently drops this share of writes (never set it otherwise)")
 
 
 class SnsSpec(_Model):

@@ -49,9 +49,10 @@ class Operations:
         self.role = role
         self.process = process
         self.rng = random.Random()
-        kinds = [k for k, w in ctx.plan.op_mix.items() if w > 0]
+        mix = ctx.plan.surge_op_mix if role == "regional" else ctx.plan.op_mix
+        kinds = [k for k, w in mix.items() if w > 0]
         self._kinds = kinds
-        self._weights = [ctx.plan.op_mix[k] for k in kinds]
+        self._weights = [mix[k] for k in kinds]
         self.mine: deque = deque(maxlen=16)     # (key, value, region that acknowledged it)
 
     def choose(self) -> str:
@@ -62,6 +63,8 @@ class Operations:
         """target_fn(slot) -> Target (may raise ResolveError for DNS users)."""
         kind = self.choose()
         regional = self.role == "regional"
+        if kind == "ping":
+            return self._ping(slot, target_fn)
         if kind == "read_own" and regional:
             region = slot.stream.region
             mine = [m for m in self.mine if m[2] == region]
@@ -86,7 +89,7 @@ class Operations:
     # -- requests -----------------------------------------------------------------------------------------
     def _op(self, kind: str, key: str, value, region, address, extra: dict | None = None) -> dict:
         op = {"id": f"{self.ctx.run}:{self.ctx.worker}:{self.ctx.next_id()}", "process": self.process,
-              "op": "write" if kind == "write" else "read", "kind": kind, "key": key, "value": value,
+              "op": kind if kind in ("write", "ping") else "read", "kind": kind, "key": key, "value": value,
               "region": region, "address": address, "role": self.role, "worker": self.ctx.worker}
         if extra:
             op.update(extra)
@@ -112,6 +115,14 @@ class Operations:
         if op.get("outcome") == "ok" and served in self.ctx.acked:
             self.mine.append((key, value, served))
             self.ctx.acked[served].append(key)
+
+    def _ping(self, slot, target_fn) -> None:
+        try:
+            target = target_fn(slot)
+        except Exception as e:  # noqa: BLE001 - ResolveError (and anything else a lookup raises)
+            return self._unsent("ping", None, None, e)
+        op = self._op("ping", None, None, target.region, target.address)
+        self._send(op, "GET", target.base + "/health", None)
 
     def _read(self, kind: str, key: str, region: str) -> None:
         op = self._op(kind, key, None, region, self.ctx.lb_address[region])

@@ -29,7 +29,10 @@ import math
 import re
 from dataclasses import dataclass, field
 
-OP_KINDS = ("write", "read_own", "read_cross")
+OP_KINDS = ("write", "read_own", "read_cross", "ping")
+# ping: GET /health through the load balancer. The alarm counts every request the load balancer
+# takes, and a surge (a retry storm, a bot) is not made of table writes only; pings let a small
+# machine cross the alarm threshold while the writes that the data checks need keep flowing.
 SHAPES = ("surge", "ramp", "constant")
 ROLES = ("regional", "dns")
 MAX_DURATION_S = 3600.0       # a run longer than an hour is a mistake on a rehearsal harness
@@ -62,6 +65,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--follower-rate", "10", "requests/s of DNS-following users (resolve the service name, honour the TTL)"),
     Option("--op-mix", "write=0.6,read_own=0.3,read_cross=0.1",
            "operation mix: write, read_own (read back from the region that took the write), read_cross (from another region)"),
+    Option("--surge-op-mix", "", "operation mix of the regional (surge) users, e.g. ping=0.8,write=0.2 (default: --op-mix)"),
     Option("--surge-at", "5s", "surge shape: time before the surge starts"),
     Option("--ramp-up", "5s", "ramp-up time"),
     Option("--hold", "20s", "time at the full rate"),
@@ -69,7 +73,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--duration", "0", "total run time (0 = the shape's own length); the run never lasts longer"),
     Option("--max-requests", "0", "hard cap on the run's requests (0 = 1.25 x the planned number + 100)"),
     Option("--request-timeout", "2s", "per-request connect and read timeout"),
-    Option("--per-user-rps", "5", "requests/s one simulated user is planned for: users per role = peak rate / this (each user has 1/this seconds per request)"),
+    Option("--per-user-rps", "2", "requests/s one simulated user is planned for: users per role = peak rate / this (each user has 1/this seconds per request)"),
     Option("--history-dir", "", "where the operation history goes (default: <environment run dir>/load/<time>)"),
     Option("--record-history", "true", "record every operation (invoke + ok/fail/info) as JSON lines: true | false"),
 )
@@ -260,6 +264,7 @@ class LoadPlan:
     duration_s: float
     pools: dict[str, int]               # role -> number of simulated users
     op_mix: dict[str, float]            # op kind -> probability
+    surge_op_mix: dict[str, float]      # the regional users' mix (default: op_mix)
     request_timeout_s: float
     max_requests: int
     per_user_rps: float
@@ -293,6 +298,18 @@ class LoadPlan:
         return "; ".join(parts)
 
 
+def parse_op_mix(text, what: str) -> dict[str, float]:
+    ops: dict[str, float] = {}
+    for name, w in parse_pairs(text, what):
+        if name not in OP_KINDS:
+            raise LoadInputError(f"{what}: unknown operation {name!r}; one of {', '.join(OP_KINDS)}")
+        ops[name] = parse_number(w, f"{what} {name}")
+    if sum(ops.values()) <= 0:
+        raise LoadInputError(f"{what}: the weights add up to 0; give at least one operation a weight")
+    total_w = sum(ops.values())
+    return {k: ops.get(k, 0.0) / total_w for k in OP_KINDS}
+
+
 def build_plan(values: dict, endpoints: dict) -> LoadPlan:
     """Validate the options (strings, or numbers) against the environment and plan the run."""
     v = {**defaults(), **{k: ("" if x is None else str(x)) for k, x in values.items() if k in OPTION_BY_DEST}}
@@ -321,15 +338,8 @@ def build_plan(values: dict, endpoints: dict) -> LoadPlan:
         mix[region(name, "--region-mix")] = parse_rate(rate, f"--region-mix {name}", threshold_rps)
     follower_rate = parse_rate(v["follower_rate"], "--follower-rate", threshold_rps)
 
-    ops: dict[str, float] = {}
-    for name, w in parse_pairs(v["op_mix"], "--op-mix"):
-        if name not in OP_KINDS:
-            raise LoadInputError(f"--op-mix: unknown operation {name!r}; one of {', '.join(OP_KINDS)}")
-        ops[name] = parse_number(w, f"--op-mix {name}")
-    if sum(ops.values()) <= 0:
-        raise LoadInputError("--op-mix: the weights add up to 0; give at least one operation a weight")
-    total_w = sum(ops.values())
-    op_mix = {k: ops.get(k, 0.0) / total_w for k in OP_KINDS}
+    op_mix = parse_op_mix(v["op_mix"], "--op-mix")
+    surge_op_mix = parse_op_mix(v["surge_op_mix"], "--surge-op-mix") if v["surge_op_mix"].strip() else op_mix
 
     surge_at = parse_duration(v["surge_at"], "--surge-at")
     ramp_up = parse_duration(v["ramp_up"], "--ramp-up")
@@ -403,7 +413,7 @@ def build_plan(values: dict, endpoints: dict) -> LoadPlan:
     cap = int(max_requests) if max_requests > 0 else int(math.ceil(expected * 1.25)) + 100
     return LoadPlan(
         shape=shape, regions=regions, surge_region=surge_region, streams=tuple(streams), duration_s=duration,
-        pools=pools, op_mix=op_mix, request_timeout_s=request_timeout, max_requests=cap, per_user_rps=per_user,
+        pools=pools, op_mix=op_mix, surge_op_mix=surge_op_mix, request_timeout_s=request_timeout, max_requests=cap, per_user_rps=per_user,
         record_history=record, history_dir=v["history_dir"].strip(), threshold_rps=threshold_rps, values=v,
     )
 

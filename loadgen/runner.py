@@ -66,9 +66,10 @@ class LoadRunner:
                  workers: int = 1, shape: str = "constant", surge_region: str | None = None,
                  surge_rate: float | str = 0, region_mix: dict | str | None = None,
                  follower_rate: float | str = 0, op_mix: dict | str | None = None,
+                 surge_op_mix: dict | str | None = None,
                  surge_at_s: float | str = 0, ramp_up_s: float | str = 0, hold_s: float | str = 10,
                  ramp_down_s: float | str = 0, duration_s: float | str = 0, max_requests: int = 0,
-                 request_timeout_s: float = 2.0, per_user_rps: float = 5, record_history: bool = True,
+                 request_timeout_s: float = 2.0, per_user_rps: float = 2, record_history: bool = True,
                  stop_timeout_s: float | None = None, start_timeout_s: float = 30.0,
                  extra_args: tuple[str, ...] = ()):
         if not isinstance(workers, int) or workers < 1:
@@ -86,6 +87,7 @@ class LoadRunner:
             "shape": shape, "surge_region": surge_region or "", "surge_rate": surge_rate,
             "region_mix": region_mix or "", "follower_rate": follower_rate,
             "op_mix": op_mix if op_mix is not None else None,
+            "surge_op_mix": surge_op_mix if surge_op_mix is not None else None,
             "surge_at": _seconds(surge_at_s), "ramp_up": _seconds(ramp_up_s), "hold": _seconds(hold_s),
             "ramp_down": _seconds(ramp_down_s), "duration": _seconds(duration_s), "max_requests": max_requests,
             "request_timeout": _seconds(request_timeout_s), "per_user_rps": per_user_rps,

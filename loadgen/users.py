@@ -13,6 +13,7 @@ one operation, one request).
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from locust import FastHttpUser, task
@@ -86,6 +87,10 @@ class _PacedUser(FastHttpUser):
         raise NotImplementedError
 
 
+class NotLoopback(Exception):
+    gameday_not_sent = True
+
+
 class FollowerUser(_PacedUser):
     role = "dns"
 
@@ -97,9 +102,13 @@ class FollowerUser(_PacedUser):
                                          timeout_s=min(1.0, self.ctx.plan.request_timeout_s))
         self.service_name = ep["service_name"]
         self.lb_port = int(ep["lb_port"])
+        self.loopback_only = ep.get("env", "local") != "aws"
 
     def target(self, slot) -> Target:
         address = self.resolver.address(self.service_name)
+        if self.loopback_only and not ipaddress.ip_address(address).is_loopback:
+            # the local environment lives on 127.0.0.0/8: a record pointing elsewhere is never dialled
+            raise NotLoopback(f"{self.service_name} resolves to {address}, outside 127.0.0.0/8: not sent")
         return Target(self.ctx.region_of.get(address), address, f"http://{address}:{self.lb_port}",
                       self.resolver.last_lookup, self.resolver.last_ttl)
 

@@ -13,8 +13,13 @@ from assertions.failover import read_replicas, replicas_converge
 
 # DNS-following clients: modest and steady, so their share of successes tells where DNS sends
 # normal traffic (the surge users aim at one region's load balancer directly).
-FOLLOWER_RPS = 20.0
+FOLLOWER_RPS = 10.0
 SURGE_FACTOR = "1.5x"          # 1.5 times the requests that trip the alarm in one period
+# The surge crosses the alarm with cheap requests (GET /health through the load balancer: the
+# alarm counts every request) and keeps a share of writes: a 2-core machine cannot serve the
+# seed's 150 writes/s through the whole local model (~15 ms of CPU each, measured), and the
+# data checks need writes, not all of them.
+SURGE_OPS = "ping=0.8,write=0.2"
 # No cross-region reads in failover scenarios: every request served by the healthy region is then
 # a follower's, so "clients followed" is measured, not inferred.
 FAILOVER_OPS = "write=0.7,read_own=0.3"
@@ -35,17 +40,28 @@ def followers(history: list[dict]) -> list[dict]:
     return [e for e in history if e.get("role") == "dns"]
 
 
-def clients_follow(scenario, run, region: str, *, started: float) -> float:
-    """The DNS followers are answered by `region` (at least half their rate, over 1 s windows)."""
+def clients_follow(scenario, run, region: str, *, started: float, evidence_s: float = 2.0) -> float:
+    """The DNS followers are answered by `region` (at least half their rate over 1 s windows) and
+    keep being answered there for `evidence_s` (so the recovery is seen in the history, not just
+    touched). Returns the seconds from `started` to the first such window."""
     d = scenario.deadlines
+    since: list[float] = []
 
-    def answered() -> None:
+    def answered() -> float:
         r = run.rate(region, window_s=1.0)
-        assert r >= FOLLOWER_RPS * 0.5, f"{region} answers {r:.1f} requests/s (expected the followers' {FOLLOWER_RPS:g}/s)"
+        if r < FOLLOWER_RPS * 0.5:
+            since.clear()
+            raise AssertionError(f"{region} answers {r:.1f} requests/s (expected the followers' {FOLLOWER_RPS:g}/s)")
+        if not since:
+            since.append(time.monotonic())
+        held = time.monotonic() - since[0]
+        assert held >= evidence_s, f"{region} answers the followers, for {held:.1f}s of the {evidence_s:g}s of evidence"
+        return since[0] - started
 
-    _, took = eventually(answered, deadline_s=d.rto_s, started=started, interval_s=0.1,
+    took, _ = eventually(answered, deadline_s=d.rto_s + evidence_s, started=started, interval_s=0.1,
                          what=f"DNS-following clients answered by {region}",
-                         why_deadline=f"failover deadline {d.failover_s:.1f}s + TTL {scenario.deadlines.client_follow_s:.1f}s")
+                         why_deadline=f"failover deadline {d.failover_s:.1f}s + TTL and margin {d.client_follow_s:.1f}s "
+                                      f"+ {evidence_s:g}s of evidence")
     return took
 
 
@@ -70,7 +86,10 @@ def data_checks(scenario, env, history: list[dict], *, fault_wall: float, health
     cfg = env.config
     t0 = time.monotonic()
     scenario.metric("requests", sum(1 for e in history if e.get("type") in ("ok", "fail", "info")))
-    scenario.expect("replicas_converge", lambda: replicas_converge(env, started=t0), metric="convergence_s")
+    try:
+        scenario.expect("replicas_converge", lambda: replicas_converge(env, started=t0), metric="convergence_s")
+    except AssertionError:
+        pass  # recorded as an invalid check; the data checks below say what the divergence cost
     replicas = read_replicas(env)
     scenario.save_replicas(replicas)
     scenario.check(lost_acked_writes(history, replicas, allowed=cfg.budgets.lost_acked_writes))

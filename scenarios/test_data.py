@@ -12,7 +12,7 @@ from assertions.eventually import eventually
 from assertions.failover import alarm_fires, dns_answers_region, lambda_invoked, read_replicas
 from faults import block_region, pause_replication
 from scenarios.baseline import point_record_at
-from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, SURGE_FACTOR, clients_follow, data_checks, load_hold_s,
+from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, SURGE_FACTOR, SURGE_OPS, clients_follow, data_checks, load_hold_s,
                              other_region)
 
 pytestmark = pytest.mark.scenario
@@ -35,7 +35,7 @@ def test_replication_paused_during_failover(env, scenario, nemesis, load):
     nemesis.inject(pause_replication(src, dst))
     started, wall = time.monotonic(), time.time()
     run = load.start(shape="constant", surge_region=src, surge_rate=SURGE_FACTOR, follower_rate=FOLLOWER_RPS,
-                     op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario))
+                     op_mix=FAILOVER_OPS, surge_op_mix=SURGE_OPS, hold_s=load_hold_s(scenario))
     scenario.expect("alarm_fires", lambda: alarm_fires(env, src, started=started), metric="detection_s")
     scenario.expect("dns_failover", lambda: dns_answers_region(env, dst, started=started), metric="failover_s")
     failed_over_at = time.time()

@@ -12,7 +12,7 @@ import pytest
 
 from assertions.failover import alarm_fires, dns_answers_region, lambda_invoked
 from faults import api_fault, block_region, stop_tasks
-from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, SURGE_FACTOR, clients_follow, data_checks, load_hold_s,
+from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, SURGE_FACTOR, SURGE_OPS, clients_follow, data_checks, load_hold_s,
                              other_region)
 
 pytestmark = pytest.mark.scenario
@@ -33,7 +33,7 @@ def test_surge_fails_over(env, scenario, nemesis, load):
     dst = other_region(env, src)
     started, wall = time.monotonic(), time.time()
     run = load.start(shape="constant", surge_region=src, surge_rate=SURGE_FACTOR, follower_rate=FOLLOWER_RPS,
-                     op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario))
+                     op_mix=FAILOVER_OPS, surge_op_mix=SURGE_OPS, hold_s=load_hold_s(scenario))
     _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="request-count", started=started)
     run.stop()
     data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst,
@@ -82,7 +82,7 @@ def test_route53_throttled_lambda_retries(env, scenario, nemesis, load):
     nemesis.inject(api_fault("route53", "us-east-1", kind="throttle", operation="ChangeResourceRecordSets", limit=3))
     started, wall = time.monotonic(), time.time()
     run = load.start(shape="constant", surge_region=src, surge_rate=SURGE_FACTOR, follower_rate=FOLLOWER_RPS,
-                     op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario))
+                     op_mix=FAILOVER_OPS, surge_op_mix=SURGE_OPS, hold_s=load_hold_s(scenario))
     _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="request-count", started=started)
     rules = env.status()["router"]["api_faults"]
     throttled = sum(r["matched"] for r in rules if r["service"] == "route53")

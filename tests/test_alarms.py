@@ -348,14 +348,14 @@ def test_missing_data_with_breaching_alarms_healthy_host_count(env):
 
     name, lb = _make_alarm(ctx, region, metric="HealthyHostCount", statistic="Minimum", threshold=1,
                            comparison="LessThanThreshold", treat="breaching")
+    t_put = time.time()
     _put(ctx, region, lb, 2, metric="HealthyHostCount")
     _wait_state(ctx, region, name, OK, 2, "2 healthy hosts -> OK")
-    t_last = time.time()
     # no more datapoints: once the last real one leaves the evaluation range, missing = breaching
     ev, took = _wait_state(ctx, region, name, ALARM, evaluation_range(1) + 2, "no HealthyHostCount -> ALARM")
     assert ev["old"] == OK
-    # not before the real datapoint has left the range (N + 2 periods): no premature alarm
-    assert ev["ts"] - t_last >= (evaluation_range(1) - 1) * PERIOD_S
+    # not before the real datapoint has left the evaluation range (N + 2 periods after the one it is in)
+    assert ev["ts"] - t_put >= evaluation_range(1) * PERIOD_S, ev
     _wait_notified(sink, name, [OK, ALARM])
 
 

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from assertions.deadlines import Deadlines
 from assertions.eventually import NotWithinDeadline
@@ -180,6 +181,10 @@ class FakeCloudWatch:
     def describe_alarms(self, AlarmNames):
         state = self.states[min(self.calls, len(self.states) - 1)]
         self.calls += 1
+        if state == "down":
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+        if state == "missing":
+            return {"MetricAlarms": []}
         return {"MetricAlarms": [{
             "AlarmName": AlarmNames[0], "StateValue": state, "StateReason": "Threshold Crossed: 1 datapoint [320.0] "
             "was not greater than the threshold (500.0).", "StateUpdatedTimestamp": self.updated,
@@ -252,6 +257,18 @@ def test_alarm_failure_message_says_expected_observed_and_why():
     assert "state reason: Threshold Crossed: 1 datapoint [320.0]" in msg
     assert re.search(r"last datapoints of RequestCount \(Sum per 5s, alarm when > 500 for 1 of 1 periods\): "
                      r"\d\d:\d\d:\d\d 320, \d\d:\d\d:\d\d 410$", msg), msg
+
+
+def test_alarm_observation_errors_are_retried_but_a_missing_alarm_is_not():
+    flaky = FakeEnv(cw=FakeCloudWatch(["down", "down", "ALARM"], updated=datetime.now(timezone.utc)))
+    assert alarm_fires(flaky, E, started=time.monotonic() - 0.1, deadline=2, interval_s=0.02) < 0.5
+    assert flaky._cw.calls == 3
+    down = FakeEnv(cw=FakeCloudWatch(["down"]))
+    with pytest.raises(NotWithinDeadline, match=r"alarm gameday-request-count-us-east-1 could not be observed 0\.\ds "
+                                                r"after the start \(could not describe alarm .*EndpointConnectionError"):
+        alarm_fires(down, E, started=time.monotonic(), deadline=0.2, interval_s=0.05)
+    with pytest.raises(LookupError, match="no CloudWatch alarm named gameday-request-count-us-east-1 in us-east-1"):
+        alarm_fires(FakeEnv(cw=FakeCloudWatch(["missing"])), E, started=time.monotonic(), deadline=5)
 
 
 def test_alarm_transition_between_polls_is_seen_on_the_timeline():

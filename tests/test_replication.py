@@ -109,8 +109,32 @@ def value(ctx, region: str, key: str) -> str | None:
     return None if item is None else item["value"]["S"]
 
 
+def items(ctx, region: str, keys) -> dict[str, dict | None]:
+    """Consistent reads of many keys in one call per 100 keys."""
+    keys, table, out = list(keys), ctx.config.dynamodb.table, {}
+    ddb = ctx.internal_client("dynamodb", region)
+    for i in range(0, len(keys), 100):
+        request = {table: {"Keys": [{"pk": {"S": k}} for k in keys[i:i + 100]], "ConsistentRead": True}}
+        while request:
+            resp = ddb.batch_get_item(RequestItems=request)
+            for item in resp["Responses"].get(table, []):
+                out[item["pk"]["S"]] = item
+            request = resp.get("UnprocessedKeys") or None
+    return {k: out.get(k) for k in keys}
+
+
 def values(ctx, region: str, keys) -> dict[str, str | None]:
-    return {k: value(ctx, region, k) for k in keys}
+    return {k: None if item is None else item["value"]["S"] for k, item in items(ctx, region, keys).items()}
+
+
+def put_many(ctx, region: str, kv: dict[str, str]) -> None:
+    """Many writes in one call per 25 items (each is still its own stream record)."""
+    table, pairs = ctx.config.dynamodb.table, list(kv.items())
+    ddb = ctx.internal_client("dynamodb", region)
+    for i in range(0, len(pairs), 25):
+        request = {table: [{"PutRequest": {"Item": {"pk": {"S": k}, "value": {"S": v}}}} for k, v in pairs[i:i + 25]]}
+        while request:
+            request = ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or None
 
 
 class StreamCounter:
@@ -193,7 +217,7 @@ def test_a_write_in_either_region_appears_in_the_other(ctx, repl):
     def arrived():
         assert value(ctx, WEST, "both-e") == "written in east"
         assert value(ctx, EAST, "both-w") == "written in west"
-    _, took = eventually(arrived, deadline_s=deadline(ctx), what="writes replicated to the other region")
+    eventually(arrived, deadline_s=deadline(ctx), what="writes replicated to the other region")
     # the replica is marked the way global tables 2017.11.29 mark replicated items
     assert raw(ctx, WEST, "both-e")[REP_UPDATEREGION] == {"S": EAST}
     assert raw(ctx, EAST, "both-w")[REP_UPDATEREGION] == {"S": WEST}
@@ -214,7 +238,7 @@ def test_writes_racing_start_are_not_missed(ctx, started):
     assert len(race.keys) >= race.after_start + 20
 
     def all_arrived():
-        missing = [k for k in race.keys if raw(ctx, WEST, k) is None]
+        missing = [k for k, item in items(ctx, WEST, race.keys).items() if item is None]
         assert not missing, f"{len(missing)} of {len(race.keys)} writes missing in {WEST}, e.g. {missing[:3]}"
     eventually(all_arrived, deadline_s=deadline(ctx), what="every write around start() replicated")
 
@@ -310,15 +334,13 @@ def test_replicated_writes_do_not_replicate_back(ctx, repl):
     keys_e = {f"pp-e-{i}" for i in range(10)}
     keys_w = {f"pp-w-{i}" for i in range(10)}
     streams = {EAST: StreamCounter(ctx, EAST), WEST: StreamCounter(ctx, WEST)}
-    for k in keys_e:
-        put(ctx, EAST, k, "e")
-    for k in keys_w:
-        put(ctx, WEST, k, "w")
+    put_many(ctx, EAST, dict.fromkeys(keys_e, "e"))
+    put_many(ctx, WEST, dict.fromkeys(keys_w, "w"))
     keys = keys_e | keys_w
 
     def arrived():
         quiet(repl)
-        assert all(raw(ctx, WEST, k) for k in keys_e) and all(raw(ctx, EAST, k) for k in keys_w)
+        assert all(items(ctx, WEST, keys_e).values()) and all(items(ctx, EAST, keys_w).values())
     eventually(arrived, deadline_s=deadline(ctx), what="writes replicated")
     # each region's stream: its 10 own writes + the 10 replicated ones, and nothing more, ever
     assert streams[EAST].count(keys) == 20
@@ -350,8 +372,7 @@ def test_configured_lag_delays_application_by_at_least_that_lag(ctx, repl):
 def test_pause_holds_writes_and_resume_delivers_all_in_order(ctx, repl):
     repl.pause(EAST, WEST)
     keys = [f"held-{i}" for i in range(20)]
-    for k in keys:
-        put(ctx, EAST, k, "v1")
+    put_many(ctx, EAST, dict.fromkeys(keys, "v1"))
     put(ctx, EAST, keys[0], "v2")  # a second write to the same key: the later one must win
     eventually(lambda: ensure(repl.status()[f"{EAST}->{WEST}"]["pending"] >= 21, repl.status()),
                deadline_s=deadline(ctx), what="paused direction holding the writes")
@@ -418,8 +439,7 @@ def test_drop_fraction_really_loses_about_that_share(ctx, repl):
     before = repl.status()[f"{EAST}->{WEST}"]
     repl.drop_fraction = 0.5
     keys = [f"drop-{i}" for i in range(60)]
-    for k in keys:
-        put(ctx, EAST, k, "maybe")
+    put_many(ctx, EAST, dict.fromkeys(keys, "maybe"))
 
     def accounted():
         st = repl.status()[f"{EAST}->{WEST}"]
@@ -427,12 +447,12 @@ def test_drop_fraction_really_loses_about_that_share(ctx, repl):
         seen = (st["replicated"] - before["replicated"]) + (st["dropped"] - before["dropped"])
         assert seen == len(keys), st
     eventually(accounted, deadline_s=deadline(ctx), what="every write replicated or dropped")
-    arrived = [k for k in keys if raw(ctx, WEST, k) is not None]
+    arrived = [k for k, item in items(ctx, WEST, keys).items() if item is not None]
     dropped = repl.status()[f"{EAST}->{WEST}"]["dropped"] - before["dropped"]
     assert len(arrived) + dropped == len(keys)
     # binomial(60, 0.5): mean 30, sd 3.9; a replicator that ignores the knob delivers all 60
     assert 15 <= dropped <= 45, f"dropped {dropped} of {len(keys)} with drop_fraction 0.5"
-    # the other direction was not told to drop
+    # the knob is reversible: with 0 nothing is lost again
     repl.drop_fraction = 0.0
     put(ctx, EAST, "drop-after", "kept")
     eventually(lambda: ensure(value(ctx, WEST, "drop-after") == "kept"),
@@ -466,10 +486,12 @@ def test_lag_samples_go_on_the_timeline(ctx, repl):
 
 
 def test_keeps_up_with_a_burst(ctx, repl):
-    """The harness's load writes up to ~200 items/s per region: 300 items land at once
-    (batch writes) and must all be replicated at well over 50 items/s even on a busy machine
-    (one item per poll would be 20/s)."""
-    n = 300
+    """300 items land at once (batch writes) and are all replicated at more than 30 items/s.
+    The floor sits between a replicator that writes one item per poll interval (15-20 items/s
+    measured) and the slowest healthy runs on a 2-core machine shared by busy neighbours
+    (57-140 items/s measured; one conditional PutItem costs ~2 ms of replicator CPU and
+    ~4 ms of moto CPU)."""
+    n, floor = 300, 30
     table = ctx.config.dynamodb.table
     before = repl.status()[f"{EAST}->{WEST}"]["replicated"]
     east = ctx.internal_client("dynamodb", EAST)
@@ -481,6 +503,6 @@ def test_keeps_up_with_a_burst(ctx, repl):
     def all_replicated():
         done = repl.status()[f"{EAST}->{WEST}"]["replicated"] - before
         assert done >= n, f"{done}/{n}"
-    _, took = eventually(all_replicated, deadline_s=n / 50, what=f"{n} items replicated at >= 50 items/s",
+    _, took = eventually(all_replicated, deadline_s=n / floor, what=f"{n} items replicated at >= {floor} items/s",
                          started=t0)
     print(f"replicated {n} items in {took:.2f}s = {n / took:.0f} items/s")

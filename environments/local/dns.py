@@ -44,7 +44,7 @@ from gameday import aws
 
 log = logging.getLogger("gameday.dns")
 
-REFRESH_INTERVAL_S = 0.1   # how often the zone copy is refreshed from Route 53's API
+REFRESH_INTERVAL_S = 0.25  # how often the zone copy is refreshed from Route 53's API (one moto call each)
 REFRESH_TIMEOUT_S = 1.0    # one poll's budget; the poll loop itself is the retry
 START_TIMEOUT_S = 10.0     # first zone load (the server does not answer before it has a zone)
 MULTIVALUE_MAX = 8         # Route 53 answers with up to eight healthy multivalue records

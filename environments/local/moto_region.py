@@ -29,7 +29,7 @@ class MotoServer:
     def start(self, timeout_s: float = 20.0) -> "MotoServer":
         t0 = time.monotonic()
         log = self.logs_dir / f"moto-{self.region}.log" if self.logs_dir else None
-        self.proc = procs.spawn([procs.python(), "-m", "moto.server", "-H", self.host, "-p", str(self.port)], log)
+        self.proc = procs.spawn([procs.python(), "-m", "environments.local.moto_main", "-H", self.host, "-p", str(self.port)], log)
 
         @retry(stop=stop_after_delay(timeout_s), wait=wait_fixed(0.05),
                retry=retry_if_exception_type((requests.ConnectionError, AssertionError)), reraise=True)

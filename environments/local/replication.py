@@ -91,7 +91,6 @@ from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -106,6 +105,7 @@ REP_UPDATEREGION = "aws:rep:updateregion"
 REP_DELETING = "aws:rep:deleting"
 
 POLL_INTERVAL_S = 0.05       # get_records when the last page was not full
+IDLE_POLL_INTERVAL_S = 0.2   # ... and when the last poll found nothing: every poll is a moto call (~4 ms CPU)
 PAGE_LIMIT = 1000            # DynamoDB Streams' maximum per get_records
 SHARD_REFRESH_S = 10.0       # look for new shards even when none closed
 APPLY_WORKERS = 4            # concurrent conditional writes per destination (HTTP round trips overlap)
@@ -247,7 +247,8 @@ class GlobalTableReplicator:
         }
         self._lock = threading.Lock()      # queues and direction counters
         self._extra_lag_s = float(ctx.config.dynamodb.replication_lag_s)
-        self._drop_fraction = 0.0
+        # the harness's own mutation tests start an environment whose replication is broken
+        self._drop_fraction = float(ctx.config.dynamodb.mutation_drop_fraction)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pools: dict[str, ThreadPoolExecutor] = {}
@@ -353,6 +354,11 @@ class GlobalTableReplicator:
         return d.last_lag_s
 
     def status(self) -> dict:
+        """Per direction "src->dst": lag_s (how far the destination is behind: the age of the
+        oldest write not applied yet, else the lag of the last one applied), pending (read, not
+        applied: held, delayed or in flight), paused, replicated (applied), dropped (drop_fraction),
+        superseded (a newer version was already there: nothing to write), repaired (local writes
+        restored after a race), failed (rejected by DynamoDB for good), last_applied_at."""
         now = time.time()
         with self._lock:
             return {
@@ -447,7 +453,7 @@ class GlobalTableReplicator:
         streams = self._streams(region.name)
         next_refresh = time.monotonic() + SHARD_REFRESH_S
         while not self._stop.is_set():
-            full_page = False
+            full_page = got_any = False
             for sid, iterator in list(region.shards.items()):
                 try:
                     out = streams.get_records(ShardIterator=iterator, Limit=PAGE_LIMIT)
@@ -468,6 +474,7 @@ class GlobalTableReplicator:
                     continue
                 records = out.get("Records", [])
                 if records:
+                    got_any = True
                     self._process(region, records)
                     region.last_seq[sid] = records[-1]["dynamodb"]["SequenceNumber"]
                     full_page |= len(records) >= PAGE_LIMIT
@@ -485,7 +492,7 @@ class GlobalTableReplicator:
                     self._log_error(f"describe_stream {region.name}", e)
                 next_refresh = time.monotonic() + SHARD_REFRESH_S
             if not full_page:
-                self._stop.wait(POLL_INTERVAL_S)
+                self._stop.wait(POLL_INTERVAL_S if got_any else IDLE_POLL_INTERVAL_S)
 
     def _local_version(self, region: _Region, written_us: int, previous: int | None) -> int:
         version = written_us * _MICRO + region.rank
