@@ -40,10 +40,10 @@ def followers(history: list[dict]) -> list[dict]:
     return [e for e in history if e.get("role") == "dns"]
 
 
-def clients_follow(scenario, run, region: str, *, started: float, evidence_s: float = 2.0) -> float:
+def clients_follow(scenario, run, region: str, *, started: float, evidence_s: float = 4.0) -> float:
     """The DNS followers are answered by `region` (at least half their rate over 1 s windows) and
-    keep being answered there for `evidence_s` (so the recovery is seen in the history, not just
-    touched). Returns the seconds from `started` to the first such window."""
+    keep being answered there for `evidence_s`, longer than a request's timeout (2 s), so requests
+    that were still hanging on the lost region have completed and the recovery is in the history. Returns the seconds from `started` to the first such window."""
     d = scenario.deadlines
     since: list[float] = []
 

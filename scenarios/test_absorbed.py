@@ -35,6 +35,10 @@ def test_task_loss_is_absorbed(env, scenario, nemesis, load):
         def check():
             tasks = _running(env, region)
             assert len(tasks) >= need, f"{len(tasks)} of {need} tasks RUNNING in {region}"
+            # RUNNING is not in service: the next fault must wait for the load balancer to see the
+            # replacement healthy, as a deployment's minimum healthy percent would
+            healthy = env.status()["load_balancers"][region]["healthy"]
+            assert healthy >= need, f"{healthy} of {need} targets healthy at {region}'s load balancer"
             if az_lost:
                 wrong = [t["task_id"] for t in tasks if t["az"].endswith(az_lost)]
                 assert not wrong, f"tasks still in the lost AZ: {wrong}"

@@ -97,6 +97,7 @@ def test_failback_after_heal(env, scenario, nemesis, load):
                         "detail": f"DNS stayed on {dst} after {src} healed, as the manual policy says"
                         if moved is None else f"DNS went back to {src} by itself although failback is manual"})
         point_record_at(env, src, comment="gameday: operator fails back (failback = manual)")
+        back = time.monotonic()  # from the operator's change: Route 53 answers, then clients follow
     scenario.expect("dns_failback", lambda: dns_answers_region(env, src, started=back,
                                                               deadline=d.lambda_s if policy == "automatic"
                                                               else d.client_follow_s))
