@@ -182,13 +182,61 @@ def run(
     rc = subprocess.call(argv)
     try:
         from reports.finalize import finalize_run
-        out = finalize_run(run)
+        out = finalize_run(run, env=env)
+        typer.echo(render_verdict(json.loads((run / "summary.json").read_text())))
         typer.echo(f"[gameday run] report: {out}", err=True)
-    except ImportError:
-        pass
     except Exception as e:  # noqa: BLE001 - the suite's verdict stands even if rendering fails
         typer.echo(f"gameday: warning: report not written: {type(e).__name__}: {e}", err=True)
     raise typer.Exit(rc)
+
+
+def _s(v) -> str:
+    return "-" if v is None else f"{v:.1f}s"
+
+
+def render_verdict(summary: dict) -> str:
+    """The run's verdict as a few lines: one per scenario with its measured times and data losses."""
+    p = summary["profile"]
+    lines = [f"gameday {summary['run_id']}: {'PASSED' if summary['passed'] else 'FAILED'}  "
+             f"(period {p['period_s']}s x {p['evaluation_periods']}, TTL {p['dns_ttl_s']}s, floor {p['floor_s']}s)"]
+    for sc in summary["scenarios"]:
+        m = sc["metrics"]
+        lines.append(f"  {sc['outcome']:<8} {sc['name']:<36} detection {_s(m['detection_s']):>6}  failover "
+                     f"{_s(m['failover_s']):>6}  rto {_s(m['rto_s']):>6}  lost {m['lost_acked_writes']}/"
+                     f"{m['acked_writes']}  errors {m['error_rate'] * 100:.1f}%")
+        for c in sc["checks"]:
+            if c["valid"] is False:
+                lines.append(f"           x {c['name']}: {c['detail'][:300]}")
+    return "\n".join(lines)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(Path("reports/runs/latest"), help="a run directory (default: the latest run)"),
+) -> None:
+    """Re-check a stored run (the data checkers re-run on its history and replicas, no environment
+    needed) and re-render summary.json, timeline.jsonl and report.html. Exit 0 if it passed, 1 if not."""
+    from reports.finalize import finalize_run
+    from reports.rundata import ReportError
+
+    try:
+        out = finalize_run(run_dir)
+    except ReportError as e:
+        fail(str(e))
+    summary = json.loads((out.parent / "summary.json").read_text())
+    typer.echo(render_verdict(summary))
+    typer.echo(f"report: {out}")
+    raise typer.Exit(0 if summary["passed"] else 1)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def load(ctx: typer.Context) -> None:
+    """Exploratory load with Locust's web UI (on 127.0.0.1:8089) against the running `gameday up`:
+    same as `python -m loadgen ARGS`; `gameday load --help` lists Locust's and gameday's options
+    (--surge-region, --surge-rate 1.5x, --follower-rate, --op-mix, --shape, --headless, ...)."""
+    from loadgen.__main__ import main as load_main
+
+    raise typer.Exit(load_main(list(ctx.args)) or 0)
 
 
 @app.command()

@@ -374,7 +374,7 @@ def _moto_pid(ctx, region: str) -> int:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"moto.server" in argv and port.encode() in argv:
+        if any(m in argv for m in (b"moto.server", b"environments.local.moto_main")) and port.encode() in argv:
             return pid
     raise AssertionError(f"no moto server child for {region} on port {port}")
 
