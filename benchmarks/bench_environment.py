@@ -82,8 +82,10 @@ def one_failover(env, cfg) -> dict:
     stop = threading.Event()
     since = env.events()[-1]["seq"]
     t0 = time.time()
+    # GET /health through the load balancer: the alarm counts every request (the scenarios' surge
+    # mixes in writes; this measures the alarm -> DNS pipeline, not the write path)
     load = threading.Thread(target=drive_load, args=(env.lb_url(src), rps, 4 * prof.period_s + prof.dns_ttl_s + 5),
-                            daemon=True)
+                            kwargs={"method": "GET", "path": lambda i: "/health", "threads": 32}, daemon=True)
     load.start()
     alarm_at = dns_at = None
     deadline = time.monotonic() + prof.floor_s + 3 * prof.period_s + 10

@@ -41,15 +41,15 @@ def test_surge_fails_over(env, scenario, nemesis, load):
     scenario.verdict()
 
 
-def test_region_blackhole_fails_over(env, scenario, nemesis, load):
-    """The initial region's load balancer stops answering (connections hang): its targets fail
-    their health checks, HealthyHostCount falls below 1, the health alarm fails the service over."""
+def _fault_fails_over(scenario, env, nemesis, load, fault_for) -> None:
+    """Followers on the initial region, then `fault_for(region)` injected: the health alarm must
+    fail the service over and the followers must recover on the other region."""
     src = env.config.initial_region
     dst = other_region(env, src)
     run = load.start(shape="constant", follower_rate=FOLLOWER_RPS, op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario, 3))
     run.wait_rate(src, FOLLOWER_RPS * 0.5, deadline_s=scenario.deadlines.client_follow_s)
     started, wall = time.monotonic(), time.time()
-    nemesis.inject(block_region(src, data_plane=True, mode="hang"))
+    nemesis.inject(fault_for(src))
     _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="healthy-hosts", started=started)
     run.stop()
     nemesis.rollback_all()
@@ -58,20 +58,16 @@ def test_region_blackhole_fails_over(env, scenario, nemesis, load):
     scenario.verdict()
 
 
+def test_region_blackhole_fails_over(env, scenario, nemesis, load):
+    """The initial region's load balancer stops answering (connections hang): its targets fail
+    their health checks, HealthyHostCount falls below 1, the health alarm fails the service over."""
+    _fault_fails_over(scenario, env, nemesis, load, lambda region: block_region(region, data_plane=True, mode="hang"))
+
+
 def test_all_tasks_stopped_fails_over(env, scenario, nemesis, load):
     """Every task of the initial region is stopped with ECS StopTask: replacements need their
     provisioning time, HealthyHostCount is 0 meanwhile, and the health alarm fails over."""
-    src = env.config.initial_region
-    dst = other_region(env, src)
-    run = load.start(shape="constant", follower_rate=FOLLOWER_RPS, op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario, 3))
-    run.wait_rate(src, FOLLOWER_RPS * 0.5, deadline_s=scenario.deadlines.client_follow_s)
-    started, wall = time.monotonic(), time.time()
-    nemesis.inject(stop_tasks(src, all=True))
-    _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="healthy-hosts", started=started)
-    run.stop()
-    data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst,
-                budget=env.config.budgets.error_rate)
-    scenario.verdict()
+    _fault_fails_over(scenario, env, nemesis, load, lambda region: stop_tasks(region, all=True))
 
 
 def test_route53_throttled_lambda_retries(env, scenario, nemesis, load):
