@@ -12,18 +12,21 @@ import pytest
 
 from assertions.failover import alarm_fires, dns_answers_region, lambda_invoked
 from faults import api_fault, block_region, stop_tasks
-from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, SURGE_FACTOR, SURGE_OPS, clients_follow, data_checks, load_hold_s,
+from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, SURGE_FACTOR, SURGE_OPS, clients_follow, data_checks,
+                             dns_moved_once, load_hold_s,
                              other_region)
 
 pytestmark = pytest.mark.scenario
 
 
 def _failover_story(scenario, env, run, *, src: str, dst: str, alarm_key: str, started: float) -> None:
-    """alarm -> Lambda -> Route 53 answers dst -> followers answered by dst."""
+    """alarm -> Lambda -> Route 53 answers dst (once, no flapping) -> followers answered by dst."""
+    since_wall = time.time() - (time.monotonic() - started)
     scenario.expect("alarm_fires", lambda: alarm_fires(env, src, alarm_key, started=started), metric="detection_s")
     scenario.expect("lambda_invoked", lambda: lambda_invoked(env, started=started, region=src))
     scenario.expect("dns_failover", lambda: dns_answers_region(env, dst, started=started), metric="failover_s")
     scenario.expect("clients_follow", lambda: clients_follow(scenario, run, dst, started=started))
+    dns_moved_once(scenario, env, dst, since_wall=since_wall)
 
 
 def test_surge_fails_over(env, scenario, nemesis, load):

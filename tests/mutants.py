@@ -35,8 +35,17 @@ def _failing_region(event) -> str:
     return msg["AlarmArn"].split(":")[3]
 
 
+def _is_alarm(event) -> bool:
+    """The mutants act on ALARM notifications only, like the reference: CloudWatch also delivers
+    OK transitions (OK actions), and a mutant that reacted to those would flap DNS instead of
+    showing the one mistake it stands for."""
+    return json.loads(event["Records"][0]["Sns"]["Message"]).get("NewStateValue") == "ALARM"
+
+
 def points_at_failing_region(event, context):
     """Rewrites the record, but to the region whose alarm fired (a swapped comparison)."""
+    if not _is_alarm(event):
+        return {"moved": 0}
     addresses = json.loads(os.environ["GAMEDAY_REGION_ADDRESSES"])
     _upsert(addresses[_failing_region(event)])
     return {"moved": 1}
@@ -44,6 +53,8 @@ def points_at_failing_region(event, context):
 
 def deletes_record(event, context):
     """Deletes the A record instead of moving it: the service name stops resolving."""
+    if not _is_alarm(event):
+        return {"deleted": 0}
     sets = route53.list_resource_record_sets(HostedZoneId=os.environ["GAMEDAY_HOSTED_ZONE_ID"])["ResourceRecordSets"]
     rec = next(s for s in sets if s["Name"] == os.environ["GAMEDAY_RECORD_NAME"] and s["Type"] == "A")
     route53.change_resource_record_sets(HostedZoneId=os.environ["GAMEDAY_HOSTED_ZONE_ID"],
