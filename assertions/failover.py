@@ -265,10 +265,12 @@ def _describe_invocation(ev: dict) -> str:
 
 
 def lambda_invoked(env, started: float | None = None, deadline: float | None = None, outcome: str = "ok", *,
-                   region: str | None = None, interval_s: float = 0.1) -> float:
+                   region: str | None = None, alarm_state: str | None = "ALARM", interval_s: float = 0.1) -> float:
     """Wait for a failover-Lambda invocation that ended with `outcome` (ok | error | timeout |
-    failed = error or timeout | any) after `started`, optionally for an alarm of `region`. Returns
-    the seconds from the start to the end of that invocation. The default deadline counts from a
+    failed = error or timeout | any) after `started`, optionally for an alarm of `region`, and for a
+    notification of `alarm_state` (CloudWatch also delivers OK transitions, which are not the
+    failover; None = any; an invocation whose event names no alarm state counts). Returns the
+    seconds from the start to the end of that invocation. The default deadline counts from a
     surge: detection, then the Lambda with its retries."""
     started = time.monotonic() if started is None else started
     if outcome not in LAMBDA_OUTCOMES:
@@ -281,7 +283,8 @@ def lambda_invoked(env, started: float | None = None, deadline: float | None = N
         evs = _events(env, "lambda_invocation")
         if evs is None:
             raise AssertionError("the environment offers no timeline of Lambda invocations")
-        mine = [e for e in evs if float(e.get("ts", 0)) >= start_wall and (region is None or e.get("region") == region)]
+        mine = [e for e in evs if float(e.get("ts", 0)) >= start_wall and (region is None or e.get("region") == region)
+                and (alarm_state is None or (e.get("alarm") or {}).get("NewStateValue", alarm_state) == alarm_state)]
         seen[:] = mine
         hit = next((e for e in mine if _outcome_matches(e, outcome)), None)
         if hit is None:
@@ -296,8 +299,13 @@ def lambda_invoked(env, started: float | None = None, deadline: float | None = N
     except NotWithinDeadline:
         elapsed = time.monotonic() - started
         where = f" for an alarm of {region}" if region else ""
+        others = [e for e in _events(env, "lambda_invocation") or [] if float(e.get("ts", 0)) >= start_wall
+                  and (region is None or e.get("region") == region)]
         if seen:
             observed = f"{len(seen)} invocation(s), none {outcome}; the last: {_describe_invocation(seen[-1])}"
+        elif others:
+            observed = (f"no invocation for an {alarm_state} notification yet; {len(others)} other invocation(s) "
+                        f"(e.g. OK notifications) kept the function busy, the last: {_describe_invocation(others[-1])}")
         else:
             actions = [e for e in _events(env, "alarm_action") or [] if float(e.get("ts", 0)) >= start_wall]
             observed = "no invocation at all" + (
