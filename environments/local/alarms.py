@@ -54,10 +54,8 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Sequence
 
-import boto3
 import botocore.exceptions
 import botocore.session
-from botocore.config import Config
 
 from environments.local.context import LocalContext
 from gameday import aws
@@ -300,15 +298,6 @@ def alarm_notification(alarm: dict, *, region: str, old: str, new: str, reason: 
 
 # -- the component ---------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
-def _single_attempt_client(service: str, region: str, endpoint_url: str, timeout_s: float):
-    """A client that makes exactly one attempt per call. Not gameday.aws.client(retries=0): botocore's
-    Config "max_attempts" counts retries, not attempts, so that client still retries once."""
-    return boto3.session.Session().client(
-        service, region_name=region, endpoint_url=endpoint_url,
-        config=Config(retries={"total_max_attempts": 1, "mode": "standard"},
-                      connect_timeout=timeout_s, read_timeout=timeout_s, max_pool_connections=32),
-        **aws.LOCAL_CREDENTIALS)
 
 
 @dataclass
@@ -405,12 +394,12 @@ class AlarmEvaluator:
     def _cw(self, region: str):
         # Same endpoint as ctx.internal_client (the region's moto, no API faults), but with a short
         # timeout and no retries: a stuck region skips a tick instead of stalling for 3 x 5 s.
-        return _single_attempt_client("cloudwatch", region, self.ctx.moto_urls[region], self.call_timeout_s)
+        return aws.client("cloudwatch", region, self.ctx.moto_urls[region], retries=0, timeout_s=self.call_timeout_s)
 
     def _sns(self, region: str):
         # no retries either: a Publish that timed out may still have delivered (moto delivers to http
         # subscribers inside Publish), and a transition's actions run once
-        return _single_attempt_client("sns", region, self.ctx.moto_urls[region], self.publish_timeout_s)
+        return aws.client("sns", region, self.ctx.moto_urls[region], retries=0, timeout_s=self.publish_timeout_s)
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def _region_loop(self, region: str) -> None:
