@@ -76,20 +76,6 @@ def dns_moved_once(scenario, env, region: str, *, since_wall: float) -> None:
                     f"expected one change of the answer, to {region} ({target}); saw {len(changes)}: {changes}"})
 
 
-def wait_replication_idle(env, scenario, *, started: float | None = None) -> float:
-    """Every direction unpaused with nothing pending (what the environment reports)."""
-    d = scenario.deadlines
-
-    def idle() -> None:
-        rep = env.status().get("replication") or {}
-        busy = {k: v for k, v in rep.items() if isinstance(v, dict) and (v.get("paused") or v.get("pending", 0))}
-        assert not busy, f"replication busy: {busy}"
-
-    _, took = eventually(idle, deadline_s=d.convergence_s, interval_s=0.1, started=started,
-                         what="global-table replication drained", why_deadline="convergence deadline")
-    return took
-
-
 def data_checks(scenario, env, history: list[dict], *, fault_wall: float, healthy_region: str | None,
                 budget: float, window: tuple[float, float] | None = None) -> None:
     """Replicas converge, then: no acknowledged write lost, no divergent key, read-your-writes,

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from assertions.eventually import eventually
-from assertions.failover import alarm_fires, dns_answers_region, lambda_invoked, read_replicas
+from assertions.failover import alarm_fires, describe_alarm, dns_answers_region, lambda_invoked, read_replicas
 from faults import block_region, pause_replication
 from scenarios.baseline import point_record_at
 from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, SURGE_FACTOR, SURGE_OPS, clients_follow, data_checks, load_hold_s,
@@ -80,7 +80,7 @@ def test_failback_after_heal(env, scenario, nemesis, load):
     name = env.endpoints["alarm_names"][src]["healthy-hosts"]
 
     def alarm_ok() -> None:
-        state = env.observer("cloudwatch", src).describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["StateValue"]
+        state = describe_alarm(env, src, name)["StateValue"]
         assert state == "OK", f"{name} is {state}"
 
     scenario.expect("alarm_recovers", lambda: eventually(alarm_ok, deadline_s=d.recovery_s, started=healed,
