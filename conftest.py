@@ -38,6 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("gameday_env", "default for --env", default="local")
     parser.addini("gameday_config", "default for --config", default="")
     parser.addini("gameday_failover_handler", "default for --failover-handler", default="")
+    parser.addini("gameday_run_dir", "default for --run-dir", default="")
 
 
 def _opt(config: pytest.Config, name: str) -> str | None:
@@ -79,12 +80,48 @@ def run_dir(pytestconfig: pytest.Config) -> Path:
 def env(pytestconfig: pytest.Config, gameday_config, run_dir):
     """The environment under test, started once per session and torn down at the end."""
     kind = _opt(pytestconfig, "gameday_env") or "local"
-    if kind != "local":
+    if kind == "aws":
+        yield from _aws_env(pytestconfig, gameday_config, run_dir)
+        return
+    if kind == "docker":
+        e = _docker_env(pytestconfig, gameday_config, run_dir)
+    elif kind != "local":
         pytest.skip(f"the {kind} environment is not available in this build of gameday")
-    from environments.local import LocalEnvironment
+    else:
+        from environments.local import LocalEnvironment
 
-    e = LocalEnvironment(gameday_config, run_dir, failover_handler=_opt(pytestconfig, "gameday_failover_handler"))
-    e.start()
+        e = LocalEnvironment(gameday_config, run_dir, failover_handler=_opt(pytestconfig, "gameday_failover_handler"))
+        e.start()
+    pytestconfig.stash[ENV_KEY] = e
+    try:
+        yield e
+    finally:
+        e.stop()
+
+
+def _docker_env(pytestconfig: pytest.Config, gameday_config, run_dir):
+    """Tasks as containers (environments/docker): Docker missing or not running, or an image that
+    cannot be built, ends the session with the one line that says what to do."""
+    from environments.docker import DockerEnvironment
+    from environments.docker.images import ImageBuildError
+    from environments.docker.preflight import DockerUnavailable
+
+    e = DockerEnvironment(gameday_config, run_dir, failover_handler=_opt(pytestconfig, "gameday_failover_handler"))
+    try:
+        return e.start()
+    except (DockerUnavailable, ImageBuildError) as err:
+        pytest.exit(f"gameday --env docker cannot start: {err}", returncode=2)
+
+
+def _aws_env(pytestconfig: pytest.Config, gameday_config, run_dir):
+    """The deployed stack (environments/aws): account allow-list, discovery and preflight first;
+    any refusal ends the session before a scenario starts (nothing has been changed)."""
+    from environments.aws import AccountRefused, AwsConfigError, AwsEnvironment, PreflightFailed
+
+    try:
+        e = AwsEnvironment(gameday_config, run_dir).start()
+    except (AwsConfigError, AccountRefused, PreflightFailed) as err:
+        pytest.exit(f"gameday --env aws refused to start: {err}", returncode=2)
     pytestconfig.stash[ENV_KEY] = e
     try:
         yield e
@@ -173,10 +210,18 @@ def nemesis(scenario, env, run_dir):
             pytest.skip(str(e))
 
     n.inject = inject_or_skip
+    # aws: stop-condition alarms watched every period; one in ALARM rolls every fault back at once
+    # and interrupts the run (KeyboardInterrupt in the main thread ends the pytest session)
+    import _thread
+
+    guard = getattr(env, "guard", None)
+    watcher = guard(n, on_abort=lambda reason: _thread.interrupt_main()) if guard else None
     try:
         with n:
             yield n
     finally:
+        if watcher is not None:
+            watcher.stop()
         scenario.faults = n.records()
 
 

@@ -19,6 +19,7 @@ datapoints of RequestCount (Sum per 5s, alarm when > 500): ...".
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -249,11 +250,33 @@ def _outcome_matches(ev: dict, outcome: str) -> bool:
     return outcome == "any" or got == outcome or (outcome == "failed" and got in ("error", "timeout"))
 
 
+def error_payload(result: Any) -> bool:
+    """A return value that reports a failure ({"statusCode": 500}, {"errorMessage": ...}, {"ok": false}):
+    Lambda counts such an invocation as a success, so only its effect can tell."""
+    if not isinstance(result, dict):
+        return False
+    code = result.get("statusCode", result.get("status_code"))
+    try:
+        bad_code = code is not None and int(code) >= 400
+    except (TypeError, ValueError):
+        bad_code = False
+    return bad_code or "errorMessage" in result or result.get("ok") is False or result.get("success") is False
+
+
 def _describe_invocation(ev: dict) -> str:
     err = ev.get("error") or {}
+    alarm = ev.get("alarm") or {}
     s = f"attempt {ev.get('attempt', '?')} {ev.get('outcome')}"
+    if alarm:
+        s += f" for {alarm.get('AlarmName')} {alarm.get('NewStateValue')}"
     if err:
         s += f" ({err.get('type')}: {err.get('message')})"
+    elif ev.get("outcome") == "ok":
+        result = ev.get("result")
+        text = json.dumps(result, default=str)
+        s += f", returned {text[:300]}{'...' if len(text) > 300 else ''}"
+        if error_payload(result):
+            s += " (an error payload: Lambda counts the invocation as a success, the function did not do its job)"
     if ev.get("will_retry"):
         s += f", retry in {ev.get('retry_in_s')}s"
     logs = ev.get("logs") or []
@@ -354,14 +377,21 @@ def record_sets(env) -> list[dict]:
 
 def record_points_at(env, region: str) -> list[str]:
     """Assert now that the service's A record points at `region` (simple record: its values;
-    weighted records: every record with a non-zero weight). Returns the addresses it holds.
-    Failover-routing records depend on health checks: use dns_answers_region for those."""
+    weighted records: every record with a non-zero weight; failover routing: what Route 53's DNS
+    answers now, since that depends on health checks). Returns the addresses."""
     sets = record_sets(env)
     if not sets:
         raise AssertionError(f"Route 53 has no A record for {env.config.record_name}")
     if any("Failover" in s for s in sets):
-        raise ValueError(f"{env.config.record_name} uses failover routing: which record answers depends on health "
-                         f"checks, not on the record sets; assert on DNS answers (dns_answers_region) instead")
+        # failover routing: which record answers depends on health checks, not on the record sets,
+        # so "points at" is what Route 53's DNS answers now
+        addresses = list(env.resolver(honour_ttl=False).lookup(env.service_name).addresses)
+        if {env.region_of_address(a) for a in addresses} != {region}:
+            roles = "; ".join(f"{s.get('Failover')} {s.get('SetIdentifier')}: "
+                              f"{_named(env, [rr['Value'] for rr in s.get('ResourceRecords', [])])}" for s in sets)
+            raise AssertionError(f"Route 53 answers {env.config.record_name} with {_named(env, addresses)}, expected "
+                                 f"{region}; failover records: {roles}{_health_since(env, time.monotonic() - 3600)}")
+        return addresses
     live = [s for s in sets if "Weight" not in s or s["Weight"] > 0]
     addresses = [rr["Value"] for s in live for rr in s.get("ResourceRecords", [])]
     regions = {env.region_of_address(a) for a in addresses}
@@ -383,6 +413,7 @@ def dns_answers_region(env, region: str, started: float | None = None, deadline:
     resolver = env.resolver(honour_ttl=False)
     name = env.service_name
     last: dict = {}
+    weighted = getattr(env.config.route53, "routing", "simple") == "weighted"
 
     def answers() -> None:
         try:
@@ -393,6 +424,17 @@ def dns_answers_region(env, region: str, started: float | None = None, deadline:
         last["answer"] = _named(env, addresses)
         if not addresses or {env.region_of_address(a) for a in addresses} != {region}:
             raise AssertionError(last["answer"])
+        if weighted:
+            # one weighted answer is one draw: the region must be the only record with traffic
+            # (Route 53 answers only non-zero weights while any is healthy), not a lucky draw
+            live = [s for s in record_sets(env) if s.get("Weight")]
+            others = [s for s in live if {env.region_of_address(rr["Value"]) for rr in s.get("ResourceRecords", [])}
+                      != {region}]
+            if others:
+                last["answer"] += " (this draw; weighted records with traffic elsewhere: " + "; ".join(
+                    f"{s.get('SetIdentifier')} weight {s['Weight']}: "
+                    f"{_named(env, [rr['Value'] for rr in s.get('ResourceRecords', [])])}" for s in others) + ")"
+                raise AssertionError(last["answer"])
 
     try:
         _, took = eventually(answers, deadline_s=d, what=f"DNS {name}", interval_s=interval_s, started=started,
@@ -402,18 +444,90 @@ def dns_answers_region(env, region: str, started: float | None = None, deadline:
         elapsed = time.monotonic() - started
         try:
             record = "; Route 53 record sets: " + "; ".join(
-                f"{s.get('SetIdentifier', 'simple')}: {_named(env, [rr['Value'] for rr in s.get('ResourceRecords', [])])}"
-                for s in record_sets(env))
+                f"{s.get('SetIdentifier', 'simple')}" + (f" weight {s['Weight']}" if "Weight" in s else "")
+                + (f" {s['Failover']}" if "Failover" in s else "")
+                + f": {_named(env, [rr['Value'] for rr in s.get('ResourceRecords', [])])}" for s in record_sets(env))
         except Exception as e:  # noqa: BLE001
             record = f"; (could not read the record sets: {type(e).__name__}: {e})"
-        evs = [e for e in _events(env, "lambda_invocation") or [] if float(e.get("ts", 0)) >= _wall(started)]
-        lam = f"; last failover Lambda invocation: {_describe_invocation(evs[-1])}" if evs else \
-            "; no failover Lambda invocation since the start"
+        lam = _invocations_since(env, started) + _health_since(env, started)
         server = getattr(resolver, "server", "?")
         expected = ", ".join(region_addresses(env, region)) or "its load balancer"
         raise NotWithinDeadline(
             f"DNS server {server} still answers {name} with {last.get('answer', 'nothing')} {elapsed:.1f}s after the "
             f"start, expected {region} ({expected}) within {d:.1f}s ({why}){record}{lam}") from None
+
+
+def _function_runs(env) -> bool:
+    cfg = env.config
+    return getattr(cfg, "failover_function", True)
+
+
+def _invocations_since(env, started: float, last: int = 2) -> str:
+    """The failover function's last invocations for ALARM notifications since `started` (else its
+    last invocations of any kind), each with its outcome, return value and log lines: the evidence
+    a scenario that judges effects attaches when the effect is missing."""
+    if not _function_runs(env):
+        return ""
+    evs = [e for e in _events(env, "lambda_invocation") or [] if float(e.get("ts", 0)) >= _wall(started)]
+    if not evs:
+        return "; no failover Lambda invocation since the start"
+    alarm_evs = [e for e in evs if (e.get("alarm") or {}).get("NewStateValue", "ALARM") == "ALARM"]
+    shown = (alarm_evs or evs)[-last:]
+    what = "invocation(s) for ALARM notifications" if alarm_evs else "invocation(s)"
+    return (f"; failover Lambda: {len(evs)} invocation(s) since the start, the last {len(shown)} {what}: "
+            + "; ".join(_describe_invocation(e) for e in shown))
+
+
+def _health_since(env, started: float) -> str:
+    """Route 53 health-check transitions since `started` (failover routing)."""
+    if getattr(env.config.route53, "routing", "simple") != "failover":
+        return ""
+    evs = [e for e in _events(env, "route53_health") or [] if float(e.get("ts", 0)) >= _wall(started)]
+    if not evs:
+        return "; no Route 53 health check changed status since the start"
+    return "; Route 53 health checks: " + ", ".join(
+        f"{e.get('region')} {'healthy' if e.get('healthy') else 'UNHEALTHY'} at +{float(e['ts']) - _wall(started):.1f}s "
+        f"({e.get('reason')})" for e in evs[-4:])
+
+
+def health_check_unhealthy(env, region: str, started: float | None = None, deadline: float | None = None, *,
+                           interval_s: float = 0.1) -> float:
+    """Wait until Route 53's health check of `region` turns unhealthy after `started` (failover
+    routing: the data plane's detection); return the seconds from the start to that transition."""
+    started = time.monotonic() if started is None else started
+    p = env.profile
+    threshold = env.config.route53.health_check_failure_threshold
+    # FailureThreshold probes, each taking at most its interval or the compressed timeouts (~2 s)
+    d = float(deadline) if deadline is not None else threshold * max(p.health_check_interval_s, 2.0) + HARNESS_MARGIN_S
+    why = (f"deadline {d:.1f}s given by the scenario" if deadline is not None else
+           f"deadline {d:.1f}s = {threshold} (FailureThreshold) x max({p.health_check_interval_s:g}s interval, 2s "
+           f"probe timeout) + {HARNESS_MARGIN_S:g}s harness margin")
+    start_wall = _wall(started)
+
+    def unhealthy() -> float:
+        evs = _events(env, "route53_health")
+        if evs is None:
+            raise AssertionError("the environment offers no timeline of Route 53 health checks")
+        hit = next((e for e in evs if e.get("region") == region and e.get("healthy") is False
+                    and float(e.get("ts", 0)) >= start_wall), None)
+        if hit is None:
+            raise AssertionError(f"no unhealthy transition of {region}'s health check")
+        return max(0.0, float(hit["ts"]) - start_wall)
+
+    try:
+        took, _ = eventually(unhealthy, deadline_s=d, what=f"Route 53 health check of {region}", interval_s=interval_s,
+                             started=started, why_deadline=why)
+        return took
+    except NotWithinDeadline:
+        try:
+            checks = (env.status().get("route53_health_checks") or {}).get("checks", {})
+            now = "; ".join(f"{c.get('region')}: {'healthy' if c.get('healthy') else 'unhealthy'}, {c.get('type')} "
+                            f"{c.get('target')}, last probe: {c.get('last_result')}" for c in checks.values())
+        except Exception as e:  # noqa: BLE001
+            now = f"(could not read the health checks: {type(e).__name__}: {e})"
+        raise NotWithinDeadline(f"Route 53 health check of {region} still healthy {time.monotonic() - started:.1f}s "
+                                f"after the start, expected unhealthy within {d:.1f}s ({why}); checks now: "
+                                f"{now or 'none provisioned'}") from None
 
 
 # -- DynamoDB replicas -------------------------------------------------------------------------------------

@@ -147,6 +147,9 @@ class Fault:
             if region != "*" and region not in api_regions:
                 raise FaultError(f"{self.kind}: {field} {region!r} has no AWS endpoint in this environment: "
                                  f"one of {', '.join(api_regions)}")
+        env_check = getattr(env, "check_fault", None)  # environments with guardrails (aws): caps, stop conditions
+        if env_check is not None:
+            env_check(self)
 
     def inject(self, env: Environment) -> dict:
         raise NotImplementedError
@@ -184,6 +187,17 @@ def fault_from_record(kind: str, params: dict) -> Fault:
 def _load_all() -> None:
     # the registry fills as fault modules are imported; make sure every built-in one is
     from faults import api, ecs, lambda_fault, network, replication  # noqa: F401
+
+
+def inject_fault(fault: Fault, env: Environment) -> dict:
+    """Apply a fault: the environment's own driver when it has one (aws), else the fault's inject."""
+    driver = getattr(env, "fault_driver", None)
+    return driver(fault).inject() if driver is not None else fault.inject(env)
+
+
+def rollback_fault(fault: Fault, env: Environment, injected: dict | None = None) -> dict:
+    driver = getattr(env, "fault_driver", None)
+    return driver(fault).rollback(injected) if driver is not None else fault.rollback(env, injected)
 
 
 def require_control(env: Environment):

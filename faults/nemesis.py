@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from environments.base import Environment
-from faults.base import Fault
+from faults.base import Fault, inject_fault, rollback_fault
 from faults.journal import Journal
 from gameday.events import iso
 
@@ -118,7 +118,7 @@ class Nemesis:
             self._install_handlers()
         t0 = time.monotonic()
         try:
-            done = fault.inject(self.env)
+            done = inject_fault(fault, self.env)
         except BaseException as e:
             with self._lock:
                 rec.inject_s = round(time.monotonic() - t0, 4)
@@ -223,7 +223,7 @@ class Nemesis:
     def _rollback(self, rec: FaultRecord, *, after_failed_inject: bool = False) -> None:
         t0 = time.monotonic()
         try:
-            detail = rec.fault.rollback(self.env, rec.injected)
+            detail = rollback_fault(rec.fault, self.env, rec.injected)
         except Exception as e:  # noqa: BLE001 - recorded; rollback_all goes on with the others
             rec.rollback_s = round(time.monotonic() - t0, 4)
             rec.error = _error_text(e)

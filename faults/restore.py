@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from faults.base import Fault, FaultError, fault_from_record
+from faults.base import Fault, FaultError, fault_from_record, rollback_fault
 from faults.journal import Journal, JournaledFault, JournalError, open_faults, read_journal
 
 EXIT_OK, EXIT_ROLLBACK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -69,21 +69,31 @@ def rollback_run(run_dir: str | Path, *, state_file: str | Path | None = None,
         echo(f"nothing to roll back: all {len(faults)} fault(s) in {journal_path} were rolled back")
         return EXIT_OK
 
-    try:
-        endpoints = find_environment(run, [jf for jf, _ in todo], Path(state_file) if state_file else None)
-    except NoLiveEnvironment as e:
-        echo(f"no running environment ({e}): the local environment's faults died with it; nothing to restore "
-             f"({len(todo)} fault(s) were open: {', '.join(f'{jf.kind} {jf.target}' for jf, _ in todo)})")
-        return EXIT_OK
+    if any((jf.env or {}).get("kind") == "aws" for jf, _ in todo):
+        # a real stack outlives the process that broke it: come back to it (account checked again)
+        from environments.aws import attach_for_rollback
 
-    from environments.local import LocalEnvironment
+        try:
+            env = attach_for_rollback(run)
+        except Exception as e:  # noqa: BLE001 - one line for the user
+            err(f"gameday: error: cannot reach the AWS stack of {run}: {e}")
+            return EXIT_ROLLBACK_FAILED
+    else:
+        try:
+            endpoints = find_environment(run, [jf for jf, _ in todo], Path(state_file) if state_file else None)
+        except NoLiveEnvironment as e:
+            echo(f"no running environment ({e}): the local environment's faults died with it; nothing to restore "
+                 f"({len(todo)} fault(s) were open: {', '.join(f'{jf.kind} {jf.target}' for jf, _ in todo)})")
+            return EXIT_OK
 
-    env = LocalEnvironment.attach(endpoints)
+        from environments.local import LocalEnvironment
+
+        env = LocalEnvironment.attach(endpoints)
     journal = Journal(journal_path)
     failed = 0
     for jf, fault in reversed(todo):  # newest first, as the nemesis would
         try:
-            detail = fault.rollback(env, jf.injected)
+            detail = rollback_fault(fault, env, jf.injected)
         except Exception as e:  # noqa: BLE001 - report it, go on with the others
             failed += 1
             msg = f"{type(e).__name__}: {e}"

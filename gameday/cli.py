@@ -50,25 +50,46 @@ def up(
     as_json: bool = typer.Option(False, "--json", help="print the endpoints as one JSON line, then stay up"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where logs and the timeline go (default: a new reports/runs/<id>)"),
     state_file: Optional[Path] = typer.Option(None, "--state-file", help="where to write the endpoints for other tools (default .gameday/local.json or $GAMEDAY_STATE)"),
+    web: bool = typer.Option(False, "--web", help="also start Locust's web UI with its Chaos tab against this environment "
+                             "(docs/web-ui.md); Locust's log goes to RUN_DIR/locust.log"),
+    web_host: str = typer.Option("127.0.0.1", "--web-host", help="with --web: address the web UI binds to; off loopback "
+                                 "it needs $GAMEDAY_WEB_TOKEN (the login password)"),
+    web_port: int = typer.Option(8089, "--web-port", help="with --web: the web UI's port"),
+    env: str = typer.Option("local", "--env", help="local (tasks are host processes) or docker (tasks are "
+                            "containers from the service image: docs/docker.md)"),
 ) -> None:
     """Start the embedded local environment (moto per region, ECS tasks, load balancers, alarms,
-    SNS -> Lambda, Route 53 DNS, global-table replication) and keep it up until Ctrl-C/SIGTERM."""
+    SNS -> Lambda, Route 53 DNS, global-table replication) and keep it up until Ctrl-C/SIGTERM.
+    With --web, Locust's web UI (load, plus the Chaos tab: inject and roll back faults, watch alarms
+    and DNS) starts with it on http://127.0.0.1:8089; Ctrl-C stops Locust first (rolling back the
+    tab's faults), then the environment."""
     from environments.local.stack import LocalStack
     from gameday import state
     from gameday.rundir import new_run_dir
 
     cfg = _config(config, failover_handler)
+    if env not in ("local", "docker"):
+        fail(f"--env must be local or docker for `gameday up`, got {env!r}")
+    if web:
+        _check_web_binding(web_host)   # before anything starts
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     run = run_dir or new_run_dir()
     Path(run).mkdir(parents=True, exist_ok=True)
     progress = (lambda m: print(f"[gameday up] {m}", file=sys.stderr, flush=True))
-    stack = LocalStack(cfg, Path(run), progress=progress)
+    if env == "docker":
+        from environments.docker.stack import DockerStack
+        stack = DockerStack(cfg, Path(run), progress=progress)
+    else:
+        stack = LocalStack(cfg, Path(run), progress=progress)
     state_p = None
+    web_proc = None
     try:
         try:
             stack.start()
+        except _docker_user_errors() as e:   # Docker missing or not running, image not buildable: the line says what to do
+            fail(str(e), 1)
         except Exception as e:  # noqa: BLE001 - one line for the user, details in the log
             fail(f"environment failed to start: {type(e).__name__}: {e} (logs in {run}/logs)", 1)
         ep = stack.endpoints()
@@ -77,17 +98,64 @@ def up(
             print(json.dumps(ep), flush=True)
         else:
             _print_endpoints(ep, state_p)
+        if web:
+            web_proc = _start_web(state_p, Path(run), web_host, web_port, stop)
         while not stop.wait(0.5):
             pass
         print("[gameday up] stopping: rolling back and tearing down", file=sys.stderr, flush=True)
     finally:
+        if web_proc is not None:
+            from gameday import procs
+
+            procs.terminate(web_proc, grace_s=15)   # Locust rolls back the Chaos tab's faults as it quits
         stack.stop()
         if state_p is not None:
             state.remove_state(state_p, pid=os.getpid())
 
 
+def _check_web_binding(web_host: str) -> None:
+    from types import SimpleNamespace
+
+    from loadgen.chaos_ui import ChaosAuthError, check_binding
+
+    try:
+        check_binding(SimpleNamespace(web_host=web_host, chaos_token="", web_login=False))
+    except ChaosAuthError as e:
+        fail(str(e))
+
+
+def _start_web(state_p: Path, run: Path, web_host: str, web_port: int, stop: threading.Event):
+    """`python -m loadgen` (Locust's web UI with the Chaos tab) against this environment; if it
+    exits, `gameday up` stops too (the user asked for both)."""
+    from gameday import procs
+
+    log = run / "locust.log"
+    proc = procs.spawn([procs.python(), "-m", "loadgen", "--gameday-state", str(Path(state_p).resolve()),
+                        "--web-host", web_host, "--web-port", str(web_port)], log_path=log, cwd=REPO_ROOT)
+    print(f"  web UI          http://{web_host}:{web_port}/  (Chaos tab after Start; /chaos/ at any time; "
+          f"log {log})", flush=True)
+
+    def watch() -> None:
+        code = proc.wait()
+        if not stop.is_set():
+            print(f"[gameday up] Locust's web UI exited (code {code}; see {log}): stopping", file=sys.stderr, flush=True)
+            stop.set()
+
+    threading.Thread(target=watch, name="web-ui-watch", daemon=True).start()
+    return proc
+
+
+def _docker_user_errors() -> tuple[type[Exception], ...]:
+    try:
+        from environments.docker.images import ImageBuildError
+        from environments.docker.preflight import DockerUnavailable
+    except ImportError:
+        return ()
+    return (DockerUnavailable, ImageBuildError)
+
+
 def _print_endpoints(ep: dict, state_p: Path) -> None:
-    print(f"gameday local environment is up ({ep['timings'].get('total', 0):.1f}s); Ctrl-C to stop")
+    print(f"gameday {ep['env']} environment is up ({ep['timings'].get('total', 0):.1f}s); Ctrl-C to stop")
     print(f"  service name    {ep['service_name']}  (DNS on {ep['dns']['host']}:{ep['dns']['port']}, "
           f"TTL {ep['profile']['dns_ttl_s']}s)")
     for r, v in ep["regions"].items():
@@ -154,10 +222,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def run(
     ctx: typer.Context,
     k: Optional[str] = typer.Option(None, "-k", help="only scenarios matching this pytest -k expression"),
-    env: str = typer.Option("local", "--env", help="environment: local (docker and aws come later)"),
+    env: str = typer.Option("local", "--env", help="environment: local, docker (docs/docker.md) or aws"),
     config: Optional[Path] = ConfigOpt,
     failover_handler: Optional[str] = HandlerOpt,
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: a new reports/runs/<run-id>"),
+    history: Optional[Path] = typer.Option(None, "--history", help="append one line per scenario to this history "
+                                           "file (default: reports/history.jsonl, for runs in reports/runs/ only; a "
+                                           "--run-dir elsewhere appends only when --history is given)"),
 ) -> None:
     """Run the resilience suite (pytest on scenarios/) into a run directory; exit code as pytest's.
     Extra arguments are passed to pytest."""
@@ -183,11 +254,31 @@ def run(
     try:
         from reports.finalize import finalize_run
         out = finalize_run(run, env=env)
-        typer.echo(render_verdict(json.loads((run / "summary.json").read_text())))
+        summary = json.loads((run / "summary.json").read_text())
+        typer.echo(render_verdict(summary))
         typer.echo(f"[gameday run] report: {out}", err=True)
     except Exception as e:  # noqa: BLE001 - the suite's verdict stands even if rendering fails
         typer.echo(f"gameday: warning: report not written: {type(e).__name__}: {e}", err=True)
+    else:
+        _append_history(summary, run, history, default_run_dir=run_dir is None)
     raise typer.Exit(rc)
+
+
+def _append_history(summary: dict, run: Path, history: Optional[Path], *, default_run_dir: bool) -> None:
+    """The run's line per scenario in the trend's history (reports/trend.py); a warning if it cannot."""
+    from gameday.rundir import RUNS_DIR
+    from reports.trend import HISTORY_PATH, append_history
+
+    if history is None:
+        # runs elsewhere (tests' and benchmarks' temporary runs, mutants) stay out of the project's trend
+        if not (default_run_dir or run.resolve().parent == RUNS_DIR.resolve()):
+            return
+        history = HISTORY_PATH
+    try:
+        lines = append_history(summary, history, run_dir=run)
+        typer.echo(f"[gameday run] history: {len(lines)} line(s) appended to {history}", err=True)
+    except Exception as e:  # noqa: BLE001 - history is a convenience, the run's verdict stands
+        typer.echo(f"gameday: warning: history not appended to {history}: {type(e).__name__}: {e}", err=True)
 
 
 def _s(v) -> str:
@@ -213,20 +304,62 @@ def render_verdict(summary: dict) -> str:
 @app.command()
 def report(
     run_dir: Path = typer.Argument(Path("reports/runs/latest"), help="a run directory (default: the latest run)"),
+    trend: bool = typer.Option(False, "--trend", help="instead of one run: chart failover, RTO, error rate and lost "
+                               "writes per scenario over the runs in --history into --out, and flag regressions"),
+    history: Path = typer.Option(Path("reports/history.jsonl"), "--history", help="with --trend: the run history"),
+    out: Path = typer.Option(Path("reports/trend.html"), "--out", help="with --trend: where to write the page"),
 ) -> None:
     """Re-check a stored run (the data checkers re-run on its history and replicas, no environment
-    needed) and re-render summary.json, timeline.jsonl and report.html. Exit 0 if it passed, 1 if not."""
+    needed) and re-render summary.json, timeline.jsonl and report.html. Exit 0 if it passed, 1 if not,
+    2 if the run directory is unreadable (one line naming the file).
+
+    With --trend: write trend.html from the history that `gameday run` appends. A regression is a
+    scenario's newest failover, RTO or error rate more than 20% above the median of its previous
+    7 runs, or lost acknowledged writes after runs that lost none. Exit 0 if no regression,
+    3 if one is flagged (each listed), 2 if the history is unreadable."""
     from reports.finalize import finalize_run
     from reports.rundata import ReportError
 
+    if trend:
+        _trend(history, out)
     try:
-        out = finalize_run(run_dir)
+        page = finalize_run(run_dir)
     except ReportError as e:
         fail(str(e))
-    summary = json.loads((out.parent / "summary.json").read_text())
+    except Exception as e:  # noqa: BLE001 - stored data the loaders did not foresee: still one line
+        fail(f"{run_dir}: cannot report on this run: {type(e).__name__}: {e}")
+    summary = json.loads((page.parent / "summary.json").read_text())
     typer.echo(render_verdict(summary))
-    typer.echo(f"report: {out}")
+    typer.echo(f"report: {page}")
     raise typer.Exit(0 if summary["passed"] else 1)
+
+
+def _trend(history: Path, out: Path) -> None:
+    from reports.rundata import ReportError
+    from reports.trend import load_history, write_trend
+
+    try:
+        t = load_history(history)
+        page = write_trend(t, out)
+    except ReportError as e:
+        fail(str(e))
+    except Exception as e:  # noqa: BLE001 - one line, as for a run directory
+        fail(f"{history}: cannot chart the trend: {type(e).__name__}: {e}")
+    for w in t.warnings:
+        typer.echo(f"gameday: warning: {w}", err=True)
+    for name, pts in sorted(t.scenarios.items()):
+        last = pts[-1]
+        typer.echo(f"  {'REGRESSION' if last.regressions else 'ok':<10} {name:<36} {len(pts):>3} runs  newest "
+                   f"{last.run_id}: failover {_s(last.metrics['failover_s'])} rto {_s(last.metrics['rto_s'])} "
+                   f"errors {(last.metrics['error_rate'] or 0) * 100:.1f}% lost {_n(last.metrics['lost_acked_writes'])}")
+        for r in last.regressions:
+            typer.echo(f"             x {r}")
+    typer.echo(f"trend: {page}")
+    raise typer.Exit(3 if t.regressions else 0)
+
+
+def _n(v) -> str:
+    return "-" if v is None else str(int(v))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
@@ -250,6 +383,40 @@ def rollback(
 
     rc = rollback_run(run_dir, state_file=state_file, echo=typer.echo, err=lambda m: typer.echo(m, err=True))
     raise typer.Exit(rc)
+
+
+@app.command()
+def plan(
+    config: Optional[Path] = ConfigOpt,
+    env: str = typer.Option("aws", "--env", help="the environment whose guardrails judge the plan (aws)"),
+    k: Optional[str] = typer.Option(None, "-k", help="only scenarios whose name contains this"),
+    offline: bool = typer.Option(False, "--offline", help="no AWS calls at all: skip the account check, discovery "
+                                 "and preflight (caps are judged on the config's task counts)"),
+) -> None:
+    """Print what a run on the aws environment would do: scenarios, faults and their targets, load,
+    caps; with the account check, discovery and preflight (read-only). Changes nothing.
+    Exit 0 ready, 1 preflight problems, 2 a scenario over a cap (named) or a refused account."""
+    from environments.aws import AccountRefused, AwsConfigError, AwsEnvironment, PreflightFailed
+    from environments.aws.plan import build_plan, plan_exit_code, render_plan
+
+    if env != "aws":
+        fail(f"`gameday plan` judges a run against the aws environment's guardrails; --env {env} has none")
+    cfg = _config(config)
+    try:
+        aws_env = AwsEnvironment(cfg)
+    except AwsConfigError as e:
+        fail(str(e))
+    problems: list = []
+    if not offline:
+        try:
+            aws_env.start()
+        except AccountRefused as e:
+            fail(str(e))
+        except PreflightFailed as e:
+            problems = e.problems
+    the_plan = build_plan(aws_env, k)
+    typer.echo(render_plan(aws_env, the_plan, problems))
+    raise typer.Exit(plan_exit_code(the_plan, problems))
 
 
 def main() -> None:

@@ -141,13 +141,32 @@ class ServiceSpec(_Model):
         return self
 
 
+# Placeholders a failover function's environment variables may use; the Lambda runner fills in
+# the environment's values (docs/failover.md). name -> whether it takes a region: {lb_address:us-west-2}
+FAILOVER_PLACEHOLDERS: dict[str, bool] = {
+    "hosted_zone_id": False, "record_name": False, "record_type": False, "record_ttl": False,
+    "routing": False, "regions": False, "initial_region": False, "region_addresses": False,
+    "set_identifier": True, "lb_address": True, "topic_arn": True, "health_check_id": True,
+}
+PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_]+)(?::([^{}\s]*))?\}")
+_HANDLER_FILE_RE = re.compile(r"(?P<path>[^:]+\.py):(?P<function>[A-Za-z_]\w*)")
+_HANDLER_MODULE_RE = re.compile(r"(?P<module>[A-Za-z_][\w.]*):(?P<function>[A-Za-z_]\w*)")
+# Lambda's own spelling: module.function (the last dot separates the function)
+_HANDLER_LAMBDA_RE = re.compile(r"(?P<module>[A-Za-z_][\w.]*)\.(?P<function>[A-Za-z_]\w*)")
+
+
 class FailoverSpec(_Model):
-    handler: str = Field("sut.failover_lambda:handler", description="module:function")
-    code_dir: str | None = Field(None, description="put on sys.path before importing the handler")
+    handler: str = Field("sut.failover_lambda:handler", description="module:function, Lambda's module.function, "
+                         "or path/to/file.py:function (its directory is then the code directory)")
+    code_dir: str | None = Field(None, description="put on sys.path before importing the handler (LAMBDA_TASK_ROOT)")
     region: str = Field("us-west-2", description="the Lambda's home region (AWS_REGION)")
     timeout_s: float = Field(5.0, gt=0)
-    environment: dict[str, str] = Field(default_factory=dict)
-    reserved_concurrency: int | None = Field(None, ge=1)
+    environment: dict[str, str] = Field(default_factory=dict, description="the function's environment variables; "
+                                        "placeholders such as {hosted_zone_id} or {lb_address:us-west-2} are filled in")
+    reserved_concurrency: int | None = Field(None, ge=1, description="1 = one invocation at a time; unset = "
+                                             "concurrent invocations (unreserved)")
+    enabled: bool | None = Field(None, description="run a failover function at all (default: yes, except with "
+                                 "route53.routing = failover, where health checks move traffic)")
     failback: Literal["manual", "automatic"] = Field(
         "manual", description="after the failing region heals: manual (a human moves the record back; the "
                               "reference Lambda ignores OK) or automatic (the function fails back on the alarm's OK)")
@@ -155,16 +174,41 @@ class FailoverSpec(_Model):
     @field_validator("handler")
     @classmethod
     def _handler(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
-            raise ValueError("must be module:function, e.g. sut.failover_lambda:handler")
+        if not any(r.fullmatch(v) for r in (_HANDLER_FILE_RE, _HANDLER_MODULE_RE, _HANDLER_LAMBDA_RE)):
+            raise ValueError("must be module:function (e.g. sut.failover_lambda:handler), Lambda's module.function, "
+                             "or path/to/file.py:function")
         return v
+
+    def entry_point(self) -> tuple[str, str, str | None]:
+        """(module, function, code directory implied by a file path or None)."""
+        m = _HANDLER_FILE_RE.fullmatch(self.handler)
+        if m:
+            path = Path(m["path"])
+            return path.stem, m["function"], str(path.parent)
+        m = _HANDLER_MODULE_RE.fullmatch(self.handler) or _HANDLER_LAMBDA_RE.fullmatch(self.handler)
+        return m["module"], m["function"], None
+
+    def placeholders(self) -> list[tuple[str, str, str | None]]:
+        """(variable, placeholder name, its region argument or None) for every {...} in environment."""
+        return [(k, m[1], m[2]) for k, v in self.environment.items() for m in PLACEHOLDER_RE.finditer(v)]
 
 
 class Route53Spec(_Model):
     zone: str = Field("gameday.test", description="hosted zone name")
     record_type: Literal["A"] = "A"
     initial_region: str | None = Field(None, description="region the record points at first (default: first region)")
-
+    routing: Literal["simple", "weighted", "failover"] = Field(
+        "simple", description="simple: one A record the function rewrites; weighted: one record per region "
+                              "(SetIdentifier, Weight 100 for the initial region, 0 for the others) the function "
+                              "re-weights; failover: PRIMARY (initial region) / SECONDARY records with Route 53 "
+                              "health checks, no function needed")
+    set_identifiers: dict[str, str] = Field(default_factory=dict, description="region -> SetIdentifier "
+                                            "(weighted/failover; default: the region name)")
+    health_check_type: Literal["HTTP", "TCP"] = Field("HTTP", description="failover routing's health checks on "
+                                                      "each region's load balancer")
+    health_check_path: str | None = Field(None, description="HTTP health check path (default: service.health_path)")
+    health_check_failure_threshold: int = Field(3, ge=1, le=10, description="consecutive checks to change status "
+                                                "(Route 53 FailureThreshold)")
 
 class DynamoSpec(_Model):
     table: str = "gameday-items"
@@ -199,6 +243,83 @@ class LocalSpec(_Model):
     dns_port: int = Field(0, ge=0, le=65535, description="0 = pick a free port")
 
 
+class DockerSpec(_Model):
+    """The docker environment (environments/docker, docs/docker.md): every ECS task is a container
+    on the host's network. The image's contract: listen on the address and port given in
+    host_env/port_env, answer service.health_path with 200, use region_env, table_env and
+    endpoint_env for its AWS SDK."""
+
+    image: str | None = Field(None, description="your service's image, already in the local Docker daemon "
+                              "(docker build/load it first; no registry is contacted); default: the reference "
+                              "service image, built from sut/")
+    host_env: str = Field("GAMEDAY_HOST", description="variable holding the address to listen on (127.0.0.1)")
+    port_env: str = Field("GAMEDAY_PORT", description="variable holding the port to listen on (one per task)")
+    region_env: str = Field("AWS_REGION", description="variable holding the task's region")
+    table_env: str = Field("GAMEDAY_TABLE", description="variable holding the DynamoDB table name")
+    endpoint_env: str = Field("AWS_ENDPOINT_URL", description="variable holding the AWS endpoint URL")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for every task")
+
+
+# -- the aws environment (environments/aws, docs/aws.md) ----------------------------------------------
+class AwsRegionSpec(_Model):
+    """One region of the deployed stack. Names left out are discovered from `aws.discovery_tags`."""
+
+    cluster: str | None = Field(None, description="ECS cluster name or ARN")
+    service: str | None = Field(None, description="ECS service name or ARN")
+    load_balancer: str | None = Field(None, description="ALB/NLB name or ARN")
+    subnets: tuple[str, ...] = Field((), description="subnets a block_region fault denies (default: the "
+                                     "service's and the load balancer's subnets)")
+    alarms: tuple[str, ...] | None = Field(None, description="alarm names that must publish to the topic "
+                                           "(default: the seed's alarm names for this region)")
+    addresses: tuple[str, ...] = Field((), description="IP addresses the record may hold for this region "
+                                       "(when it is a plain A record rather than an alias to the load balancer)")
+
+
+class AwsGuardrails(_Model):
+    max_rps: float = Field(50.0, gt=0, description="most requests/s the load may offer, all users together")
+    max_tasks_stopped_per_region: int = Field(2, ge=0)
+    max_fraction_of_service: float = Field(0.5, ge=0, le=1, description="share of a service's desired tasks "
+                                           "one fault may stop (all=True needs 1.0)")
+    allow_production_tags: bool = False
+    production_tags: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: {"environment": ("prod", "production"), "Environment": ("prod", "production")},
+        description="tag key -> values that mark a resource as production")
+    stop_condition_alarms: tuple[str, ...] = Field((), description="alarm ARNs or region/name: one in ALARM "
+                                                   "aborts the run and rolls every fault back")
+    nacl_rule_number: int = Field(1, ge=1, le=32766, description="rule number reserved for block_region's "
+                                  "deny entries (must be lower than every allow entry, and unused)")
+
+
+class AwsSpec(_Model):
+    allowed_account_ids: tuple[str, ...] = Field((), description="required for --env aws: the accounts the "
+                                                 "harness may change (checked with STS before anything)")
+    profile: str | None = Field(None, description="AWS shared-config profile (default: the SDK's chain)")
+    regions: dict[str, AwsRegionSpec] = Field(default_factory=dict)
+    discovery_tags: dict[str, str] = Field(default_factory=dict, description="find cluster/service/load "
+                                           "balancer by these tags where regions.<r> does not name them")
+    table: str | None = Field(None, description="global table (default: dynamodb.table)")
+    topic_name: str | None = Field(None, description="SNS topic in every region (default: sns.topic_name)")
+    lambda_name: str = Field("gameday-failover", description="the failover function")
+    lambda_alias: str | None = Field(None, description="alias the topic invokes; with lambda_broken_version "
+                                     "a lambda_fault points it at that version")
+    lambda_broken_version: str | None = None
+    hosted_zone_id: str | None = None
+    record_name: str | None = Field(None, description="default: service.name")
+    fault_backends: dict[str, Literal["nacl", "fis", "alias"]] = Field(
+        default_factory=dict, description="block_region: nacl|fis; lambda_fault: fis|alias")
+    fis_role_arn: str | None = Field(None, description="role FIS experiments run with (FIS-backed faults)")
+    fis_api_fault_role_arns: tuple[str, ...] = Field((), description="roles whose EC2 API calls FIS fails")
+    guardrails: AwsGuardrails = AwsGuardrails()
+
+    @field_validator("allowed_account_ids")
+    @classmethod
+    def _accounts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for a in v:
+            if not re.fullmatch(r"\d{12}", str(a)):
+                raise ValueError(f"{a!r} is not a 12-digit AWS account id")
+        return v
+
+
 def _default_profiles() -> dict[str, TimeProfile]:
     return {
         "local": TimeProfile(),
@@ -220,6 +341,8 @@ class GamedayConfig(_Model):
     profiles: dict[str, TimeProfile] = Field(default_factory=_default_profiles)
     budgets: BudgetSpec = BudgetSpec()
     local: LocalSpec = LocalSpec()
+    docker: DockerSpec = DockerSpec()
+    aws: AwsSpec = AwsSpec()
 
     @field_validator("profiles", mode="before")
     @classmethod
@@ -252,6 +375,7 @@ class GamedayConfig(_Model):
             raise ValueError(f"failover.region {self.failover.region!r} must be one of regions {list(self.regions)}")
         if self.route53.initial_region and self.route53.initial_region not in self.regions:
             raise ValueError(f"route53.initial_region must be one of regions {list(self.regions)}")
+        self._check_route53_and_failover()
         for name, alarm in self.alarms.items():
             if alarm.metric in ("RequestCount", "HTTPCode_Target_5XX_Count") and alarm.threshold <= 0:
                 raise ValueError(f"alarms.{name}.threshold must be > 0 (got {alarm.threshold:g})")
@@ -268,6 +392,42 @@ class GamedayConfig(_Model):
     @property
     def initial_region(self) -> str:
         return self.route53.initial_region or self.regions[0]
+
+    @property
+    def failover_function(self) -> bool:
+        """Whether a failover function runs (failover.enabled, by default not with failover routing)."""
+        return self.failover.enabled if self.failover.enabled is not None else self.route53.routing != "failover"
+
+    def set_identifier(self, region: str) -> str:
+        return self.route53.set_identifiers.get(region, region)
+
+    def _check_route53_and_failover(self) -> None:
+        r53, fo = self.route53, self.failover
+        unknown = sorted(set(r53.set_identifiers) - set(self.regions))
+        if unknown:
+            raise ValueError(f"route53.set_identifiers: {unknown} not among regions {list(self.regions)}")
+        ids = [self.set_identifier(r) for r in self.regions]
+        if len(set(ids)) != len(ids) or not all(ids):
+            raise ValueError(f"route53.set_identifiers must be distinct and non-empty (got {ids})")
+        if r53.routing == "failover":
+            if len(self.regions) != 2:
+                raise ValueError("route53.routing = failover has one PRIMARY and one SECONDARY record: it needs "
+                                 f"exactly 2 regions (got {len(self.regions)})")
+            if fo.failback != "automatic":
+                raise ValueError("route53.routing = failover fails back by itself once the primary's health check "
+                                 "is healthy again: set failover.failback = \"automatic\"")
+        for var, name, arg in fo.placeholders():
+            if name not in FAILOVER_PLACEHOLDERS:
+                raise ValueError(f"failover.environment.{var}: unknown placeholder {{{name}}} (known: "
+                                 f"{', '.join(sorted(FAILOVER_PLACEHOLDERS))})")
+            if FAILOVER_PLACEHOLDERS[name] and arg not in self.regions:
+                raise ValueError(f"failover.environment.{var}: {{{name}:REGION}} needs one of regions "
+                                 f"{list(self.regions)} (got {arg!r})")
+            if not FAILOVER_PLACEHOLDERS[name] and arg is not None:
+                raise ValueError(f"failover.environment.{var}: {{{name}}} takes no argument (got {{{name}:{arg}}})")
+            if name == "health_check_id" and r53.routing != "failover":
+                raise ValueError(f"failover.environment.{var}: {{health_check_id:...}} exists only with "
+                                 f"route53.routing = failover")
 
     def profile(self, env_kind: str = "local") -> TimeProfile:
         return self.profiles.get(env_kind) or self.profiles["local"]

@@ -5,7 +5,9 @@
     python -m loadgen --master --expect-workers 2 & python -m loadgen --worker & python -m loadgen --worker
 
 The web UI and the master bind to 127.0.0.1 unless --web-host / --master-bind-host say otherwise
-(the locustfile sets those defaults). Every Locust option works; `--help` lists gameday's under
+(the locustfile sets those defaults). The web UI has a "Chaos" tab (docs/web-ui.md); off loopback
+it needs a token: GAMEDAY_WEB_TOKEN=... python -m loadgen --web-host 0.0.0.0 (Locust's login page,
+password = the token). `gameday up --web` starts the environment and this web UI together. Every Locust option works; `--help` lists gameday's under
 "Custom arguments".
 """
 

@@ -11,6 +11,10 @@ $GAMEDAY_STATE, default .gameday/local.json). The web UI and the master's port b
 127.0.0.1 unless --web-host / --master-bind-host say otherwise. Distributed: one `--master`
 and any number of `--worker` processes with this same file; the master hands the plan to them.
 
+With the web UI, the "Chaos" tab (loadgen/chaos_ui.py, docs/web-ui.md) injects and rolls back
+faults and shows alarms, the DNS answer, tasks and replication lag live; off loopback the web UI
+needs a token ($GAMEDAY_WEB_TOKEN or --chaos-token) and refuses to start without one.
+
 Options are in loadgen/plan.py (OPTIONS); `locust -f loadgen/locustfile.py --help` lists them
 under "Custom arguments". A bad option or no running environment stops before anything starts,
 with one line on stderr (exit 2, or 1 when no environment runs).
@@ -33,7 +37,7 @@ from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 from gameday.state import NoEnvironment
 from loadgen import context as lctx
-from loadgen import history
+from loadgen import chaos_ui, history
 from loadgen.plan import OPTIONS, LoadInputError
 from loadgen.shapes import GamedayShape  # noqa: F401 - Locust finds the shape and the users here
 from loadgen.users import FollowerUser, RegionalUser  # noqa: F401
@@ -66,6 +70,7 @@ def _add_options(parser) -> None:
             _checked = True
             try:
                 lctx.plan_from(opts)
+                chaos_ui.check_binding(opts)
             except LoadInputError as e:
                 _die(str(e), 2)
             except NoEnvironment as e:
@@ -102,10 +107,24 @@ def _init(environment, runner, **_kw) -> None:
             environment.stop_timeout = math.ceil(timeout) + 1
         # SIGUSR1: end the run gracefully (drain, flush, report), as at the end of the shape
         gevent.signal_handler(signal.SIGUSR1, _request_stop)
+    if environment.web_ui is not None and not isinstance(runner, WorkerRunner):
+        _register_chaos_tab(environment)
     if isinstance(runner, WorkerRunner):
         runner.register_message("gameday_flush", _on_flush)
     if isinstance(runner, MasterRunner):
         runner.register_message("gameday_flushed", _on_flushed)
+
+
+def _register_chaos_tab(environment) -> None:
+    """The web UI's Chaos tab (loadgen/chaos_ui.py), against the environment the options name."""
+    try:
+        endpoints = lctx.endpoints_from(environment.parsed_options)
+    except NoEnvironment as e:
+        _die(str(e), 1)
+    try:
+        chaos_ui.register(environment, environment.web_ui, endpoints)
+    except (OSError, LoadInputError) as e:   # the journal directory, a bad --chaos-* value
+        _die(f"Chaos tab: {e}", 2)
 
 
 def _request_stop() -> None:

@@ -76,6 +76,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("--per-user-rps", "2", "requests/s one simulated user is planned for: users per role = peak rate / this (each user has 1/this seconds per request)"),
     Option("--history-dir", "", "where the operation history goes (default: <environment run dir>/load/<time>)"),
     Option("--record-history", "true", "record every operation (invoke + ok/fail/info) as JSON lines: true | false"),
+    # the web UI's Chaos tab (loadgen/chaos_ui.py); not in the web form: they are decided at start
+    Option("--chaos-token", "", "token guarding the web UI off loopback (Locust's login page, password = token; "
+           "or 'Authorization: Bearer'); better given as $GAMEDAY_WEB_TOKEN", web=False),
+    Option("--chaos-dir", "", "where the Chaos tab journals its faults (default: <environment run dir>/chaos/<time>)",
+           web=False),
+    Option("--chaos-rollback-on-stop", "false", "roll back the Chaos tab's faults when a test stops too, not only "
+           "when Locust quits: true | false", web=False),
 )
 OPTION_BY_DEST = {o.dest: o for o in OPTIONS}
 

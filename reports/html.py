@@ -52,6 +52,7 @@ table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #e3e6ec;vertical-align:top}
 th{background:#f0f2f6}
 td.detail{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+td.v-true,td.v-false,td.v-unknown{white-space:nowrap}
 .v-true{color:#1e7b34;font-weight:700}.v-false{color:#b3261e;font-weight:700}.v-unknown{color:#a15c00;font-weight:700}
 pre.message{background:#fff4f3;border:1px solid #f1c9c5;padding:8px;white-space:pre-wrap;max-height:240px;overflow:auto}
 .warn{background:#fff8e1;border:1px solid #f3d98b;border-radius:6px;padding:8px 12px;margin:8px 0}
@@ -284,11 +285,13 @@ def timeline_figure(run: Run, s: Scenario, faults: list[dict], w: Window) -> go.
                 x=[w.x(e["ts"]) for e in es], y=["Lambda"] * len(es), mode="markers",
                 marker={"symbol": sym, "size": 13, "color": col, "line": {"width": 1, "color": "#222"}},
                 name=f"Lambda {outcome}", text=[_lambda_hover(e) for e in es], hoverinfo="text"))
-    tasks = [e for e in ev if e["kind"] == "task"]
+    # environments/local/ecs.py emits kind "ecs" with action task_stopped / task_started (and others:
+    # scaled, az_unavailable, ... which are not task lifecycle marks)
+    tasks = [e for e in ev if e["kind"] == "ecs" and _task_action(e) in ("stopped", "started")]
     if tasks:
         categories.append("ECS tasks")
         for action, sym, col in (("stopped", "triangle-down", "#D62728"), ("started", "triangle-up", "#2CA02C")):
-            es = [e for e in tasks if e.get("action") == action]
+            es = [e for e in tasks if _task_action(e) == action]
             if es:
                 band_traces.append(go.Scatter(
                     x=[w.x(e["ts"]) for e in es], y=["ECS tasks"] * len(es), mode="markers",
@@ -314,12 +317,13 @@ def timeline_figure(run: Run, s: Scenario, faults: list[dict], w: Window) -> go.
                       name=f"fault {f['kind']}")
         label = f"{f['kind']} {f['target']}".strip() + (" — NOT ROLLED BACK" if never else "") \
             + (" — rollback failed" if f["rollback_failed"] else "")
-        fig.add_annotation(x=x0, y=1.0, xref="x", yref="paper", yanchor="bottom", xanchor="left", showarrow=False,
+        # above the plotting area (the top margin leaves room), not over the first subplot's title
+        fig.add_annotation(x=x0, y=1.0, yshift=22, xref="x", yref="paper", yanchor="bottom", xanchor="left", showarrow=False,
                            text=f"⚡ {esc(label)}", font={"size": 11, "color": "#9b1c1c"}, bgcolor="rgba(255,255,255,.8)")
 
     n_cat = len(categories)
     height = 430 + (110 if lag else 0) + 26 * n_cat
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 60, "b": 40}, hovermode="closest",
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 60 + (24 if faults else 0), "b": 40}, hovermode="closest",
                       template="plotly_white", legend={"orientation": "h", "y": -0.08, "x": 0, "font": {"size": 11}},
                       font={"size": 12})
     fig.update_yaxes(rangemode="tozero", row=row["requests"], col=1, title_text="req/s")
@@ -329,6 +333,11 @@ def timeline_figure(run: Run, s: Scenario, faults: list[dict], w: Window) -> go.
     fig.update_xaxes(range=[w.x(w.start), w.x(w.end)], showgrid=True, zeroline=True, zerolinecolor="#bbb")
     fig.update_xaxes(title_text=f"seconds since the scenario started ({clock(w.t0)} UTC)", row=len(rows), col=1)
     return fig
+
+
+def _task_action(e: dict) -> str | None:
+    a = str(e.get("action", ""))
+    return a.removeprefix("task_") if a in ("task_stopped", "task_started") else None
 
 
 def _regions_of(ips: Any, region_of_ip: dict[str, str]) -> str:

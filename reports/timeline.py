@@ -62,8 +62,10 @@ def _r(v: float | None) -> float | None:
 def build_timeline(run: Run, bucket_s: float = BUCKET_S) -> list[dict]:
     lines: list[dict] = []
     for e in run.events:
-        lines.append({"ts": e["ts"], "t": iso(e["ts"]), "source": "env",
-                      **{k: v for k, v in e.items() if k not in ("ts", "t")}})
+        # some events carry their own "source" field (an alarm's evaluation/set_alarm_state, a
+        # replication pause's source region): kept as "event_source" so "source" stays the origin
+        fields = {("event_source" if k == "source" else k): v for k, v in e.items() if k not in ("ts", "t")}
+        lines.append({"ts": e["ts"], "t": iso(e["ts"]), "source": "env", **fields})
     for j in run.journal:
         # the journal line's own "kind" is the fault's kind (block_region, ...): keep it as fault_kind
         lines.append({"ts": j["ts"], "t": iso(j["ts"]), "source": "journal",

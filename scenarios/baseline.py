@@ -1,5 +1,6 @@
 """Bringing the shared environment back to its steady state between scenarios, so each scenario
-starts where the seed starts: the A record at the initial region, every alarm out of ALARM,
+starts where the seed starts: the service's records as provisioned for the configured routing
+(simple, weighted or failover) with traffic on the initial region, every alarm out of ALARM,
 every region serving with at least min_tasks healthy targets, replication caught up.
 
 Scenarios share one environment per session (starting one costs seconds); faults are rolled
@@ -17,14 +18,30 @@ from assertions.eventually import eventually
 
 
 def point_record_at(env, region: str, comment: str = "gameday baseline") -> None:
-    """UPSERT the service's simple A record to `region`'s load balancer (the harness's own hand,
-    through the unfaulted observer client: this is not the system under test acting)."""
-    ep = env.endpoints
-    env.observer("route53", "us-east-1").change_resource_record_sets(
-        HostedZoneId=ep["hosted_zone_id"],
-        ChangeBatch={"Comment": comment, "Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
-            "Name": ep["record_name"], "Type": "A", "TTL": env.profile.dns_ttl_s,
-            "ResourceRecords": [{"Value": ep["regions"][region]["lb_address"]}]}}]})
+    """Put the service's Route 53 records back as provisioned, with traffic on `region`, for the
+    configured routing (simple: the A record at its load balancer; weighted: its weight 100, the
+    others 0; failover: it is PRIMARY, with the provisioned health checks). Record sets of the name
+    that do not belong there (a handler's UPSERT with a wrong SetIdentifier) are deleted. The
+    harness's own hand, through the unfaulted observer client: not the system under test acting."""
+    from environments.local.provision import route53_record_sets
+
+    ep, cfg = env.endpoints, env.config
+    r53 = env.observer("route53", "us-east-1")
+    addresses = {r: v["lb_address"] for r, v in ep["regions"].items()}
+    health_checks = (ep.get("route53") or {}).get("health_check_ids") or {}
+    wanted = route53_record_sets(cfg, addresses, env.profile.dns_ttl_s, region, health_checks)
+    keep = {rs.get("SetIdentifier") for rs in wanted}
+    name = ep["record_name"].rstrip(".").lower()
+    existing = [rs for page in r53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=ep["hosted_zone_id"])
+                for rs in page["ResourceRecordSets"] if rs["Name"].rstrip(".").lower() == name and rs["Type"] == "A"]
+    # a set of another routing policy (or identifier) cannot stay next to the wanted ones
+    stray = [rs for rs in existing if rs.get("SetIdentifier") not in keep
+             or ("Weight" in rs) != any("Weight" in w for w in wanted)
+             or ("Failover" in rs) != any("Failover" in w for w in wanted)]
+    changes = [{"Action": "DELETE", "ResourceRecordSet": rs} for rs in stray]
+    changes += [{"Action": "UPSERT", "ResourceRecordSet": rs} for rs in wanted]
+    r53.change_resource_record_sets(HostedZoneId=ep["hosted_zone_id"],
+                                    ChangeBatch={"Comment": comment, "Changes": changes})
 
 
 def alarm_states(env) -> dict[str, dict[str, str]]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from assertions.checkers import divergent_keys, error_budget, lost_acked_writes, read_your_writes, rto
 from assertions.eventually import eventually
 from assertions.failover import read_replicas, replicas_converge
@@ -23,6 +25,16 @@ SURGE_OPS = "ping=0.8,write=0.2"
 # No cross-region reads in failover scenarios: every request served by the healthy region is then
 # a follower's, so "clients followed" is measured, not inferred.
 FAILOVER_OPS = "write=0.7,read_own=0.3"
+
+
+def needs_failover_function(env, why: str) -> None:
+    """Skip, with the reason, a scenario that only a failover function can pass: with
+    route53.routing = failover (and no function) Route 53's health checks move traffic, and they
+    react to a region's health, not to its load or to Route 53's API. Which scenario applies to
+    which pattern: docs/failover.md."""
+    if not env.config.failover_function:
+        pytest.skip(f"not applicable to route53.routing = {env.config.route53.routing} without a failover "
+                    f"function: {why}")
 
 
 def other_region(env, region: str) -> str:

@@ -31,9 +31,13 @@ def test_task_loss_is_absorbed(env, scenario, nemesis, load):
     started, wall = time.monotonic(), time.time()
     replace_deadline = prof.task_provisioning_s + 3 * prof.health_check_interval_s + 3.0
 
-    def replaced(az_lost: str | None = None):
+    def replaced(az_lost: str | None = None, stopped: tuple[str, ...] = ()):
         def check():
             tasks = _running(env, region)
+            # the stopped tasks first: right after StopTask they may still read RUNNING, and the
+            # next fault must not land before the scheduler has acted (it would take the last task)
+            still = [t["task_id"] for t in tasks if t.get("task_arn") in stopped]
+            assert not still, f"stopped tasks still RUNNING in {region}: {still}"
             assert len(tasks) >= need, f"{len(tasks)} of {need} tasks RUNNING in {region}"
             # RUNNING is not in service: the next fault must wait for the load balancer to see the
             # replacement healthy, as a deployment's minimum healthy percent would
@@ -46,8 +50,8 @@ def test_task_loss_is_absorbed(env, scenario, nemesis, load):
                                   what=f"ECS keeps {need} tasks running in {region}",
                                   why_deadline="task provisioning + health checks")
 
-    nemesis.inject(stop_tasks(region, count=1))
-    scenario.expect("task_replaced", replaced())
+    stopped = nemesis.inject(stop_tasks(region, count=1)).injected or {}
+    scenario.expect("task_replaced", replaced(stopped=tuple(stopped.get("stopped", ()))))
     lost = env.config.service.azs[0]
     nemesis.inject(lose_az(region, lost))
     scenario.expect("az_tasks_replaced", replaced(lost))

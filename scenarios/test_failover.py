@@ -10,20 +10,25 @@ import time
 
 import pytest
 
-from assertions.failover import alarm_fires, dns_answers_region, lambda_invoked
+from assertions.failover import alarm_fires, dns_answers_region, health_check_unhealthy, lambda_invoked
 from faults import api_fault, block_region, stop_tasks
 from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, SURGE_FACTOR, SURGE_OPS, clients_follow, data_checks,
-                             dns_moved_once, load_hold_s,
+                             dns_moved_once, load_hold_s, needs_failover_function,
                              other_region)
 
 pytestmark = pytest.mark.scenario
 
 
 def _failover_story(scenario, env, run, *, src: str, dst: str, alarm_key: str, started: float) -> None:
-    """alarm -> Lambda -> Route 53 answers dst (once, no flapping) -> followers answered by dst."""
+    """alarm -> Lambda -> Route 53 answers dst (once, no flapping) -> followers answered by dst; with
+    failover routing and no function: src's health check fails -> Route 53 answers dst -> followers."""
     since_wall = time.time() - (time.monotonic() - started)
-    scenario.expect("alarm_fires", lambda: alarm_fires(env, src, alarm_key, started=started), metric="detection_s")
-    scenario.expect("lambda_invoked", lambda: lambda_invoked(env, started=started, region=src))
+    if env.config.failover_function:
+        scenario.expect("alarm_fires", lambda: alarm_fires(env, src, alarm_key, started=started), metric="detection_s")
+        scenario.expect("lambda_invoked", lambda: lambda_invoked(env, started=started, region=src))
+    else:
+        scenario.expect("health_check_fails", lambda: health_check_unhealthy(env, src, started=started),
+                        metric="detection_s")
     scenario.expect("dns_failover", lambda: dns_answers_region(env, dst, started=started), metric="failover_s")
     scenario.expect("clients_follow", lambda: clients_follow(scenario, run, dst, started=started))
     dns_moved_once(scenario, env, dst, since_wall=since_wall)
@@ -32,6 +37,8 @@ def _failover_story(scenario, env, run, *, src: str, dst: str, alarm_key: str, s
 def test_surge_fails_over(env, scenario, nemesis, load):
     """The seed's story: the initial region's request count passes 500 per period -> alarm -> SNS ->
     Lambda -> A record to the other region -> DNS-following clients move after the TTL."""
+    needs_failover_function(env, "a surge leaves the load balancer healthy, so health checks do not fail over on "
+                                 "load; failing over on a load alarm needs a function (routing simple or weighted)")
     src = env.config.initial_region
     dst = other_region(env, src)
     started, wall = time.monotonic(), time.time()
@@ -44,15 +51,38 @@ def test_surge_fails_over(env, scenario, nemesis, load):
     scenario.verdict()
 
 
-def _fault_fails_over(scenario, env, nemesis, load, fault_for) -> None:
+def _fault_fails_over(scenario, env, nemesis, load, fault_for, *, heals_itself: bool = False) -> None:
     """Followers on the initial region, then `fault_for(region)` injected: the health alarm must
-    fail the service over and the followers must recover on the other region."""
+    fail the service over and the followers must recover on the other region. With failover
+    routing (no function) a fault that heals by itself (ECS replaces stopped tasks) is followed by
+    Route 53's automatic failback once the primary's health check passes again: the scenario then
+    checks that DNS went to the other region and came back, not that clients stayed there."""
     src = env.config.initial_region
     dst = other_region(env, src)
     run = load.start(shape="constant", follower_rate=FOLLOWER_RPS, op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario, 3))
     run.wait_rate(src, FOLLOWER_RPS * 0.5, deadline_s=scenario.deadlines.client_follow_s)
     started, wall = time.monotonic(), time.time()
     nemesis.inject(fault_for(src))
+    if heals_itself and not env.config.failover_function:
+        scenario.expect("health_check_fails", lambda: health_check_unhealthy(env, src, started=started),
+                        metric="detection_s")
+        scenario.expect("dns_failover", lambda: dns_answers_region(env, dst, started=started, interval_s=0.02),
+                        metric="failover_s")
+        back = time.monotonic()
+        d = scenario.deadlines
+        scenario.expect("dns_fails_back", lambda: dns_answers_region(
+            env, src, started=back, deadline=env.profile.task_provisioning_s + d.recovery_s))
+        # clients back on the healed region, with the same evidence the function story asks on the
+        # other region (so the error budget covers a like-for-like window)
+        scenario.expect("clients_return", lambda: clients_follow(scenario, run, src, started=back))
+        scenario.note("failover routing: Route 53 answered the other region while the primary's health check "
+                      "failed, and the primary again once ECS had replaced its tasks")
+        run.stop()
+        nemesis.rollback_all()
+        data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=None,
+                    budget=env.config.budgets.error_rate)
+        scenario.verdict()
+        return
     _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="healthy-hosts", started=started)
     run.stop()
     nemesis.rollback_all()
@@ -70,12 +100,13 @@ def test_region_blackhole_fails_over(env, scenario, nemesis, load):
 def test_all_tasks_stopped_fails_over(env, scenario, nemesis, load):
     """Every task of the initial region is stopped with ECS StopTask: replacements need their
     provisioning time, HealthyHostCount is 0 meanwhile, and the health alarm fails over."""
-    _fault_fails_over(scenario, env, nemesis, load, lambda region: stop_tasks(region, all=True))
+    _fault_fails_over(scenario, env, nemesis, load, lambda region: stop_tasks(region, all=True), heals_itself=True)
 
 
 def test_route53_throttled_lambda_retries(env, scenario, nemesis, load):
     """Route 53 throttles the failover function's first three record changes: its backoff must
     win within the failover deadline (Route 53 allows five requests per second per account)."""
+    needs_failover_function(env, "no function changes records through Route 53's API, so there is nothing to throttle")
     src = env.config.initial_region
     dst = other_region(env, src)
     nemesis.inject(api_fault("route53", "us-east-1", kind="throttle", operation="ChangeResourceRecordSets", limit=3))
@@ -108,6 +139,17 @@ def test_control_plane_region_lost(env, scenario, nemesis, load):
     run = load.start(shape="constant", follower_rate=FOLLOWER_RPS, op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario, 3))
     started, wall = time.monotonic(), time.time()
     nemesis.inject(block_region(src, data_plane=True, control_plane=True, mode="hang"))
+    if not env.config.failover_function:
+        # failover routing: health checks and DNS answers are Route 53's data plane, which keeps working
+        # without the us-east-1 control plane: the failover must complete
+        _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="healthy-hosts", started=started)
+        scenario.note("failover routing stayed on Route 53's data plane: DNS moved to "
+                      f"{dst} with us-east-1's control plane down")
+        run.stop()
+        nemesis.rollback_all()
+        data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst, budget=env.config.budgets.error_rate)
+        scenario.verdict()
+        return
     scenario.expect("alarm_fires", lambda: alarm_fires(env, src, "healthy-hosts", started=started),
                     metric="detection_s")
     scenario.expect("lambda_failed", lambda: lambda_invoked(env, started=started, outcome="failed", region=src))

@@ -11,9 +11,14 @@ Written exactly as it would be deployed to AWS Lambda (Python runtime, handler
     GAMEDAY_RECORD_TTL         TTL in seconds to write
     GAMEDAY_REGION_ADDRESSES   JSON {region: load balancer IP}
     GAMEDAY_REGIONS            regions in order of preference, comma-separated (or a JSON list)
+    GAMEDAY_FAILBACK           "manual" (default) or "automatic"
+    GAMEDAY_HOME_REGION        where traffic belongs when healthy (automatic failback; default: the
+                               first of GAMEDAY_REGIONS)
 
-Policy, per SNS record: only NewStateValue "ALARM" acts (OK and INSUFFICIENT_DATA do not fail
-back: failback is a human decision for now). The failing region is the alarm's (from AlarmArn,
+Policy, per SNS record: NewStateValue "ALARM" fails over. With GAMEDAY_FAILBACK=automatic, an
+"OK" of an alarm of the home region fails back to it, but only once every alarm of that region
+is OK (one alarm recovering while another still fires is not a healed region); otherwise OK
+and INSUFFICIENT_DATA do nothing (failback is a human decision). The failing region is the alarm's (from AlarmArn,
 else the topic's). If the A record points at the failing region it is UPSERTed to the first
 configured region that is not failing; if it already points elsewhere nothing is done, so a
 second delivery of the same alarm is harmless (SNS and Lambda both deliver at least once).
@@ -70,6 +75,8 @@ def _settings() -> dict:
         "ttl": int(os.environ["GAMEDAY_RECORD_TTL"]),
         "addresses": json.loads(os.environ["GAMEDAY_REGION_ADDRESSES"]),
         "regions": regions,
+        "failback": os.environ.get("GAMEDAY_FAILBACK", "manual").strip().lower(),
+        "home": os.environ.get("GAMEDAY_HOME_REGION") or (regions[0] if regions else None),
     }
 
 
@@ -156,6 +163,32 @@ def _fail_away_from(failing: str, alarm_name: str, cfg: dict, context) -> dict:
             "change_id": change["ChangeInfo"]["Id"], "change_status": change["ChangeInfo"]["Status"]}
 
 
+def _fail_back_to(home: str, alarm_name: str, topic_arn: str | None, cfg: dict, context) -> dict:
+    """Move the record back to `home` if every alarm of that region that notifies this topic (the
+    alarms that drive failover) is OK and the record points elsewhere."""
+    summary = {"alarm": alarm_name, "home_region": home, "record": cfg["record"]}
+    cloudwatch = boto3.client("cloudwatch", region_name=home, config=route53.meta.config)
+    alarms = [a for page in cloudwatch.get_paginator("describe_alarms").paginate() for a in page["MetricAlarms"]
+              if topic_arn is None or topic_arn in a.get("AlarmActions", [])]
+    firing = sorted(a["AlarmName"] for a in alarms if a["StateValue"] != "OK")
+    if firing:
+        logger.info("failback: %s is OK but %s not yet; staying put", alarm_name, ", ".join(firing))
+        return {**summary, "action": "none", "reason": f"alarms not OK: {firing}"}
+    current = _current_a_record(cfg, context)
+    current_ip = current["ResourceRecords"][0]["Value"]
+    home_ip = cfg["addresses"][home]
+    if current_ip == home_ip:
+        return {**summary, "action": "none", "reason": "already home"}
+    change = _call(context, "change_resource_record_sets", HostedZoneId=cfg["zone_id"], ChangeBatch={
+        "Comment": f"failback to {home}: {alarm_name} is OK",
+        "Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
+            "Name": cfg["record"], "Type": "A", "TTL": cfg["ttl"], "ResourceRecords": [{"Value": home_ip}]}}]})
+    logger.info("failback: record %s moved from %s back to %s (%s) because %s is OK",
+                cfg["record"], current_ip, home, home_ip, alarm_name)
+    return {**summary, "action": "failed_back", "from_ip": current_ip, "to": home, "to_ip": home_ip,
+            "change_id": change["ChangeInfo"]["Id"]}
+
+
 def handler(event, context):
     cfg = _settings()
     actions = []
@@ -167,6 +200,10 @@ def handler(event, context):
             actions.append({"action": "ignored", "reason": "not an alarm", "message_id": sns.get("MessageId")})
             continue
         name, state = alarm["AlarmName"], alarm["NewStateValue"]
+        region = _arn_region(alarm.get("AlarmArn")) or _arn_region(sns.get("TopicArn"))
+        if state == "OK" and cfg["failback"] == "automatic" and region == cfg["home"] and region in cfg["addresses"]:
+            actions.append(_fail_back_to(region, name, sns.get("TopicArn"), cfg, context))
+            continue
         if state != "ALARM":
             logger.info("alarm %s is %s: no failover (failback is not automatic)", name, state)
             actions.append({"action": "ignored", "reason": f"state {state}", "alarm": name})
@@ -178,4 +215,4 @@ def handler(event, context):
             actions.append({"action": "ignored", "reason": f"unknown region {failing}", "alarm": name})
             continue
         actions.append(_fail_away_from(failing, name, cfg, context))
-    return {"moved": sum(1 for a in actions if a["action"] == "moved"), "actions": actions}
+    return {"moved": sum(1 for a in actions if a["action"] in ("moved", "failed_back")), "actions": actions}

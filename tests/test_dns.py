@@ -486,3 +486,222 @@ def test_resolver_cooperates_with_gevent(dns):
     assert patched["max_gap_s"] < 0.25, patched
     # the same probe without monkey-patching blocks: proves the probe can tell
     assert _probe(server, name, "unpatched")["max_gap_s"] >= 0.4
+
+
+# -- provisioned routing patterns and Route 53 health checks (environments.local.healthchecks) --------------
+
+class FakeLoadBalancers:
+    """An HTTP endpoint on each region's load-balancer address and a shared port, answering the health
+    path with 200 ("ok"), 503 ("fail"), never ("hang"), or not listening ("refuse")."""
+
+    def __init__(self, ctx):
+        import http.server
+
+        self.mode = {r: "ok" for r in ctx.lb_addresses}
+        self.hits = {r: 0 for r in ctx.lb_addresses}
+        self.released = threading.Event()
+        self.servers = {}
+        fake = self
+        for region, ip in ctx.lb_addresses.items():
+            class Handler(http.server.BaseHTTPRequestHandler):
+                region_name = region
+
+                def do_GET(self):  # noqa: N802
+                    fake.hits[self.region_name] += 1
+                    if fake.mode[self.region_name] == "hang":
+                        fake.released.wait(10)
+                        return
+                    code = 200 if fake.mode[self.region_name] == "ok" else 503
+                    self.send_response(code)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+
+                def log_message(self, *a):
+                    pass
+
+            srv = http.server.ThreadingHTTPServer((ip, ctx.lb_port), Handler)
+            srv.daemon_threads = True
+            threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+            self.servers[region] = srv
+
+    def set(self, region: str, mode: str) -> None:
+        if mode == "refuse":
+            srv = self.servers.pop(region)
+            srv.shutdown()
+            srv.server_close()
+        self.mode[region] = mode
+
+    def stop(self) -> None:
+        self.released.set()
+        for srv in self.servers.values():
+            srv.shutdown()
+            srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def routed():
+    """A zone provisioned with route53.routing = failover (health checks on each region's load-balancer
+    address), fake load balancers, health checkers at HC_INTERVAL_S and the DNS server following them."""
+    from environments.local.healthchecks import Route53HealthCheckers
+    from environments.local.provision import provision
+    from gameday.config import load_config
+    from gameday.net import free_port_on_all
+
+    cfg = load_config(None, {"route53": {"routing": "failover"}, "failover": {"failback": "automatic"}})
+    with provisioned_context(cfg, do_provision=False) as ctx:
+        ctx.lb_port = free_port_on_all(list(ctx.lb_addresses.values()))
+        ctx.provisioned = provision(ctx)
+        lbs = FakeLoadBalancers(ctx)
+        checkers = Route53HealthCheckers(ctx, interval_s=HC_INTERVAL_S, refresh_interval_s=0.5).start()
+        server = Route53DnsServer(ctx, health=checkers.is_healthy).start()
+        try:
+            yield ctx, lbs, checkers, server
+        finally:
+            server.stop()
+            checkers.stop()
+            lbs.stop()
+
+
+HC_INTERVAL_S = 0.2
+# FailureThreshold (3) probes, each at most the interval or the 1 s compressed timeout, + scheduling
+HC_DEADLINE_S = 3 * (1.0 + HC_INTERVAL_S) + 2.0
+
+
+def _health_events(ctx, region, healthy, since):
+    return [e for e in ctx.events.since(since, "route53_health") if e["region"] == region and e["healthy"] is healthy]
+
+
+def test_weighted_routing_record_sets_and_restore(routed):
+    """route53.routing = weighted as provision() writes it (and the baseline restores it), into the
+    same zone under another name: set identifiers (configured or the region name), weight 100 on
+    the active region and 0 elsewhere, swapped in one batch."""
+    from environments.local.provision import route53_record_sets
+    from gameday.config import load_config
+
+    ctx, _, _, server = routed
+    cfg = load_config(None, {"service": {"name": "weighted.gameday.test"},
+                             "route53": {"routing": "weighted", "set_identifiers": {"us-east-1": "east"}}})
+    east, west = addresses(ctx)
+    r53 = ctx.internal_client("route53", "us-east-1")
+
+    def apply(active):
+        r53.change_resource_record_sets(HostedZoneId=ctx.provisioned.hosted_zone_id, ChangeBatch={"Changes": [
+            {"Action": "UPSERT", "ResourceRecordSet": rs}
+            for rs in route53_record_sets(cfg, ctx.lb_addresses, 1, active)]})
+
+    apply(cfg.initial_region)
+    sets = {s["SetIdentifier"]: s for s in r53.list_resource_record_sets(
+        HostedZoneId=ctx.provisioned.hosted_zone_id)["ResourceRecordSets"] if s["Name"] == cfg.record_name}
+    assert {k: (v["Weight"], v["ResourceRecords"][0]["Value"]) for k, v in sets.items()} == {
+        "east": (100, east), "us-west-2": (0, west)}
+    wait_until_served(server, cfg.record_name, [east])
+    apply("us-west-2")
+    wait_until_served(server, cfg.record_name, [west])
+
+
+def test_failover_routing_follows_real_health_checks(routed):
+    ctx, lbs, checkers, server = routed
+    east, west = addresses(ctx)
+    r53 = ctx.internal_client("route53", "us-east-1")
+    ids = ctx.provisioned.health_check_ids
+    assert set(ids) == {"us-east-1", "us-west-2"}
+    hc = r53.get_health_check(HealthCheckId=ids["us-east-1"])["HealthCheck"]["HealthCheckConfig"]
+    assert (hc["IPAddress"], hc["Port"], hc["Type"], hc["ResourcePath"], hc["RequestInterval"],
+            hc["FailureThreshold"]) == (east, ctx.lb_port, "HTTP", "/health", 10, 3)
+    sets = {s["Failover"]: s for s in r53.list_resource_record_sets(HostedZoneId=ctx.provisioned.hosted_zone_id)[
+        "ResourceRecordSets"] if s["Name"] == service_name(ctx)}
+    assert sets["PRIMARY"]["HealthCheckId"] == ids["us-east-1"] and sets["PRIMARY"]["SetIdentifier"] == "us-east-1"
+    assert sets["SECONDARY"]["ResourceRecords"][0]["Value"] == west
+    wait_until_served(server, service_name(ctx), [east])
+
+    # 503: unhealthy after FailureThreshold consecutive failures, and DNS answers the secondary
+    since = last_seq(ctx)
+    probes_before = checkers.status()["checks"][ids["us-east-1"]]["probes"]
+    lbs.set("us-east-1", "fail")
+
+    @eventually(HC_DEADLINE_S)
+    def unhealthy():
+        assert _health_events(ctx, "us-east-1", False, since)
+
+    unhealthy()
+    st = checkers.status()["checks"][ids["us-east-1"]]
+    assert st["probes"] - probes_before >= 3, "went unhealthy before FailureThreshold probes"
+    assert "503" in st["last_result"]
+    wait_until_served(server, service_name(ctx), [west])
+    # the change event comes with the server's next poll tick
+    eventually(PROPAGATION_DEADLINE_S)(lambda: any(e["new"] == [west] for e in ctx.events.since(since, "dns_change"))
+                                       or _fail("no dns_change to the secondary"))()
+
+    # healthy again (failback is automatic with failover routing), then a hung endpoint times out
+    lbs.set("us-east-1", "ok")
+    eventually(HC_DEADLINE_S)(lambda: _health_events(ctx, "us-east-1", True, since) or _fail("still unhealthy"))()
+    wait_until_served(server, service_name(ctx), [east])
+    since = last_seq(ctx)
+    lbs.set("us-east-1", "hang")
+    eventually(HC_DEADLINE_S)(lambda: _health_events(ctx, "us-east-1", False, since) or _fail("still healthy"))()
+    assert "no HTTP response" in checkers.status()["checks"][ids["us-east-1"]]["last_result"]
+    wait_until_served(server, service_name(ctx), [west])
+    assert lbs.hits["us-west-2"] > 0  # the secondary is checked too
+    assert not _health_events(ctx, "us-west-2", False, 0)
+
+
+def test_tcp_health_checks_pass_a_hung_endpoint_and_fail_a_refusing_one(routed):
+    """A TCP health check (its own name in the zone, on us-west-2's fake load balancer) passes an
+    endpoint that accepts connections and never answers: the mistake a hung region exposes."""
+    ctx, lbs, checkers, server = routed
+    r53 = ctx.internal_client("route53", "us-east-1")
+    east, west = addresses(ctx)
+    hid = r53.create_health_check(CallerReference=f"tcp-{time.time()}", HealthCheckConfig={
+        "IPAddress": west, "Port": ctx.lb_port, "Type": "TCP", "RequestInterval": 10,
+        "FailureThreshold": 3})["HealthCheck"]["Id"]
+    name = "tcp.gameday.test."
+    upsert_a(ctx, name, west, 0, SetIdentifier="p", Failover="PRIMARY", HealthCheckId=hid)
+    upsert_a(ctx, name, east, 0, SetIdentifier="s", Failover="SECONDARY")
+    eventually(PROPAGATION_DEADLINE_S)(lambda: hid in checkers.status()["checks"] or _fail("not picked up"))()
+    wait_until_served(server, name, [west])
+    since = last_seq(ctx)
+    lbs.set("us-west-2", "hang")   # accepts connections, never answers: TCP cannot tell
+    before = checkers.status()["checks"][hid]["probes"]
+    eventually(HC_DEADLINE_S)(lambda: checkers.status()["checks"][hid]["probes"] >= before + 4 or _fail("no probes"))()
+    assert checkers.is_healthy(hid) and "TCP connection established" in checkers.status()["checks"][hid]["last_result"]
+    wait_until_served(server, name, [west])
+    lbs.set("us-west-2", "refuse")
+    eventually(HC_DEADLINE_S)(lambda: not checkers.is_healthy(hid) or _fail("still healthy"))()
+    wait_until_served(server, name, [east])
+    assert [e for e in ctx.events.since(since, "route53_health") if e["health_check_id"] == hid]
+
+
+def fresh_answer(server) -> list[str]:
+    return ServiceResolver("127.0.0.1", server.port, honour_ttl=False).lookup("api.gameday.test").addresses
+
+
+def _fail(msg):
+    raise AssertionError(msg)
+
+
+def test_health_status_changes_only_after_failure_threshold_consecutive_results():
+    from types import SimpleNamespace
+
+    from environments.local.healthchecks import CheckState, Route53HealthCheckers
+
+    events = SimpleNamespace(emitted=[])
+    events.emit = lambda kind, **f: events.emitted.append(f)
+    checkers = Route53HealthCheckers.__new__(Route53HealthCheckers)
+    checkers.ctx = SimpleNamespace(events=events)
+    c = CheckState("hc", {"FailureThreshold": 3, "IPAddress": "127.0.1.1", "Port": 80}, "us-east-1")
+    for ok in (False, False, True, False, False):
+        checkers._record(c, ok, "x")
+    assert c.healthy, "a broken streak must restart the count"
+    checkers._record(c, False, "x")
+    assert not c.healthy and len(events.emitted) == 1
+    for ok in (True, True):
+        checkers._record(c, ok, "x")
+    assert not c.healthy
+    checkers._record(c, True, "x")
+    assert c.healthy
+    inverted = CheckState("inv", {"FailureThreshold": 1, "Inverted": True}, None)
+    checkers._record(inverted, True, "x")
+    assert not inverted.healthy
+    disabled = CheckState("dis", {"FailureThreshold": 1, "Disabled": True}, None)
+    checkers._record(disabled, False, "x")
+    assert disabled.healthy

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import textwrap
 import time
 from datetime import datetime
@@ -98,8 +99,9 @@ def env(tmp_path_factory):
     code_dir = tmp_path_factory.mktemp("probe-code")
     (code_dir / "gd_probe.py").write_text(PROBE_HANDLER)
     out_dir = tmp_path_factory.mktemp("probe-out")
+    # reserved concurrency 1: one execution environment, so a test can tell a fresh one from a warm one
     cfg = _config(handler="gd_probe:handler", code_dir=str(code_dir), timeout_s=PROBE_TIMEOUT_S,
-                  environment={"PROBE_DIR": str(out_dir)})
+                  environment={"PROBE_DIR": str(out_dir)}, reserved_concurrency=1)
     with provisioned_context(cfg) as ctx:
         router = AwsRouter(ctx).start()  # sets ctx.router_url: the Lambda's AWS_ENDPOINT_URL
         try:
@@ -211,7 +213,7 @@ def test_lambda_environment_lets_a_plain_boto3_handler_work(env, monkeypatch):
     assert e["AWS_ENDPOINT_URL"] == ctx.router_url == router.url
     assert e["AWS_ACCESS_KEY_ID"] and e["AWS_SECRET_ACCESS_KEY"]
     assert e["AWS_LAMBDA_FUNCTION_NAME"] == FUNCTION_NAME
-    assert e["_HANDLER"] == "gd_probe:handler"
+    assert e["_HANDLER"] == "gd_probe.handler"  # Lambda spells it module.function
     assert "AWS_PROFILE" not in e
     # the import-time client reached Route 53 (us-east-1's moto, through the router)
     assert dump["zones"] == [ctx.config.route53.zone + "."]
@@ -390,3 +392,147 @@ def test_reference_handler_gives_up_before_its_timeout_when_route53_hangs(refere
     recs = _wait_record(runner, message_id, len(RETRY_DELAYS_S) * (timeout_s + RETRY_DELAYS_S[-1]) + MARGIN_S)
     assert recs[-1]["outcome"] == "ok" and recs[-1]["result"]["moved"] == 1, recs[-1]
     assert _a_record(ctx)[0] == ctx.lb_addresses["us-west-2"]
+
+
+# -- bring-your-own configuration: placeholders, file handlers, concurrency, OK notifications ----------------
+
+def test_placeholders_in_the_environment_are_filled_with_the_environments_values(env):
+    # Catches placeholders passed through literally, a wrong region's value, JSON braces taken for
+    # placeholders, and an unknown placeholder or region accepted by the config.
+    from gameday.config import ConfigError, load_config
+
+    ctx, _, _ = env
+    cfg = _config(environment={
+        "ZONE": "{hosted_zone_id}", "NAME": "{record_name}", "TYPE": "{record_type}", "TTL": "{record_ttl}",
+        "WEST": "{lb_address:us-west-2}", "EAST_ID": "{set_identifier:us-east-1}", "TOPIC": "{topic_arn:us-east-1}",
+        "REGIONS": "{regions}", "JSON": '{"primary": "{initial_region}"}', "ADDRS": "{region_addresses}"})
+    e = LambdaRunner(dataclasses.replace(ctx, config=cfg)).lambda_environment()
+    assert e["ZONE"] == ctx.provisioned.hosted_zone_id and e["NAME"] == "api.gameday.test."
+    assert (e["TYPE"], e["TTL"], e["REGIONS"]) == ("A", str(ctx.profile.dns_ttl_s), "us-east-1,us-west-2")
+    assert e["WEST"] == ctx.lb_addresses["us-west-2"] != ctx.lb_addresses["us-east-1"]
+    assert e["EAST_ID"] == "us-east-1" and e["TOPIC"] == ctx.provisioned.topic_arns["us-east-1"]
+    assert json.loads(e["JSON"]) == {"primary": "us-east-1"} and json.loads(e["ADDRS"]) == ctx.lb_addresses
+    for bad, says in (("{lb_adress:us-west-2}", "unknown placeholder {lb_adress}"),
+                      ("{lb_address:eu-west-9}", "needs one of regions"),
+                      ("{record_name:us-east-1}", "takes no argument"),
+                      ("{health_check_id:us-east-1}", "only with route53.routing = failover")):
+        with pytest.raises(ConfigError, match=re.escape(says)) as err:
+            load_config(None, {"failover": {"environment": {"X": bad}}})
+        assert "failover.environment.X" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_handler_given_as_a_file_path_runs_from_its_directory(env, tmp_path):
+    # Catches a file-path handler whose directory is not put on the import path, and _HANDLER not in
+    # Lambda's module.function form; a missing file is a one-line config error.
+    from gameday.config import ConfigError
+
+    ctx, _, _ = env
+    (tmp_path / "team_failover.py").write_text(textwrap.dedent('''
+        import os
+        import boto3
+        route53 = boto3.client("route53")
+        def lambda_handler(event, context):
+            print("team handler running")
+            return {"statusCode": 200, "handler": os.environ["_HANDLER"], "task_root": os.environ["LAMBDA_TASK_ROOT"],
+                    "zones": len(route53.list_hosted_zones()["HostedZones"])}
+    '''))
+    cfg = _config(handler=f"{tmp_path}/team_failover.py:lambda_handler")
+    runner = LambdaRunner(dataclasses.replace(ctx, config=cfg)).start()
+    try:
+        rec = runner.invoke({"probe": True})
+    finally:
+        runner.stop()
+    assert rec["outcome"] == "ok", rec
+    assert rec["result"] == {"statusCode": 200, "handler": "team_failover.lambda_handler",
+                             "task_root": str(tmp_path), "zones": 1}
+    assert any("team handler running" in line for line in rec["logs"])
+    with pytest.raises(ConfigError, match="no file"):
+        LambdaRunner(dataclasses.replace(ctx, config=_config(handler=f"{tmp_path}/missing.py:handler")))
+
+
+SLOW_HANDLER = '''
+import time
+def handler(event, context):
+    started = time.time()
+    time.sleep(event["sleep_s"])
+    return {"started": started, "ended": time.time()}
+'''
+
+
+@pytest.mark.parametrize("reserved", [1, None])
+def test_reserved_concurrency_one_runs_invocations_one_at_a_time(env, tmp_path, reserved):
+    # Catches reserved concurrency 1 not honoured (two invocations overlap) and, unreserved, invocations
+    # serialised although Lambda would run them in parallel execution environments.
+    ctx, _, _ = env
+    (tmp_path / "slow.py").write_text(SLOW_HANDLER)
+    sleep_s = 2.5  # longer than a second environment's cold start (~1 s on a busy machine)
+    cfg = _config(handler="slow:handler", code_dir=str(tmp_path), timeout_s=sleep_s + 3, reserved_concurrency=reserved)
+    runner = LambdaRunner(dataclasses.replace(ctx, config=cfg)).start()
+    try:
+        rids = [runner.invoke_async({"sleep_s": sleep_s}) for _ in range(2)]
+        recs = [_wait_attempts(runner, rid, 1, 2 * (sleep_s + 3) + MARGIN_S)[0] for rid in rids]
+        status = runner.status()
+    finally:
+        runner.stop()
+    (a, b) = sorted((r["result"]["started"], r["result"]["ended"]) for r in recs)
+    overlap = a[1] > b[0]
+    assert status["concurrency"] == (1 if reserved == 1 else 4)
+    if reserved == 1:
+        assert not overlap, f"reserved concurrency 1, yet invocations overlapped: {a} {b}"
+        assert not any(r["cold_start"] for r in recs)
+    else:
+        assert overlap, f"unreserved concurrency, yet the second invocation waited for the first: {a} {b}"
+        assert sum(r["cold_start"] for r in recs) == 1  # the second execution environment
+
+
+def test_ok_notifications_reach_the_function(probe):
+    # Catches alarms provisioned without OK actions, and OK notifications dropped before the function
+    # (handlers that fail back on OK could then never be rehearsed).
+    ctx, runner, _ = probe
+    region = "us-east-1"
+    name = ctx.provisioned.alarm_names[region]["request-count"]
+    alarm = ctx.internal_client("cloudwatch", region).describe_alarms(AlarmNames=[name])["MetricAlarms"][0]
+    assert alarm["OKActions"] == [ctx.provisioned.topic_arns[region]]
+    subject, message = alarm_notification(alarm, region=region, old="ALARM", new="OK", change_time=time.time(),
+                                          reason="Threshold Crossed: 1 datapoint [12.0] was not greater than 500.0")
+    mid = ctx.internal_client("sns", region).publish(TopicArn=alarm["OKActions"][0], Subject=subject,
+                                                     Message=message)["MessageId"]
+    recs, _ = eventually(lambda: _records(runner, message_id=mid) or _fail("not invoked"), deadline_s=MARGIN_S,
+                         what="invocation for the OK notification")
+    assert recs[0]["alarm"] == {"AlarmName": name, "NewStateValue": "OK", "OldStateValue": "ALARM"}
+
+
+def _publish_ok(ctx, region="us-east-1", key="healthy-hosts") -> str:
+    name = ctx.provisioned.alarm_names[region][key]
+    alarm = ctx.internal_client("cloudwatch", region).describe_alarms(AlarmNames=[name])["MetricAlarms"][0]
+    subject, message = alarm_notification(alarm, region=region, old="ALARM", new="OK", change_time=time.time(),
+                                          reason="Threshold Crossed: 1 datapoint [2.0] was not less than 1.0")
+    return ctx.internal_client("sns", region).publish(
+        TopicArn=ctx.provisioned.topic_arns[region], Subject=subject, Message=message)["MessageId"]
+
+
+def test_reference_handler_fails_back_on_ok_only_when_automatic_and_the_region_is_all_ok(env):
+    # Catches a failback on OK under the manual policy, a failback while another alarm of the home
+    # region still fires, and no failback at all once every alarm of the home region is OK.
+    ctx, _, _ = env
+    cw = ctx.internal_client("cloudwatch", "us-east-1")
+    names = ctx.provisioned.alarm_names["us-east-1"]
+    for failback in ("manual", "automatic"):
+        cfg = _config(failback=failback, reserved_concurrency=1)
+        runner = LambdaRunner(dataclasses.replace(ctx, config=cfg)).start()
+        try:
+            for n in names.values():
+                cw.set_alarm_state(AlarmName=n, StateValue="OK", StateReason="test")
+            _reset_record(ctx, "us-west-2")   # failed over earlier
+            if failback == "automatic":
+                cw.set_alarm_state(AlarmName=names["request-count"], StateValue="ALARM", StateReason="still firing")
+                _wait_record(runner, _publish_ok(ctx), MARGIN_S + 10)
+                assert _a_record(ctx)[0] == ctx.lb_addresses["us-west-2"], "failed back while an alarm still fires"
+                cw.set_alarm_state(AlarmName=names["request-count"], StateValue="OK", StateReason="recovered")
+            recs = _wait_record(runner, _publish_ok(ctx), MARGIN_S + 10)
+            assert recs[-1]["outcome"] == "ok", recs[-1]
+        finally:
+            runner.stop()
+        expected = "us-east-1" if failback == "automatic" else "us-west-2"
+        assert _a_record(ctx)[0] == ctx.lb_addresses[expected], f"failback={failback}: {recs[-1]['result']}"
+    _reset_record(ctx, "us-east-1")

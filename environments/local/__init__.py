@@ -32,6 +32,7 @@ class LocalEnvironment(Environment):
         "stop_tasks", "lose_az", "block_data_plane", "block_control_plane",
         "pause_replication", "api_fault", "lambda_fault", "replication_drop",
     })
+    up_args: tuple[str, ...] = ()   # extra `gameday up` arguments (the docker environment: --env docker)
 
     def __init__(self, config: GamedayConfig, run_dir: Path, *, config_path: Path | None = None,
                  failover_handler: str | None = None, state_file: Path | None = None):
@@ -73,6 +74,7 @@ class LocalEnvironment(Environment):
                 "--config", str(cfg_file), "--state-file", str(self.state_file)]
         if self.failover_handler:
             argv += ["--failover-handler", self.failover_handler]
+        argv += list(self.up_args)
         log = env_dir / "stack.log"
         # stdout answers with the endpoints line; stderr (progress and errors) goes to the log
         self.proc = procs.spawn(argv, log_path=log, stdout=subprocess.PIPE, env={"PYTHONUNBUFFERED": "1"},

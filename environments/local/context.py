@@ -26,6 +26,7 @@ class Provisioned:
     hosted_zone_id: str
     topic_arns: dict[str, str]        # region -> SNS topic ARN (same name in every region)
     alarm_names: dict[str, dict[str, str]]  # region -> alarm key (config) -> AlarmName
+    health_check_ids: dict[str, str] = field(default_factory=dict)  # region -> Route 53 health check (failover routing)
     cluster: str = "gameday"
     service: str = "gameday-service"
     task_family: str = "gameday-service"

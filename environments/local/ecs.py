@@ -29,6 +29,10 @@ checks decide whether it gets traffic. Tasks that fail before they run delay the
 An AZ made unavailable (`set_az_available`) loses its tasks at once: SIGKILL, no grace, and
 their tasks stopped in moto with the reason.
 
+Where a task runs is the launcher's business (`TaskLauncher`): a host process here
+(`ProcessLauncher`), a container in the docker environment (environments/docker). The
+scheduler only asks a task's handle whether it still runs and tells it to stop.
+
 moto's task model moves lastStatus one step towards STOPPED each time a task is described
 (its state manager's default, to simulate tasks that finish): start() turns that off, since
 here a task stops only when its process does or someone stops it.
@@ -46,6 +50,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import requests
 
@@ -84,6 +89,74 @@ class Target:
     port: int
 
 
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a launcher needs to start one task: who it is, where it listens, and how the
+    service is run as a process (argv, env) for launchers that run processes."""
+
+    region: str
+    task_id: str
+    az: str
+    port: int
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+
+
+class TaskHandle(Protocol):
+    """A started task as the scheduler sees it."""
+
+    @property
+    def pid(self) -> int | None: ...          # the task's main process on this host, when known
+
+    @property
+    def returncode(self) -> int | None: ...   # exit code once it ended
+
+    def poll(self) -> int | None: ...         # None while it runs, else its exit code
+
+    def stop(self, grace_s: float) -> None: ...   # SIGTERM, SIGKILL after grace_s (0: SIGKILL now); waits
+
+    def info(self) -> dict: ...               # extra JSON fields for status() and the timeline
+
+
+class TaskLauncher(Protocol):
+    def launch(self, spec: TaskSpec) -> TaskHandle: ...   # OSError when the task cannot be started
+
+
+class ProcessTask:
+    """A task that is a host process (in its own process group, dying with the harness)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def stop(self, grace_s: float) -> None:
+        if grace_s > 0:
+            procs.terminate(self.proc, grace_s=grace_s)
+        else:
+            procs.kill_now(self.proc)
+
+    def info(self) -> dict:
+        return {}
+
+
+class ProcessLauncher:
+    """The local environment's launcher: each task is `spec.argv` run as a host process."""
+
+    def launch(self, spec: TaskSpec) -> ProcessTask:
+        return ProcessTask(procs.spawn(spec.argv, spec.log_path, env=spec.env))
+
+
 @dataclass
 class Task:
     arn: str
@@ -91,7 +164,7 @@ class Task:
     region: str
     az: str
     port: int
-    proc: subprocess.Popen | None = None
+    proc: TaskHandle | None = None
     state: str = "PENDING"            # PENDING -> RUNNING -> STOPPED
     started_at: float = field(default_factory=time.time)   # wall clock, for people
     spawned_mono: float = field(default_factory=time.monotonic)
@@ -102,7 +175,8 @@ class Task:
     def info(self) -> dict:
         return {"task_arn": self.arn, "task_id": self.task_id, "az": self.az, "port": self.port,
                 "pid": self.proc.pid if self.proc else None, "state": self.state,
-                "started_at": self.started_at, "running_after_s": self.running_after_s}
+                "started_at": self.started_at, "running_after_s": self.running_after_s,
+                **(self.proc.info() if self.proc else {})}
 
 
 @dataclass
@@ -122,8 +196,9 @@ class _Region:
 
 
 class EcsReconciler:
-    def __init__(self, ctx: LocalContext):
+    def __init__(self, ctx: LocalContext, launcher: TaskLauncher | None = None):
         self.ctx = ctx
+        self.launcher: TaskLauncher = launcher or ProcessLauncher()
         self.cfg = ctx.config
         self.svc = ctx.config.service
         prov = ctx.provisioned
@@ -136,7 +211,7 @@ class EcsReconciler:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped = False
-        self._procs: set[subprocess.Popen] = set()   # every task process not yet reaped
+        self._procs: set[TaskHandle] = set()   # every task not yet reaped
         self._procs_lock = threading.Lock()
         self._started_mono = time.monotonic()
         self._tick_errors: dict[str, tuple[str, float]] = {}
@@ -421,8 +496,8 @@ class EcsReconciler:
                     provisioning_s=self.ctx.profile.task_provisioning_s if self._thread is not None else 0.0)
         log_path = self.ctx.logs_dir / f"task-{region}-{task_id}.log"
         try:
-            task.proc = procs.spawn(self._task_argv(region, task_id, az, port), log_path,
-                                    env=self._task_env(region, task_id, az, port))
+            task.proc = self.launcher.launch(TaskSpec(region, task_id, az, port, self._task_argv(region, task_id, az, port),
+                                                      self._task_env(region, task_id, az, port), log_path))
         except OSError as e:
             ecs.stop_task(cluster=self.cluster, task=arn, reason=REASON_SPAWN.format(error=e))
             self._failed_before_running(st)
@@ -441,7 +516,7 @@ class EcsReconciler:
             self._reap(task.proc, 0)
             return None
         self.ctx.events.emit("ecs", action="task_started", region=region, task=task_id, az=az,
-                             port=port, pid=task.proc.pid, reason="service scheduler")
+                             port=port, pid=task.proc.pid, reason="service scheduler", **task.proc.info())
         threading.Thread(target=self._watch_ready, args=(task,), name=f"ecs-ready-{task_id[:8]}",
                          daemon=True).start()
         return task
@@ -529,14 +604,11 @@ class EcsReconciler:
         self.ctx.events.emit("ecs", action="task_stopped", region=t.region, task=t.task_id, az=t.az, reason=reason,
                              exit_code=t.proc.returncode if t.proc else None)
 
-    def _reap(self, proc: subprocess.Popen, grace_s: float) -> None:
+    def _reap(self, proc: TaskHandle, grace_s: float) -> None:
         try:
-            if grace_s > 0:
-                procs.terminate(proc, grace_s=grace_s)
-            else:
-                procs.kill_now(proc)
+            proc.stop(grace_s)
         except Exception:  # noqa: BLE001 - never leave it in the set unreaped silently
-            log.exception("stopping task process %s failed", proc.pid)
+            log.exception("stopping task %s failed", proc.pid)
         finally:
             with self._procs_lock:
                 self._procs.discard(proc)

@@ -19,8 +19,19 @@ moto does not run Lambda functions without Docker, so this component plays Lambd
   profile's `lambda_retry_delays_s` (AWS: 2 retries, 1 then 2 minutes), keeping the request
   id. A handler that returns, even `{"statusCode": 500}`, has succeeded as far as Lambda is
   concerned; its return value is recorded.
-- One invocation at a time: equivalent to reserved concurrency 1. Later notifications and
-  retries wait their turn in the queue (a retry's delay runs while others are served).
+- Concurrency: with failover.reserved_concurrency = 1, one invocation at a time (later
+  notifications and retries wait their turn in the queue; a retry's delay runs while others
+  are served), which is how teams keep a read-modify-write handler from racing itself. Unset
+  (Lambda's default, unreserved), up to UNRESERVED_CONCURRENCY invocations run at once, each
+  in its own execution environment (a second one cold-starts when the first is busy); N runs
+  up to N at once.
+- The handler is `module:function` (or Lambda's `module.function`) importable from
+  failover.code_dir (LAMBDA_TASK_ROOT; default: this repository, for sut.failover_lambda), or
+  `path/to/file.py:function`, whose directory is the code directory.
+- The function's own environment variables (failover.environment) may hold placeholders for
+  the environment's values, filled in here: {hosted_zone_id}, {record_name}, {record_type},
+  {record_ttl}, {routing}, {regions}, {initial_region}, {region_addresses},
+  {set_identifier:REGION}, {lb_address:REGION}, {topic_arn:REGION}, {health_check_id:REGION}.
 
 Every attempt is put on the timeline as a `lambda_invocation` event, with its outcome
 (ok | error | timeout), duration, cold start, error, result, log lines, the alarm it carried
@@ -46,7 +57,7 @@ from pathlib import Path
 from environments.local.context import LocalContext
 from gameday import procs
 from gameday.aws import LOCAL_ACCOUNT_ID, LOCAL_CREDENTIALS
-from gameday.config import ConfigError
+from gameday.config import PLACEHOLDER_RE, ConfigError
 from gameday.httpfwd import LoopbackServer, QuietHandler
 
 log = logging.getLogger("gameday.lambda")
@@ -60,6 +71,9 @@ INIT_TIMEOUT_S = 10.0
 RESULT_MAX_CHARS = 4000
 LOG_MAX_LINES = 200
 LOG_LINE_MAX_CHARS = 2000
+# Execution environments at most when no reserved concurrency is configured (Lambda's account
+# default is 1,000; two cores make a handful the honest local limit).
+UNRESERVED_CONCURRENCY = 4
 # Keys Lambda sets itself and refuses in a function's configuration (plus the endpoint URL,
 # which is how the local environment reaches its AWS).
 RESERVED_ENV_KEYS = frozenset({
@@ -170,6 +184,14 @@ class _Worker:
 
 
 @dataclass
+class _Slot:
+    """One execution environment's place: at most one invocation runs in it at a time."""
+    index: int
+    worker: _Worker | None = None
+    in_flight: str | None = None
+
+
+@dataclass
 class _Job:
     request_id: str
     event: dict
@@ -201,17 +223,28 @@ class LambdaRunner:
     def __init__(self, ctx: LocalContext):
         self.ctx = ctx
         spec = ctx.config.failover
+        module, function, file_dir = spec.entry_point()
         self.handler = spec.handler
+        self.lambda_handler = f"{module}.{function}"   # _HANDLER as Lambda spells it
         self.timeout_s = float(spec.timeout_s)
         self.region = spec.region
         self.retry_delays_s = tuple(float(d) for d in ctx.profile.lambda_retry_delays_s)
-        if spec.code_dir:
-            code_dir = Path(spec.code_dir).expanduser().resolve()
+        if file_dir is not None and spec.code_dir:
+            raise ConfigError("failover: give either a file path in handler or code_dir, not both")
+        if spec.code_dir or file_dir is not None:
+            given = spec.code_dir or file_dir
+            code_dir = Path(given).expanduser().resolve()
+            key = "failover.code_dir" if spec.code_dir else "failover.handler"
             if not code_dir.is_dir():
-                raise ConfigError(f"failover.code_dir: {spec.code_dir!r} is not a directory (resolved to {code_dir})")
+                raise ConfigError(f"{key}: {given!r} is not a directory (resolved to {code_dir})")
+            if file_dir is not None and not (code_dir / f"{module}.py").is_file():
+                raise ConfigError(f"failover.handler: {spec.handler!r}: no file {code_dir / (module + '.py')}")
         else:
             code_dir = REPO_ROOT  # so the reference handler sut.failover_lambda imports
         self.code_dir = code_dir
+        # Lambda's reserved concurrency: 1 = one invocation at a time (later ones queue); unreserved =
+        # up to UNRESERVED_CONCURRENCY at once, each in its own execution environment
+        self.concurrency = spec.reserved_concurrency or UNRESERVED_CONCURRENCY
         reserved = sorted(set(spec.environment) & RESERVED_ENV_KEYS)
         if reserved:
             raise ConfigError(f"failover.environment: reserved keys cannot be set (Lambda sets them): {', '.join(reserved)}")
@@ -221,12 +254,11 @@ class LambdaRunner:
         self._heap: list[tuple[float, int, _Job]] = []
         self._seq = itertools.count()
         self._records: list[dict] = []
-        self._worker: _Worker | None = None
-        self._in_flight: str | None = None
+        self._slots = [_Slot(i) for i in range(self.concurrency)]
         self._init_error: dict | None = None
         self._started = False
         self._stopped = False
-        self._dispatcher: threading.Thread | None = None
+        self._dispatchers: list[threading.Thread] = []
         self._server: LoopbackServer | None = None
         self.subscriptions: dict[str, str] = {}   # region -> subscription ARN
         self._sub_by_topic: dict[str, str] = {}
@@ -236,10 +268,42 @@ class LambdaRunner:
         self.fault: dict | None = None
 
     # -- the Lambda environment --------------------------------------------------------------------
+    def placeholder_values(self) -> dict[str, str]:
+        """What {placeholder} in failover.environment stands for in this environment (docs/failover.md)."""
+        ctx, cfg = self.ctx, self.ctx.config
+        prov = ctx.provisioned
+        values = {
+            "hosted_zone_id": prov.hosted_zone_id if prov else "",
+            "record_name": cfg.record_name, "record_type": cfg.route53.record_type,
+            "record_ttl": str(ctx.profile.dns_ttl_s), "routing": cfg.route53.routing,
+            "regions": ",".join(cfg.regions), "initial_region": cfg.initial_region,
+            "region_addresses": json.dumps(ctx.lb_addresses),
+        }
+        for r in cfg.regions:
+            values[f"set_identifier:{r}"] = cfg.set_identifier(r)
+            values[f"lb_address:{r}"] = ctx.lb_addresses.get(r, "")
+            values[f"topic_arn:{r}"] = (prov.topic_arns.get(r, "") if prov else "")
+            values[f"health_check_id:{r}"] = (prov.health_check_ids.get(r, "") if prov else "")
+        return values
+
+    def function_environment(self) -> dict[str, str]:
+        """failover.environment with its placeholders filled in (config validation already refused
+        unknown ones; a value this environment lacks, e.g. an unprovisioned zone, is an error too)."""
+        values = self.placeholder_values()
+        out = {}
+        for key, raw in self.ctx.config.failover.environment.items():
+            def fill(m, key=key):
+                token = m[1] + (f":{m[2]}" if m[2] is not None else "")
+                if not values.get(token):
+                    raise ConfigError(f"failover.environment.{key}: {{{token}}} has no value in this environment")
+                return values[token]
+            out[key] = PLACEHOLDER_RE.sub(fill, raw)
+        return out
+
     def lambda_environment(self) -> dict[str, str]:
         ctx, cfg = self.ctx, self.ctx.config
         env = {
-            "_HANDLER": self.handler,
+            "_HANDLER": self.lambda_handler,
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ENDPOINT_URL": ctx.router_url,
@@ -260,10 +324,12 @@ class LambdaRunner:
             "GAMEDAY_RECORD_TTL": str(ctx.profile.dns_ttl_s),
             "GAMEDAY_REGION_ADDRESSES": json.dumps(ctx.lb_addresses),
             "GAMEDAY_REGIONS": ",".join(cfg.regions),
+            "GAMEDAY_FAILBACK": cfg.failover.failback,
+            "GAMEDAY_HOME_REGION": cfg.initial_region,
         }
         if ctx.provisioned is not None:
             env["GAMEDAY_HOSTED_ZONE_ID"] = ctx.provisioned.hosted_zone_id
-        env.update(cfg.failover.environment)  # the function's own variables (reserved keys refused above)
+        env.update(self.function_environment())  # the function's own variables (reserved keys refused above)
         return env
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -277,17 +343,22 @@ class LambdaRunner:
         if self._started:
             return self
         self._started = True
+        self.function_environment()  # a placeholder without a value here is a config error, said now
         # one warm execution environment before the first event, as after a deployment's first invoke
+        slot = self._slots[0]
         try:
-            self._worker = self._spawn_worker()
-            error = self._await_ready(self._worker, trigger="start")
+            slot.worker = self._spawn_worker()
+            error = self._await_ready(slot.worker, trigger="start", slot=slot)
             if error is not None:
                 log.warning("failover Lambda %s failed to initialise: %s: %s",
                             self.handler, error["type"], error["message"])
         except LambdaRunnerStopped:
             pass
-        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="lambda-dispatcher", daemon=True)
-        self._dispatcher.start()
+        for s in self._slots:
+            t = threading.Thread(target=self._dispatch_loop, args=(s,), name=f"lambda-dispatcher-{s.index}",
+                                 daemon=True)
+            t.start()
+            self._dispatchers.append(t)
         self._server = LoopbackServer("127.0.0.1", 0, self._http_handler()).start("lambda-sns-endpoint")
         if self.ctx.provisioned is not None:
             for region, topic_arn in self.ctx.provisioned.topic_arns.items():
@@ -311,10 +382,12 @@ class LambdaRunner:
                 log.debug("unsubscribe %s: %s", arn, e)
         if self._server is not None:
             self._server.stop()
-        self._kill_worker()  # wakes a dispatcher waiting on an invocation
-        if self._dispatcher is not None:
-            self._dispatcher.join(timeout=10)
-        self._kill_worker()
+        for slot in self._slots:
+            self._kill_worker(slot)  # wakes a dispatcher waiting on an invocation
+        for t in self._dispatchers:
+            t.join(timeout=10)
+        for slot in self._slots:
+            self._kill_worker(slot)
         with self._cond:
             pending, self._heap = self._heap, []
         for _, _, job in pending:
@@ -350,8 +423,13 @@ class LambdaRunner:
             by_outcome: dict[str, int] = {}
             for r in self._records:
                 by_outcome[r["outcome"]] = by_outcome.get(r["outcome"], 0) + 1
-            w = self._worker
-            alive = w is not None and w.proc.poll() is None
+            workers = []
+            for slot in self._slots:
+                w = slot.worker
+                if w is not None and w.proc.poll() is None:
+                    workers.append({"slot": slot.index, "pid": w.pid, "state": "warm" if w.ready else "initializing",
+                                    "invocations": w.invocations, "init_s": w.init_s})
+            first = workers[0] if workers else None
             return {
                 "handler": self.handler,
                 "code_dir": str(self.code_dir),
@@ -359,15 +437,17 @@ class LambdaRunner:
                 "endpoint_url": f"http://127.0.0.1:{self._server.port}/sns" if self._server else None,
                 "timeout_s": self.timeout_s,
                 "retry_delays_s": list(self.retry_delays_s),
-                "concurrency": 1,
-                "worker": {"pid": w.pid if alive else None,
-                           "state": ("warm" if w.ready else "initializing") if alive else "none",
-                           "invocations": w.invocations if alive else 0,
-                           "init_s": w.init_s if alive else None},
+                "concurrency": self.concurrency,
+                "reserved_concurrency": self.ctx.config.failover.reserved_concurrency,
+                "worker": {"pid": first["pid"] if first else None, "state": first["state"] if first else "none",
+                           "invocations": first["invocations"] if first else 0,
+                           "init_s": first["init_s"] if first else None},
+                "workers": workers,
                 "init_error": self._init_error,
                 "notifications": self.notifications,
                 "queued": len(self._heap),
-                "in_flight": self._in_flight,
+                "in_flight": next((s.in_flight for s in self._slots if s.in_flight), None),
+                "in_flight_all": [s.in_flight for s in self._slots if s.in_flight],
                 "attempts": len(self._records),
                 "by_outcome": by_outcome,
                 "cold_starts": sum(1 for r in self._records if r.get("cold_start")),
@@ -426,23 +506,33 @@ class LambdaRunner:
             heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._seq), job))
             self._cond.notify_all()
 
-    def _dispatch_loop(self) -> None:
+    def _warm(self, slot: _Slot) -> bool:
+        w = slot.worker
+        return w is not None and w.ready and w.proc.poll() is None
+
+    def _may_take(self, slot: _Slot) -> bool:
+        """Lambda routes an invocation to an idle warm execution environment before it starts a
+        new one: a slot without a warm worker leaves the job to an idle warm one (under the lock)."""
+        return self._warm(slot) or not any(s is not slot and s.in_flight is None and self._warm(s) for s in self._slots)
+
+    def _dispatch_loop(self, slot: _Slot) -> None:
         while True:
             with self._cond:
                 while not self._stopped:
                     if self._heap:
                         wait = self._heap[0][0] - time.monotonic()
-                        if wait <= 0:
+                        if wait <= 0 and self._may_take(slot):
                             break
-                        self._cond.wait(timeout=wait)
+                        self._cond.wait(timeout=wait if wait > 0 else 0.05)
                     else:
                         self._cond.wait()
                 if self._stopped:
                     return
                 _, _, job = heapq.heappop(self._heap)
-                self._in_flight = job.request_id
+                slot.in_flight = job.request_id
+                self._cond.notify_all()  # the other slots re-check: this one is busy now
             try:
-                record = self._attempt(job)
+                record = self._attempt(job, slot)
             except LambdaRunnerStopped as e:
                 if job.future is not None and not job.future.done():
                     job.future.set_exception(e)
@@ -454,7 +544,8 @@ class LambdaRunner:
                 continue
             finally:
                 with self._cond:
-                    self._in_flight = None
+                    slot.in_flight = None
+                    self._cond.notify_all()
             if job.future is not None:
                 job.future.set_result(record)
 
@@ -470,7 +561,7 @@ class LambdaRunner:
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             return _Worker(proc)
 
-    def _await_ready(self, w: _Worker, trigger: str) -> dict | None:
+    def _await_ready(self, w: _Worker, trigger: str, slot: _Slot) -> dict | None:
         """Wait for the worker's init phase. Returns None when ready, else the init error
         (the worker is then killed: the next invocation tries a fresh init, as Lambda does)."""
         deadline = w.spawned + INIT_TIMEOUT_S
@@ -505,13 +596,13 @@ class LambdaRunner:
                                   f"\tPhase: init\tStatus: error\tError Type: {error['type']}")
             w.kill()
             with self._cond:
-                if self._worker is w:
-                    self._worker = None
+                if slot.worker is w:
+                    slot.worker = None
         return error
 
-    def _kill_worker(self) -> None:
+    def _kill_worker(self, slot: _Slot) -> None:
         with self._cond:
-            w, self._worker = self._worker, None
+            w, slot.worker = slot.worker, None
         if w is not None:
             w.kill()
 
@@ -537,7 +628,7 @@ class LambdaRunner:
             if self._stopped:
                 raise LambdaRunnerStopped("the Lambda runner stopped during an injected fault")
 
-    def _injected_fault_attempt(self, job: _Job) -> dict | None:
+    def _injected_fault_attempt(self, job: _Job, slot: _Slot) -> dict | None:
         """Apply an injected fault to this attempt: a finished record ("error": the attempt fails;
         "timeout": it runs the whole timeout and its execution environment is stopped, as Lambda
         does), or None to run the attempt normally (after "delay": it starts late)."""
@@ -558,7 +649,7 @@ class LambdaRunner:
         t0, start_ts = time.monotonic(), time.time()
         self._wait_unless_stopped(self.timeout_s)
         elapsed = time.monotonic() - t0
-        self._kill_worker()
+        self._kill_worker(slot)
         return self._finish(job, "timeout", duration_s=elapsed, cold=False, init_s=None, start_ts=start_ts,
                             logs=[f"START RequestId: {rid} Version: $LATEST",
                                   f"{_iso_now()} {rid} Task timed out after {elapsed:.2f} seconds",
@@ -566,22 +657,22 @@ class LambdaRunner:
                             error={"type": "Sandbox.Timedout",
                                    "message": f"Task timed out after {self.timeout_s:.2f} seconds (lambda_fault timeout)"})
 
-    def _attempt(self, job: _Job) -> dict:
-        injected = self._injected_fault_attempt(job)
+    def _attempt(self, job: _Job, slot: _Slot) -> dict:
+        injected = self._injected_fault_attempt(job, slot)
         if injected is not None:
             return injected
         rid = job.request_id
         cold = False
         init_s = None
-        w = self._worker
+        w = slot.worker
         if w is None or w.proc.poll() is not None:
             if w is not None:
-                self._kill_worker()
+                self._kill_worker(slot)
             cold = True
-            w = self._worker = self._spawn_worker()
+            w = slot.worker = self._spawn_worker()
         logs: list[str] = []
         if not w.ready:
-            error = self._await_ready(w, trigger="invoke")
+            error = self._await_ready(w, trigger="invoke", slot=slot)
             logs.extend(w.pending_logs)
             if error is not None:
                 return self._finish(job, "error", duration_s=0.0, cold=True, init_s=w.init_s, error=error,
@@ -605,7 +696,7 @@ class LambdaRunner:
             msg = w.next(deadline)
             if msg == "timeout":
                 elapsed = time.monotonic() - t_send
-                self._kill_worker()  # Lambda stops the execution environment at the timeout
+                self._kill_worker(slot)  # Lambda stops the execution environment at the timeout
                 logs.append(f"{_iso_now()} {rid} Task timed out after {elapsed:.2f} seconds")
                 logs.append(f"END RequestId: {rid}")
                 logs.append(f"REPORT RequestId: {rid}\tDuration: {elapsed * 1000:.2f} ms\t"
@@ -617,7 +708,7 @@ class LambdaRunner:
             if msg is None:
                 elapsed = time.monotonic() - t_send
                 code = w.proc.wait()
-                self._kill_worker()
+                self._kill_worker(slot)
                 if self._stopped:
                     raise LambdaRunnerStopped("the Lambda runner stopped during the invocation")
                 logs.append(f"RequestId: {rid} Error: Runtime exited with error: exit status {code}")

@@ -129,7 +129,8 @@ def _scrub_environment() -> None:
 
 
 def _load_handler(spec: str):
-    module_name, _, function_name = spec.partition(":")
+    # Lambda's _HANDLER is module.function (the last dot separates); module:function is accepted too
+    module_name, _, function_name = spec.partition(":") if ":" in spec else spec.rpartition(".")
     import importlib
 
     try:

@@ -1,5 +1,16 @@
 """Create the seed architecture's AWS resources in the regions' moto servers, exactly as a
-CloudFormation/Terraform stack would: through ordinary API calls."""
+CloudFormation/Terraform stack would: through ordinary API calls.
+
+The service name's Route 53 records follow `route53.routing` (docs/failover.md):
+- simple: one A record at the initial region's load balancer (the seed);
+- weighted: one A record per region, SetIdentifier (the region name unless configured) and
+  Weight 100 for the initial region, 0 for the others (weight 0 gets traffic only when every
+  record has weight 0);
+- failover: a PRIMARY record (the initial region) and a SECONDARY record (the other), each
+  with a Route 53 health check on its region's load balancer (HTTP on the health path, or
+  TCP), RequestInterval 10 (or 30 when the profile checks less often than every 10 s) and the
+  configured FailureThreshold. The local health checkers (healthchecks.py) probe them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from gameday.aws import LOCAL_ACCOUNT_ID
 from environments.local.context import LocalContext, Provisioned
+from gameday.config import GamedayConfig
 
 NAMESPACE = "AWS/ApplicationELB"
 TABLE_KEY = "pk"
@@ -63,6 +75,43 @@ def _provision_region(ctx: LocalContext, region: str) -> tuple[str, dict[str, st
     return topic, alarm_names
 
 
+def health_check_config(ctx: LocalContext, region: str) -> dict:
+    """The HealthCheckConfig of `region`'s load-balancer health check (failover routing)."""
+    cfg, r53 = ctx.config, ctx.config.route53
+    hc = {"IPAddress": ctx.lb_addresses[region], "Port": ctx.lb_port or 80, "Type": r53.health_check_type,
+          # Route 53 offers 10 s (fast) or 30 s; the local checkers probe at the profile's interval
+          "RequestInterval": 10 if ctx.profile.health_check_interval_s <= 10 else 30,
+          "FailureThreshold": r53.health_check_failure_threshold}
+    if r53.health_check_type == "HTTP":
+        hc["ResourcePath"] = r53.health_check_path or cfg.service.health_path
+    return hc
+
+
+def route53_record_sets(cfg: GamedayConfig, addresses: dict[str, str], ttl: int, active_region: str,
+                        health_check_ids: dict[str, str] | None = None) -> list[dict]:
+    """The service name's ResourceRecordSets for the configured routing, with traffic on
+    `active_region` (simple: its address; weighted: its weight 100, others 0; failover: it is
+    PRIMARY). Used to provision, and by the scenarios' baseline to restore."""
+    name, routing = cfg.record_name, cfg.route53.routing
+
+    def rrset(region: str, **extra) -> dict:
+        return {"Name": name, "Type": "A", "TTL": ttl, "ResourceRecords": [{"Value": addresses[region]}], **extra}
+
+    if routing == "simple":
+        return [rrset(active_region)]
+    if routing == "weighted":
+        return [rrset(r, SetIdentifier=cfg.set_identifier(r), Weight=100 if r == active_region else 0)
+                for r in cfg.regions]
+    secondary = next(r for r in cfg.regions if r != active_region)
+    out = []
+    for region, role in ((active_region, "PRIMARY"), (secondary, "SECONDARY")):
+        extra = {"SetIdentifier": cfg.set_identifier(region), "Failover": role}
+        if (health_check_ids or {}).get(region):
+            extra["HealthCheckId"] = health_check_ids[region]
+        out.append(rrset(region, **extra))
+    return out
+
+
 def provision(ctx: LocalContext) -> Provisioned:
     cfg, prof = ctx.config, ctx.profile
     # Regions in parallel: each region's moto loads its service backends on first use (most of
@@ -75,10 +124,19 @@ def provision(ctx: LocalContext) -> Provisioned:
     r53 = ctx.internal_client("route53", "us-east-1")
     zone = r53.create_hosted_zone(Name=cfg.route53.zone, CallerReference=str(uuid.uuid4()))
     zone_id = zone["HostedZone"]["Id"].split("/")[-1]
+    health_check_ids: dict[str, str] = {}
+    if cfg.route53.routing == "failover":
+        for region in cfg.regions:
+            hc = r53.create_health_check(CallerReference=f"gameday-{region}-{uuid.uuid4()}",
+                                         HealthCheckConfig=health_check_config(ctx, region))
+            health_check_ids[region] = hc["HealthCheck"]["Id"]
+            r53.change_tags_for_resource(ResourceType="healthcheck", ResourceId=health_check_ids[region],
+                                         AddTags=[{"Key": "Name", "Value": f"gameday-{cfg.lb_name(region)}"}])
     r53.change_resource_record_sets(
         HostedZoneId=zone_id,
-        ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
-            "Name": cfg.record_name, "Type": "A", "TTL": prof.dns_ttl_s,
-            "ResourceRecords": [{"Value": ctx.lb_addresses[cfg.initial_region]}]}}]},
+        ChangeBatch={"Comment": f"gameday: {cfg.route53.routing} routing", "Changes": [
+            {"Action": "UPSERT", "ResourceRecordSet": rs} for rs in route53_record_sets(
+                cfg, ctx.lb_addresses, prof.dns_ttl_s, cfg.initial_region, health_check_ids)]},
     )
-    return Provisioned(hosted_zone_id=zone_id, topic_arns=topics, alarm_names=alarm_names)
+    return Provisioned(hosted_zone_id=zone_id, topic_arns=topics, alarm_names=alarm_names,
+                       health_check_ids=health_check_ids)

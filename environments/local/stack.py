@@ -50,6 +50,7 @@ class LocalStack:
         self.control: LoopbackServer | None = None
         self.timings: dict[str, float] = {}
         self.router = self.dns = self.replication = self.ecs = self.lbs = self.alarms = self.lambdas = None
+        self.healthchecks = None
         self._routes: list[tuple[str, re.Pattern, object]] = []
         self._stopped = threading.Event()
 
@@ -95,7 +96,7 @@ class LocalStack:
 
         lb_addresses = {r: region_address(i) for i, r in enumerate(cfg.regions)}
         self.ctx = ctx = LocalContext(
-            config=cfg, profile=cfg.profile("local"), run_dir=self.run_dir,
+            config=cfg, profile=cfg.profile(self.kind), run_dir=self.run_dir,
             events=EventLog(self.run_dir / "events.jsonl"),
             moto_urls={r: m.url for r, m in self.moto.items()},
             lb_addresses=lb_addresses,
@@ -114,7 +115,7 @@ class LocalStack:
         self._timed("replication", self.replication.start)
         self.components.append(("replication", self.replication))
 
-        self.ecs = EcsReconciler(ctx)
+        self.ecs = EcsReconciler(ctx, self.task_launcher())
         self._timed("ecs", self.ecs.start)
         self.components.append(("ecs", self.ecs))
 
@@ -124,16 +125,31 @@ class LocalStack:
         self._timed("targets_healthy", self._wait_targets_healthy)
         self.lbs.arm_metrics()
 
+        if ctx.provisioned.health_check_ids:
+            # failover routing: Route 53's health checkers, probing the load balancers now that they
+            # serve, decide which record the DNS server answers with
+            from environments.local.healthchecks import Route53HealthCheckers
+            self.healthchecks = Route53HealthCheckers(ctx)
+            self._timed("route53_health_checks", self.healthchecks.start)
+            self.components.append(("route53_health_checks", self.healthchecks))
+            self.dns.health = self.healthchecks.is_healthy
+
         self.alarms = AlarmEvaluator(ctx)
         self._timed("alarms", self.alarms.start)
         self.components.append(("alarms", self.alarms))
 
         self.lambdas = LambdaRunner(ctx)
-        self._timed("lambda", self.lambdas.start)
-        self.components.append(("lambda", self.lambdas))
+        if cfg.failover_function:  # failover routing needs none (unless failover.enabled says so)
+            self._timed("lambda", self.lambdas.start)
+            self.components.append(("lambda", self.lambdas))
 
         self._register_routes()
         self.control = LoopbackServer("127.0.0.1", 0, self._control_handler()).start("control-api")
+
+    def task_launcher(self):
+        """Where ECS tasks run: None is the scheduler's default, host processes (the docker
+        environment's stack runs them as containers)."""
+        return None
 
     def _wait_targets_healthy(self) -> None:
         from tenacity import retry, stop_after_delay, wait_fixed
@@ -176,7 +192,7 @@ class LocalStack:
     def endpoints(self) -> dict:
         ctx, cfg, prof = self.ctx, self.config, self.ctx.profile
         return {
-            "env": "local",
+            "env": self.kind,
             "aws_endpoint": ctx.router_url,
             "service_name": cfg.service.name,
             "dns": {"host": "127.0.0.1", "port": ctx.dns_port},
@@ -194,13 +210,16 @@ class LocalStack:
                         "datapoints_to_alarm": prof.datapoints_to_alarm, "dns_ttl_s": prof.dns_ttl_s,
                         "floor_s": prof.floor_s},
             "alarm_threshold": cfg.alarms["request-count"].threshold if "request-count" in cfg.alarms else None,
-            "failover_handler": cfg.failover.handler,
+            "failover_handler": cfg.failover.handler if cfg.failover_function else None,
+            "route53": {"routing": cfg.route53.routing,
+                        "set_identifiers": {r: cfg.set_identifier(r) for r in cfg.regions},
+                        "health_check_ids": dict(ctx.provisioned.health_check_ids)},
             "pid": os.getpid(),
             "timings": self.timings,
         }
 
     def status(self) -> dict:
-        out = {"env": "local", "run_dir": str(self.run_dir)}
+        out = {"env": self.kind, "run_dir": str(self.run_dir)}
         for name, comp in self.components:
             try:
                 out[name] = comp.status()

@@ -1,0 +1,277 @@
+"""AwsEnvironment: the same Environment shape over a real deployed stack, with guardrails.
+
+Credentials are the user's own (boto3's default chain: environment, shared config/SSO
+profiles, instance or web-identity roles; `aws.profile` picks a profile). Nothing is called
+before STS says the account is allowed: client() and observer() refuse until then. start()
+then finds the stack (discovery), runs preflight and the production-tag check, and refuses to
+go on with the problems listed one per line.
+
+Faults go through the faults/ classes and the Nemesis journal as everywhere; `fault_driver`
+says how each is done on AWS (environments/aws/faults_aws.py).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ProfileNotFound
+
+from environments.aws import guardrails
+from environments.aws.discovery import Problem, RegionTargets, resolve_targets
+from environments.base import CapabilityMissing, Environment
+from gameday.config import GamedayConfig
+from gameday.events import EventLog
+
+ROUTE53_HOME = "us-east-1"
+STATE_NAME = "aws.json"           # RUN_DIR/env/aws.json: what `gameday rollback` needs to come back
+
+
+class AwsConfigError(Exception):
+    """The config cannot drive the aws environment; str() is one line."""
+
+
+class PreflightFailed(Exception):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__(f"preflight found {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class RunAborted(guardrails.FaultError):
+    """A stop condition fired: no further fault may be injected."""
+
+
+class AwsEnvironment(Environment):
+    kind = "aws"
+
+    def __init__(self, config: GamedayConfig, run_dir: Path | None = None, *, session=None,
+                 client_config: Config | None = None):
+        super().__init__(config)
+        if not config.aws.allowed_account_ids:
+            raise AwsConfigError("--env aws needs aws.allowed_account_ids in the config: the 12-digit AWS account "
+                                 "ids gameday may change (checked with STS before any other call)")
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.run_id = self.run_dir.name if self.run_dir else "adhoc"
+        try:
+            self.session = session or boto3.session.Session(profile_name=config.aws.profile)
+        except ProfileNotFound:
+            raise AwsConfigError(f"aws.profile {config.aws.profile!r} is not a profile in your AWS config "
+                                 f"(aws configure list-profiles)") from None
+        self.client_config = client_config or Config(retries={"mode": "standard", "max_attempts": 4},
+                                                     connect_timeout=5, read_timeout=15)
+        self.account_id: str | None = None
+        self.partition = "aws"
+        self.targets: dict[str, RegionTargets] = {}
+        self.aborted: str | None = None
+        self.preflight_s: float | None = None
+        self.endpoints = {"kind": "aws", "pid": None, "control_url": None}
+        self._clients: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()
+        self._watchers: list[guardrails.StopConditionWatcher] = []
+        self._events = EventLog(self.run_dir / "env" / "events.jsonl" if self.run_dir else None)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self, *, preflight: bool = True) -> "AwsEnvironment":
+        """STS account check (first, always), discovery, then preflight + production tags."""
+        from environments.aws.preflight import preflight as run_preflight
+
+        self.account_id, self.partition = guardrails.check_account(self.session, self.config.aws.allowed_account_ids)
+        self._events.emit("guardrail", action="account_allowed", account=self.account_id)
+        t0 = time.monotonic()
+        self.targets, problems = resolve_targets(self)
+        if preflight:
+            problems += run_preflight(self)
+            problems += guardrails.production_problems(self)
+        self.preflight_s = round(time.monotonic() - t0, 3)
+        if problems:
+            raise PreflightFailed(problems)
+        self.endpoints = self._endpoints()
+        if self.run_dir is not None:
+            d = self.run_dir / "env"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / STATE_NAME).write_text(json.dumps({"kind": "aws", "account": self.account_id,
+                                                    "config": self.config.model_dump(mode="json")}, indent=2))
+        return self
+
+    def _endpoints(self) -> dict:
+        """The names the harness's scenario steps, load and reports read (the local environment's
+        endpoint keys, where the stack has an equivalent; no control API, no local DNS server)."""
+        cfg = self.config
+        alarm_names: dict[str, dict[str, str]] = {}
+        for r, t in self.targets.items():
+            alarm_names[r] = {}
+            for key in cfg.alarms:
+                default = cfg.alarm_name(r, key)
+                # configured names are matched to the seed's alarm keys by name (orders-healthy-hosts-us-east-1)
+                hit = default if default in t.alarms else next((n for n in t.alarms if key in n), None)
+                if hit:
+                    alarm_names[r][key] = hit
+        alarm = cfg.alarms.get("request-count")
+        return {"kind": "aws", "pid": None, "control_url": None, "account": self.account_id,
+                "service_name": cfg.aws.record_name or cfg.service.name, "record_name": self.record_name,
+                "hosted_zone_id": cfg.aws.hosted_zone_id, "run_dir": str(self.run_dir) if self.run_dir else None,
+                # what the record holds for a region: its configured addresses (a plain A record needs
+                # IPs), else the load balancer's DNS name (an alias target)
+                "regions": {r: {"lb_url": f"http://{t.lb_dns}" if t.lb_dns else None,
+                                "lb_address": (cfg.aws.regions[r].addresses[0] if r in cfg.aws.regions
+                                               and cfg.aws.regions[r].addresses else t.lb_dns)}
+                            for r, t in self.targets.items()},
+                "alarm_names": alarm_names, "alarm_threshold": alarm.threshold if alarm else None,
+                "profile": {**self.profile.model_dump(mode="json"), "floor_s": self.profile.floor_s}}
+
+    def stop(self) -> None:
+        for w in self._watchers:
+            w.stop()
+        self._watchers = []
+
+    # -- clients ---------------------------------------------------------------------------------------
+    def client(self, service: str, region: str):
+        if self.account_id is None:
+            raise guardrails.AccountRefused("the AWS account has not been checked yet: call start() first")
+        if service == "route53":
+            region = ROUTE53_HOME
+        key = (service, region)
+        with self._lock:
+            c = self._clients.get(key)
+            if c is None:
+                c = self._clients[key] = self.session.client(service, region_name=region, config=self.client_config)
+        return c
+
+    # The harness's observations use the same credentials; on AWS there is no injected-fault
+    # layer to step around (FIS API faults only hit the roles they target).
+    observer = client
+
+    # -- capabilities and faults -------------------------------------------------------------------------
+    def backend(self, fault_kind: str) -> str:
+        spec = self.config.aws
+        chosen = spec.fault_backends.get(fault_kind)
+        if chosen:
+            return chosen
+        if fault_kind == "lambda_fault":
+            return "alias" if spec.lambda_alias and spec.lambda_broken_version else "fis"
+        return {"block_region": "nacl"}.get(fault_kind, "fis")
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        spec = self.config.aws
+        fis = bool(spec.fis_role_arn)
+        caps = {"stop_tasks", "lose_az"}
+        if self.backend("block_region") == "nacl" or fis:
+            caps.add("block_data_plane")
+        if fis:
+            caps.add("pause_replication")
+            if spec.fis_api_fault_role_arns:
+                caps.add("api_fault")
+        if (self.backend("lambda_fault") == "alias" and spec.lambda_alias and spec.lambda_broken_version) or \
+                (self.backend("lambda_fault") == "fis" and fis):
+            caps.add("lambda_fault")
+        return frozenset(caps)
+
+    def fault_driver(self, fault):
+        from environments.aws.faults_aws import driver_for
+        return driver_for(self, fault)
+
+    def check_fault(self, fault) -> None:
+        """Guardrails on one fault, before it is journaled (called by Fault.check)."""
+        if self.aborted:
+            raise RunAborted(f"run aborted ({self.aborted}): no more faults")
+        if not self.targets:
+            raise guardrails.AccountRefused("the aws environment is not started")
+        self.fault_driver(fault).check()
+
+    # -- stop conditions ----------------------------------------------------------------------------------
+    def guard(self, nemesis, on_abort=None, interval_s: float | None = None) -> guardrails.StopConditionWatcher:
+        """Watch the stop-condition alarms every profile period; the first ALARM rolls back every
+        fault of `nemesis` at once, refuses further faults, then calls on_abort(reason)."""
+
+        def abort(reason: str) -> None:
+            self.aborted = reason
+            self._events.emit("guardrail", action="stop_condition", reason=reason)
+            try:
+                nemesis.rollback_all(raise_on_failure=False)
+            finally:
+                if on_abort is not None:
+                    on_abort(reason)
+
+        w = guardrails.StopConditionWatcher(self, abort, interval_s or float(self.profile.period_s)).start()
+        self._watchers.append(w)
+        return w
+
+    # -- names ------------------------------------------------------------------------------------------------
+    @property
+    def table(self) -> str:
+        return self.config.aws.table or self.config.dynamodb.table
+
+    @property
+    def record_name(self) -> str:
+        name = self.config.aws.record_name or self.config.service.name
+        return name if name.endswith(".") else name + "."
+
+    def lb_url(self, region: str) -> str:
+        dns = self.targets[region].lb_dns
+        if not dns:
+            raise CapabilityMissing(f"no load balancer known in {region}")
+        return f"http://{dns}"
+
+    def region_of_address(self, address: str) -> str | None:
+        a = address.rstrip(".").lower().removeprefix("dualstack.")
+        for r, t in self.targets.items():
+            if t.lb_dns and t.lb_dns.rstrip(".").lower() == a:
+                return r
+        for r, rs in self.config.aws.regions.items():
+            if address in rs.addresses:
+                return r
+        return None
+
+    def resolver(self, honour_ttl: bool = True):
+        from environments.aws.route53_resolver import Route53Resolver
+        return Route53Resolver(self, honour_ttl=honour_ttl)
+
+    # -- observation ------------------------------------------------------------------------------------------
+    def status(self) -> dict:
+        out: dict = {"env": "aws", "account": self.account_id, "aborted": self.aborted, "alarms": {}, "ecs": {},
+                     "stop_conditions": [w.status() for w in self._watchers]}
+        for r, t in self.targets.items():
+            cw = self.observer("cloudwatch", r)
+            out["alarms"][r] = {a["AlarmName"]: {"state": a["StateValue"]}
+                                for a in (cw.describe_alarms(AlarmNames=t.alarms)["MetricAlarms"] if t.alarms else [])}
+            if t.cluster and t.service:
+                s = self.observer("ecs", r).describe_services(cluster=t.cluster, services=[t.service])["services"]
+                out["ecs"][r] = {"desired": s[0].get("desiredCount") if s else None,
+                                 "running": s[0].get("runningCount") if s else None}
+        try:
+            out["dns"] = {"answers": {self.record_name: self.resolver(honour_ttl=False).lookup(self.record_name).addresses}}
+        except Exception as e:  # noqa: BLE001 - status shows what it can
+            out["dns"] = {"error": str(e)}
+        return out
+
+    def events(self, since: int = 0, kind: str | None = None) -> list[dict]:
+        return self._events.since(since, kind)
+
+    def control(self, method: str, path: str, body: dict | None = None, timeout_s: float = 10.0):
+        """The timeline part of the local control API (POST/GET /events, GET /status), so the
+        Nemesis and the scenario fixture put faults and scenarios on this environment's timeline.
+        There is no fault endpoint: faults go through fault_driver."""
+        if path.startswith("/events"):
+            if method == "POST":
+                body = dict(body or {})
+                return self._events.emit(body.pop("kind", "note"), **body)
+            return self.events()
+        if method == "GET" and path == "/status":
+            return self.status()
+        raise CapabilityMissing(f"the aws environment has no control endpoint {method} {path}")
+
+
+def attach_for_rollback(run_dir: Path, *, session=None) -> AwsEnvironment:
+    """The environment a run's faults were applied to, from RUN_DIR/env/aws.json, to roll them back.
+    The account is checked again; preflight is not (the stack is broken on purpose)."""
+    p = Path(run_dir) / "env" / STATE_NAME
+    if not p.exists():
+        raise AwsConfigError(f"{p} not found: cannot tell which AWS stack this run changed")
+    data = json.loads(p.read_text())
+    env = AwsEnvironment(GamedayConfig.model_validate(data["config"]), run_dir, session=session)
+    return env.start(preflight=False)

@@ -1,0 +1,215 @@
+"""Route 53 health checkers on loopback: the data plane of failover routing.
+
+Route 53 health checks live in moto (create_health_check, as provision.py makes them for
+`route53.routing = "failover"`), but moto does not run them. This component does what Route
+53's health checkers do, for every health check that monitors an endpoint by IP address:
+
+- HTTP: a TCP connection within 4 s, then an HTTP status 2xx or 3xx within 2 s of connecting,
+  for GET <ResourcePath> with Route 53's User-Agent; TCP: a connection within 10 s. The local
+  profile compresses these with the interval (timeout x interval / 10 s, never under 1 s, so
+  a busy 2-core machine does not fail checks that real checkers would pass).
+- Each probe is a success or a failure; the status changes after FailureThreshold consecutive
+  results the other way (docs: "How Amazon Route 53 determines whether a health check is
+  healthy"). A new health check starts healthy.
+- Inverted checks report the opposite; disabled checks are always healthy (Route 53's rules).
+- One checker per health check probes every `profile.health_check_interval_s` (AWS: 10 or 30 s;
+  the `aws` profile says 10). Route 53 runs checkers in many locations and calls an endpoint
+  healthy when more than 18% of them do; one checker is that rule's outcome when every
+  location sees the same loopback network, which is the case here.
+
+`is_healthy(health_check_id)` is what Route53DnsServer.health calls, so DNS answers follow
+the checks; every status change is a `route53_health` event on the timeline. Probes go to the
+load balancer's address like any client's request (a blocked region hangs or refuses them,
+and ALB counts them in RequestCount as it counts real Route 53 checks).
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from environments.local.context import LocalContext
+
+log = logging.getLogger("gameday.healthchecks")
+
+REFRESH_INTERVAL_S = 2.0          # how often the list of health checks is re-read from Route 53's API
+MIN_TIMEOUT_S = 1.0               # compressed timeouts never go below this
+# Route 53's own timeouts at its 10 s interval
+HTTP_CONNECT_TIMEOUT_S, HTTP_RESPONSE_TIMEOUT_S, TCP_CONNECT_TIMEOUT_S = 4.0, 2.0, 10.0
+USER_AGENT = "Amazon-Route53-Health-Check-Service (ref {id}; report http://amzn.to/1vsZADi)"
+PROBED_TYPES = ("HTTP", "TCP")
+
+
+@dataclass
+class CheckState:
+    health_check_id: str
+    config: dict
+    region: str | None
+    healthy: bool = True
+    streak: int = 0                   # consecutive results disagreeing with the current status
+    probes: int = 0
+    failures: int = 0
+    last_result: str | None = None
+    last_probe_ts: float | None = None
+    changed_ts: float | None = None
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+
+class Route53HealthCheckers:
+    def __init__(self, ctx: LocalContext, *, interval_s: float | None = None,
+                 refresh_interval_s: float = REFRESH_INTERVAL_S):
+        self.ctx = ctx
+        self.interval_s = float(interval_s if interval_s is not None else ctx.profile.health_check_interval_s)
+        self.refresh_interval_s = refresh_interval_s
+        scale = min(1.0, self.interval_s / 10.0)
+        self.http_connect_s = max(MIN_TIMEOUT_S, HTTP_CONNECT_TIMEOUT_S * scale)
+        self.http_response_s = max(MIN_TIMEOUT_S, HTTP_RESPONSE_TIMEOUT_S * scale)
+        self.tcp_connect_s = max(MIN_TIMEOUT_S, TCP_CONNECT_TIMEOUT_S * scale)
+        self._region_of = {ip: r for r, ip in ctx.lb_addresses.items()}
+        self._checks: dict[str, CheckState] = {}
+        self._skipped: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+        self._last_error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> "Route53HealthCheckers":
+        if self._refresher is not None:
+            return self
+        self._stop.clear()
+        self._refresh()   # the first list must work: a failover-routing zone without its checks is broken
+        self._refresher = threading.Thread(target=self._refresh_loop, name="route53-healthchecks", daemon=True)
+        self._refresher.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            checks = list(self._checks.values())
+        for c in checks:
+            c.stop.set()
+        for t in [self._refresher, *(c.thread for c in checks)]:
+            if t is not None:
+                t.join(timeout=self.http_connect_s + self.http_response_s + 2)
+        self._refresher = None
+
+    # -- what the DNS server asks -------------------------------------------------------------------------
+    def is_healthy(self, health_check_id: str) -> bool:
+        c = self._checks.get(health_check_id)
+        return True if c is None else c.healthy  # an unknown (e.g. calculated) check is not ours to fail
+
+    def status(self) -> dict:
+        with self._lock:
+            checks = list(self._checks.values())
+        return {
+            "interval_s": self.interval_s,
+            "timeouts_s": {"http_connect": self.http_connect_s, "http_response": self.http_response_s,
+                           "tcp_connect": self.tcp_connect_s},
+            "checks": {c.health_check_id: {
+                "region": c.region, "healthy": c.healthy, "type": c.config.get("Type"),
+                "target": f"{c.config.get('IPAddress')}:{c.config.get('Port')}{c.config.get('ResourcePath', '')}",
+                "failure_threshold": c.config.get("FailureThreshold", 3), "probes": c.probes,
+                "failures": c.failures, "last_result": c.last_result} for c in checks},
+            "skipped": dict(self._skipped),
+            "last_error": self._last_error,
+        }
+
+    # -- the list of health checks --------------------------------------------------------------------------
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.refresh_interval_s):
+            try:
+                self._refresh()
+                self._last_error = None
+            except Exception as e:  # noqa: BLE001 - keep checking what we know
+                self._last_error = f"{type(e).__name__}: {e}"
+
+    def _refresh(self) -> None:
+        r53 = self.ctx.internal_client("route53", "us-east-1")
+        listed: dict[str, dict] = {}
+        for page in r53.get_paginator("list_health_checks").paginate():
+            for hc in page["HealthChecks"]:
+                listed[hc["Id"]] = hc["HealthCheckConfig"]
+        with self._lock:
+            for hid in list(self._checks):
+                if hid not in listed or listed[hid] != self._checks[hid].config:
+                    self._checks.pop(hid).stop.set()   # deleted or updated: a fresh checker
+            for hid, config in listed.items():
+                if hid in self._checks:
+                    continue
+                if config.get("Type") not in PROBED_TYPES or not config.get("IPAddress"):
+                    self._skipped[hid] = (f"type {config.get('Type')} by "
+                                          f"{'IP address' if config.get('IPAddress') else 'domain name'} "
+                                          f"is not probed (HTTP/TCP on an IP address are)")
+                    continue
+                state = CheckState(hid, config, self._region_of.get(config["IPAddress"]))
+                state.thread = threading.Thread(target=self._check_loop, args=(state,),
+                                                name=f"route53-hc-{state.region or hid[:8]}", daemon=True)
+                self._checks[hid] = state
+                state.thread.start()
+
+    # -- one checker ---------------------------------------------------------------------------------------
+    def _check_loop(self, c: CheckState) -> None:
+        next_at = time.monotonic()
+        while not (c.stop.is_set() or self._stop.is_set()):
+            ok, detail = self._probe(c)
+            self._record(c, ok, detail)
+            next_at = max(next_at + self.interval_s, time.monotonic())
+            if c.stop.wait(max(0.0, next_at - time.monotonic())):
+                return
+
+    def _probe(self, c: CheckState) -> tuple[bool, str]:
+        cfg = c.config
+        host, port = cfg["IPAddress"], int(cfg.get("Port") or (80 if cfg["Type"] == "HTTP" else 0))
+        if cfg["Type"] == "TCP":
+            try:
+                socket.create_connection((host, port), timeout=self.tcp_connect_s).close()
+                return True, "TCP connection established"
+            except OSError as e:
+                return False, f"TCP connection failed: {type(e).__name__}: {e}"
+        conn = http.client.HTTPConnection(host, port, timeout=self.http_connect_s)
+        try:
+            try:
+                conn.connect()
+            except OSError as e:
+                return False, f"no TCP connection within {self.http_connect_s:g}s: {type(e).__name__}: {e}"
+            conn.sock.settimeout(self.http_response_s)
+            try:
+                conn.request("GET", cfg.get("ResourcePath") or "/",
+                             headers={"User-Agent": USER_AGENT.format(id=c.health_check_id)})
+                status = conn.getresponse().status
+            except (OSError, http.client.HTTPException) as e:
+                return False, f"no HTTP response within {self.http_response_s:g}s: {type(e).__name__}: {e}"
+            if 200 <= status < 400:
+                return True, f"HTTP Status Code {status}"
+            return False, f"HTTP Status Code {status} (expected 2xx or 3xx)"
+        finally:
+            conn.close()
+
+    def _record(self, c: CheckState, ok: bool, detail: str) -> None:
+        cfg = c.config
+        if cfg.get("Inverted"):
+            ok, detail = not ok, f"inverted: {detail}"
+        if cfg.get("Disabled"):
+            ok, detail = True, f"disabled (Route 53 considers it healthy): {detail}"
+        threshold = int(cfg.get("FailureThreshold") or 3)
+        c.probes += 1
+        c.failures += 0 if ok else 1
+        c.last_result, c.last_probe_ts = detail, time.time()
+        if ok == c.healthy:
+            c.streak = 0
+            return
+        c.streak += 1
+        if c.streak < threshold or c.stop.is_set():
+            return
+        c.healthy, c.streak, c.changed_ts = ok, 0, time.time()
+        log.info("health check %s (%s) is now %s: %s", c.health_check_id, c.region,
+                 "healthy" if ok else "unhealthy", detail)
+        self.ctx.events.emit("route53_health", health_check_id=c.health_check_id, region=c.region,
+                             healthy=ok, reason=detail, failure_threshold=threshold,
+                             target=f"{cfg.get('IPAddress')}:{cfg.get('Port')}")
