@@ -37,7 +37,43 @@ class Answer:
     ttl: int
 
 
-class ServiceResolver:
+class CachingResolver:
+    """The TTL cache every resolver of the harness shares; subclasses say how to `lookup()`
+    (a DNS query here, the Route 53 API in environments/aws) and set `server` and
+    `honour_ttl` and an empty `_cache` (name -> (addresses, monotonic expiry))."""
+
+    server: str
+    honour_ttl: bool
+    _cache: dict[str, tuple[tuple[str, ...], float]]
+
+    def lookup(self, name: str) -> Answer:
+        raise NotImplementedError
+
+    def resolve(self, name: str) -> list[str]:
+        """Addresses for name, from the cache until the answer's TTL has run out."""
+        hit = self._cache.get(name)
+        if hit is not None and time.monotonic() < hit[1]:
+            return list(hit[0])
+        answer = self.lookup(name)
+        if self.honour_ttl:
+            # the TTL counts from when the answer arrived, as in any caching resolver
+            self._cache[name] = (tuple(answer.addresses), time.monotonic() + answer.ttl)
+        return answer.addresses
+
+    def address(self, name: str) -> str:
+        """One address to connect to: a random one when the answer holds several."""
+        addresses = self.resolve(name)
+        return addresses[0] if len(addresses) == 1 else random.choice(addresses)
+
+    def forget(self, name: str | None = None) -> None:
+        """Drop the cached answer for name (or every cached answer)."""
+        if name is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(name, None)
+
+
+class ServiceResolver(CachingResolver):
     def __init__(self, host: str, port: int, *, honour_ttl: bool = True, timeout_s: float = 1.0):
         self.server = f"{host}:{port}"
         self.honour_ttl = honour_ttl
@@ -65,26 +101,3 @@ class ServiceResolver:
         except (dns.exception.DNSException, OSError) as e:
             raise ResolveError(name, self.server, f"{type(e).__name__}: {e}") from None
         return Answer([rd.address for rd in ans], int(ans.chaining_result.minimum_ttl))
-
-    def resolve(self, name: str) -> list[str]:
-        """Addresses for name, from the cache until the answer's TTL has run out."""
-        hit = self._cache.get(name)
-        if hit is not None and time.monotonic() < hit[1]:
-            return list(hit[0])
-        answer = self.lookup(name)
-        if self.honour_ttl:
-            # the TTL counts from when the answer arrived, as in any caching resolver
-            self._cache[name] = (tuple(answer.addresses), time.monotonic() + answer.ttl)
-        return answer.addresses
-
-    def address(self, name: str) -> str:
-        """One address to connect to: a random one when the answer holds several."""
-        addresses = self.resolve(name)
-        return addresses[0] if len(addresses) == 1 else random.choice(addresses)
-
-    def forget(self, name: str | None = None) -> None:
-        """Drop the cached answer for name (or every cached answer)."""
-        if name is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(name, None)

@@ -28,6 +28,7 @@ FAULT_FILL = "rgba(214, 39, 40, 0.13)"
 FAULT_OPEN_FILL = "rgba(214, 39, 40, 0.30)"   # a fault never rolled back: darker, and labelled so
 CHART_PAD_S = 2.0
 BAND_WIDTH = 14
+HEALTH_COLORS = {"healthy": "#2CA02C", "unhealthy": "#D62728"}
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f4f6f9}
@@ -273,6 +274,21 @@ def timeline_figure(run: Run, s: Scenario, faults: list[dict], w: Window) -> go.
             categories.append(label)
             dns_colors = {st: color.get(st, "#555") for _, _, st in segs}
             band_traces += _band_traces(label, segs, dns_colors, w, name_of=lambda st: f"DNS → {st}", shown=shown)
+
+    # Route 53 health checks (failover routing): one band per region, healthy / unhealthy
+    health: dict[str, list[tuple[float, str]]] = {}
+    for e in run.events:
+        if e["kind"] == "route53_health":
+            state = "healthy" if e.get("healthy") else "unhealthy"
+            health.setdefault(f"R53 health {e.get('region', '?')}", []).append((e["ts"], state))
+    for label in sorted(health):
+        # a check is healthy until its first change says otherwise (changes are all that is emitted)
+        first = health[label][0][1]
+        segs = _segments(health[label], "healthy" if first == "unhealthy" else None, w)
+        if segs:
+            categories.append(label)
+            band_traces += _band_traces(label, segs, HEALTH_COLORS, w, name_of=lambda st: f"health check {st}",
+                                        shown=shown)
 
     lam = [e for e in ev if e["kind"] == "lambda_invocation"]
     if lam:

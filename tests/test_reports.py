@@ -560,6 +560,27 @@ def test_ecs_task_stops_and_starts_are_marked_on_the_chart(stored_run: Path):
     assert marks == {"task stopped": [5.0], "task started": [6.0]}
 
 
+def test_route53_health_checks_are_drawn_as_a_band(stored_run: Path):
+    from reports.html import scenario_faults, scenario_window, timeline_figure
+
+    run = load_run(stored_run)
+    bh = next(s for s in run.scenarios if s.name == BLACKHOLE)
+    t = bh.started + 5
+    # what environments/local/healthchecks.py emits under failover routing: changes only
+    run.events += [{"kind": "route53_health", "region": "us-east-1", "health_check_id": "hc-1", "healthy": False,
+                    "ts": t},
+                   {"kind": "route53_health", "region": "us-east-1", "health_check_id": "hc-1", "healthy": True,
+                    "ts": t + 3}]
+    summary_faults = json.loads((stored_run / "summary.json").read_text())["scenarios"][1]["faults"]
+    faults = scenario_faults(run, bh, summary_faults)
+    fig = timeline_figure(run, bh, faults, scenario_window(bh, faults))
+    bands = {tr.name: [x for x in tr.x if x is not None] for tr in fig.data
+             if tr.name and tr.name.startswith("health check ")}
+    assert set(bands) == {"health check healthy", "health check unhealthy"}, bands
+    # unhealthy exactly from the first change to the second
+    assert min(bands["health check unhealthy"]) == 5.0 and max(bands["health check unhealthy"]) == 8.0
+
+
 # -- the nightly workflow ------------------------------------------------------------------------------------
 
 def test_nightly_workflow_runs_the_suite_and_keeps_its_evidence_on_failure():

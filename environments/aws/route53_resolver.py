@@ -8,17 +8,14 @@ value until the TTL they cached runs out, which `resolve()` models by caching fo
 
 from __future__ import annotations
 
-import random
-import time
-
 from botocore.exceptions import BotoCoreError, ClientError
 
-from gameday.resolver import Answer, ResolveError
+from gameday.resolver import Answer, CachingResolver, ResolveError
 
 ALIAS_TTL_S = 60  # an alias record has no TTL of its own; Route 53 answers with the target's (ALB: 60 s)
 
 
-class Route53Resolver:
+class Route53Resolver(CachingResolver):
     def __init__(self, env, *, honour_ttl: bool = True):
         self.env = env
         self.honour_ttl = honour_ttl
@@ -39,22 +36,3 @@ class Route53Resolver:
         if "AliasTarget" in rec:
             return Answer([rec["AliasTarget"]["DNSName"].rstrip(".")], ALIAS_TTL_S)
         return Answer([v["Value"] for v in rec.get("ResourceRecords", [])], int(rec.get("TTL", 0)))
-
-    def resolve(self, name: str) -> list[str]:
-        hit = self._cache.get(name)
-        if hit is not None and time.monotonic() < hit[1]:
-            return list(hit[0])
-        answer = self.lookup(name)
-        if self.honour_ttl:
-            self._cache[name] = (tuple(answer.addresses), time.monotonic() + answer.ttl)
-        return answer.addresses
-
-    def address(self, name: str) -> str:
-        addresses = self.resolve(name)
-        return addresses[0] if len(addresses) == 1 else random.choice(addresses)
-
-    def forget(self, name: str | None = None) -> None:
-        if name is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(name, None)
