@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from gameday.config import GamedayConfig, TimeProfile
 
 HARNESS_MARGIN_S = 3.0  # metric flush + evaluation tick + SNS delivery + scheduling on 2 busy cores
+# A paused or lagging stream leaves a backlog that replication applies one conditional write at a
+# time: ~17 ms per item was measured here (a 580-item backlog drained in 10 s), so the convergence
+# deadline grows by this much per write still pending when the wait starts (DynamoDB itself gives
+# no bound: global tables replicate "usually within a second" once the stream flows)
+REPLICATION_APPLY_S = 0.025
 
 
 @dataclass(frozen=True)

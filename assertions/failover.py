@@ -582,12 +582,31 @@ def read_replicas(env, *, table: str | None = None, key_attr: str = "pk", value_
     return out
 
 
+def replication_backlog(env) -> int:
+    """Replicated writes read from the streams but not applied yet, over every direction (0 when
+    the environment does not report replication)."""
+    try:
+        rep = (env.status() or {}).get("replication") or {}
+    except Exception:  # noqa: BLE001 - an observation, not a check: no backlog known
+        return 0
+    dirs = rep.get("directions", rep) if isinstance(rep, dict) else {}
+    return sum(int(v.get("pending") or 0) for v in dirs.values() if isinstance(v, dict))
+
+
 def replicas_converge(env, started: float | None = None, deadline: float | None = None, *, interval_s: float = 0.25,
-                      samples: list | None = None, reader: Callable[[], dict] | None = None, **read_kwargs) -> float:
+                      samples: list | None = None, reader: Callable[[], dict] | None = None, backlog: int = 0,
+                      **read_kwargs) -> float:
     """Wait until every region's table holds the same items; return convergence_s. Each poll's
-    (wall time, divergent key count) is appended to `samples` when given (for checkers.convergence)."""
+    (wall time, divergent key count) is appended to `samples` when given (for checkers.convergence).
+    `backlog`: replicated writes still pending when the wait starts (replication_backlog(env));
+    each adds REPLICATION_APPLY_S to the profile's deadline."""
     started = time.monotonic() if started is None else started
     d, why = _deadline(env, deadline, "convergence_s")
+    if deadline is None and backlog > 0:
+        from assertions.deadlines import REPLICATION_APPLY_S
+
+        d += backlog * REPLICATION_APPLY_S
+        why += f" + {backlog} pending replicated writes x {REPLICATION_APPLY_S}s = {d:.1f}s"
     read = reader or (lambda: read_replicas(env, **read_kwargs))
     last: dict = {}
 

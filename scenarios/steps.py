@@ -11,7 +11,7 @@ import pytest
 
 from assertions.checkers import divergent_keys, error_budget, lost_acked_writes, read_your_writes, rto
 from assertions.eventually import eventually
-from assertions.failover import read_replicas, replicas_converge
+from assertions.failover import read_replicas, replicas_converge, replication_backlog
 
 # DNS-following clients: modest and steady, so their share of successes tells where DNS sends
 # normal traffic (the surge users aim at one region's load balancer directly).
@@ -96,7 +96,9 @@ def data_checks(scenario, env, history: list[dict], *, fault_wall: float, health
     t0 = time.monotonic()
     scenario.metric("requests", sum(1 for e in history if e.get("type") in ("ok", "fail", "info")))
     try:
-        scenario.expect("replicas_converge", lambda: replicas_converge(env, started=t0), metric="convergence_s")
+        backlog = replication_backlog(env)
+        scenario.expect("replicas_converge", lambda: replicas_converge(env, started=t0, backlog=backlog),
+                        metric="convergence_s")
     except AssertionError:
         pass  # recorded as an invalid check; the data checks below say what the divergence cost
     replicas = read_replicas(env)

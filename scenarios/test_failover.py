@@ -59,8 +59,13 @@ def _fault_fails_over(scenario, env, nemesis, load, fault_for, *, heals_itself: 
     checks that DNS went to the other region and came back, not that clients stayed there."""
     src = env.config.initial_region
     dst = other_region(env, src)
-    run = load.start(shape="constant", follower_rate=FOLLOWER_RPS, op_mix=FAILOVER_OPS, hold_s=load_hold_s(scenario, 3))
-    run.wait_rate(src, FOLLOWER_RPS * 0.5, deadline_s=scenario.deadlines.client_follow_s)
+    period = env.profile.period_s
+    run = load.start(shape="constant", follower_rate=FOLLOWER_RPS, op_mix=FAILOVER_OPS,
+                     hold_s=load_hold_s(scenario, 3 + period))
+    # steady state first (a whole alarm period of followers served by the initial region): the
+    # error budget is a share of the run, and a run that starts failing at once measures only the
+    # outage against however long the harness happened to hold evidence afterwards
+    run.wait_rate(src, FOLLOWER_RPS * 0.8, deadline_s=scenario.deadlines.client_follow_s + period, window_s=period)
     started, wall = time.monotonic(), time.time()
     nemesis.inject(fault_for(src))
     if heals_itself and not env.config.failover_function:
