@@ -476,7 +476,9 @@ def test_reserved_concurrency_one_runs_invocations_one_at_a_time(env, tmp_path, 
         runner.stop()
     (a, b) = sorted((r["result"]["started"], r["result"]["ended"]) for r in recs)
     overlap = a[1] > b[0]
-    assert status["concurrency"] == (1 if reserved == 1 else 4)
+    from environments.local.lambda_runner import UNRESERVED_CONCURRENCY
+
+    assert status["concurrency"] == (1 if reserved == 1 else UNRESERVED_CONCURRENCY)
     if reserved == 1:
         assert not overlap, f"reserved concurrency 1, yet invocations overlapped: {a} {b}"
         assert not any(r["cold_start"] for r in recs)
