@@ -18,7 +18,7 @@ from typing import Optional
 
 import typer
 
-from gameday.config import ConfigError, load_config
+from gameday.config import ConfigError, GamedayConfig, load_config
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -202,7 +202,7 @@ def render_status(ep: dict, st: dict) -> str:
     addr_region = {v["lb_address"]: r for r, v in ep["regions"].items()}
     for r in ep["regions"]:
         alarms = st.get("alarms", {}).get(r, {})
-        al = "  ".join(f"{n.replace('gameday-', '').replace('-' + r, '')}={a.get('state', '?')}" for n, a in alarms.items())
+        al = "  ".join(f"{GamedayConfig.alarm_key(n, r)}={a.get('state', '?')}" for n, a in alarms.items())
         ecs = st.get("ecs", {}).get(r, {})
         lb = st.get("load_balancers", {}).get(r, {})
         lines.append(f"{r:<12} tasks {ecs.get('running', '?')}/{ecs.get('desired', '?')} healthy {lb.get('healthy', '?')}"

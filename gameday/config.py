@@ -438,6 +438,11 @@ class GamedayConfig(_Model):
     def alarm_name(self, region: str, alarm: str) -> str:
         return f"gameday-{alarm}-{region}"
 
+    @staticmethod
+    def alarm_key(name: str, region: str) -> str:
+        """The [alarms] key back from an alarm name (alarm_name's inverse), for compact displays."""
+        return name.replace("gameday-", "").replace("-" + region, "")
+
     def lb_name(self, region: str) -> str:
         return f"gameday-lb-{region}"
 

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from faults.base import _REGISTRY, CapabilityMissing, FaultError, fault_from_record, fault_kinds
 from faults.nemesis import ACTIVE, PENDING, ROLLBACK_FAILED, Nemesis, RollbackFailed
+from gameday.config import GamedayConfig
 from loadgen.plan import LoadInputError, parse_bool
 
 log = logging.getLogger("gameday.chaos")
@@ -191,10 +192,6 @@ def coerce_params(kind: str, params: dict, regions: tuple[str, ...] = ()) -> dic
 
 # -- the panel: a nemesis, the environment's state, a timeline ------------------------------------------------
 
-def _short_alarm(name: str, region: str) -> str:
-    return name.replace("gameday-", "").replace("-" + region, "")
-
-
 def timeline_entry(e: dict, address_region: dict[str, str]) -> dict | None:
     """An environment event as one timeline mark ({t, kind, label, region?, ok?}), or None."""
     kind = e.get("kind")
@@ -334,7 +331,7 @@ class ChaosPanel:
             lb = (st.get("load_balancers") or {}).get(r, {})
             regions.append({
                 "region": r, "lb_address": ep["regions"][r]["lb_address"],
-                "alarms": [{"key": _short_alarm(n, r), "name": n, "state": a.get("state"), "since": a.get("since")}
+                "alarms": [{"key": GamedayConfig.alarm_key(n, r), "name": n, "state": a.get("state"), "since": a.get("since")}
                            for n, a in alarms.items()],
                 "tasks": {"running": ecs.get("running"), "desired": ecs.get("desired"), "pending": ecs.get("pending")},
                 "healthy": lb.get("healthy"), "blocked": lb.get("blocked"),
