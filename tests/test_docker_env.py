@@ -222,10 +222,6 @@ SUITE_TIMEOUT_S = 720   # the suite takes 250-300 s here (docs/docker.md); a han
 
 
 @pytest.mark.timeout(SUITE_TIMEOUT_S + 60)
-@pytest.mark.skipif(os.environ.get("GAMEDAY_DOCKER_SUITE") != "1",
-                    reason="the whole suite on --env docker is not yet reliable on 2 cores (in 3 of 5 runs 1-3 "
-                           "scenarios missed a deadline: alarm evaluation and moto stalls while containers run); "
-                           "run it with GAMEDAY_DOCKER_SUITE=1")
 def test_scenario_suite_passes_on_docker(tmp_path, client):
     from gameday import procs
 
@@ -267,3 +263,40 @@ def test_scenario_suite_passes_on_docker(tmp_path, client):
     run = ready[0]["run"]
     assert client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run}"}) == []
     assert client.networks.list(filters={"label": f"{RUN_LABEL}={run}"}) == []
+
+
+def test_user_image_that_acks_unstored_writes_fails_the_scenario(tmp_path, client):
+    """The suite on docker can fail: a user's image whose service answers 200 to every PUT but
+    never writes to DynamoDB loses every acknowledged write, and the scenario that stops its
+    task containers and loses an AZ must FAIL on lost_acked_writes, saying how many."""
+    import io
+
+    base = images.ensure_service_image(client)
+    user_tag = "gameday-test/acks-without-writing:1"
+    # the reference service with its store's put replaced by a no-op that still reports success
+    broken = ("import sys, time, sut.service as s; "
+              "s.DynamoStore.put = lambda self, key, value, client_time, writer: {'written_at': time.time()}; "
+              "sys.exit(s.main())")
+    cmd = (f'exec python3 -c "{broken}" --host "$GAMEDAY_HOST" --port "$GAMEDAY_PORT" --region "$AWS_REGION" '
+           '--table "$GAMEDAY_TABLE" --endpoint "$AWS_ENDPOINT_URL" --task-id "$GAMEDAY_TASK_ID" --az "$GAMEDAY_AZ"')
+    dockerfile = f"FROM {base}\nCMD {json.dumps(['/bin/sh', '-c', cmd])}\n"
+    client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=user_tag, network_mode="none", rm=True)
+    config = tmp_path / "gameday.toml"
+    config.write_text(f'[docker]\nimage = "{user_tag}"\n')
+    run_dir = tmp_path / "run"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gameday.cli", "run", "--env", "docker", "-c", str(config),
+                               "-k", "task_loss_is_absorbed", "--run-dir", str(run_dir)],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+    finally:
+        client.images.remove(user_tag, force=True)
+    out = (proc.stdout + proc.stderr)[-4000:]
+    assert proc.returncode == 1, f"the scenario must fail (exit 1), got {proc.returncode}:\n{out}"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (s,) = summary["scenarios"]
+    assert s["name"] == "task_loss_is_absorbed" and s["outcome"] == "failed", s
+    result = json.loads((run_dir / "scenarios" / s["name"] / "result.json").read_text())
+    failed = {c["name"]: c for c in result["checks"] if not c["valid"]}
+    assert "lost_acked_writes" in failed, f"failed checks: {sorted(failed)}"
+    assert s["metrics"]["lost_acked_writes"] > 0 and s["metrics"]["acked_writes"] > 0
+    assert "lost_acked_writes" in out, "the failure is named in the run's output"

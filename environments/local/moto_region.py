@@ -14,8 +14,10 @@ from gameday.net import free_port
 
 
 class MotoServer:
-    def __init__(self, region: str, logs_dir: Path | None = None, port: int = 0, host: str = "127.0.0.1"):
+    def __init__(self, region: str, logs_dir: Path | None = None, port: int = 0, host: str = "127.0.0.1",
+                 module: str = "environments.local.moto_main"):
         self.region = region
+        self.module = module   # moto.server: plain moto, the baseline of benchmarks/bench_moto.py
         self.host = host
         self.port = port or free_port(host)
         self.logs_dir = logs_dir
@@ -29,7 +31,7 @@ class MotoServer:
     def start(self, timeout_s: float = 20.0) -> "MotoServer":
         t0 = time.monotonic()
         log = self.logs_dir / f"moto-{self.region}.log" if self.logs_dir else None
-        self.proc = procs.spawn([procs.python(), "-m", "environments.local.moto_main", "-H", self.host, "-p", str(self.port)], log)
+        self.proc = procs.spawn([procs.python(), "-m", self.module, "-H", self.host, "-p", str(self.port)], log)
 
         @retry(stop=stop_after_delay(timeout_s), wait=wait_fixed(0.05),
                retry=retry_if_exception_type((requests.ConnectionError, AssertionError)), reraise=True)
