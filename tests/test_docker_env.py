@@ -155,6 +155,29 @@ def test_stop_task_kills_the_container_and_a_replacement_container_starts(denv, 
     assert new_cid != victim["container"]
 
 
+def test_container_killed_behind_the_harness_is_seen_exited_and_replaced(denv, client):
+    """A task container that dies by itself (here `docker kill` from outside, as the OOM killer
+    would) is a task whose essential container exited: the scheduler must notice (its liveness
+    check reads /proc, then asks the daemon for the exit code), say so, and replace it."""
+    region = "us-west-2"
+    before = _running(denv, region)
+    victim_id, victim = next(iter(before.items()))
+    client.containers.get(victim["container"]).kill()
+
+    def stopped_as_exited():
+        ev = [e for e in denv.events(kind="ecs") if e.get("action") == "task_stopped" and e.get("task") == victim_id]
+        assert ev, f"no task_stopped event for {victim_id} yet"
+        assert "exited" in ev[-1]["reason"] and "137" in ev[-1]["reason"], ev[-1]
+    eventually(stopped_as_exited, deadline_s=PROFILE.reconcile_interval_s * 4 + 10,
+               what="the scheduler to see the killed container exited (exit code 137)")
+
+    def replaced():
+        now = _running(denv, region)
+        assert victim_id not in now and len(now) >= CFG.service.min_tasks, f"running {list(now)}"
+    eventually(replaced, deadline_s=PROFILE.task_provisioning_s + PROFILE.reconcile_interval_s * 4 + 30,
+               what="a replacement task container RUNNING")
+
+
 def test_block_region_pauses_its_containers_and_unblock_thaws_them(denv, client):
     region = "us-west-2"
     ids = [t["container"] for t in _containers(denv, region).values()]

@@ -43,6 +43,19 @@ TASK_CPU_SHARES = 4096
 POLL_CACHE_S = 0.25   # the readiness watcher polls every 20 ms: ask the daemon at most this often
 
 
+def _own_process(pid: int | None, container_id: str) -> bool:
+    """Whether /proc/<pid> is this container's process: its cgroup path names the container (the
+    cgroupfs and systemd drivers, cgroup v1 and v2 alike). A daemon in another pid namespace (a
+    VM, a remote host, rootless) reports pids that may name an unrelated local process."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return container_id in f.read()
+    except OSError:
+        return False
+
+
 def _proc_start_time(pid: int | None) -> str | None:
     """The kernel's start time of `pid` (field 22 of /proc/<pid>/stat), or None if this process
     cannot see it (a remote daemon, Docker in a VM, another pid namespace, or it is gone)."""
@@ -79,7 +92,7 @@ class ContainerTask:
         # A running container is a process this host can see (the local daemon): while it lives,
         # poll() asks /proc, not the daemon. Asking the daemon costs an API round trip and JSON
         # per task per scheduler tick, CPU the 2-core machine's harness needs during a surge.
-        self._start_time = _proc_start_time(self._pid)
+        self._start_time = _proc_start_time(self._pid) if _own_process(self._pid, self.id) else None
         self._rc: int | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
