@@ -114,9 +114,11 @@ def test_surge_fails_over_and_clients_follow_after_ttl(local_env):
         nonlocal cached, cached_at
         if fresh.lookup(name).addresses == [new]:
             return
-        cached = local_env.resolver()
-        assert cached.resolve(name) == [old]  # fills its cache with the old answer
-        cached_at = time.monotonic()
+        # a client that fills its cache with the old answer now; the record may change between the
+        # two queries (seen once in CI): then this client cached the new answer and is not kept
+        client = local_env.resolver()
+        if client.resolve(name) == [old]:
+            cached, cached_at = client, time.monotonic()
         raise AssertionError("Route 53 still answers the old region")
 
     dns_moved()
