@@ -79,12 +79,6 @@ STUB = textwrap.dedent("""
 """)
 
 
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def one_run(out: Path, endpoints: dict, rate: float, seconds: float, record: bool, users: int) -> dict:
     # half the rate to each region: one stub process per region, so the stub is never the limit
     with LoadRunner(out, endpoints=endpoints, shape="constant", surge_region="us-east-1", surge_rate=rate / 2,
@@ -94,9 +88,9 @@ def one_run(out: Path, endpoints: dict, rate: float, seconds: float, record: boo
         worker = load.workers[0].pid
         # the run has started (the runner waited for it); measure the load phase only
         t0 = time.monotonic()
-        c0 = cpu_s(worker)
+        c0 = procs.cpu_seconds(worker)
         time.sleep(seconds * 0.8)          # a benchmark's measuring window, not a wait for a condition
-        c1 = cpu_s(worker)
+        c1 = procs.cpu_seconds(worker)
         t1 = time.monotonic()
         load.wait()
     st = load.stats()

@@ -28,15 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results_io import record  # noqa: E402
 from environments.local.moto_region import MotoServer  # noqa: E402
+from gameday import procs  # noqa: E402
 
 REGION = "us-east-1"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS   # utime, stime
 
 
 def clients(url: str):
@@ -69,9 +63,9 @@ def drive(url: str, n: int) -> int:
 
 def measure(server: MotoServer, n: int) -> dict:
     drive(server.url, 5)   # warm: imports and first-call caches on both sides
-    c0, t0 = cpu_s(server.proc.pid), time.perf_counter()
+    c0, t0 = procs.cpu_seconds(server.proc.pid), time.perf_counter()
     sent = drive(server.url, n)
-    wall, cpu = time.perf_counter() - t0, cpu_s(server.proc.pid) - c0
+    wall, cpu = time.perf_counter() - t0, procs.cpu_seconds(server.proc.pid) - c0
     return {"requests": sent, "server_cpu_ms_per_request": round(1000 * cpu / sent, 3),
             "wall_ms_per_request": round(1000 * wall / sent, 3)}
 

@@ -77,8 +77,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", choices=["local", "docker", "both"], default=None,
                     help="which environment(s) to time (default: both if a Docker daemon answers, else local)")
-    env = ap.parse_args().env or ("both" if docker_answers() else "local")
-    if env in ("docker", "both") and not docker_answers():
+    wanted = ap.parse_args().env
+    docker_up = docker_answers()
+    env = wanted or ("both" if docker_up else "local")
+    if env in ("docker", "both") and not docker_up:
         sys.exit("bench_suite: Docker is not running: start it with `dockerd &` (as root) or `systemctl start docker`")
     # the local suite is the baseline: always run it, in this invocation, before the docker one
     local = run_suite("local")

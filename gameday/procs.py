@@ -81,5 +81,24 @@ def kill_now(proc: subprocess.Popen | None) -> None:
     proc.wait(timeout=5)
 
 
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first: index 0 is field 3 of
+    proc(5)), or None if this process cannot see `pid`. The command name may hold spaces and ')',
+    so the split is after its last ')'."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time `pid` has used so far (utime + stime), for benchmarks that measure a server's own cost."""
+    fields = stat_fields(pid)
+    if fields is None:
+        raise ProcessLookupError(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def python() -> str:
     return sys.executable

@@ -48,6 +48,16 @@ def load_hold_s(scenario, extra_s: float = 0.0) -> float:
     return round(d.rto_s + extra_s + 5.0, 1)
 
 
+def start_surge(scenario, load, region: str):
+    """Start the surge at `region` (1.5x the alarm threshold, DNS followers beside it); return
+    (run, started, wall): the clocks start once the surge runs, because Locust's own start-up
+    (2-4 s on 2 busy cores) is not the system's detection time: CloudWatch can only count
+    requests once they are sent."""
+    run = load.start(shape="constant", surge_region=region, surge_rate=SURGE_FACTOR, follower_rate=FOLLOWER_RPS,
+                     op_mix=FAILOVER_OPS, surge_op_mix=SURGE_OPS, hold_s=load_hold_s(scenario))
+    return run, time.monotonic(), time.time()
+
+
 def followers(history: list[dict]) -> list[dict]:
     return [e for e in history if e.get("role") == "dns"]
 

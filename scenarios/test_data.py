@@ -12,8 +12,8 @@ from assertions.eventually import eventually
 from assertions.failover import alarm_fires, describe_alarm, dns_answers_region, lambda_invoked, read_replicas
 from faults import block_region, pause_replication
 from scenarios.baseline import point_record_at
-from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, SURGE_FACTOR, SURGE_OPS, clients_follow, data_checks, load_hold_s,
-                             needs_failover_function, other_region)
+from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, clients_follow, data_checks, load_hold_s,
+                             needs_failover_function, other_region, start_surge)
 
 pytestmark = pytest.mark.scenario
 
@@ -34,11 +34,7 @@ def test_replication_paused_during_failover(env, scenario, nemesis, load):
     dst = other_region(env, src)
     budget = scenario.budget("rpo_s", env.config.budgets.rpo_s)
     nemesis.inject(pause_replication(src, dst))
-    run = load.start(shape="constant", surge_region=src, surge_rate=SURGE_FACTOR, follower_rate=FOLLOWER_RPS,
-                     op_mix=FAILOVER_OPS, surge_op_mix=SURGE_OPS, hold_s=load_hold_s(scenario))
-    # the surge runs from here (Locust's own start-up, 2-4 s on 2 busy cores, is not the system's
-    # detection time: CloudWatch can only count requests once they are sent)
-    started, wall = time.monotonic(), time.time()
+    run, started, wall = start_surge(scenario, load, src)
     scenario.expect("alarm_fires", lambda: alarm_fires(env, src, started=started), metric="detection_s")
     scenario.expect("dns_failover", lambda: dns_answers_region(env, dst, started=started), metric="failover_s")
     failed_over_at = time.time()

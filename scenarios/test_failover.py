@@ -12,9 +12,8 @@ import pytest
 
 from assertions.failover import alarm_fires, dns_answers_region, health_check_unhealthy, lambda_invoked
 from faults import api_fault, block_region, stop_tasks
-from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, SURGE_FACTOR, SURGE_OPS, clients_follow, data_checks,
-                             dns_moved_once, load_hold_s, needs_failover_function,
-                             other_region)
+from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, clients_follow, data_checks, dns_moved_once, load_hold_s,
+                             needs_failover_function, other_region, start_surge)
 
 pytestmark = pytest.mark.scenario
 
@@ -41,11 +40,7 @@ def test_surge_fails_over(env, scenario, nemesis, load):
                                  "load; failing over on a load alarm needs a function (routing simple or weighted)")
     src = env.config.initial_region
     dst = other_region(env, src)
-    run = load.start(shape="constant", surge_region=src, surge_rate=SURGE_FACTOR, follower_rate=FOLLOWER_RPS,
-                     op_mix=FAILOVER_OPS, surge_op_mix=SURGE_OPS, hold_s=load_hold_s(scenario))
-    # the surge runs from here (Locust's own start-up, 2-4 s on 2 busy cores, is not the system's
-    # detection time: CloudWatch can only count requests once they are sent)
-    started, wall = time.monotonic(), time.time()
+    run, started, wall = start_surge(scenario, load, src)
     _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="request-count", started=started)
     run.stop()
     data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst,
@@ -117,11 +112,7 @@ def test_route53_throttled_lambda_retries(env, scenario, nemesis, load):
     src = env.config.initial_region
     dst = other_region(env, src)
     nemesis.inject(api_fault("route53", "us-east-1", kind="throttle", operation="ChangeResourceRecordSets", limit=3))
-    run = load.start(shape="constant", surge_region=src, surge_rate=SURGE_FACTOR, follower_rate=FOLLOWER_RPS,
-                     op_mix=FAILOVER_OPS, surge_op_mix=SURGE_OPS, hold_s=load_hold_s(scenario))
-    # the surge runs from here (Locust's own start-up, 2-4 s on 2 busy cores, is not the system's
-    # detection time: CloudWatch can only count requests once they are sent)
-    started, wall = time.monotonic(), time.time()
+    run, started, wall = start_surge(scenario, load, src)
     _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="request-count", started=started)
     rules = env.status()["router"]["api_faults"]
     throttled = sum(r["matched"] for r in rules if r["service"] == "route53")

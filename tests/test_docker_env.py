@@ -300,8 +300,9 @@ def test_user_image_that_acks_unstored_writes_fails_the_scenario(tmp_path, clien
     broken = ("import sys, time, sut.service as s; "
               "s.DynamoStore.put = lambda self, key, value, client_time, writer: {'written_at': time.time()}; "
               "sys.exit(s.main())")
-    cmd = (f'exec python3 -c "{broken}" --host "$GAMEDAY_HOST" --port "$GAMEDAY_PORT" --region "$AWS_REGION" '
-           '--table "$GAMEDAY_TABLE" --endpoint "$AWS_ENDPOINT_URL" --task-id "$GAMEDAY_TASK_ID" --az "$GAMEDAY_AZ"')
+    # the reference image's own command line (the image contract), with the module swapped for the mutant
+    assert images.SERVICE_CMD.startswith("exec python3 -m sut.service ")
+    cmd = images.SERVICE_CMD.replace("python3 -m sut.service", f'python3 -c "{broken}"', 1)
     dockerfile = f"FROM {base}\nCMD {json.dumps(['/bin/sh', '-c', cmd])}\n"
     client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=user_tag, network_mode="none", rm=True)
     config = tmp_path / "gameday.toml"

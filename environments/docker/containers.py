@@ -30,6 +30,7 @@ from pathlib import Path
 
 from environments.docker.cleanup import OWNER_LABEL, RUN_LABEL
 from environments.local.ecs import TASK_HOST, TaskSpec
+from gameday import procs
 from gameday.config import DockerSpec
 
 log = logging.getLogger("gameday.docker.tasks")
@@ -58,16 +59,9 @@ def _own_process(pid: int | None, container_id: str) -> bool:
 
 def _proc_start_time(pid: int | None) -> str | None:
     """The kernel's start time of `pid` (field 22 of /proc/<pid>/stat), or None if this process
-    cannot see it (a remote daemon, Docker in a VM, another pid namespace, or it is gone)."""
-    if not pid:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2:].split()   # the command name may hold spaces and ')'
-    return fields[19].decode() if len(fields) > 19 and fields[0] != b"Z" else None
+    cannot see it (a remote daemon, Docker in a VM, another pid namespace), or it is gone or a zombie."""
+    fields = procs.stat_fields(pid) if pid else None
+    return fields[19] if fields and len(fields) > 19 and fields[0] != "Z" else None
 
 
 def _disable_ryuk() -> None:
