@@ -2,12 +2,12 @@
 (failover), and checkers: pure functions over histories and replicas (checkers), plus an
 export of histories for Jepsen's Elle (elle)."""
 
-from assertions.checkers import (CheckResult, HistoryError, Operation, compose, convergence, divergent_keys,
+from gameday.assertions.checkers import (CheckResult, HistoryError, Operation, compose, convergence, divergent_keys,
                                  error_budget, iter_operations, lost_acked_writes, operations, read_your_writes,
                                  rto, run_checks)
-from assertions.deadlines import Deadlines
-from assertions.eventually import NotWithinDeadline, eventually
-from assertions.failover import (alarm_fires, alarm_stays, dns_answers_region, explain, lambda_invoked,
+from gameday.assertions.deadlines import Deadlines
+from gameday.assertions.eventually import NotWithinDeadline, eventually
+from gameday.assertions.failover import (alarm_fires, alarm_stays, dns_answers_region, explain, lambda_invoked,
                                  read_replicas, record_points_at, replicas_converge)
 
 __all__ = [

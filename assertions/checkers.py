@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
-from reports.rundata import ReportError, parse_time
+from gameday.reports.rundata import ReportError, parse_time
 
 Valid = Any  # True | False | "unknown"
 UNKNOWN = "unknown"

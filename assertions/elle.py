@@ -27,7 +27,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from assertions.checkers import INF, Operation, operations
+from gameday.assertions.checkers import INF, Operation, operations
 
 FORMS = ("rw-register", "register")
 

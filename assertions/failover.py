@@ -26,9 +26,9 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable
 
-from assertions.checkers import divergent_keys
-from assertions.deadlines import HARNESS_MARGIN_S, Deadlines
-from assertions.eventually import NotWithinDeadline, eventually
+from gameday.assertions.checkers import divergent_keys
+from gameday.assertions.deadlines import HARNESS_MARGIN_S, Deadlines
+from gameday.assertions.eventually import NotWithinDeadline, eventually
 
 ALARM, OK = "ALARM", "OK"
 # moto/CloudWatch stamp a transition with their own clock; allow for rounding between the clocks
@@ -603,7 +603,7 @@ def replicas_converge(env, started: float | None = None, deadline: float | None 
     started = time.monotonic() if started is None else started
     d, why = _deadline(env, deadline, "convergence_s")
     if deadline is None and backlog > 0:
-        from assertions.deadlines import REPLICATION_APPLY_S
+        from gameday.assertions.deadlines import REPLICATION_APPLY_S
 
         d += backlog * REPLICATION_APPLY_S
         why += f" + {backlog} pending replicated writes x {REPLICATION_APPLY_S}s = {d:.1f}s"

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from assertions.checkers import (divergent_keys, error_budget, lost_acked_writes, read_your_writes,  # noqa: E402
+from gameday.assertions.checkers import (divergent_keys, error_budget, lost_acked_writes, read_your_writes,  # noqa: E402
                                  rto)
 
 RESULTS = Path(__file__).with_name("results.json")

@@ -29,12 +29,12 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results_io import record  # noqa: E402
-from environments.local import LocalEnvironment  # noqa: E402
-from environments.local.moto_region import MotoServer  # noqa: E402
+from gameday.environments.local import LocalEnvironment  # noqa: E402
+from gameday.environments.local.moto_region import MotoServer  # noqa: E402
 from gameday import procs  # noqa: E402
 from gameday.config import load_config  # noqa: E402
 from gameday.net import free_port  # noqa: E402
-from scenarios.baseline import alarm_states, restore_baseline  # noqa: E402
+from gameday.scenarios.baseline import alarm_states, restore_baseline  # noqa: E402
 from tests.support import drive_load  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def bare_parts(cfg, tmp: Path) -> tuple[float, float]:
     n = cfg.service.desired_tasks * len(cfg.regions)
     ports = [free_port() for _ in range(n)]
     t1 = time.monotonic()
-    tasks = [procs.spawn([procs.python(), "-m", "sut.service", "--port", str(p), "--region", "us-east-1",
+    tasks = [procs.spawn([procs.python(), "-m", "gameday.sut.service", "--port", str(p), "--region", "us-east-1",
                           "--table", cfg.dynamodb.table, "--endpoint", moto.url, "--task-id", f"bench{i}",
                           "--az", "us-east-1a"], tmp / "logs" / f"task{i}.log",
                          cwd=Path(__file__).resolve().parents[1]) for i, p in enumerate(ports)]

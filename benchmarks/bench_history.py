@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from gameday import procs  # noqa: E402
 from gameday.net import free_port_on_all  # noqa: E402
-from loadgen.runner import LoadRunner  # noqa: E402
+from gameday.loadgen.runner import LoadRunner  # noqa: E402
 
 ADDRESSES = {"us-east-1": "127.0.1.1", "us-west-2": "127.0.2.1"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -106,7 +106,7 @@ def one_run(out: Path, endpoints: dict, rate: float, seconds: float, record: boo
 def writer_cost_us(n: int = 20000) -> float:
     """Microseconds the history adds to one request in the worker: the invoke entry, then the
     completion entry built as the request listener builds it (both encoded and written)."""
-    from loadgen.history import HistoryWriter
+    from gameday.loadgen.history import HistoryWriter
 
     with tempfile.TemporaryDirectory() as d:
         w = HistoryWriter(Path(d) / "history.bench.w0-1@x.jsonl", "w0")

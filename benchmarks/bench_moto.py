@@ -27,7 +27,7 @@ from botocore.config import Config
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results_io import record  # noqa: E402
-from environments.local.moto_region import MotoServer  # noqa: E402
+from gameday.environments.local.moto_region import MotoServer  # noqa: E402
 from gameday import procs  # noqa: E402
 
 REGION = "us-east-1"

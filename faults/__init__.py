@@ -2,21 +2,21 @@
 inject / rollback, journaled before it is applied and rolled back on pass, fail, exception,
 Ctrl-C and SIGTERM; after a SIGKILL, `gameday rollback` restores from the journal.
 
-    from faults import Nemesis, block_region, stop_tasks
+    from gameday.faults import Nemesis, block_region, stop_tasks
     with Nemesis(env, run_dir / "journal.jsonl", scenario="outage") as nemesis:
         nemesis.inject(block_region("us-east-1", mode="refuse"))
 """
 
 from __future__ import annotations
 
-from faults.api import API_EFFECTS, ApiFault
-from faults.base import CapabilityMissing, Fault, FaultError, fault_from_record, fault_kinds
-from faults.ecs import LoseAz, StopTasks
-from faults.journal import Journal, JournalError, read_journal
-from faults.lambda_fault import LAMBDA_MODES, LambdaFault
-from faults.nemesis import FaultRecord, Nemesis, RollbackFailed
-from faults.network import BLOCK_MODES, BlockRegion
-from faults.replication import PauseReplication, ReplicationDrop
+from gameday.faults.api import API_EFFECTS, ApiFault
+from gameday.faults.base import CapabilityMissing, Fault, FaultError, fault_from_record, fault_kinds
+from gameday.faults.ecs import LoseAz, StopTasks
+from gameday.faults.journal import Journal, JournalError, read_journal
+from gameday.faults.lambda_fault import LAMBDA_MODES, LambdaFault
+from gameday.faults.nemesis import FaultRecord, Nemesis, RollbackFailed
+from gameday.faults.network import BLOCK_MODES, BlockRegion
+from gameday.faults.replication import PauseReplication, ReplicationDrop
 
 
 def stop_tasks(region: str, count: int | None = None, fraction: float | None = None, all: bool = False,

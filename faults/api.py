@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 from functools import lru_cache
 
-from environments.base import Environment
-from faults.base import Fault, FaultError, check_choice, check_fraction, check_positive, check_region, require_control
+from gameday.environments.base import Environment
+from gameday.faults.base import Fault, FaultError, check_choice, check_fraction, check_positive, check_region, require_control
 
 API_EFFECTS = ("error", "throttle", "latency", "blackhole")
 

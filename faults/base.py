@@ -20,7 +20,7 @@ import re
 from functools import lru_cache
 from typing import Any, ClassVar
 
-from environments.base import CapabilityMissing, Environment
+from gameday.environments.base import CapabilityMissing, Environment
 from gameday.config import REGION_RE
 
 # Route 53 is a global service whose control plane lives in us-east-1 (DESIGN.md): the
@@ -186,7 +186,7 @@ def fault_from_record(kind: str, params: dict) -> Fault:
 
 def _load_all() -> None:
     # the registry fills as fault modules are imported; make sure every built-in one is
-    from faults import api, ecs, lambda_fault, network, replication  # noqa: F401
+    from gameday.faults import api, ecs, lambda_fault, network, replication  # noqa: F401
 
 
 def inject_fault(fault: Fault, env: Environment) -> dict:

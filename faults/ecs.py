@@ -6,8 +6,8 @@ import dataclasses
 import math
 import random
 
-from environments.base import Environment
-from faults.base import AZ_RE, Fault, FaultError, check_fraction, check_positive, check_region, require_control
+from gameday.environments.base import Environment
+from gameday.faults.base import AZ_RE, Fault, FaultError, check_fraction, check_positive, check_region, require_control
 
 DEFAULT_CLUSTER = "gameday"   # environments/local/provision.py: Provisioned.cluster
 

@@ -113,7 +113,7 @@ class JournaledFault:
 def read_journal(path: str | Path) -> tuple[list[JournaledFault], list[str]]:
     """(faults in intent order, warnings). JournalError (one line) for a corrupted journal.
     A last line cut short by a kill is dropped with a warning (the write never completed)."""
-    from reports.rundata import ReportError, read_jsonl
+    from gameday.reports.rundata import ReportError, read_jsonl
 
     p = Path(path)
     rel = p.name

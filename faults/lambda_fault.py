@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from environments.base import Environment
-from faults.base import Fault, FaultError, check_choice, check_positive, require_control
+from gameday.environments.base import Environment
+from gameday.faults.base import Fault, FaultError, check_choice, check_positive, require_control
 
 LAMBDA_MODES = ("error", "timeout", "delay")
 

@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from environments.base import Environment
-from faults.base import Fault, inject_fault, rollback_fault
-from faults.journal import Journal
+from gameday.environments.base import Environment
+from gameday.faults.base import Fault, inject_fault, rollback_fault
+from gameday.faults.journal import Journal
 from gameday.events import iso
 
 log = logging.getLogger("gameday.faults")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from environments.base import Environment
-from faults.base import ROUTE53_HOME, Fault, FaultError, check_choice, check_region, require_control
+from gameday.environments.base import Environment
+from gameday.faults.base import ROUTE53_HOME, Fault, FaultError, check_choice, check_region, require_control
 
 BLOCK_MODES = ("hang", "refuse")
 

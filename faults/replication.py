@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from environments.base import Environment
-from faults.base import Fault, FaultError, check_fraction, check_region, require_control
+from gameday.environments.base import Environment
+from gameday.faults.base import Fault, FaultError, check_fraction, check_region, require_control
 
 
 @dataclasses.dataclass(frozen=True)

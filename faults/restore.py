@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from faults.base import Fault, FaultError, fault_from_record, rollback_fault
-from faults.journal import Journal, JournaledFault, JournalError, open_faults, read_journal
+from gameday.faults.base import Fault, FaultError, fault_from_record, rollback_fault
+from gameday.faults.journal import Journal, JournaledFault, JournalError, open_faults, read_journal
 
 EXIT_OK, EXIT_ROLLBACK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -71,7 +71,7 @@ def rollback_run(run_dir: str | Path, *, state_file: str | Path | None = None,
 
     if any((jf.env or {}).get("kind") == "aws" for jf, _ in todo):
         # a real stack outlives the process that broke it: come back to it (account checked again)
-        from environments.aws import attach_for_rollback
+        from gameday.environments.aws import attach_for_rollback
 
         try:
             env = attach_for_rollback(run)
@@ -86,7 +86,7 @@ def rollback_run(run_dir: str | Path, *, state_file: str | Path | None = None,
                  f"({len(todo)} fault(s) were open: {', '.join(f'{jf.kind} {jf.target}' for jf, _ in todo)})")
             return EXIT_OK
 
-        from environments.local import LocalEnvironment
+        from gameday.environments.local import LocalEnvironment
 
         env = LocalEnvironment.attach(endpoints)
     journal = Journal(journal_path)

@@ -63,7 +63,7 @@ def up(
     With --web, Locust's web UI (load, plus the Chaos tab: inject and roll back faults, watch alarms
     and DNS) starts with it on http://127.0.0.1:8089; Ctrl-C stops Locust first (rolling back the
     tab's faults), then the environment."""
-    from environments.local.stack import LocalStack
+    from gameday.environments.local.stack import LocalStack
     from gameday import state
     from gameday.rundir import new_run_dir
 
@@ -79,7 +79,7 @@ def up(
     Path(run).mkdir(parents=True, exist_ok=True)
     progress = (lambda m: print(f"[gameday up] {m}", file=sys.stderr, flush=True))
     if env == "docker":
-        from environments.docker.stack import DockerStack
+        from gameday.environments.docker.stack import DockerStack
         stack = DockerStack(cfg, Path(run), progress=progress)
     else:
         stack = LocalStack(cfg, Path(run), progress=progress)
@@ -116,7 +116,7 @@ def up(
 def _check_web_binding(web_host: str) -> None:
     from types import SimpleNamespace
 
-    from loadgen.chaos_ui import ChaosAuthError, check_binding
+    from gameday.loadgen.chaos_ui import ChaosAuthError, check_binding
 
     try:
         check_binding(SimpleNamespace(web_host=web_host, chaos_token="", web_login=False))
@@ -130,8 +130,8 @@ def _start_web(state_p: Path, run: Path, web_host: str, web_port: int, stop: thr
     from gameday import procs
 
     log = run / "locust.log"
-    proc = procs.spawn([procs.python(), "-m", "loadgen", "--gameday-state", str(Path(state_p).resolve()),
-                        "--web-host", web_host, "--web-port", str(web_port)], log_path=log, cwd=REPO_ROOT)
+    proc = procs.spawn([procs.python(), "-m", "gameday.loadgen", "--gameday-state", str(Path(state_p).resolve()),
+                        "--web-host", web_host, "--web-port", str(web_port)], log_path=log)
     print(f"  web UI          http://{web_host}:{web_port}/  (Chaos tab after Start; /chaos/ at any time; "
           f"log {log})", flush=True)
 
@@ -147,8 +147,8 @@ def _start_web(state_p: Path, run: Path, web_host: str, web_port: int, stop: thr
 
 def _docker_user_errors() -> tuple[type[Exception], ...]:
     try:
-        from environments.docker.images import ImageBuildError
-        from environments.docker.preflight import DockerUnavailable
+        from gameday.environments.docker.images import ImageBuildError
+        from gameday.environments.docker.preflight import DockerUnavailable
     except ImportError:
         return ()
     return (DockerUnavailable, ImageBuildError)
@@ -215,14 +215,75 @@ def render_status(ep: dict, st: dict) -> str:
     return "\n".join(lines)
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+ENVS = ("local", "docker", "aws")
+SUITES = ("builtin", "mine", "all")
+PYTEST_INI_FILES = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+
+
+def builtin_suite() -> Path:
+    """The built-in resilience suite: the installed package's gameday.scenarios folder."""
+    import gameday.scenarios
+
+    return Path(gameday.scenarios.__file__).resolve().parent
+
+
+def user_suite(cfg: GamedayConfig, cli_paths: list[str]) -> list[Path]:
+    """The team's own scenarios: paths named on the command line, else [suite] paths that exist.
+    The built-in suite itself (a gameday checkout's scenarios/) is never counted as the team's."""
+    builtin = builtin_suite()
+    given = cli_paths or [p for p in cfg.suite.paths if Path(p).exists()]
+    return [Path(p) for p in given if Path(p.split("::")[0]).resolve() != builtin]
+
+
+def _split_pytest_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """(existing paths, everything else) among the extra arguments: a path (or path::test) is a
+    scenario location of the team's, anything else goes to pytest as it is."""
+    paths, rest = [], []
+    for a in args:
+        (paths if not a.startswith("-") and Path(a.split("::")[0]).exists() else rest).append(a)
+    return paths, rest
+
+
+def resolve_suite(suite: Optional[str], cfg: GamedayConfig, cli_paths: list[str]) -> tuple[str, list[str]]:
+    """(the suite chosen, the pytest paths to collect), or a one-line error (exit 2)."""
+    mine = user_suite(cfg, cli_paths)
+    chosen = suite or cfg.suite.default or ("all" if mine else "builtin")
+    if chosen not in SUITES:
+        fail(f"--suite must be one of {', '.join(SUITES)}, got {chosen!r}")
+    if chosen == "mine" and not mine:
+        fail(f"--suite mine: no scenarios of your own: none of {', '.join(cfg.suite.paths)} exists here "
+             f"({Path.cwd()}); `gameday init` writes an example, or name paths on the command line")
+    paths = ([str(builtin_suite())] if chosen != "mine" else []) + ([str(p) for p in mine] if chosen != "builtin" else [])
+    return chosen, paths
+
+
+def pytest_argv(paths: list[str], run: Path, env: str, *, k: Optional[str], config: Optional[Path],
+                failover_handler: Optional[str], extra: list[str]) -> list[str]:
+    """pytest over the suite, from the current directory: its pytest configuration (if any) applies,
+    gameday's plugin comes from its entry point, and nothing is written into the installed package."""
+    argv = [sys.executable, "-m", "pytest", *paths, "-p", "no:locust", "-p", "no:cacheprovider", "-v",
+            "--rootdir", str(Path.cwd()), "--timeout", "300",
+            "--run-dir", str(run.resolve()), "--junitxml", str((run / "junit.xml").resolve()), "--env", env]
+    ini = next((f for f in PYTEST_INI_FILES if Path(f).is_file()), None)
+    if ini is not None:
+        argv += ["-c", ini]
+    if k:
+        argv += ["-k", k]
+    if config:
+        argv += ["--config", str(config.resolve())]
+    if failover_handler:
+        argv += ["--failover-handler", failover_handler]
+    return argv + extra
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
     k: Optional[str] = typer.Option(None, "-k", help="only scenarios matching this pytest -k expression"),
-    env: str = typer.Option("local", "--env", help="environment: local, docker (docs/docker.md) or aws"),
+    env: str = typer.Option("local", "--env", help="environment: local, docker (docs/docker.md) or aws (docs/aws.md)"),
+    suite: Optional[str] = typer.Option(None, "--suite", help="builtin (gameday's scenarios), mine (your own: "
+                                        "[suite] paths, default ./scenarios, or paths given as arguments) or all; "
+                                        "default: all when you have scenarios of your own, else builtin"),
     config: Optional[Path] = ConfigOpt,
     failover_handler: Optional[str] = HandlerOpt,
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: a new reports/runs/<run-id>"),
@@ -230,29 +291,25 @@ def run(
                                            "file (default: reports/history.jsonl, for runs in reports/runs/ only; a "
                                            "--run-dir elsewhere appends only when --history is given)"),
 ) -> None:
-    """Run the resilience suite (pytest on scenarios/) into a run directory; exit code as pytest's.
-    Extra arguments are passed to pytest."""
+    """Run the resilience suite (pytest underneath) into a run directory; exit code as pytest's.
+    Paths given as arguments are your own scenarios; other extra arguments go to pytest."""
     import subprocess
 
     from gameday.rundir import new_run_dir
 
-    _config(config, failover_handler)  # fail fast, with one line, on a bad config
+    # everything is checked before anything is created: a bad option leaves no empty run directory
+    if env not in ENVS:
+        fail(f"--env must be one of {', '.join(ENVS)}, got {env!r}")
+    cfg = _config(config, failover_handler)
+    cli_paths, extra = _split_pytest_args(list(ctx.args))
+    chosen, paths = resolve_suite(suite, cfg, cli_paths)
     run = run_dir or new_run_dir()
     run.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "pytest", str(REPO_ROOT / "scenarios"), "-p", "no:locust", "-p", "no:cacheprovider",
-            "-v", "--rootdir", str(REPO_ROOT), "-c", str(REPO_ROOT / "pyproject.toml"),
-            "--run-dir", str(run.resolve()), "--junitxml", str((run / "junit.xml").resolve()), "--env", env]
-    if k:
-        argv += ["-k", k]
-    if config:
-        argv += ["--config", str(config.resolve())]
-    if failover_handler:
-        argv += ["--failover-handler", failover_handler]
-    argv += list(ctx.args)
-    typer.echo(f"[gameday run] run directory {run}", err=True)
-    rc = subprocess.call(argv)
+    argv = pytest_argv(paths, run, env, k=k, config=config, failover_handler=failover_handler, extra=extra)
+    typer.echo(f"[gameday run] run directory {run}; suite {chosen}: {' '.join(paths)}", err=True)
+    rc = _call_dying_with_us(argv)
     try:
-        from reports.finalize import finalize_run
+        from gameday.reports.finalize import finalize_run
         out = finalize_run(run, env=env)
         summary = json.loads((run / "summary.json").read_text())
         typer.echo(render_verdict(summary))
@@ -264,10 +321,26 @@ def run(
     raise typer.Exit(rc)
 
 
+def _call_dying_with_us(argv: list[str]) -> int:
+    """Run pytest in our process group (Ctrl-C reaches it as it reaches us: it rolls back and stops),
+    with PR_SET_PDEATHSIG: if `gameday run` is SIGKILLed, pytest gets SIGTERM, rolls its faults back
+    and ends instead of running the rest of the suite unattended."""
+    import subprocess
+
+    from gameday.procs import set_parent_death_signal
+
+    proc = subprocess.Popen(argv, preexec_fn=lambda: set_parent_death_signal(signal.SIGTERM))
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue  # pytest got the same Ctrl-C: wait for it to roll back and report
+
+
 def _append_history(summary: dict, run: Path, history: Optional[Path], *, default_run_dir: bool) -> None:
     """The run's line per scenario in the trend's history (reports/trend.py); a warning if it cannot."""
     from gameday.rundir import RUNS_DIR
-    from reports.trend import HISTORY_PATH, append_history
+    from gameday.reports.trend import HISTORY_PATH, append_history
 
     if history is None:
         # runs elsewhere (tests' and benchmarks' temporary runs, mutants) stay out of the project's trend
@@ -317,8 +390,8 @@ def report(
     scenario's newest failover, RTO or error rate more than 20% above the median of its previous
     7 runs, or lost acknowledged writes after runs that lost none. Exit 0 if no regression,
     3 if one is flagged (each listed), 2 if the history is unreadable."""
-    from reports.finalize import finalize_run
-    from reports.rundata import ReportError
+    from gameday.reports.finalize import finalize_run
+    from gameday.reports.rundata import ReportError
 
     if trend:
         _trend(history, out)
@@ -335,8 +408,8 @@ def report(
 
 
 def _trend(history: Path, out: Path) -> None:
-    from reports.rundata import ReportError
-    from reports.trend import load_history, write_trend
+    from gameday.reports.rundata import ReportError
+    from gameday.reports.trend import load_history, write_trend
 
     try:
         t = load_history(history)
@@ -367,7 +440,7 @@ def load(ctx: typer.Context) -> None:
     """Exploratory load with Locust's web UI (on 127.0.0.1:8089) against the running `gameday up`:
     same as `python -m loadgen ARGS`; `gameday load --help` lists Locust's and gameday's options
     (--surge-region, --surge-rate 1.5x, --follower-rate, --op-mix, --shape, --headless, ...)."""
-    from loadgen.__main__ import main as load_main
+    from gameday.loadgen.__main__ import main as load_main
 
     raise typer.Exit(load_main(list(ctx.args)) or 0)
 
@@ -379,7 +452,7 @@ def rollback(
 ) -> None:
     """Roll back, from RUN_DIR/journal.jsonl, every fault injected and never rolled back (after a
     SIGKILLed run), against the running environment. One line per fault."""
-    from faults.restore import rollback_run
+    from gameday.faults.restore import rollback_run
 
     rc = rollback_run(run_dir, state_file=state_file, echo=typer.echo, err=lambda m: typer.echo(m, err=True))
     raise typer.Exit(rc)
@@ -396,8 +469,8 @@ def plan(
     """Print what a run on the aws environment would do: scenarios, faults and their targets, load,
     caps; with the account check, discovery and preflight (read-only). Changes nothing.
     Exit 0 ready, 1 preflight problems, 2 a scenario over a cap (named) or a refused account."""
-    from environments.aws import AccountRefused, AwsConfigError, AwsEnvironment, PreflightFailed
-    from environments.aws.plan import build_plan, plan_exit_code, render_plan
+    from gameday.environments.aws import AccountRefused, AwsConfigError, AwsEnvironment, PreflightFailed
+    from gameday.environments.aws.plan import build_plan, plan_exit_code, render_plan
 
     if env != "aws":
         fail(f"`gameday plan` judges a run against the aws environment's guardrails; --env {env} has none")

@@ -156,7 +156,7 @@ _HANDLER_LAMBDA_RE = re.compile(r"(?P<module>[A-Za-z_][\w.]*)\.(?P<function>[A-Z
 
 
 class FailoverSpec(_Model):
-    handler: str = Field("sut.failover_lambda:handler", description="module:function, Lambda's module.function, "
+    handler: str = Field("gameday.sut.failover_lambda:handler", description="module:function, Lambda's module.function, "
                          "or path/to/file.py:function (its directory is then the code directory)")
     code_dir: str | None = Field(None, description="put on sys.path before importing the handler (LAMBDA_TASK_ROOT)")
     region: str = Field("us-west-2", description="the Lambda's home region (AWS_REGION)")
@@ -175,7 +175,7 @@ class FailoverSpec(_Model):
     @classmethod
     def _handler(cls, v: str) -> str:
         if not any(r.fullmatch(v) for r in (_HANDLER_FILE_RE, _HANDLER_MODULE_RE, _HANDLER_LAMBDA_RE)):
-            raise ValueError("must be module:function (e.g. sut.failover_lambda:handler), Lambda's module.function, "
+            raise ValueError("must be module:function (e.g. gameday.sut.failover_lambda:handler), Lambda's module.function, "
                              "or path/to/file.py:function")
         return v
 
@@ -330,6 +330,16 @@ def _default_profiles() -> dict[str, TimeProfile]:
     }
 
 
+class SuiteSpec(_Model):
+    """Which scenarios `gameday run` collects besides the built-in suite (docs/scenarios.md)."""
+
+    paths: tuple[str, ...] = Field(("scenarios",), description="the team's own scenarios: folders or test "
+                                   "files, relative to the current directory (missing ones are skipped)")
+    default: Literal["builtin", "mine", "all"] | None = Field(
+        None, description="what `gameday run` runs without --suite (default: all when one of paths exists, "
+                          "else builtin)")
+
+
 class GamedayConfig(_Model):
     regions: tuple[str, ...] = ("us-east-1", "us-west-2")
     service: ServiceSpec = ServiceSpec()
@@ -343,6 +353,7 @@ class GamedayConfig(_Model):
     local: LocalSpec = LocalSpec()
     docker: DockerSpec = DockerSpec()
     aws: AwsSpec = AwsSpec()
+    suite: SuiteSpec = SuiteSpec()
 
     @field_validator("profiles", mode="before")
     @classmethod

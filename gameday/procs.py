@@ -24,11 +24,17 @@ _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gameday-spawner
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` to this process when its parent (thread) dies; call it in the
+    child between fork and exec (a preexec_fn)."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
     except OSError:
         pass
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    set_parent_death_signal(signal.SIGKILL)
     os.setpgrp()
 
 

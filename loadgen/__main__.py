@@ -21,7 +21,7 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
 
 def gameday_help() -> str:
-    from loadgen.plan import OPTIONS
+    from gameday.loadgen.plan import OPTIONS
 
     lines = ["", "gameday options (custom arguments; also in the web UI form; env GAMEDAY_LOAD_<NAME>):"]
     for o in OPTIONS:

@@ -43,10 +43,10 @@ import time
 from collections import deque
 from pathlib import Path
 
-from faults.base import _REGISTRY, CapabilityMissing, FaultError, fault_from_record, fault_kinds
-from faults.nemesis import ACTIVE, PENDING, ROLLBACK_FAILED, Nemesis, RollbackFailed
+from gameday.faults.base import _REGISTRY, CapabilityMissing, FaultError, fault_from_record, fault_kinds
+from gameday.faults.nemesis import ACTIVE, PENDING, ROLLBACK_FAILED, Nemesis, RollbackFailed
 from gameday.config import GamedayConfig
-from loadgen.plan import LoadInputError, parse_bool
+from gameday.loadgen.plan import LoadInputError, parse_bool
 
 log = logging.getLogger("gameday.chaos")
 
@@ -61,9 +61,9 @@ TIMELINE_KINDS = ("fault", "alarm", "dns_change", "lambda_invocation")
 
 # parameters whose values come from a fixed set (the faults' own tuples)
 _CHOICES_BY_FIELD: dict[tuple[str, str], str] = {
-    ("block_region", "mode"): "faults.network:BLOCK_MODES",
-    ("api_fault", "effect"): "faults.api:API_EFFECTS",
-    ("lambda_fault", "mode"): "faults.lambda_fault:LAMBDA_MODES",
+    ("block_region", "mode"): "gameday.faults.network:BLOCK_MODES",
+    ("api_fault", "effect"): "gameday.faults.api:API_EFFECTS",
+    ("lambda_fault", "mode"): "gameday.faults.lambda_fault:LAMBDA_MODES",
 }
 _REGION_FIELDS = ("region", "source", "destination")
 
@@ -147,7 +147,7 @@ def fault_schema(regions: tuple[str, ...] = ()) -> list[dict]:
         doc = " ".join((cls.__doc__ or "").split())
         if not doc or doc.startswith(cls.__name__ + "("):
             # no docstring of its own (the dataclass signature): the faults package's helper says it
-            import faults
+            from gameday import faults
 
             doc = " ".join((getattr(getattr(faults, kind, None), "__doc__", None) or "").split())
         if not doc:
@@ -222,7 +222,7 @@ class ChaosPanel:
     """What the /chaos/ routes do, without Flask or Locust: testable on its own."""
 
     def __init__(self, endpoints: dict, journal_dir: str | Path, *, env=None):
-        from environments.local import LocalEnvironment
+        from gameday.environments.local import LocalEnvironment
 
         self.endpoints = endpoints
         self.env = env or LocalEnvironment.attach(endpoints)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from gameday import state
-from loadgen.history import HistoryWriter, part_name
-from loadgen.pacing import Pacer, Slot
-from loadgen.plan import LoadPlan, build_plan, defaults
+from gameday.loadgen.history import HistoryWriter, part_name
+from gameday.loadgen.pacing import Pacer, Slot
+from gameday.loadgen.plan import LoadPlan, build_plan, defaults
 
 RECENT_KEYS = 64   # acknowledged writes kept per region for cross-region reads
 # run time 0 is this far after planning, so that the users are up before their first slot: a

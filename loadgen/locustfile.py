@@ -36,11 +36,11 @@ from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 from gameday.state import NoEnvironment
-from loadgen import context as lctx
-from loadgen import chaos_ui, history
-from loadgen.plan import OPTIONS, LoadInputError
-from loadgen.shapes import GamedayShape  # noqa: F401 - Locust finds the shape and the users here
-from loadgen.users import FollowerUser, RegionalUser  # noqa: F401
+from gameday.loadgen import context as lctx
+from gameday.loadgen import chaos_ui, history
+from gameday.loadgen.plan import OPTIONS, LoadInputError
+from gameday.loadgen.shapes import GamedayShape  # noqa: F401 - Locust finds the shape and the users here
+from gameday.loadgen.users import FollowerUser, RegionalUser  # noqa: F401
 
 log = logging.getLogger("gameday.load")
 ROLE_CLASS = {"dns": FollowerUser, "regional": RegionalUser}

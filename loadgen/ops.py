@@ -26,8 +26,8 @@ import random
 import time
 from collections import deque
 
-from loadgen.context import LoadContext
-from loadgen.history import classify
+from gameday.loadgen.context import LoadContext
+from gameday.loadgen.history import classify
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 

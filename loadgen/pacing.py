@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from loadgen.plan import Stream
+from gameday.loadgen.plan import Stream
 
 
 @dataclass(frozen=True, slots=True)

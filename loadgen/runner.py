@@ -35,13 +35,12 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_d
 
 from gameday import procs, state
 from gameday.net import free_port
-from loadgen import history as hist
-from loadgen.plan import LoadInputError, LoadPlan, build_plan, to_argv
+from gameday.loadgen import history as hist
+from gameday.loadgen.plan import LoadInputError, LoadPlan, build_plan, to_argv
 
 __all__ = ["LoadRunner", "LoadFactory", "LoadInputError", "LoadRunError", "start_load", "load_fixture"]
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class LoadRunError(RuntimeError):
@@ -133,11 +132,11 @@ class LoadRunner:
         env = {"PYTHONUNBUFFERED": "1"}
         self.started_at = time.time()
         try:
-            self.master = procs.spawn(master_argv, log_path=self.out_dir / "master.log", env=env, cwd=REPO_ROOT)
+            self.master = procs.spawn(master_argv, log_path=self.out_dir / "master.log", env=env)
             for i in range(self.workers_wanted):
                 self.workers.append(procs.spawn(
                     common + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
-                    log_path=self.out_dir / f"worker-{i}.log", env=env, cwd=REPO_ROOT))
+                    log_path=self.out_dir / f"worker-{i}.log", env=env))
             self._wait_running()
         except BaseException:
             self._kill_all()

@@ -26,8 +26,8 @@ from locust import LoadTestShape
 from locust.runners import STATE_MISSING, MasterRunner
 
 from gameday.state import NoEnvironment
-from loadgen import context
-from loadgen.plan import LoadInputError
+from gameday.loadgen import context
+from gameday.loadgen.plan import LoadInputError
 
 log = logging.getLogger("gameday.load")
 

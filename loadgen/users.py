@@ -20,7 +20,7 @@ from locust import FastHttpUser, task
 from locust.exception import StopUser
 
 from gameday.resolver import ServiceResolver
-from loadgen.ops import Operations, Target
+from gameday.loadgen.ops import Operations, Target
 
 IDLE_S = 0.25   # the longest a user sleeps before it looks at its slot again (a stop never waits on it)
 FIRST_CLAIM_LEAD_S = 0.02

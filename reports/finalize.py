@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reports.html import render_report, write_report
-from reports.recheck import recheck_run
-from reports.rundata import load_run
-from reports.summary import build_summary, write_summary
-from reports.timeline import build_timeline, write_timeline
+from gameday.reports.html import render_report, write_report
+from gameday.reports.recheck import recheck_run
+from gameday.reports.rundata import load_run
+from gameday.reports.summary import build_summary, write_summary
+from gameday.reports.timeline import build_timeline, write_timeline
 
 
 def finalize_run(run_dir: Path | str, **meta: Any) -> Path:

@@ -17,9 +17,9 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from reports.recheck import RunRecheck
-from reports.rundata import Run, Scenario, iso, parse_time
-from reports.timeline import client_buckets
+from gameday.reports.recheck import RunRecheck
+from gameday.reports.rundata import Run, Scenario, iso, parse_time
+from gameday.reports.timeline import client_buckets
 
 # Regions get blue/orange/purple/...; red, green and grey are kept for states (ALARM, OK, no data).
 REGION_COLORS = ["#1F77B4", "#FF7F0E", "#9467BD", "#8C564B", "#E377C2", "#17BECF", "#BCBD22", "#7F7F7F"]

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from reports.rundata import Op, ReportError, Run, Scenario
+from gameday.reports.rundata import Op, ReportError, Run, Scenario
 
 # name -> function; the history checker is called (history, replicas), the replica checker (replicas)
 HistoryChecker = Callable[[list[dict], dict], Any]
@@ -38,19 +38,19 @@ def set_checkers(lost_acked_writes: HistoryChecker | None = None, divergent_keys
 
 
 def resolve_checkers() -> tuple[dict[str, Callable], str]:
-    """The checker functions and where they come from ("assertions.checkers" or "built-in")."""
+    """The checker functions and where they come from ("gameday.assertions.checkers" or "built-in")."""
     if _override is not None:
         return {k: v for k, v in _override.items() if v is not None}, "override"
     try:
-        from assertions import checkers as mod  # written by the assertions component
+        from gameday.assertions import checkers as mod  # written by the assertions component
     except ImportError:
         return {"lost_acked_writes": builtin_lost_acked_writes, "divergent_keys": builtin_divergent_keys}, "built-in"
     found = {n: getattr(mod, n) for n in ("lost_acked_writes", "divergent_keys") if callable(getattr(mod, n, None))}
     if len(found) < 2:  # half-written module: fall back per function rather than crash
         found.setdefault("lost_acked_writes", builtin_lost_acked_writes)
         found.setdefault("divergent_keys", builtin_divergent_keys)
-        return found, "assertions.checkers (+ built-in)"
-    return found, "assertions.checkers"
+        return found, "gameday.assertions.checkers (+ built-in)"
+    return found, "gameday.assertions.checkers"
 
 
 # -- built-in data checks (used only while assertions/checkers.py is absent) -----------------------------
@@ -64,7 +64,7 @@ class CheckResult:
 
 
 def _ops(history: list[dict]) -> list[Op]:
-    from reports.rundata import normalize_op
+    from gameday.reports.rundata import normalize_op
     return [normalize_op(e, f"history entry {i + 1}") for i, e in enumerate(history)]
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import jsonschema
 
-from reports.recheck import RunRecheck
-from reports.rundata import Op, ReportError, Run, Scenario, iso, parse_time
+from gameday.reports.recheck import RunRecheck
+from gameday.reports.rundata import Op, ReportError, Run, Scenario, iso, parse_time
 
 SCHEMA_PATH = Path(__file__).with_name("summary.schema.json")
 TIME_METRICS = ("detection_s", "failover_s", "rto_s", "convergence_s")
@@ -40,7 +40,7 @@ def validate_summary(summary: Any, where: str = "summary.json") -> None:
 
 
 def load_summary(path: Path) -> dict:
-    from reports.rundata import read_json
+    from gameday.reports.rundata import read_json
     data = read_json(path, path.name)
     validate_summary(data, path.name)
     return data

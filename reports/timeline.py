@@ -17,7 +17,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from reports.rundata import Op, Run, iso
+from gameday.reports.rundata import Op, Run, iso
 
 BUCKET_S = 1.0
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reports.rundata import OUTCOMES, ReportError, iso, parse_time, read_jsonl
+from gameday.reports.rundata import OUTCOMES, ReportError, iso, parse_time, read_jsonl
 
 HISTORY_PATH = Path("reports") / "history.jsonl"
 TREND_PATH = Path("reports") / "trend.html"
@@ -36,13 +36,14 @@ ERROR_RATE_MIN_DELTA = 0.005
 RATIO_METRICS = ("failover_s", "rto_s", "error_rate")
 HISTORY_METRICS = ("detection_s", "failover_s", "rto_s", "error_rate", "lost_acked_writes", "acked_writes",
                    "divergent_keys", "convergence_s", "requests")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- writing ---------------------------------------------------------------------------------------------
 
-def git_commit(repo: Path = REPO_ROOT) -> dict:
-    """{"commit": sha|None, "dirty": bool|None}: CI's GITHUB_SHA, else `git rev-parse HEAD` (None outside git)."""
+def git_commit(repo: Path | None = None) -> dict:
+    """{"commit": sha|None, "dirty": bool|None} of the repository being rehearsed (the current directory's, a
+    team's own): CI's GITHUB_SHA, else `git rev-parse HEAD` (None outside git)."""
+    repo = Path.cwd() if repo is None else repo
     sha = os.environ.get("GITHUB_SHA") or None
     dirty = None
     try:
@@ -288,7 +289,7 @@ def _about(regression: str, metric: str) -> bool:
 
 
 def render_trend(trend: Trend) -> str:
-    from reports.html import esc, fig_html, fmt_s, page
+    from gameday.reports.html import esc, fig_html, fmt_s, page
 
     regs = trend.regressions
     rows, cards = [], []

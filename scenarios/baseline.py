@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 
-from assertions.deadlines import Deadlines
-from assertions.eventually import eventually
+from gameday.assertions.deadlines import Deadlines
+from gameday.assertions.eventually import eventually
 
 
 def point_record_at(env, region: str, comment: str = "gameday baseline") -> None:
@@ -23,7 +23,7 @@ def point_record_at(env, region: str, comment: str = "gameday baseline") -> None
     others 0; failover: it is PRIMARY, with the provisioned health checks). Record sets of the name
     that do not belong there (a handler's UPSERT with a wrong SetIdentifier) are deleted. The
     harness's own hand, through the unfaulted observer client: not the system under test acting."""
-    from environments.local.provision import route53_record_sets
+    from gameday.environments.local.provision import route53_record_sets
 
     ep, cfg = env.endpoints, env.config
     r53 = env.observer("route53", "us-east-1")

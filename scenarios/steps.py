@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from assertions.checkers import divergent_keys, error_budget, lost_acked_writes, read_your_writes, rto
-from assertions.eventually import eventually
-from assertions.failover import read_replicas, replicas_converge, replication_backlog
+from gameday.assertions.checkers import divergent_keys, error_budget, lost_acked_writes, read_your_writes, rto
+from gameday.assertions.eventually import eventually
+from gameday.assertions.failover import read_replicas, replicas_converge, replication_backlog
 
 # DNS-following clients: modest and steady, so their share of successes tells where DNS sends
 # normal traffic (the surge users aim at one region's load balancer directly).

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from assertions.eventually import eventually
-from assertions.failover import alarm_stays, record_points_at
-from faults import lose_az, stop_tasks
-from scenarios.steps import FAILOVER_OPS, FOLLOWER_RPS, data_checks
+from gameday.assertions.eventually import eventually
+from gameday.assertions.failover import alarm_stays, record_points_at
+from gameday.faults import lose_az, stop_tasks
+from gameday.scenarios.steps import FAILOVER_OPS, FOLLOWER_RPS, data_checks
 
 pytestmark = pytest.mark.scenario
 

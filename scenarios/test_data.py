@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from assertions.eventually import eventually
-from assertions.failover import alarm_fires, describe_alarm, dns_answers_region, lambda_invoked, read_replicas
-from faults import block_region, pause_replication
-from scenarios.baseline import point_record_at
-from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, clients_follow, data_checks, load_hold_s,
+from gameday.assertions.eventually import eventually
+from gameday.assertions.failover import alarm_fires, describe_alarm, dns_answers_region, lambda_invoked, read_replicas
+from gameday.faults import block_region, pause_replication
+from gameday.scenarios.baseline import point_record_at
+from gameday.scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, clients_follow, data_checks, load_hold_s,
                              needs_failover_function, other_region, start_surge)
 
 pytestmark = pytest.mark.scenario

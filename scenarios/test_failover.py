@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from assertions.failover import alarm_fires, dns_answers_region, health_check_unhealthy, lambda_invoked
-from faults import api_fault, block_region, stop_tasks
-from scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, clients_follow, data_checks, dns_moved_once, load_hold_s,
+from gameday.assertions.failover import alarm_fires, dns_answers_region, health_check_unhealthy, lambda_invoked
+from gameday.faults import api_fault, block_region, stop_tasks
+from gameday.scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, clients_follow, data_checks, dns_moved_once, load_hold_s,
                              needs_failover_function, other_region, start_surge)
 
 pytestmark = pytest.mark.scenario

@@ -2,7 +2,7 @@
 service's Route 53 A record to a healthy region.
 
 Written exactly as it would be deployed to AWS Lambda (Python runtime, handler
-`sut.failover_lambda.handler`, SNS trigger from each region's alarm topic):
+`gameday.sut.failover_lambda.handler`, SNS trigger from each region's alarm topic):
 - the Route 53 client is made once at import time with plain boto3, so warm invocations
   reuse its connections; region, endpoint and credentials come from the environment;
 - its configuration is environment variables:

@@ -6,9 +6,9 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from environments.local.context import LocalContext
-from environments.local.moto_region import MotoServer
-from environments.local.provision import provision
+from gameday.environments.local.context import LocalContext
+from gameday.environments.local.moto_region import MotoServer
+from gameday.environments.local.provision import provision
 from gameday.config import GamedayConfig, load_config
 from gameday.events import EventLog
 from gameday.net import region_address

@@ -18,10 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from assertions.eventually import eventually
-from environments.local.alarms import (ALARM, INSUFFICIENT_DATA, OK, AlarmEvaluator, evaluate,
+from gameday.assertions.eventually import eventually
+from gameday.environments.local.alarms import (ALARM, INSUFFICIENT_DATA, OK, AlarmEvaluator, evaluate,
                                        evaluation_range)
-from environments.local.provision import NAMESPACE
+from gameday.environments.local.provision import NAMESPACE
 from gameday.aws import LOCAL_ACCOUNT_ID
 from gameday.config import GamedayConfig
 from tests.support import provisioned_context

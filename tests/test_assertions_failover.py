@@ -21,11 +21,11 @@ from types import SimpleNamespace
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from assertions.deadlines import Deadlines
-from assertions.eventually import NotWithinDeadline
-from assertions.failover import (alarm_fires, alarm_stays, dns_answers_region, explain, lambda_invoked,
+from gameday.assertions.deadlines import Deadlines
+from gameday.assertions.eventually import NotWithinDeadline
+from gameday.assertions.failover import (alarm_fires, alarm_stays, dns_answers_region, explain, lambda_invoked,
                                  read_replicas, record_points_at, replicas_converge)
-from environments.local.dns import Route53DnsServer
+from gameday.environments.local.dns import Route53DnsServer
 from gameday.config import load_config
 from gameday.net import region_address
 from gameday.resolver import Answer, ResolveError, ServiceResolver
@@ -132,7 +132,7 @@ def test_alarm_fires_on_a_real_transition_and_measures_it(env, monkeypatch):
         timer.cancel()
     assert 0.25 <= detection < 0.9, detection
     # already in ALARM since before this start: it did not fire for this surge
-    import assertions.failover as failover
+    import gameday.assertions.failover as failover
     monkeypatch.setattr(failover, "STATE_TIME_TOLERANCE_S", 0.0)   # the clocks are one clock here
     with pytest.raises(NotWithinDeadline, match=r"already in ALARM since .* before the start: no new transition"):
         alarm_fires(env, E, started=time.monotonic(), deadline=0.3)

@@ -31,13 +31,13 @@ import requests
 from botocore.stub import ANY, Stubber
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from environments.aws import (AccountRefused, AwsConfigError, AwsEnvironment, GuardrailViolation, PreflightFailed,
+from gameday.environments.aws import (AccountRefused, AwsConfigError, AwsEnvironment, GuardrailViolation, PreflightFailed,
                               RunAborted)
-from environments.aws.discovery import AZ_TAG, ORIGINAL_SUBNETS_TAG
-from environments.aws.plan import scenario_catalogue
-from environments.local.moto_region import MotoServer
-from faults import FaultError, Nemesis, api_fault, block_region, lambda_fault, lose_az, pause_replication, stop_tasks
-from faults.journal import read_journal
+from gameday.environments.aws.discovery import AZ_TAG, ORIGINAL_SUBNETS_TAG
+from gameday.environments.aws.plan import scenario_catalogue
+from gameday.environments.local.moto_region import MotoServer
+from gameday.faults import FaultError, Nemesis, api_fault, block_region, lambda_fault, lose_az, pause_replication, stop_tasks
+from gameday.faults.journal import read_journal
 from gameday.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -431,7 +431,7 @@ def test_discovery_by_tags(stack):
 def test_scenario_baseline_works_on_the_stack(stack, tmp_path):
     """The scenarios' baseline step (record back on the initial region, alarms out of ALARM, DNS
     answering it) runs on the aws environment's names and clients."""
-    from scenarios.baseline import restore_baseline
+    from gameday.scenarios.baseline import restore_baseline
 
     set_record(stack["zone"], {"TTL": 60, "ResourceRecords": [{"Value": ADDRESSES["us-west-2"]}]})
     env = make_env(stack["cfg"], tmp_path).start()
@@ -500,7 +500,7 @@ def test_rollback_without_the_injected_line(pristine, tmp_path):
     params alone (the reserved rule number)."""
     env = make_env(pristine["cfg"], tmp_path).start()
     before = acl_entries()
-    from faults.base import inject_fault, rollback_fault
+    from gameday.faults.base import inject_fault, rollback_fault
 
     f = block_region("us-east-1")
     inject_fault(f, env)
@@ -541,8 +541,8 @@ def test_stop_condition_alarm_aborts_and_rolls_back(stack, tmp_path):
 INJECTOR = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from environments.aws import AwsEnvironment
-    from faults import Nemesis, block_region
+    from gameday.environments.aws import AwsEnvironment
+    from gameday.faults import Nemesis, block_region
     from gameday.config import load_config
     run = Path(sys.argv[1])
     env = AwsEnvironment(load_config(run / "gameday.json"), run).start(preflight=False)
@@ -626,7 +626,7 @@ def _plan(monkeypatch, cfg_path: Path, *args: str):
 
     from typer.testing import CliRunner
 
-    import environments.aws.environment as aws_environment
+    import gameday.environments.aws.environment as aws_environment
     from gameday.cli import app
 
     session = make_env(load_config(cfg_path)).session
@@ -697,7 +697,7 @@ def test_pause_replication_through_fis(pristine, tmp_path):
             {"id": "EXP0", "experimentTemplateId": "OTHER", "state": {"status": "running"}}]}, {})
         stub.add_response("stop_experiment", {"experiment": {"id": "EXP1"}}, {"id": "EXP1"})
         stub.add_response("delete_experiment_template", {"experimentTemplate": {"id": "EXT1"}}, {"id": "EXT1"})
-        from faults.base import inject_fault, rollback_fault
+        from gameday.faults.base import inject_fault, rollback_fault
 
         f = pause_replication("us-east-1", "us-west-2")
         f.check(env)
@@ -713,7 +713,7 @@ def test_fis_backed_faults_are_missing_without_a_fis_role(pristine, tmp_path):
     env = make_env(pristine["cfg"], tmp_path).start()
     assert {"stop_tasks", "lose_az", "block_data_plane"} <= env.capabilities
     assert not {"pause_replication", "api_fault", "lambda_fault", "block_control_plane"} & env.capabilities
-    from environments.base import CapabilityMissing
+    from gameday.environments.base import CapabilityMissing
 
     with pytest.raises(CapabilityMissing, match="cannot pause replication"):
         Nemesis(env, tmp_path / "j.jsonl", handle_signals=False).inject(pause_replication("us-east-1", "us-west-2"))
@@ -778,7 +778,7 @@ def test_lambda_fault_through_an_alias(stack, tmp_path):
         sns.subscribe(TopicArn=stack["regions"][r]["topic"], Protocol="lambda", Endpoint=alias_arn)
     env = make_env(cfg, tmp_path).start()
     assert "lambda_fault" in env.capabilities and env.backend("lambda_fault") == "alias"
-    from faults.base import inject_fault, rollback_fault
+    from gameday.faults.base import inject_fault, rollback_fault
 
     with Nemesis(env, tmp_path / "journal.jsonl", handle_signals=False) as n:
         rec = n.inject(lambda_fault("error"))

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from assertions import elle
-from assertions.checkers import (UNKNOWN, CheckResult, HistoryError, compose, convergence, divergent_keys,
+from gameday.assertions import elle
+from gameday.assertions.checkers import (UNKNOWN, CheckResult, HistoryError, compose, convergence, divergent_keys,
                                  error_budget, lost_acked_writes, operations, read_your_writes, rto, run_checks)
-from reports.rundata import normalize_op
+from gameday.reports.rundata import normalize_op
 
 E, W = "us-east-1", "us-west-2"
 T0 = 1_764_000_000.0
@@ -457,7 +457,7 @@ def test_compose():
 
 
 def test_run_checks_and_recheck_shape():
-    from reports.recheck import _as_check
+    from gameday.reports.recheck import _as_check
     h = _steady(50, 0, 0.1).build() + Hist().w("k1", "v1", 0, 0.1).build()
     results = run_checks(h, both({"k1": "v1"}), error_budget_fraction=0.01, fault_time=T0 + 1)
     assert [r.name for r in results] == ["lost_acked_writes", "divergent_keys", "read_your_writes", "error_budget",
@@ -472,13 +472,13 @@ def test_run_checks_and_recheck_shape():
 
 def test_recheck_keeps_an_rpo_budget(tmp_path):
     """reports/recheck.py re-runs lost_acked_writes with the scenario's RPO budget (allowed losses)."""
-    from reports.recheck import recheck_scenario, resolve_checkers
-    from reports.rundata import Scenario
+    from gameday.reports.recheck import recheck_scenario, resolve_checkers
+    from gameday.reports.rundata import Scenario
     h = Hist().w("k1", "v1", 1, 1.1).w("k2", "v2", 1, 1.1).build()
     (tmp_path / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in h))
     (tmp_path / "replicas.json").write_text(json.dumps(both({"k1": "v1"})))   # k2 lost, replicas agree
     checkers, source = resolve_checkers()
-    assert source == "assertions.checkers"
+    assert source == "gameday.assertions.checkers"
     result = {"name": "rpo", "outcome": "passed", "checks": [{"name": "lost_acked_writes", "valid": True}],
               "metrics": {}, "budgets": {"lost_acked_writes": 1}}
     rc = recheck_scenario(Scenario("rpo", tmp_path, "scenarios/rpo", result, None, None), checkers)

@@ -22,7 +22,7 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from environments.local.dns import (REFRESH_INTERVAL_S, REFRESH_TIMEOUT_S, RecordSet, Route53DnsServer, Zone,
+from gameday.environments.local.dns import (REFRESH_INTERVAL_S, REFRESH_TIMEOUT_S, RecordSet, Route53DnsServer, Zone,
                                     eligible)
 from gameday.net import region_address
 from gameday.resolver import Answer, ResolveError, ServiceResolver
@@ -374,7 +374,7 @@ def _moto_pid(ctx, region: str) -> int:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(m in argv for m in (b"moto.server", b"environments.local.moto_main")) and port.encode() in argv:
+        if any(m in argv for m in (b"moto.server", b"gameday.environments.local.moto_main")) and port.encode() in argv:
             return pid
     raise AssertionError(f"no moto server child for {region} on port {port}")
 
@@ -542,8 +542,8 @@ class FakeLoadBalancers:
 def routed():
     """A zone provisioned with route53.routing = failover (health checks on each region's load-balancer
     address), fake load balancers, health checkers at HC_INTERVAL_S and the DNS server following them."""
-    from environments.local.healthchecks import Route53HealthCheckers
-    from environments.local.provision import provision
+    from gameday.environments.local.healthchecks import Route53HealthCheckers
+    from gameday.environments.local.provision import provision
     from gameday.config import load_config
     from gameday.net import free_port_on_all
 
@@ -575,7 +575,7 @@ def test_weighted_routing_record_sets_and_restore(routed):
     """route53.routing = weighted as provision() writes it (and the baseline restores it), into the
     same zone under another name: set identifiers (configured or the region name), weight 100 on
     the active region and 0 elsewhere, swapped in one batch."""
-    from environments.local.provision import route53_record_sets
+    from gameday.environments.local.provision import route53_record_sets
     from gameday.config import load_config
 
     ctx, _, _, server = routed
@@ -682,7 +682,7 @@ def _fail(msg):
 def test_health_status_changes_only_after_failure_threshold_consecutive_results():
     from types import SimpleNamespace
 
-    from environments.local.healthchecks import CheckState, Route53HealthCheckers
+    from gameday.environments.local.healthchecks import CheckState, Route53HealthCheckers
 
     events = SimpleNamespace(emitted=[])
     events.emit = lambda kind, **f: events.emitted.append(f)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from assertions.eventually import eventually
-from environments.docker import DockerEnvironment, images
-from environments.docker.cleanup import RUN_LABEL
-from environments.docker.preflight import DockerUnavailable, docker_client
+from gameday.assertions.eventually import eventually
+from gameday.environments.docker import DockerEnvironment, images
+from gameday.environments.docker.cleanup import RUN_LABEL
+from gameday.environments.docker.preflight import DockerUnavailable, docker_client
 from gameday.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]

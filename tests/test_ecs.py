@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from assertions.eventually import eventually
-from environments.local.ecs import REASON_EXITED, STOP_GRACE_S, EcsReconciler, Task
-from environments.local.loadbalancer import LoadBalancers
-from environments.local.router import AwsRouter
+from gameday.assertions.eventually import eventually
+from gameday.environments.local.ecs import REASON_EXITED, STOP_GRACE_S, EcsReconciler, Task
+from gameday.environments.local.loadbalancer import LoadBalancers
+from gameday.environments.local.router import AwsRouter
 from gameday.config import load_config
 from gameday.net import free_port_on_all
 from tests.support import alive, descendants, provisioned_context
@@ -396,7 +396,7 @@ def test_a_users_own_service_command_gets_its_placeholders_filled(env):
     assert "PYTHONPATH" not in task_env  # the user's environment, untouched
     # the reference service otherwise
     ref = env.ecs._task_argv("us-west-2", "abc123", "us-west-2b", 4321)
-    assert ref[1:3] == ["-m", "sut.service"] and ref[ref.index("--task-id") + 1] == "abc123"
+    assert ref[1:3] == ["-m", "gameday.sut.service"] and ref[ref.index("--task-id") + 1] == "abc123"
 
 
 # -- teardown ---------------------------------------------------------------------------------------------------

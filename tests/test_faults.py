@@ -19,10 +19,10 @@ import pytest
 import requests
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-import faults
-from environments.base import CAPABILITIES, CapabilityMissing, Environment
-from faults import Fault, FaultError, Nemesis, RollbackFailed
-from faults.journal import ACTIONS, open_faults, read_journal
+from gameday import faults
+from gameday.environments.base import CAPABILITIES, CapabilityMissing, Environment
+from gameday.faults import Fault, FaultError, Nemesis, RollbackFailed
+from gameday.faults.journal import ACTIONS, open_faults, read_journal
 from gameday import aws
 from gameday.config import load_config
 
@@ -192,7 +192,7 @@ def test_intent_is_journaled_and_synced_before_the_fault_is_applied(tmp_path):
 
 
 def test_the_report_reader_accepts_the_journal(tmp_path):
-    from reports.rundata import load_run
+    from gameday.reports.rundata import load_run
 
     env, jp = FakeEnv(), tmp_path / "journal.jsonl"
     with Nemesis(env, jp, scenario="s1") as nem:
@@ -358,7 +358,7 @@ TIMINGS: dict[str, tuple[float, float]] = {}   # kind -> (inject_s, rollback_s),
 
 @pytest.fixture(scope="module")
 def local_env(tmp_path_factory):
-    from environments.local import LocalEnvironment
+    from gameday.environments.local import LocalEnvironment
 
     with LocalEnvironment(load_config(None), tmp_path_factory.mktemp("faults-env")) as e:
         yield e
@@ -601,8 +601,8 @@ def test_exception_inside_the_context_manager_rolls_everything_back(local_env, t
 
 INJECTOR = textwrap.dedent("""
     import json, sys, time
-    import faults
-    from environments.local import LocalEnvironment
+    from gameday import faults
+    from gameday.environments.local import LocalEnvironment
     from gameday import state
 
     env = LocalEnvironment.attach(state.read_state(sys.argv[1]))

@@ -17,10 +17,10 @@ from datetime import datetime
 
 import pytest
 
-from assertions.eventually import eventually
-from environments.local.alarms import alarm_notification
-from environments.local.lambda_runner import FUNCTION_NAME, MEMORY_SIZE_MB, LambdaRunner
-from environments.local.router import AwsRouter
+from gameday.assertions.eventually import eventually
+from gameday.environments.local.alarms import alarm_notification
+from gameday.environments.local.lambda_runner import FUNCTION_NAME, MEMORY_SIZE_MB, LambdaRunner
+from gameday.environments.local.router import AwsRouter
 from gameday.aws import LOCAL_ACCOUNT_ID
 from gameday.config import GamedayConfig
 from tests.support import alive, provisioned_context
@@ -476,7 +476,7 @@ def test_reserved_concurrency_one_runs_invocations_one_at_a_time(env, tmp_path, 
         runner.stop()
     (a, b) = sorted((r["result"]["started"], r["result"]["ended"]) for r in recs)
     overlap = a[1] > b[0]
-    from environments.local.lambda_runner import UNRESERVED_CONCURRENCY
+    from gameday.environments.local.lambda_runner import UNRESERVED_CONCURRENCY
 
     assert status["concurrency"] == (1 if reserved == 1 else UNRESERVED_CONCURRENCY)
     if reserved == 1:

@@ -23,10 +23,10 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 from gameday import procs
 from gameday.config import load_config
 from gameday.net import free_port
-from loadgen import history as hist
-from loadgen.pacing import Pacer
-from loadgen.plan import LoadInputError, build_plan
-from loadgen.runner import LoadRunner
+from gameday.loadgen import history as hist
+from gameday.loadgen.pacing import Pacer
+from gameday.loadgen.plan import LoadInputError, build_plan
+from gameday.loadgen.runner import LoadRunner
 from tests.support import alive, descendants
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,7 +209,7 @@ def test_web_ui_binds_loopback_and_shows_the_gameday_options(tmp_path):
     state_file = tmp_path / "state.json"
     state_file.write_text(json.dumps(fake_endpoints()))
     port = free_port()
-    proc = procs.spawn([sys.executable, "-m", "loadgen", "--gameday-state", str(state_file), "--web-port", str(port)],
+    proc = procs.spawn([sys.executable, "-m", "gameday.loadgen", "--gameday-state", str(state_file), "--web-port", str(port)],
                        log_path=tmp_path / "web.log", cwd=REPO)
     try:
         import requests
@@ -246,7 +246,7 @@ def local_env(tmp_path_factory):
     costs about 20 ms of CPU per request, so the seed's 1.5 x 500 per period (150 requests/s)
     needs about three cores; 1.5 x 250 (75/s) fits the two shared ones. The load generator
     reads the threshold from the endpoints, so the surge is the same 1.5 x the threshold."""
-    from environments.local import LocalEnvironment
+    from gameday.environments.local import LocalEnvironment
 
     seed = load_config(None)
     alarms = {k: v.model_dump() for k, v in seed.alarms.items()}

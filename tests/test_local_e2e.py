@@ -14,7 +14,7 @@ import time
 import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from environments.local import LocalEnvironment
+from gameday.environments.local import LocalEnvironment
 from gameday.config import load_config
 from tests.support import alive, descendants, drive_load
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from assertions.deadlines import Deadlines
-from assertions.eventually import eventually
-from environments.local.replication import (
+from gameday.assertions.deadlines import Deadlines
+from gameday.assertions.eventually import eventually
+from gameday.environments.local.replication import (
     REP_DELETING,
     REP_UPDATEREGION,
     REP_UPDATETIME,

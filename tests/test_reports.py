@@ -25,11 +25,11 @@ import pytest
 from typer.testing import CliRunner
 
 from gameday.cli import app
-from reports.finalize import finalize_run
-from reports.recheck import recheck_run
-from reports.rundata import ReportError, load_run
-from reports.summary import load_summary, schema, validate_summary
-from reports.trend import (BASELINE_RUNS, append_history, history_lines, load_history, render_trend)
+from gameday.reports.finalize import finalize_run
+from gameday.reports.recheck import recheck_run
+from gameday.reports.rundata import ReportError, load_run
+from gameday.reports.summary import load_summary, schema, validate_summary
+from gameday.reports.trend import (BASELINE_RUNS, append_history, history_lines, load_history, render_trend)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "run-surge-blackhole.tar.gz"
@@ -147,7 +147,7 @@ def test_recheck_from_the_stored_run_reaches_the_recorded_verdict(stored_run: Pa
 
     # and the data checks really were re-run on the stored history and replicas, by the real checkers
     rc = recheck_run(load_run(stored_run))
-    assert rc.checker_source == "assertions.checkers" and rc.agrees, rc.disagreements
+    assert rc.checker_source == "gameday.assertions.checkers" and rc.agrees, rc.disagreements
     for name in (SURGE, BLACKHOLE):
         sources = {c["name"]: c["source"] for c in rc.scenarios[name].checks}
         assert sources["lost_acked_writes"] == sources["divergent_keys"] == "re-checked"
@@ -542,7 +542,7 @@ def test_timeline_holds_every_kind_of_event_on_one_axis(rendered_run: Path):
 
 
 def test_ecs_task_stops_and_starts_are_marked_on_the_chart(stored_run: Path):
-    from reports.html import scenario_faults, scenario_window, timeline_figure
+    from gameday.reports.html import scenario_faults, scenario_window, timeline_figure
 
     run = load_run(stored_run)
     bh = next(s for s in run.scenarios if s.name == BLACKHOLE)
@@ -561,7 +561,7 @@ def test_ecs_task_stops_and_starts_are_marked_on_the_chart(stored_run: Path):
 
 
 def test_route53_health_checks_are_drawn_as_a_band(stored_run: Path):
-    from reports.html import scenario_faults, scenario_window, timeline_figure
+    from gameday.reports.html import scenario_faults, scenario_window, timeline_figure
 
     run = load_run(stored_run)
     bh = next(s for s in run.scenarios if s.name == BLACKHOLE)

@@ -5,7 +5,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from environments.local.router import AwsRouter
+from gameday.environments.local.router import AwsRouter
 from gameday import aws
 from tests.support import provisioned_context
 

@@ -23,12 +23,12 @@ import pytest
 import requests
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from faults import fault_kinds, read_journal
-from faults.base import FaultError
+from gameday.faults import fault_kinds, read_journal
+from gameday.faults.base import FaultError
 from gameday import procs
 from gameday.config import load_config
 from gameday.net import free_port
-from loadgen.chaos_ui import coerce_params, fault_schema, is_loopback
+from gameday.loadgen.chaos_ui import coerce_params, fault_schema, is_loopback
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -48,7 +48,7 @@ UI_DEADLINE_S = 20.0          # Locust's start, a page load, one poll of the pan
 def package_fault_kinds() -> tuple[str, ...]:
     """The faults the Locust process knows: those of the faults package (other tests in this pytest
     process register faults of their own, e.g. tests/test_faults.py's test_probe)."""
-    from faults.base import _REGISTRY
+    from gameday.faults.base import _REGISTRY
 
     return tuple(k for k in fault_kinds() if _REGISTRY[k].__module__.startswith("faults."))
 
@@ -274,7 +274,7 @@ def test_off_loopback_fault_endpoints_need_the_token_and_quitting_rolls_back(web
     port = free_port()
     chaos_dir = tmp_path / "chaos"
     log = tmp_path / "locust.log"
-    proc = procs.spawn([sys.executable, "-m", "loadgen", "--gameday-state", str(web_env["state_file"]),
+    proc = procs.spawn([sys.executable, "-m", "gameday.loadgen", "--gameday-state", str(web_env["state_file"]),
                         "--web-host", "0.0.0.0", "--web-port", str(port), "--chaos-dir", str(chaos_dir)],
                        log_path=log, cwd=REPO, env={"GAMEDAY_WEB_TOKEN": token})
     url = f"http://127.0.0.1:{port}"

@@ -21,9 +21,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ProfileNotFound
 
-from environments.aws import guardrails
-from environments.aws.discovery import Problem, RegionTargets, resolve_targets
-from environments.base import CapabilityMissing, Environment
+from gameday.environments.aws import guardrails
+from gameday.environments.aws.discovery import Problem, RegionTargets, resolve_targets
+from gameday.environments.base import CapabilityMissing, Environment
 from gameday.config import GamedayConfig
 from gameday.events import EventLog
 
@@ -77,7 +77,7 @@ class AwsEnvironment(Environment):
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, *, preflight: bool = True) -> "AwsEnvironment":
         """STS account check (first, always), discovery, then preflight + production tags."""
-        from environments.aws.preflight import preflight as run_preflight
+        from gameday.environments.aws.preflight import preflight as run_preflight
 
         self.account_id, self.partition = guardrails.check_account(self.session, self.config.aws.allowed_account_ids)
         self._events.emit("guardrail", action="account_allowed", account=self.account_id)
@@ -172,7 +172,7 @@ class AwsEnvironment(Environment):
         return frozenset(caps)
 
     def fault_driver(self, fault):
-        from environments.aws.faults_aws import driver_for
+        from gameday.environments.aws.faults_aws import driver_for
         return driver_for(self, fault)
 
     def check_fault(self, fault) -> None:
@@ -228,7 +228,7 @@ class AwsEnvironment(Environment):
         return None
 
     def resolver(self, honour_ttl: bool = True):
-        from environments.aws.route53_resolver import Route53Resolver
+        from gameday.environments.aws.route53_resolver import Route53Resolver
         return Route53Resolver(self, honour_ttl=honour_ttl)
 
     # -- observation ------------------------------------------------------------------------------------------

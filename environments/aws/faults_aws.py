@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from environments.aws.discovery import AZ_TAG, ORIGINAL_SUBNETS_TAG
-from environments.aws.guardrails import GuardrailViolation, check_task_caps, parse_alarm_ref, tasks_stopped_by
-from faults.base import Fault, FaultError
+from gameday.environments.aws.discovery import AZ_TAG, ORIGINAL_SUBNETS_TAG
+from gameday.environments.aws.guardrails import GuardrailViolation, check_task_caps, parse_alarm_ref, tasks_stopped_by
+from gameday.faults.base import Fault, FaultError
 
 FIS_MAX_DURATION = "PT30M"     # FIS ends the experiment by itself after this, rolled back or not
 ALIAS_MARK = "gameday: original version "
@@ -352,7 +352,7 @@ class LambdaFaultFis(FisDriver):
         return {**p, "startupDelayMilliseconds": str((cfg.get("Timeout", 3) + 1) * 1000)}  # past its timeout
 
     def fis_targets(self) -> dict:
-        from environments.aws.preflight import lambda_arn
+        from gameday.environments.aws.preflight import lambda_arn
         return {"Functions": {"resourceType": "aws:lambda:function", "resourceArns": [lambda_arn(self.env)],
                               "selectionMode": "ALL"}}
 

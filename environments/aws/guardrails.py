@@ -13,8 +13,8 @@ from typing import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from environments.aws.discovery import Problem, aws_error
-from faults.base import FaultError
+from gameday.environments.aws.discovery import Problem, aws_error
+from gameday.faults.base import FaultError
 
 log = logging.getLogger("gameday.aws.guardrails")
 

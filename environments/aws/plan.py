@@ -12,8 +12,8 @@ import fnmatch
 import math
 from dataclasses import dataclass, field
 
-from faults import block_region, lose_az, pause_replication, stop_tasks
-from faults import api_fault as make_api_fault
+from gameday.faults import block_region, lose_az, pause_replication, stop_tasks
+from gameday.faults import api_fault as make_api_fault
 from gameday.config import GamedayConfig
 
 FOLLOWER_RPS = 10.0      # scenarios/steps.py
@@ -63,8 +63,8 @@ def scenario_catalogue(cfg: GamedayConfig) -> dict[str, tuple[list, dict[str, fl
 def build_plan(env, select: str | None = None) -> list[PlannedScenario]:
     """The plan, each scenario judged against the caps. `env` need not be started: without
     discovered targets the desired task counts come from the config."""
-    from environments.aws.guardrails import GuardrailViolation, check_rps, check_task_caps, tasks_stopped_by
-    from environments.base import CapabilityMissing
+    from gameday.environments.aws.guardrails import GuardrailViolation, check_rps, check_task_caps, tasks_stopped_by
+    from gameday.environments.base import CapabilityMissing
 
     cfg = env.config
     out: list[PlannedScenario] = []

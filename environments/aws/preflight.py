@@ -13,7 +13,7 @@ from typing import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from environments.aws.discovery import AZ_TAG, Problem, RegionTargets, aws_error
+from gameday.environments.aws.discovery import AZ_TAG, Problem, RegionTargets, aws_error
 
 AWS_ERRORS = (BotoCoreError, ClientError)
 
@@ -189,7 +189,7 @@ def check_table(env) -> list[Problem]:
 
 
 def check_stop_conditions(env) -> list[Problem]:
-    from environments.aws.guardrails import parse_alarm_ref
+    from gameday.environments.aws.guardrails import parse_alarm_ref
 
     out = []
     for ref in env.config.aws.guardrails.stop_condition_alarms:

@@ -11,7 +11,7 @@ reported as such and is not counted against the environment's start timeout.
 
 from __future__ import annotations
 
-from environments.local import LocalEnvironment
+from gameday.environments.local import LocalEnvironment
 
 
 class DockerEnvironment(LocalEnvironment):
@@ -19,8 +19,8 @@ class DockerEnvironment(LocalEnvironment):
     up_args = ("--env", "docker")
 
     def start(self) -> "DockerEnvironment":
-        from environments.docker import images
-        from environments.docker.preflight import docker_client
+        from gameday.environments.docker import images
+        from gameday.environments.docker.preflight import docker_client
 
         client = docker_client()
         try:

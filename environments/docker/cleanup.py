@@ -21,7 +21,6 @@ from pathlib import Path
 
 RUN_LABEL = "gameday.run"
 OWNER_LABEL = "gameday.owner"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _alive(pid: int) -> bool:
@@ -73,8 +72,8 @@ def start_watchdog(owner: int, run: str, log_path: Path) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         # deliberately not gameday.procs.spawn: this process must survive its parent's SIGKILL
-        return subprocess.Popen([sys.executable, "-m", "environments.docker.cleanup", "--owner", str(owner), "--run", run],
-                                cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        return subprocess.Popen([sys.executable, "-m", "gameday.environments.docker.cleanup", "--owner", str(owner), "--run", run],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, close_fds=True)
 
 
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     while _alive(args.owner):
         time.sleep(args.interval_s)
-    from environments.docker.preflight import docker_client
+    from gameday.environments.docker.preflight import docker_client
 
     removed = sweep(docker_client(), run=args.run)
     print(f"owner {args.owner} gone: removed {removed} of run {args.run}", flush=True)

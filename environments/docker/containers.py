@@ -28,8 +28,8 @@ import threading
 import time
 from pathlib import Path
 
-from environments.docker.cleanup import OWNER_LABEL, RUN_LABEL
-from environments.local.ecs import TASK_HOST, TaskSpec
+from gameday.environments.docker.cleanup import OWNER_LABEL, RUN_LABEL
+from gameday.environments.local.ecs import TASK_HOST, TaskSpec
 from gameday import procs
 from gameday.config import DockerSpec
 

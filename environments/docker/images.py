@@ -31,9 +31,12 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+import gameday.sut
+
 log = logging.getLogger("gameday.docker.images")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# the reference service ships in the package (gameday.sut); the image lays it out as /opt/gameday/sut
+SUT_DIR = Path(gameday.sut.__file__).resolve().parent
 BASE_REPO = "gameday-base"
 SERVICE_REPO = "gameday-service"
 RECIPE_VERSION = "1"           # bump to rebuild every image after a change this file's hashes cannot see
@@ -177,19 +180,19 @@ def _closure(names: tuple[str, ...]) -> list[metadata.Distribution]:
 
 
 def _sut_files() -> list[Path]:
-    return sorted(p for p in (REPO_ROOT / "sut").rglob("*.py") if "__pycache__" not in p.parts)
+    return sorted(p for p in SUT_DIR.rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def service_tag(base: str) -> str:
     deps = [f"{d.metadata['Name']}=={d.version}" for d in _closure(SERVICE_DEPENDENCIES)]
-    files = [f"{p.relative_to(REPO_ROOT)}:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in _sut_files()]
+    files = [f"{p.relative_to(SUT_DIR.parent)}:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in _sut_files()]
     return f"{SERVICE_REPO}:{_hash(RECIPE_VERSION, base, DOCKERFILE, *deps, *files)}"
 
 
 def _write_context(ctx: Path, base: str) -> None:
     (ctx / "Dockerfile").write_text(DOCKERFILE.format(base=base))
     for p in _sut_files():
-        dest = ctx / p.relative_to(REPO_ROOT)
+        dest = ctx / p.relative_to(SUT_DIR.parent)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, dest)
     site = ctx / "site-packages"

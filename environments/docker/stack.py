@@ -21,10 +21,10 @@ import time
 import uuid
 from pathlib import Path
 
-from environments.docker import cleanup, images
-from environments.docker.containers import DockerTaskLauncher
-from environments.docker.preflight import docker_client
-from environments.local.stack import LocalStack
+from gameday.environments.docker import cleanup, images
+from gameday.environments.docker.containers import DockerTaskLauncher
+from gameday.environments.docker.preflight import docker_client
+from gameday.environments.local.stack import LocalStack
 from gameday.config import GamedayConfig
 
 log = logging.getLogger("gameday.docker.stack")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from environments.base import Environment
+from gameday.environments.base import Environment
 from gameday import aws, procs
 from gameday.config import GamedayConfig
 
@@ -77,8 +77,7 @@ class LocalEnvironment(Environment):
         argv += list(self.up_args)
         log = env_dir / "stack.log"
         # stdout answers with the endpoints line; stderr (progress and errors) goes to the log
-        self.proc = procs.spawn(argv, log_path=log, stdout=subprocess.PIPE, env={"PYTHONUNBUFFERED": "1"},
-                                cwd=Path(__file__).resolve().parents[2])
+        self.proc = procs.spawn(argv, log_path=log, stdout=subprocess.PIPE, env={"PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + START_TIMEOUT_S
         line = b""
         try:

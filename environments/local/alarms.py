@@ -57,7 +57,7 @@ from typing import Any, Sequence
 import botocore.exceptions
 import botocore.session
 
-from environments.local.context import LocalContext
+from gameday.environments.local.context import LocalContext
 from gameday import aws
 from gameday.events import iso
 

@@ -39,7 +39,7 @@ from dnslib import QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 from tenacity import retry, stop_after_delay, wait_fixed
 
-from environments.local.context import LocalContext
+from gameday.environments.local.context import LocalContext
 from gameday import aws
 
 log = logging.getLogger("gameday.dns")

@@ -54,13 +54,12 @@ from typing import Protocol
 
 import requests
 
-from environments.local.context import LocalContext
+from gameday.environments.local.context import LocalContext
 from gameday import aws, procs
 from gameday.net import free_port
 
 log = logging.getLogger("gameday.ecs")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TASK_HOST = "127.0.0.1"
 AZ_TAG = "gameday:availability-zone"
 TASK_START_TIMEOUT_S = 30.0    # a task process not listening by then is stopped and replaced
@@ -457,7 +456,7 @@ class EcsReconciler:
             for k, v in values.items():
                 argv = [a.replace("{" + k + "}", v) for a in argv]
             return argv
-        return [procs.python(), "-m", "sut.service", "--port", values["port"], "--region", region,
+        return [procs.python(), "-m", "gameday.sut.service", "--port", values["port"], "--region", region,
                 "--table", values["table"], "--endpoint", values["endpoint"], "--task-id", task_id, "--az", az]
 
     def _task_env(self, region: str, task_id: str, az: str, port: int) -> dict[str, str]:
@@ -473,8 +472,6 @@ class EcsReconciler:
         }
         if self.ctx.router_url:
             env["AWS_ENDPOINT_URL"] = self.ctx.router_url
-        if not self.svc.command:
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         return env
 
     def _launch(self, st: _Region, az: str) -> Task | None:

@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from environments.local.context import LocalContext
+from gameday.environments.local.context import LocalContext
 
 log = logging.getLogger("gameday.healthchecks")
 

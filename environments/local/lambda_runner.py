@@ -26,7 +26,8 @@ moto does not run Lambda functions without Docker, so this component plays Lambd
   in its own execution environment (a second one cold-starts when the first is busy); N runs
   up to N at once.
 - The handler is `module:function` (or Lambda's `module.function`) importable from
-  failover.code_dir (LAMBDA_TASK_ROOT; default: this repository, for sut.failover_lambda), or
+  failover.code_dir (LAMBDA_TASK_ROOT; default: the current directory, a team's repository; gameday's own
+  reference handler gameday.sut.failover_lambda imports from the installed package), or
   `path/to/file.py:function`, whose directory is the code directory.
 - The function's own environment variables (failover.environment) may hold placeholders for
   the environment's values, filled in here: {hosted_zone_id}, {record_name}, {record_type},
@@ -54,7 +55,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from environments.local.context import LocalContext
+from gameday.environments.local.context import LocalContext
 from gameday import procs
 from gameday.aws import LOCAL_ACCOUNT_ID, LOCAL_CREDENTIALS
 from gameday.config import PLACEHOLDER_RE, ConfigError
@@ -63,7 +64,6 @@ from gameday.httpfwd import LoopbackServer, QuietHandler
 log = logging.getLogger("gameday.lambda")
 
 WORKER_PATH = Path(__file__).resolve().with_name("lambda_worker.py")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FUNCTION_NAME = "gameday-failover"
 MEMORY_SIZE_MB = 128
 # Lambda's init phase may take up to 10 s before the invocation itself starts.
@@ -242,7 +242,7 @@ class LambdaRunner:
             if file_dir is not None and not (code_dir / f"{module}.py").is_file():
                 raise ConfigError(f"failover.handler: {spec.handler!r}: no file {code_dir / (module + '.py')}")
         else:
-            code_dir = REPO_ROOT  # so the reference handler sut.failover_lambda imports
+            code_dir = Path.cwd()  # the team's repository: `mypkg.failover:handler` imports from it
         self.code_dir = code_dir
         # Lambda's reserved concurrency: 1 = one invocation at a time (later ones queue); unreserved =
         # up to UNRESERVED_CONCURRENCY at once, each in its own execution environment

@@ -27,8 +27,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from environments.local.context import LocalContext
-from environments.local.provision import NAMESPACE
+from gameday.environments.local.context import LocalContext
+from gameday.environments.local.provision import NAMESPACE
 from gameday.httpfwd import LoopbackServer, QuietHandler, UpstreamPool, forward_headers
 
 log = logging.getLogger("gameday.lb")

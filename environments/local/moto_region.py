@@ -15,7 +15,7 @@ from gameday.net import free_port
 
 class MotoServer:
     def __init__(self, region: str, logs_dir: Path | None = None, port: int = 0, host: str = "127.0.0.1",
-                 module: str = "environments.local.moto_main"):
+                 module: str = "gameday.environments.local.moto_main"):
         self.region = region
         self.module = module   # moto.server: plain moto, the baseline of benchmarks/bench_moto.py
         self.host = host

@@ -18,7 +18,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from gameday.aws import LOCAL_ACCOUNT_ID
-from environments.local.context import LocalContext, Provisioned
+from gameday.environments.local.context import LocalContext, Provisioned
 from gameday.config import GamedayConfig
 
 NAMESPACE = "AWS/ApplicationELB"

@@ -94,7 +94,7 @@ from decimal import Decimal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from environments.local.context import LocalContext
+from gameday.environments.local.context import LocalContext
 from gameday.events import iso
 
 log = logging.getLogger("gameday.replication")

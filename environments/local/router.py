@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 from urllib.parse import parse_qs
 
-from environments.local.context import LocalContext
+from gameday.environments.local.context import LocalContext
 from gameday.httpfwd import LoopbackServer, QuietHandler, UpstreamPool, forward_headers
 
 SCOPE_RE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request")

@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from environments.local.context import LocalContext
-from environments.local.moto_region import MotoServer
-from environments.local.provision import provision
+from gameday.environments.local.context import LocalContext
+from gameday.environments.local.moto_region import MotoServer
+from gameday.environments.local.provision import provision
 from gameday.config import GamedayConfig
 from gameday.events import EventLog
 from gameday.httpfwd import LoopbackServer, QuietHandler
@@ -74,13 +74,13 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
-        from environments.local.alarms import AlarmEvaluator
-        from environments.local.dns import Route53DnsServer
-        from environments.local.ecs import EcsReconciler
-        from environments.local.lambda_runner import LambdaRunner
-        from environments.local.loadbalancer import LoadBalancers
-        from environments.local.replication import GlobalTableReplicator
-        from environments.local.router import AwsRouter
+        from gameday.environments.local.alarms import AlarmEvaluator
+        from gameday.environments.local.dns import Route53DnsServer
+        from gameday.environments.local.ecs import EcsReconciler
+        from gameday.environments.local.lambda_runner import LambdaRunner
+        from gameday.environments.local.loadbalancer import LoadBalancers
+        from gameday.environments.local.replication import GlobalTableReplicator
+        from gameday.environments.local.router import AwsRouter
 
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,7 @@ class LocalStack:
         if ctx.provisioned.health_check_ids:
             # failover routing: Route 53's health checkers, probing the load balancers now that they
             # serve, decide which record the DNS server answers with
-            from environments.local.healthchecks import Route53HealthCheckers
+            from gameday.environments.local.healthchecks import Route53HealthCheckers
             self.healthchecks = Route53HealthCheckers(ctx)
             self._timed("route53_health_checks", self.healthchecks.start)
             self.components.append(("route53_health_checks", self.healthchecks))

@@ -88,7 +88,7 @@ def env(pytestconfig: pytest.Config, gameday_config, run_dir):
     elif kind != "local":
         pytest.skip(f"the {kind} environment is not available in this build of gameday")
     else:
-        from environments.local import LocalEnvironment
+        from gameday.environments.local import LocalEnvironment
 
         e = LocalEnvironment(gameday_config, run_dir, failover_handler=_opt(pytestconfig, "gameday_failover_handler"))
         e.start()
@@ -102,9 +102,9 @@ def env(pytestconfig: pytest.Config, gameday_config, run_dir):
 def _docker_env(pytestconfig: pytest.Config, gameday_config, run_dir):
     """Tasks as containers (environments/docker): Docker missing or not running, or an image that
     cannot be built, ends the session with the one line that says what to do."""
-    from environments.docker import DockerEnvironment
-    from environments.docker.images import ImageBuildError
-    from environments.docker.preflight import DockerUnavailable
+    from gameday.environments.docker import DockerEnvironment
+    from gameday.environments.docker.images import ImageBuildError
+    from gameday.environments.docker.preflight import DockerUnavailable
 
     e = DockerEnvironment(gameday_config, run_dir, failover_handler=_opt(pytestconfig, "gameday_failover_handler"))
     try:
@@ -116,7 +116,7 @@ def _docker_env(pytestconfig: pytest.Config, gameday_config, run_dir):
 def _aws_env(pytestconfig: pytest.Config, gameday_config, run_dir):
     """The deployed stack (environments/aws): account allow-list, discovery and preflight first;
     any refusal ends the session before a scenario starts (nothing has been changed)."""
-    from environments.aws import AccountRefused, AwsConfigError, AwsEnvironment, PreflightFailed
+    from gameday.environments.aws import AccountRefused, AwsConfigError, AwsEnvironment, PreflightFailed
 
     try:
         e = AwsEnvironment(gameday_config, run_dir).start()
@@ -163,9 +163,9 @@ def scenario_name(item: pytest.Item) -> str:
 def scenario(request: pytest.FixtureRequest, env, run_dir):
     """The running scenario's record. The environment is brought back to its baseline first; at the
     end result.json is written with the outcome pytest saw, and metrics become JUnit properties."""
-    from assertions.deadlines import Deadlines
-    from scenarios.baseline import restore_baseline
-    from scenarios.recorder import ScenarioRecord
+    from gameday.assertions.deadlines import Deadlines
+    from gameday.scenarios.baseline import restore_baseline
+    from gameday.scenarios.recorder import ScenarioRecord
 
     name = scenario_name(request.node)
     rec = ScenarioRecord(name, run_dir / "scenarios" / name)
@@ -197,8 +197,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem):
 def nemesis(scenario, env, run_dir):
     """Inject faults: each journaled before it is applied and rolled back when the scenario ends
     (pass, fail, exception, Ctrl-C, SIGTERM). A fault the environment cannot do skips the scenario."""
-    from environments.base import CapabilityMissing
-    from faults.nemesis import Nemesis
+    from gameday.environments.base import CapabilityMissing
+    from gameday.faults.nemesis import Nemesis
 
     n = Nemesis(env, run_dir / "journal.jsonl", scenario=scenario.name)
     inject = n.inject
@@ -230,6 +230,6 @@ def load(scenario, env):
     """Start Locust load (as subprocesses) writing into the scenario's directory:
     `run = load.start(shape=..., surge_region=..., surge_rate="1.5x", follower_rate=20, hold_s=...)`.
     Every run is stopped and its history merged when the scenario ends."""
-    from loadgen.runner import load_fixture
+    from gameday.loadgen.runner import load_fixture
 
     yield from load_fixture(env, scenario.dir)
