@@ -4,6 +4,7 @@
   gameday status    alarm states, DNS answer, tasks per region, replication lag
   gameday run       run the resilience suite (pytest underneath) into a run directory
   gameday rollback  roll back a run's faults from its journal (after a SIGKILL)
+  gameday init      start your own repository on gameday (config, example scenario, nightly workflow)
 """
 
 from __future__ import annotations
@@ -173,18 +174,31 @@ def _print_endpoints(ep: dict, state_p: Path) -> None:
 
 @app.command()
 def status(
+    config: Optional[Path] = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="the raw status object"),
     state_file: Optional[Path] = typer.Option(None, "--state-file"),
+    watch: bool = typer.Option(False, "--watch", help="refresh every --interval until Ctrl-C (redrawn in place "
+                               "on a terminal, one block per refresh otherwise)"),
+    interval: Optional[float] = typer.Option(None, "--interval", min=0.1, help="with --watch: seconds between "
+                                             "refreshes (default: the environment's alarm period)"),
 ) -> None:
-    """Show alarm states, the DNS answer, tasks per region and replication lag of the running environment."""
+    """Show alarm states, the DNS answer, tasks per region and replication lag of the running environment.
+    With -c, also say where the running environment differs from that config (regions, service name).
+    With --watch, keep showing it (for watching `gameday up` from another terminal)."""
     import requests
 
     from gameday import state
 
+    cfg = _config(config) if config is not None else None
     try:
         ep = state.read_state(state_file)
     except state.NoEnvironment as e:
         fail(str(e), 1)
+    if cfg is not None:
+        for line in config_mismatch(cfg, ep):
+            typer.echo(f"gameday: warning: {line} (the running environment was started with another config)", err=True)
+    if watch:
+        _watch_status(ep, as_json, interval or float((ep.get("profile") or {}).get("period_s") or 2.0))
     try:
         st = requests.get(ep["control_url"] + "/status", timeout=5).json()
     except requests.RequestException as e:
@@ -193,6 +207,47 @@ def status(
         print(json.dumps(st, indent=2, default=str))
         return
     print(render_status(ep, st))
+
+
+def _watch_status(ep: dict, as_json: bool, interval: float) -> None:
+    """`gameday status --watch`: the same status every `interval` seconds until Ctrl-C. On a terminal
+    (and not in CI) the block is redrawn in place; otherwise each refresh is a new block (or JSON line)."""
+    import time
+
+    import requests
+
+    from gameday.progress import live_line_wanted
+
+    in_place = not as_json and live_line_wanted(sys.stdout)
+    try:
+        while True:
+            stamp = time.strftime("%H:%M:%S")
+            try:
+                st = requests.get(ep["control_url"] + "/status", timeout=5).json()
+                body = json.dumps(st, default=str) if as_json else render_status(ep, st)
+            except (requests.RequestException, ValueError) as e:
+                st, body = None, f"environment at {ep['control_url']} does not answer: {e}"
+            if as_json:
+                print(body if st is not None else json.dumps({"error": body}), flush=True)
+            elif in_place:
+                sys.stdout.write("\x1b[H\x1b[2J" + f"gameday status {stamp}, every {interval:g}s (Ctrl-C to stop)\n"
+                                 + body + "\n")
+                sys.stdout.flush()
+            else:
+                print(f"-- gameday status {stamp}\n{body}\n", flush=True)
+            time.sleep(interval)   # a refresh period for a person watching, not a wait for a condition
+    except KeyboardInterrupt:
+        raise typer.Exit(0)
+
+
+def config_mismatch(cfg: GamedayConfig, ep: dict) -> list[str]:
+    """What differs between a config and the running environment's endpoints, one line each."""
+    out = []
+    if list(ep.get("regions", {})) != list(cfg.regions):
+        out.append(f"regions are {', '.join(ep.get('regions', {}))}, the config says {', '.join(cfg.regions)}")
+    if ep.get("service_name") != cfg.service.name:
+        out.append(f"service name is {ep.get('service_name')}, the config says {cfg.service.name}")
+    return out
 
 
 def render_status(ep: dict, st: dict) -> str:
@@ -290,9 +345,15 @@ def run(
     history: Optional[Path] = typer.Option(None, "--history", help="append one line per scenario to this history "
                                            "file (default: reports/history.jsonl, for runs in reports/runs/ only; a "
                                            "--run-dir elsewhere appends only when --history is given)"),
+    quiet: bool = typer.Option(False, "--quiet", help="print only the verdict table (pytest's output goes to "
+                               "RUN_DIR/pytest.log)"),
+    verbose: bool = typer.Option(False, "--verbose", help="tell every timeline event as it happens (and the "
+                                 "clients' counts per second), not only the scenario's story"),
 ) -> None:
     """Run the resilience suite (pytest underneath) into a run directory; exit code as pytest's.
-    Paths given as arguments are your own scenarios; other extra arguments go to pytest."""
+    While a scenario runs, its story is told as it happens (load, faults, threshold, alarm, Lambda,
+    DNS change, clients following, checks, verdict), with a live status line on a terminal (not
+    when CI=true). Paths given as arguments are your own scenarios; other extra arguments go to pytest."""
     import subprocess
 
     from gameday.rundir import new_run_dir
@@ -300,14 +361,20 @@ def run(
     # everything is checked before anything is created: a bad option leaves no empty run directory
     if env not in ENVS:
         fail(f"--env must be one of {', '.join(ENVS)}, got {env!r}")
+    if quiet and verbose:
+        fail("--quiet and --verbose exclude each other")
     cfg = _config(config, failover_handler)
     cli_paths, extra = _split_pytest_args(list(ctx.args))
+    if quiet or verbose:
+        extra = ["--gameday-progress", "quiet" if quiet else "verbose", *extra]
     chosen, paths = resolve_suite(suite, cfg, cli_paths)
     run = run_dir or new_run_dir()
     run.mkdir(parents=True, exist_ok=True)
     argv = pytest_argv(paths, run, env, k=k, config=config, failover_handler=failover_handler, extra=extra)
     typer.echo(f"[gameday run] run directory {run}; suite {chosen}: {' '.join(paths)}", err=True)
-    rc = _call_dying_with_us(argv)
+    rc = _call_dying_with_us(argv, log=run / "pytest.log" if quiet else None)
+    if quiet and rc not in (0, 1):   # not a verdict (usage error, interrupted, internal error): say why
+        typer.echo(_tail_of(run / "pytest.log"), err=True)
     try:
         from gameday.reports.finalize import finalize_run
         out = finalize_run(run, env=env)
@@ -321,20 +388,33 @@ def run(
     raise typer.Exit(rc)
 
 
-def _call_dying_with_us(argv: list[str]) -> int:
+def _tail_of(path: Path, n: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return f"(no {path})"
+
+
+def _call_dying_with_us(argv: list[str], log: Optional[Path] = None) -> int:
     """Run pytest in our process group (Ctrl-C reaches it as it reaches us: it rolls back and stops),
     with PR_SET_PDEATHSIG: if `gameday run` is SIGKILLed, pytest gets SIGTERM, rolls its faults back
-    and ends instead of running the rest of the suite unattended."""
+    and ends instead of running the rest of the suite unattended. With `log`, pytest's output goes there."""
     import subprocess
 
     from gameday.procs import set_parent_death_signal
 
-    proc = subprocess.Popen(argv, preexec_fn=lambda: set_parent_death_signal(signal.SIGTERM))
-    while True:
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            continue  # pytest got the same Ctrl-C: wait for it to roll back and report
+    out = open(log, "wb") if log is not None else None
+    try:
+        proc = subprocess.Popen(argv, preexec_fn=lambda: set_parent_death_signal(signal.SIGTERM),
+                                stdout=out, stderr=subprocess.STDOUT if out else None)
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                continue  # pytest got the same Ctrl-C: wait for it to roll back and report
+    finally:
+        if out is not None:
+            out.close()
 
 
 def _append_history(summary: dict, run: Path, history: Optional[Path], *, default_run_dir: bool) -> None:
@@ -456,6 +536,27 @@ def rollback(
 
     rc = rollback_run(run_dir, state_file=state_file, echo=typer.echo, err=lambda m: typer.echo(m, err=True))
     raise typer.Exit(rc)
+
+
+@app.command()
+def init(
+    directory: Path = typer.Argument(Path("."), help="where to write (default: the current directory)"),
+) -> None:
+    """Start your own repository on gameday: write gameday.toml (the defaults, commented) with [failover]
+    pointing at an example failover function (failover/failover_lambda.py), scenarios/test_example.py
+    (a small scenario using the fixtures: docs/scenarios.md) and .github/workflows/gameday-nightly.yml.
+    Never overwrites a file: one line per file written or skipped. Then `gameday run` passes there."""
+    from gameday.init import init as write_init
+
+    if directory.exists() and not directory.is_dir():
+        fail(f"{directory} is not a directory")
+    typer.echo(f"gameday init in {directory.resolve()}:")
+    try:
+        written = write_init(directory, echo=typer.echo)
+    except OSError as e:
+        fail(f"cannot write in {directory}: {e}", 1)
+    typer.echo(f"{len(written)} file(s) written. Next: `gameday run` (the built-in suite and scenarios/), "
+               f"then replace failover/failover_lambda.py with your own function (docs/failover.md).")
 
 
 @app.command()
