@@ -168,7 +168,10 @@ def _print_endpoints(ep: dict, state_p: Path) -> None:
           f"threshold {ep['alarm_threshold']:g}/period, failover floor {ep['profile']['floor_s']}s")
     print(f"  run directory   {ep['run_dir']}")
     print(f"  state file      {state_p}")
-    print(f"  load            locust -f loadgen/locustfile.py   (finds this environment through {state_p})")
+    from gameday.loadgen.runner import LOCUSTFILE
+
+    print(f"  load            gameday load   (Locust's web UI; or locust -f {LOCUSTFILE}: both find this "
+          f"environment through {state_p})")
     sys.stdout.flush()
 
 
