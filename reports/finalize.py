@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gameday.reports.html import render_report, write_report
+from gameday.reports.html import render_report, share_plotlyjs, write_report
 from gameday.reports.recheck import recheck_run
 from gameday.reports.rundata import load_run
 from gameday.reports.summary import build_summary, write_summary
@@ -23,4 +23,5 @@ def finalize_run(run_dir: Path | str, **meta: Any) -> Path:
     summary = build_summary(run, recheck, **meta)
     write_summary(summary, run.dir)
     write_timeline(build_timeline(run), run.dir)
-    return write_report(render_report(run, summary, recheck), run.dir)
+    plotly_src = share_plotlyjs(run.dir)   # one copy beside the run directories, not 4.6 MB in every report
+    return write_report(render_report(run, summary, recheck, plotly_src), run.dir)

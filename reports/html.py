@@ -1,12 +1,19 @@
-"""report.html: one self-contained page (plotly.js inlined, no network) that explains a run to
-someone who was not there: the verdict, a card per scenario (detection / failover / RTO / RPO next
-to the profile's floor and the scenario's budgets), a timeline chart per scenario, the checks,
-and links to the logs and Locust's own report."""
+"""report.html: one offline page (no network) that explains a run to someone who was not there:
+the verdict, a card per scenario (detection / failover / RTO / RPO next to the profile's floor and
+the scenario's budgets), a timeline chart per scenario, the checks, and links to the logs and
+Locust's own report.
+
+plotly.js (~4.6 MB) is not inlined: one copy, named by its version, sits in the folder holding the
+run directories (reports/runs/plotly-<version>.min.js) and every report links it relatively, so 30
+nightly runs share one script instead of carrying 30. A page whose script is missing says so
+visibly, with the command that writes it again."""
 
 from __future__ import annotations
 
 import html
 import math
+import os
+import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +21,7 @@ from typing import Any, Iterable
 from urllib.parse import quote
 
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
+from plotly.offline import get_plotlyjs, get_plotlyjs_version
 from plotly.subplots import make_subplots
 
 from gameday.reports.recheck import RunRecheck
@@ -63,13 +70,81 @@ pre.message{background:#fff4f3;border:1px solid #f1c9c5;padding:8px;white-space:
 """
 
 
-def page(title: str, body: str) -> str:
-    """A complete offline page: CSS and plotly.js inlined (no CDN: CI artifacts are opened days later)."""
+# The version is in the name: after a plotly upgrade, old reports keep the script they were drawn with.
+PLOTLY_JS_NAME = f"plotly-{get_plotlyjs_version()}.min.js"
+
+# Scripts in <head> block parsing, so when the body starts plotly.js has either run or failed (missing,
+# cut short): the check needs no onerror hook and also catches a file that loaded but did not define Plotly.
+MISSING_JS = """(function () {
+  if (typeof window.Plotly !== "undefined") return;
+  var box = document.getElementById("plotly-missing");
+  var src = new URL(box.dataset.src, document.baseURI);
+  var here = decodeURIComponent(new URL(".", location.href).pathname).replace(/\\/$/, "");
+  var page = decodeURIComponent(location.pathname);
+  box.querySelector(".missing-path").textContent = decodeURIComponent(src.pathname);
+  box.querySelector(".rerender").textContent = box.dataset.rerender.replace("{dir}", here).replace("{page}", page);
+  box.hidden = false;
+})();"""
+
+
+def ensure_plotlyjs(folder: Path | str) -> Path:
+    """plotly.js in `folder` as PLOTLY_JS_NAME, written only when missing or not whole (atomically: two
+    runs finishing at once, or one killed mid-write, never leave a cut-short script); returns its path."""
+    folder = Path(folder)
+    path = folder / PLOTLY_JS_NAME
+    script = get_plotlyjs().encode("utf-8")
+    try:
+        if path.stat().st_size == len(script):
+            return path
+    except FileNotFoundError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{PLOTLY_JS_NAME}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(script)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def share_plotlyjs(run_dir: Path | str) -> str:
+    """Put plotly.js where run_dir's report.html finds it and return the page's relative src: beside the run
+    directory (reports/runs/<id> -> reports/runs/, one copy for every run; a --run-dir elsewhere or a
+    downloaded artifact -> its own parent), or, if that folder is not writable, inside the run directory."""
+    run_dir = Path(run_dir).absolute()
+    try:
+        ensure_plotlyjs(run_dir.parent)
+        return f"../{PLOTLY_JS_NAME}"
+    except OSError:
+        ensure_plotlyjs(run_dir)
+        return PLOTLY_JS_NAME
+
+
+def plotlyjs_src(page_path: Path | str, script: Path | str) -> str:
+    """The script's address relative to the page (what <script src> needs so the folder can move)."""
+    rel = os.path.relpath(Path(script).absolute(), Path(page_path).absolute().parent)
+    return quote(Path(rel).as_posix())
+
+
+def page(title: str, body: str, plotly_src: str, rerender: str) -> str:
+    """A complete offline page: CSS inlined, plotly.js linked at `plotly_src` (relative, no CDN: CI artifacts
+    are opened days later, offline). `rerender` is the command that writes the script again, shown if it
+    is missing ({dir}: the page's folder, {page}: the page, filled in by the browser)."""
+    missing = (f"<div id=\"plotly-missing\" class=\"warn\" hidden data-src=\"{esc(plotly_src)}\" "
+               f"data-rerender=\"{esc(rerender)}\"><b>⚠ charts not drawn: plotly.js missing at "
+               f"<code class=\"missing-path\">{esc(plotly_src)}</code></b>; run <code class=\"rerender\">"
+               f"{esc(rerender)}</code> to re-render this page (it writes the script again).</div>"
+               f"<script>{MISSING_JS}</script>"
+               f"<noscript><div class=\"warn\">the charts need JavaScript</div></noscript>")
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style>"
-            f"<script type=\"text/javascript\">{get_plotlyjs()}</script></head>"
-            f"<body><main>{body}</main></body></html>\n")
+            f"<script charset=\"utf-8\" src=\"{esc(plotly_src)}\"></script></head>"
+            f"<body><main>{missing}{body}</main></body></html>\n")
 
 
 def fig_html(fig: go.Figure, div_id: str) -> str:
@@ -495,7 +570,8 @@ def junit_counts(run: Run) -> str | None:
     return f"JUnit: {tot['tests']} tests, {tot['failures']} failures, {tot['errors']} errors, {tot['skipped']} skipped"
 
 
-def render_report(run: Run, summary: dict, recheck: RunRecheck) -> str:
+def render_report(run: Run, summary: dict, recheck: RunRecheck, plotly_src: str = f"../{PLOTLY_JS_NAME}") -> str:
+    """The page; plotly_src: where it finds plotly.js, relative to the run directory (see share_plotlyjs)."""
     sms = {sm["name"]: sm for sm in summary["scenarios"]}
     counts = {k: sum(1 for sm in summary["scenarios"] if sm["outcome"] == k) for k in ("passed", "failed", "error", "skipped")}
     prof = summary["profile"]
@@ -534,7 +610,8 @@ def render_report(run: Run, summary: dict, recheck: RunRecheck) -> str:
 <p><b>run:</b> {' '.join(_link(run, p) for p in run_files if p.exists())}</p>
 <p><b>logs:</b> {' '.join(_link(run, p) for p in logs) or '<span class=muted>none</span>'}</p>
 </section>"""
-    return page(f"gameday {summary['run_id']}: {'PASSED' if summary['passed'] else 'FAILED'}", body)
+    return page(f"gameday {summary['run_id']}: {'PASSED' if summary['passed'] else 'FAILED'}", body,
+                plotly_src, "gameday report {dir}")
 
 
 def write_report(text: str, run_dir: Path) -> Path:

@@ -288,8 +288,10 @@ def _about(regression: str, metric: str) -> bool:
             "lost_acked_writes": regression.startswith("lost ")}[metric]
 
 
-def render_trend(trend: Trend) -> str:
-    from gameday.reports.html import esc, fig_html, fmt_s, page
+def render_trend(trend: Trend, plotly_src: str | None = None) -> str:
+    """The trend page; plotly_src: where it finds plotly.js, relative to the page (write_trend decides and
+    writes the script; default: beside the page)."""
+    from gameday.reports.html import PLOTLY_JS_NAME, esc, fig_html, fmt_s, page
 
     regs = trend.regressions
     rows, cards = [], []
@@ -331,7 +333,8 @@ def render_trend(trend: Trend) -> str:
     table = ("<section class=\"card\"><h2>scenarios (newest run)</h2><table><thead><tr><th>scenario</th><th>runs</th>"
              "<th>outcome</th><th>failover</th><th>RTO</th><th>error rate</th><th>lost acked writes</th><th>trend</th>"
              f"</tr></thead><tbody>{''.join(rows)}</tbody></table></section>")
-    return page("gameday trend: " + ("REGRESSION" if regs else "no regression"), head + warnings + reg_list + table + "".join(cards))
+    return page("gameday trend: " + ("REGRESSION" if regs else "no regression"), head + warnings + reg_list + table + "".join(cards),
+                plotly_src or PLOTLY_JS_NAME, "gameday report --trend --out {page}")
 
 
 def _pct(v: float | None) -> str:
@@ -339,9 +342,19 @@ def _pct(v: float | None) -> str:
 
 
 def write_trend(trend: Trend, out: Path | str = TREND_PATH) -> Path:
+    """trend.html at `out`, linking the plotly.js the run reports share when a runs/ folder is beside it
+    (reports/trend.html -> reports/runs/plotly-<version>.min.js: one script per reports folder), else a
+    copy beside the page (a trend written anywhere else still draws)."""
+    from gameday.reports.html import ensure_plotlyjs, plotlyjs_src
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    runs = out.parent / "runs"
+    try:
+        script = ensure_plotlyjs(runs if runs.is_dir() else out.parent)
+    except OSError:   # runs/ not writable (and no whole copy in it): the page's own folder is
+        script = ensure_plotlyjs(out.parent)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_trend(trend), encoding="utf-8")
+    tmp.write_text(render_trend(trend, plotlyjs_src(out, script)), encoding="utf-8")
     tmp.replace(out)
     return out
