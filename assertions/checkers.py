@@ -1,26 +1,14 @@
 """Checkers: pure functions over a run's data (Jepsen style). No I/O, no environment: the same
-functions judge a live run and re-judge a stored one (reports/recheck.py).
+functions judge a live run and re-judge a stored one (reports/recheck.py). Inputs are a history
+(invoke, then ok / fail / info entries) and replicas ({region: {key: value}}, the final table
+contents of every region). Entries are read with the field aliases of
+reports.rundata.normalize_op directly rather than through it, because normalize_op costs ~2 us
+an entry and these checkers must do 1M operations in seconds; tests/test_checkers.py proves both
+readings agree. Each checker returns CheckResult(name, valid, detail, metrics): `valid` is True,
+False or "unknown"; `metrics` is flat {name: number | None}, so it can go into result.json.
 
-Inputs
-- a history: a list of dict entries as the load generator records them, `invoke` then `ok`,
-  `fail` or `info` (unknown: timed out, maybe applied), with the field names of
-  reports.rundata.normalize_op (`type`, `op`|`f`, `key`|`k`, `value`|`v`, `region`, `served_by`,
-  `status`, `latency_s`|`latency_ms`|`latency`, `time`|`ts`|..., epoch seconds). The client that
-  issued an operation is named by `process`, `worker`, `client`, `user` or `user_id` (any of them,
-  together). Entries are read with those aliases directly rather than through normalize_op,
-  because normalize_op costs ~2 us an entry and these checkers must do 1M operations in seconds;
-  tests/test_checkers.py proves both readings agree.
-- replicas: {region: {key: value}}, the final table contents of every region.
-
-An operation's interval is [invoked, completed]: `completed` is the completion entry's time;
-`invoked` is the time of the invoke entry with the same `id` (recorded before the request was
-sent: a sound lower bound of its start), else `completed - latency`, else the time of the
-invoke of the same client, operation and key. An operation whose invocation cannot be placed
-is treated as concurrent with everything before it, which can only hide a loss, never invent one.
-
-Each checker returns CheckResult(name, valid, detail, metrics): `valid` is True, False or
-"unknown" (nothing could be checked, or the data ends before the answer is known); `metrics`
-is flat {name: number | None}, so it can go straight into result.json.
+The field aliases, how an operation's interval is placed, and the checkers a scenario uses:
+docs/scenarios.md, "Assertions and checkers to build checks from".
 """
 
 from __future__ import annotations

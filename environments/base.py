@@ -1,4 +1,4 @@
-"""The one Environment shape that local, docker and aws all give (DESIGN.md).
+"""The one Environment shape that local, docker and aws all give (docs/architecture.md).
 
 An environment is the composition root of a run: it knows the regions, hands out boto3
 clients bound to the right endpoint, names the service's DNS name, and offers the fault

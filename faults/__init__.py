@@ -1,4 +1,4 @@
-"""Fault injection, the "nemesis" (DESIGN.md): each fault is data (kind, target, params) plus
+"""Fault injection, the "nemesis" (docs/architecture.md): each fault is data (kind, target, params) plus
 inject / rollback, journaled before it is applied and rolled back on pass, fail, exception,
 Ctrl-C and SIGTERM; after a SIGKILL, `gameday rollback` restores from the journal.
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from gameday.environments.base import CapabilityMissing, Environment
 from gameday.config import REGION_RE
 
-# Route 53 is a global service whose control plane lives in us-east-1 (DESIGN.md): the
+# Route 53 is a global service whose control plane lives in us-east-1 (docs/architecture.md): the
 # local environment always runs us-east-1's endpoint, whatever regions the service uses.
 ROUTE53_HOME = "us-east-1"
 

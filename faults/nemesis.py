@@ -7,7 +7,7 @@ journals every step before and after, and makes sure everything is rolled back.
                                               # Ctrl-C (SIGINT) and SIGTERM
     summary_faults = nemesis.records()
 
-Order of a step (DESIGN.md, Safety):
+Order of a step (docs/architecture.md, Safety):
   1. check the fault against the environment (CapabilityMissing / FaultError): nothing is
      written for a fault that cannot run, so the scenario can skip with the reason;
   2. journal `intent` (fsync'd), then apply; journal `injected` (with what was done) or

@@ -126,7 +126,7 @@ def _check_web_binding(web_host: str) -> None:
 
 
 def _start_web(state_p: Path, run: Path, web_host: str, web_port: int, stop: threading.Event):
-    """`python -m loadgen` (Locust's web UI with the Chaos tab) against this environment; if it
+    """`python -m gameday.loadgen` (Locust's web UI with the Chaos tab) against this environment; if it
     exits, `gameday up` stops too (the user asked for both)."""
     from gameday import procs
 
@@ -521,7 +521,7 @@ def _n(v) -> str:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def load(ctx: typer.Context) -> None:
     """Exploratory load with Locust's web UI (on 127.0.0.1:8089) against the running `gameday up`:
-    same as `python -m loadgen ARGS`; `gameday load --help` lists Locust's and gameday's options
+    same as `python -m gameday.loadgen ARGS`; `gameday load --help` lists Locust's and gameday's options
     (--surge-region, --surge-rate 1.5x, --follower-rate, --op-mix, --shape, --headless, ...)."""
     from gameday.loadgen.__main__ import main as load_main
 

@@ -1,6 +1,6 @@
 """gameday.toml: the architecture under test and the time profile, validated with pydantic.
 
-Defaults are the seed architecture (DESIGN.md): two regions, a service behind a load
+Defaults are the seed architecture (docs/architecture.md): two regions, a service behind a load
 balancer per region, a RequestCount alarm at 500 per period plus health alarms, one SNS
 topic name, the failover Lambda, a Route 53 A record, a DynamoDB global table.
 

@@ -1,4 +1,4 @@
-"""Run directories: reports/runs/<run-id>/ with a `latest` link (DESIGN.md, Jepsen-style)."""
+"""Run directories: reports/runs/<run-id>/ with a `latest` link (docs/architecture.md, Jepsen-style)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
-"""`python -m loadgen [locust options]`: Locust with gameday's locustfile (what `gameday load` runs).
+"""`python -m gameday.loadgen [locust options]`: Locust with gameday's locustfile (what `gameday load` runs).
 
-    python -m loadgen                         # web UI on http://127.0.0.1:8089, custom options in the form
-    python -m loadgen --headless --surge-region us-east-1 --surge-rate 1.5x --hold 20s
-    python -m loadgen --master --expect-workers 2 & python -m loadgen --worker & python -m loadgen --worker
+    gameday load                              # web UI on http://127.0.0.1:8089, custom options in the form
+    gameday load --headless --surge-region us-east-1 --surge-rate 1.5x --hold 20s
+    gameday load --master --expect-workers 2 & gameday load --worker & gameday load --worker
 
 The web UI and the master bind to 127.0.0.1 unless --web-host / --master-bind-host say otherwise
 (the locustfile sets those defaults). The web UI has a "Chaos" tab (docs/web-ui.md); off loopback
-it needs a token: GAMEDAY_WEB_TOKEN=... python -m loadgen --web-host 0.0.0.0 (Locust's login page,
-password = the token). `gameday up --web` starts the environment and this web UI together. Every Locust option works; `--help` lists gameday's under
-"Custom arguments".
+it needs a token: GAMEDAY_WEB_TOKEN=... gameday load --web-host 0.0.0.0 (Locust's login page,
+password = the token). `gameday up --web` starts the environment and this web UI together. Every
+Locust option works; `--help` lists gameday's after Locust's own.
 """
 
 from __future__ import annotations

@@ -1,31 +1,13 @@
-"""The "Chaos" tab of Locust's web UI: every fault of faults/ with its parameters, inject and
-roll back buttons, the environment's live state and a timeline of fault / alarm / DNS events.
+"""The "Chaos" tab of Locust's web UI: every fault of gameday.faults with its parameters, inject
+and roll back buttons, the environment's live state and a timeline of fault / alarm / DNS events.
+`register()`, called by the locustfile on Locust's `init` event, adds it through Locust's
+extension points (nothing here imports Locust at module level). Faults go through
+faults.Nemesis, journaled exactly like a scenario's, and are rolled back when Locust quits. The
+endpoints run inside Locust (gevent-patched): they reach the environment only over HTTP
+(LocalEnvironment.attach: its control API and the AWS endpoint).
 
-Registered by the locustfile on Locust's `init` event, in the process that serves the web UI
-(standalone or master), through Locust's extension points:
-  - `web_ui.template_args["extendedTabs"]` adds the tab to Locust's React UI;
-  - `web_ui.app` gets the /chaos/ routes (JSON API, the panel's script and a standalone page);
-  - an `after_request` hook adds the panel's script to Locust's index page: the script mounts
-    the panel under Locust's tab bar while the Chaos tab is selected (a stock extended tab can
-    only show a table, and a fault form needs inputs and buttons);
-  - off loopback, Locust's own web login (`web_ui.login_manager`, `auth_args`) guards the UI.
-
-    GET  /chaos/            the panel alone (works before a swarm is started, too)
-    GET  /chaos/faults      schema of every registered fault: kind, fields, types, defaults, choices
-    GET  /chaos/state       alarms per region, DNS answer, tasks, replication lag, faults with their age, timeline
-    POST /chaos/inject      {"kind": "block_region", "params": {"region": "us-east-1"}} -> 201 the fault record
-    POST /chaos/rollback/<id>, POST /chaos/rollback-all
-
-Faults go through faults.Nemesis, so they are journaled exactly like a scenario's (intent before
-they are applied) in <chaos dir>/journal.jsonl, and put on the environment's timeline. They are
-rolled back when Locust quits (Ctrl-C, SIGTERM, the web UI's quit), not when a test stops: an
-engineer may stop the load and watch the system with the fault still on, or inject before
-starting load (--chaos-rollback-on-stop true changes that). After a SIGKILL of Locust,
-`gameday rollback <chaos dir>` restores from the journal.
-
-The chaos endpoints run inside Locust (gevent-patched): they reach the environment only over
-HTTP (LocalEnvironment.attach: its control API and the AWS endpoint). Nothing here imports
-Locust at module level; `register()` does.
+The HTTP API (/chaos/...), authentication off loopback, what happens to the faults and how the
+tab is built: docs/web-ui.md.
 """
 
 from __future__ import annotations

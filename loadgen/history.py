@@ -1,31 +1,12 @@
 """The client-side history of a load run (Jepsen style): every operation is an `invoke` entry,
-then exactly one completion: `ok`, `fail` (certainly not applied) or `info` (unknown: timed
-out or the connection dropped after the request was sent; a write may have been applied).
+then exactly one completion: `ok`, `fail` (certainly not applied) or `info` (unknown: a write
+may have been applied). Each Locust process appends to its own file, flushed per line, so a
+killed worker's history is readable up to its death; after the run `merge()` interleaves the
+files by wall time into history.jsonl.
 
-Entry fields (reports/rundata.py reads them; keep the names):
-  type      invoke | ok | fail | info
-  id        the operation's id (invoke and completion share it)
-  process   the simulated user that ran it ("<worker>/<n>")
-  op        write | read;  kind: write | read_own | read_cross
-  key, value   the key; the value written, or the value a read returned (null: not found)
-  region    the region aimed at (DNS answer's region, or the load balancer dialled)
-  address   the address dialled;  served_by: the region that answered (X-Gameday-Region)
-  task, az  the ECS task and AZ that answered (X-Gameday-Task / X-Gameday-AZ)
-  status    HTTP status (completions; 0 when there was no response)
-  latency_s Locust's response time for the request, in seconds
-  error     why it failed (completions)
-  role      dns | regional;  name: Locust's request name (completions)
-  time      wall-clock epoch seconds;  mono: time.monotonic() (same clock for all processes of a host)
-  worker    the Locust process that recorded it
-  dns_at, dns_ttl   (DNS followers) monotonic time of the lookup whose answer was used, and its TTL
-
-Each Locust process appends to its own file `history.<run>.<worker>.jsonl`, one line per entry,
-flushed per line, so a killed worker's history is readable up to its death (at most a cut last
-line, which readers drop). When the process closes its history it writes `<file>.done`.
-After the run, `merge()` interleaves the per-worker files by wall time into `history.jsonl`,
-keeping each file's own order (an invoke always precedes its completion).
-
-No Locust or gevent import: pytest reads histories with this module too.
+The entry fields (reports/rundata.py and the checkers read them: keep the names) and the files:
+docs/load.md, "The client history". No Locust or gevent import: pytest reads histories with
+this module too.
 """
 
 from __future__ import annotations

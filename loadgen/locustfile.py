@@ -2,22 +2,15 @@
 environment, every operation recorded in a Jepsen-style history.
 
     gameday up                                   # in one terminal
-    locust -f loadgen/locustfile.py              # web UI on http://127.0.0.1:8089 (custom options in the form)
-    locust -f loadgen/locustfile.py --headless --surge-region us-east-1 --surge-rate 1.5x --hold 20s
-    python -m loadgen --headless ...             # the same (what `gameday load` runs)
+    gameday load                                 # web UI on http://127.0.0.1:8089 (= python -m gameday.loadgen)
+    gameday load --headless --surge-region us-east-1 --surge-rate 1.5x --hold 20s
+    locust -f loadgen/locustfile.py ...          # the same, from a checkout of gameday
 
 It finds the environment through the state file `gameday up` writes (--gameday-state PATH, or
-$GAMEDAY_STATE, default .gameday/local.json). The web UI and the master's port bind to
-127.0.0.1 unless --web-host / --master-bind-host say otherwise. Distributed: one `--master`
-and any number of `--worker` processes with this same file; the master hands the plan to them.
-
-With the web UI, the "Chaos" tab (loadgen/chaos_ui.py, docs/web-ui.md) injects and rolls back
-faults and shows alarms, the DNS answer, tasks and replication lag live; off loopback the web UI
-needs a token ($GAMEDAY_WEB_TOKEN or --chaos-token) and refuses to start without one.
-
-Options are in loadgen/plan.py (OPTIONS); `locust -f loadgen/locustfile.py --help` lists them
-under "Custom arguments". A bad option or no running environment stops before anything starts,
-with one line on stderr (exit 2, or 1 when no environment runs).
+$GAMEDAY_STATE, default .gameday/local.json). Options are in loadgen/plan.py (OPTIONS). With the
+web UI, the "Chaos" tab (chaos_ui.py) injects and rolls back faults; off loopback the web UI
+needs a token and refuses to start without one. Usage, distributed runs and exit codes:
+docs/load.md; the Chaos tab: docs/web-ui.md.
 """
 
 from __future__ import annotations

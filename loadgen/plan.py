@@ -1,25 +1,11 @@
-"""What a load run will do, decided once from its options and the environment's endpoints.
+"""What a load run will do, decided once from its options and the environment's endpoints. The
+options are one table (`OPTIONS`): the locustfile registers them as Locust custom arguments and
+the pytest-side runner turns keyword arguments into the same command line. `build_plan`
+validates them and returns a `LoadPlan` (request streams, each a piecewise-linear rate over run
+time), or raises `LoadInputError` whose message is one line for a human. It imports neither
+Locust nor gevent: the runner (inside pytest) calls it before it starts any process.
 
-The options are one table (`OPTIONS`): the locustfile registers them as Locust custom arguments
-(so they show in the web UI), and the pytest-side runner turns keyword arguments into the same
-command line. `build_plan` validates them against the endpoints and returns a `LoadPlan`, or
-raises `LoadInputError` whose message is one line for a human. It imports neither Locust nor
-gevent: the runner (inside pytest) calls it before it starts any process.
-
-A plan is a set of request streams, each a piecewise-linear rate over run time:
-  - "regional <region>": users aimed at one region's load balancer directly (the surge);
-  - "dns": users that resolve the service name through the environment's DNS and follow it.
-Rates are written as requests/s ("150") or as a multiple of the alarm threshold per period
-("1.5x" = 1.5 * alarm_threshold / profile.period_s, i.e. 1.5 times the requests that trip the
-alarm in one period).
-
-Shapes:
-  constant  every stream at its rate for --duration (default: --hold);
-  ramp      regional streams ramp 0 -> rate over --ramp-up, hold --hold, ramp down over
-            --ramp-down; followers stay constant;
-  surge     followers and any other regions of --region-mix stay constant; the surge region
-            waits --surge-at, then ramps up, holds and ramps down.
---duration, when longer than the shape, adds a tail at the constant rates only.
+Streams, rates ("150", "1.5x") and shapes (constant, ramp, surge): docs/load.md, "The plan".
 """
 
 from __future__ import annotations

@@ -1,23 +1,12 @@
 """Run gameday's Locust load from pytest (or any Python program), without importing Locust:
 Locust always runs as child processes (a headless master and N workers, default 1), started
 with gameday.procs.spawn so they die with their parent, against an environment given by its
-endpoints dict or its state file. Everything goes into one output directory:
+endpoints dict or its state file. Everything (Locust's statistics and report, each worker's
+history, the merged history.jsonl, the processes' logs) goes into one output directory.
+`load_fixture` is the body of the `load` fixture (docs/scenarios.md).
 
-  locust_stats.csv, locust_*.csv   Locust's own statistics (--csv; the final table is complete)
-  locust.html                      Locust's own report (--html)
-  history.<run>.<worker>.jsonl     each worker's history, written as it goes
-  history.jsonl                    the merged history, after stop()
-  master.log, worker-<i>.log       the processes' output
-  endpoints.json                   the endpoints the run was given (when given as a dict)
-
-    with LoadRunner(out, endpoints=env.endpoints, shape="surge", surge_region="us-east-1",
-                    surge_rate="1.5x", follower_rate=10, hold_s=12) as load:
-        took = load.wait_rate("us-east-1", 140, deadline_s=10)
-        ...
-    load.history(), load.stats(), load.requests_by_region()
-
-Bad input (unknown region, negative rate, no environment) raises LoadInputError, one line,
-before any process starts.
+Bad input raises LoadInputError, one line, before any process starts. The output files and an
+example: docs/load.md, "The runner".
 """
 
 from __future__ import annotations

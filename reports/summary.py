@@ -1,4 +1,4 @@
-"""summary.json: the contract CI and the reports read, exactly DESIGN.md's shape, validated
+"""summary.json: the contract CI and the reports read, exactly docs/architecture.md's shape, validated
 against reports/summary.schema.json before it is written.
 
 Built from the scenarios' result.json files (with the data checks re-run from stored data,
@@ -149,7 +149,7 @@ def build_summary(run: Run, recheck: RunRecheck, **meta: Any) -> dict:
     head = run_meta(run, **meta)
     scenarios = [scenario_summary(s, recheck, run.warnings) for s in run.scenarios]
     summary = {**head, "passed": all(s["outcome"] in ("passed", "skipped") for s in scenarios), "scenarios": scenarios}
-    # reorder to DESIGN.md's key order, for people reading the file
+    # reorder to the contract's key order (docs/architecture.md), for people reading the file
     order = ("run_id", "env", "started_at", "finished_at", "passed", "profile", "scenarios")
     summary = {k: summary[k] for k in order}
     validate_summary(summary)

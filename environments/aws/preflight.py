@@ -1,5 +1,5 @@
 """Preflight: before anything runs, every resource of the stack exists and is wired the way the
-seed architecture needs it (DESIGN.md): alarm -> topic, topic -> failover Lambda, the record
+seed architecture needs it (docs/architecture.md): alarm -> topic, topic -> failover Lambda, the record
 exists with a TTL, the table is a global table in every region, the services run their
 minimum task count in more than one AZ. Read-only; each problem is one line.
 

@@ -1,43 +1,12 @@
-"""CloudWatch alarm evaluation for the local environment.
+"""CloudWatch alarm evaluation for the local environment. moto stores alarms and metric data but
+never evaluates an alarm, so this does what CloudWatch does. `evaluate()` is the pure rule (one
+value per period over the evaluation range, the alarm's settings and current state -> the new
+state and CloudWatch's reason text); `AlarmEvaluator` is the component that applies it at every
+period boundary and, only on a state change, sets the state in moto, writes an "alarm" event on
+the timeline and publishes CloudWatch's alarm notification to the new state's SNS topics.
 
-moto stores alarms and metric data but never evaluates an alarm. This module does what
-CloudWatch does, following its user guide ("Alarm evaluation" and "Configuring how CloudWatch
-alarms treat missing data", https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/
-alarms-and-missing-data.html; the same text is in awsdocs/amazon-cloudwatch-user-guide,
-doc_source/AlarmThatSendsEmail.md):
-
-- `evaluate()` is the pure rule: given one value per period over the *evaluation range*
-  (oldest -> newest, None = no datapoint), Threshold, ComparisonOperator, EvaluationPeriods (N),
-  DatapointsToAlarm (M), TreatMissingData and the current state, it returns the new state
-  and CloudWatch's reason text.
-- `AlarmEvaluator` is the component: at every period boundary (aligned to wall-clock
-  multiples of the period, as CloudWatch aligns to the minute) plus a grace for the load
-  balancers' last flush, it reads every alarm of every region from moto (describe_alarms: what
-  is in moto is the truth), fetches one value per period, evaluates, and only on a state
-  change sets the state in moto, writes one "alarm" event on the timeline, and (ActionsEnabled)
-  publishes CloudWatch's real alarm notification JSON to the new state's SNS topics.
-
-Choices where the documentation leaves room, so a reader can check them:
-- Evaluation range: the guide says CloudWatch retrieves more datapoints than N, how many
-  "depends on the length of the alarm period", and uses 5 for N = 3 in its examples. We use
-  N + 2 (`evaluation_range()`), which is that example.
-- Premature ALARM: the guide's rule ("the oldest available breaching datapoint ... is at least
-  as old as Datapoints to Alarm, and all other more recent data points are breaching or
-  missing") is applied only when no real datapoint in the range is non-breaching, because that
-  is what its tables show (`0 - X - -` with M=2 is OK under `missing`; `X - - - -` with M=3 is
-  ALARM). `ignore` never applies it: the tables show "Retain current state" there.
-- Initial state: PutMetricAlarm sets a new alarm to INSUFFICIENT_DATA and then evaluates it,
-  running the actions of the state it lands in; moto reports OK ("Unchecked: Initial alarm
-  creation"). An alarm seen with that reason for the first time is treated as
-  INSUFFICIENT_DATA, so its first evaluation is a real transition (OK actions included), and
-  moto is set to whatever the evaluation found. An alarm re-put with PutMetricAlarm keeps
-  its state, as in CloudWatch ("When you update an existing alarm, its state is left unchanged").
-- Start: the first evaluation is at the first period boundary after the evaluator starts. A
-  period that ended earlier has no data from metric sources started with the environment, and a
-  breaching-when-missing alarm would fire (and fail over) at every start.
-- SetAlarmState: CloudWatch runs the actions of a state set with SetAlarmState, and the state
-  lasts until the next evaluation. A state someone else set in moto is noticed at the next
-  tick, announced and published like any transition, then evaluated as usual.
+The rules followed (CloudWatch user guide, "Alarm evaluation") and the choices made where the
+guide leaves room: docs/local-environment.md, "CloudWatch alarm evaluator".
 """
 
 from __future__ import annotations

@@ -1,26 +1,11 @@
-"""Route 53's data plane on loopback: an authoritative DNS server for the hosted zone.
+"""Route 53's data plane on loopback: an authoritative DNS server for the hosted zone. It holds a
+copy of the zone, refreshed from Route 53's API every REFRESH_INTERVAL_S and kept when a refresh
+fails (name servers keep answering when the control plane is impaired), and answers by Route
+53's routing policies (simple, weighted, failover, multivalue), with health from
+`Route53DnsServer.health`, a callable HealthCheckId -> bool.
 
-Route 53 separates its control plane (the API, in us-east-1) from its data plane (the
-name servers). The name servers keep answering from the zone they last received when the
-API is impaired, so this server holds a copy of the zone and refreshes it by polling
-list_resource_record_sets every REFRESH_INTERVAL_S; a failed refresh keeps the last good
-copy. (moto reports every change INSYNC at once; real Route 53 takes up to about 60 s.)
-
-The zone model follows Route 53's routing policies for a group of record sets with the same
-name and type (docs: "Choosing a routing policy", "How Amazon Route 53 chooses records when
-health checking is configured"):
-- simple: one record set; all its values, in random order;
-- weighted (SetIdentifier + Weight): one record set, chosen with probability weight / sum;
-  weight-0 sets only when no non-zero set is healthy; all weights 0 = equal chances;
-- failover (Failover PRIMARY / SECONDARY): the primary while it is healthy, else the
-  secondary; when both are unhealthy, the primary;
-- multivalue answer: up to 8 healthy record sets at random;
-- a record set without a health check is always healthy; when every set in the group is
-  unhealthy, Route 53 treats them all as healthy.
-Health comes from `Route53DnsServer.health`, a callable HealthCheckId -> bool (default: every
-health check healthy); a health-check component can plug itself in there.
-Not modelled: alias records, latency / geolocation / geoproximity / IP-based routing (such
-record sets are skipped and listed in status()["skipped"]).
+The routing rules modelled, and what is not modelled: docs/local-environment.md, "Route 53's
+data plane: the DNS server".
 """
 
 from __future__ import annotations

@@ -1,41 +1,11 @@
-"""The ECS service scheduler of every region: real task processes behind moto's ECS API.
+"""The ECS service scheduler of every region: real task processes behind moto's ECS API. Each
+task is a real process (or, through another TaskLauncher, a container) and a task in moto's ECS.
+Every reconcile interval the scheduler notices tasks that died or were stopped through the API,
+keeps the service's desired count within its min/max, and starts replacements in the available
+AZs, as ECS's service scheduler and Fargate do; `set_az_available` loses (and restores) an AZ.
 
-Every task is a real process (the reference service `sut.service`, or the user's
-`service.command`) listening on 127.0.0.1, and a task in moto's ECS created with `run_task`
-(cluster and task definition from provision(), `startedBy` the service's deployment id and
-`group` "service:<name>", as ECS's service scheduler starts them), so `list_tasks` /
-`describe_tasks` by anyone show them. Fargate's task AZ has no field in moto, so it is in the
-task's tag `gameday:availability-zone`.
-
-Every `profile.reconcile_interval_s` the scheduler, per region:
-  1. notices task processes that died by themselves and stops their task in moto
-     ("Essential container in task exited");
-  2. notices tasks stopped by anyone through the API (`ecs.stop_task`: moto marks them
-     desiredStatus/lastStatus STOPPED) and stops their process: SIGTERM, then SIGKILL after
-     a grace period, as ECS does;
-  3. reads the service's desiredCount from moto (so `update_service` by anyone works), keeps it
-     inside the configured min/max task counts as Application Auto Scaling's min/max capacity
-     does (writing the corrected count back), and applies target tracking on requests per task
-     when `service.scale_out_requests_per_task_s` > 0;
-  4. starts replacements (or stops extra tasks) to match it, placing new tasks in available
-     AZs only, the AZ with the fewest tasks first (ECS's spread over availability zones).
-
-A task is PENDING from its process start until it accepts connections on its port (a
-readiness watcher polls it), then RUNNING: only RUNNING tasks are load-balancer targets, as ECS
-registers a task with its target group once it is running; the load balancer's own health
-checks decide whether it gets traffic. Tasks that fail before they run delay the next launch
-(exponential, capped), like ECS's service throttling of failing tasks.
-
-An AZ made unavailable (`set_az_available`) loses its tasks at once: SIGKILL, no grace, and
-their tasks stopped in moto with the reason.
-
-Where a task runs is the launcher's business (`TaskLauncher`): a host process here
-(`ProcessLauncher`), a container in the docker environment (environments/docker). The
-scheduler only asks a task's handle whether it still runs and tells it to stop.
-
-moto's task model moves lastStatus one step towards STOPPED each time a task is described
-(its state manager's default, to simulate tasks that finish): start() turns that off, since
-here a task stops only when its process does or someone stops it.
+The reconcile loop step by step, task states, placement and what is turned off in moto's task
+model: docs/local-environment.md, "ECS: the service scheduler".
 """
 
 from __future__ import annotations

@@ -1,26 +1,12 @@
-"""Route 53 health checkers on loopback: the data plane of failover routing.
+"""Route 53 health checkers on loopback: the data plane of failover routing. moto stores health
+checks but does not run them; this probes every health check that monitors an endpoint by IP
+address (HTTP or TCP, Route 53's timeouts compressed with the profile's interval), changes its
+status after FailureThreshold consecutive results the other way, and answers
+`is_healthy(health_check_id)`, which the DNS server's answers follow. Every status change is a
+`route53_health` event on the timeline.
 
-Route 53 health checks live in moto (create_health_check, as provision.py makes them for
-`route53.routing = "failover"`), but moto does not run them. This component does what Route
-53's health checkers do, for every health check that monitors an endpoint by IP address:
-
-- HTTP: a TCP connection within 4 s, then an HTTP status 2xx or 3xx within 2 s of connecting,
-  for GET <ResourcePath> with Route 53's User-Agent; TCP: a connection within 10 s. The local
-  profile compresses these with the interval (timeout x interval / 10 s, never under 1 s, so
-  a busy 2-core machine does not fail checks that real checkers would pass).
-- Each probe is a success or a failure; the status changes after FailureThreshold consecutive
-  results the other way (docs: "How Amazon Route 53 determines whether a health check is
-  healthy"). A new health check starts healthy.
-- Inverted checks report the opposite; disabled checks are always healthy (Route 53's rules).
-- One checker per health check probes every `profile.health_check_interval_s` (AWS: 10 or 30 s;
-  the `aws` profile says 10). Route 53 runs checkers in many locations and calls an endpoint
-  healthy when more than 18% of them do; one checker is that rule's outcome when every
-  location sees the same loopback network, which is the case here.
-
-`is_healthy(health_check_id)` is what Route53DnsServer.health calls, so DNS answers follow
-the checks; every status change is a `route53_health` event on the timeline. Probes go to the
-load balancer's address like any client's request (a blocked region hangs or refuses them,
-and ALB counts them in RequestCount as it counts real Route 53 checks).
+The rules followed and how the local profile compresses them: docs/local-environment.md, "Route
+53 health checkers".
 """
 
 from __future__ import annotations

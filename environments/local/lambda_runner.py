@@ -1,42 +1,13 @@
-"""The local Lambda service for the failover function: SNS -> Lambda made real without Docker.
+"""The local Lambda service for the failover function: SNS -> Lambda made real without Docker
+(moto does not run Lambda functions without it). It subscribes an HTTP endpoint of its own to
+every region's topic, turns each notification into Lambda's SNS event, and runs it as an
+asynchronous invocation in a warm worker process (lambda_worker.py) whose environment is the
+Lambda environment, so a handler written for real Lambda runs unchanged; Lambda's timeout,
+retries and concurrency apply. Every attempt is a `lambda_invocation` event on the timeline (a
+cold start also emits `lambda_init`).
 
-moto does not run Lambda functions without Docker, so this component plays Lambda's part:
-
-- It subscribes an HTTP endpoint of its own to every region's topic, as any subscriber would.
-  moto's SNS POSTs each notification to it (from inside the Publish call, so the endpoint
-  answers 200 at once and works afterwards) and needs no confirmation step.
-- Each notification becomes Lambda's SNS event (`{"Records": [{"EventSource": "aws:sns",
-  "Sns": {...}}]}`) and is queued as an asynchronous (Event) invocation, which is how SNS
-  invokes Lambda.
-- The handler runs in a separate worker process (lambda_worker.py), a warm execution
-  environment whose process environment is the Lambda environment: AWS_REGION,
-  AWS_ENDPOINT_URL (the router, so plain `boto3.client(...)` works even at import time),
-  fake credentials, AWS_LAMBDA_*, the function's own variables. It imports the handler once
-  (the init phase, timed) and then serves invocations.
-- Timeout: an invocation that runs past the configured timeout has its worker killed (as
-  Lambda does), and the next invocation cold-starts a new one.
-- Asynchronous-invocation retries: an error or a timeout is retried after each of the
-  profile's `lambda_retry_delays_s` (AWS: 2 retries, 1 then 2 minutes), keeping the request
-  id. A handler that returns, even `{"statusCode": 500}`, has succeeded as far as Lambda is
-  concerned; its return value is recorded.
-- Concurrency: with failover.reserved_concurrency = 1, one invocation at a time (later
-  notifications and retries wait their turn in the queue; a retry's delay runs while others
-  are served), which is how teams keep a read-modify-write handler from racing itself. Unset
-  (Lambda's default, unreserved), up to UNRESERVED_CONCURRENCY invocations run at once, each
-  in its own execution environment (a second one cold-starts when the first is busy); N runs
-  up to N at once.
-- The handler is `module:function` (or Lambda's `module.function`) importable from
-  failover.code_dir (LAMBDA_TASK_ROOT; default: the current directory, a team's repository; gameday's own
-  reference handler gameday.sut.failover_lambda imports from the installed package), or
-  `path/to/file.py:function`, whose directory is the code directory.
-- The function's own environment variables (failover.environment) may hold placeholders for
-  the environment's values, filled in here: {hosted_zone_id}, {record_name}, {record_type},
-  {record_ttl}, {routing}, {regions}, {initial_region}, {region_addresses},
-  {set_identifier:REGION}, {lb_address:REGION}, {topic_arn:REGION}, {health_check_id:REGION}.
-
-Every attempt is put on the timeline as a `lambda_invocation` event, with its outcome
-(ok | error | timeout), duration, cold start, error, result, log lines, the alarm it carried
-and the topic's region. A cold start also emits `lambda_init`.
+How each of Lambda's behaviours is modelled, the handler forms and the placeholders of the
+function's environment variables: docs/local-environment.md, "SNS -> Lambda: the Lambda runner".
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """One moto server process per region: the honest model of a region's AWS control plane,
-and twice the throughput of one process on two cores (DESIGN.md, measured facts)."""
+and twice the throughput of one process on two cores (docs/architecture.md, measured facts)."""
 
 from __future__ import annotations
 

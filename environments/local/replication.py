@@ -1,83 +1,14 @@
-"""DynamoDB global-table replication for the local environment (moto does not replicate:
-`update_table(ReplicaUpdates=...)` creates no replica, DESIGN.md).
+"""DynamoDB global-table replication for the local environment. moto does not replicate
+(`update_table(ReplicaUpdates=...)` creates no replica), so the replicator follows every
+region's NEW_AND_OLD_IMAGES stream and applies each INSERT / MODIFY / REMOVE to the table of
+every other region, the way AWS global tables do: last writer wins, item by item, enforced with a
+conditional write on the item's version (`aws:rep:updatetime`). Per-direction pause/resume, extra
+lag and a drop_fraction mutation knob are the harness's handles on it. Checkers that compare
+replicas must ignore `aws:rep:*` attributes: use `strip_replication_attributes()`.
 
-Every region has an ordinary table with a NEW_AND_OLD_IMAGES stream (provision()). The
-replicator follows each region's stream and applies every INSERT / MODIFY / REMOVE to the
-table of every other region, the way AWS global tables do.
-
-AWS semantics followed, and where they come from
-------------------------------------------------
-- Last writer wins, item by item, decided by the time of the write in its source region,
-  enforced with a conditional write at the destination so that an older write never
-  replaces a newer one, whatever the order of arrival. AWS Prescriptive Guidance, "Using
-  Amazon DynamoDB global tables" / overview
-  (https://docs.aws.amazon.com/prescriptive-guidance/latest/dynamodb-global-tables/overview.html):
-  each item keeps a last-write timestamp as a private system attribute, and last writer wins
-  is implemented with a conditional write requiring the incoming timestamp to be greater than
-  the existing one; conflicts are not logged anywhere; items replicate individually (a
-  transaction's items are not replicated together); replication usually takes under a second.
-  2017.11.29 "Global tables: How it works"
-  (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/globaltables_HowItWorks.html):
-  "last writer wins" reconciliation between concurrent updates, all replicas converge.
-- The system attributes are those of global tables version 2017.11.29 (same page: global
-  tables create `aws:rep:deleting`, `aws:rep:updatetime`, `aws:rep:updateregion` on items;
-  applications must not modify or create them). A replicated item carries
-  `aws:rep:updatetime` (its version) and `aws:rep:updateregion` (its source region). A
-  replicated delete first marks the item (`aws:rep:deleting`, new version) and then deletes
-  it, which is why 2017.11.29 charged two write units per destination for a DeleteItem
-  ("Upgrading global tables", V2globaltables_upgrade.html: DeleteItem 1 rWRU in the source
-  region and 2 in each destination).
-  Stream records whose images show one of these marks are the replicator's own writes and
-  are never replicated again: no ping-pong.
-- Unlike 2017.11.29, the source item is not rewritten to stamp it (2017.11.29 charged 2 rWRU
-  in the source region for a PutItem for that extra write; 2019.11.21 charges 1 per region).
-  One moto process tops out near 500 writes/s (DESIGN.md), so a second write per user write
-  would halve what the load can push. The version of an unstamped local write is known
-  from the region's own stream instead (see "races" below). Checkers that compare replicas
-  must ignore `aws:rep:*` attributes: use `strip_replication_attributes()`.
-- Replicas start from TRIM_HORIZON: the replicator reads every record still in the stream,
-  so no write made after start() is called can be missed, whatever the timing, and data
-  written before start() is copied too (as version 2019.11.21 fills a replica added to a
-  table that already has data). Replaying a record is harmless: the conditional write makes
-  it a no-op. Shards are followed as they close and split (child shards after their parent).
-- ReplicationLatency (CloudWatch, per receiving region) is the time between the write in the
-  source region and its arrival in the destination; `lag_s` is measured the same way.
-
-Versions
---------
-A write's version is the time of the write in its source region, from the stream record's
-ApproximateCreationDateTime. AWS documents that field as rounded down to the second
-(StreamRecord API reference), too coarse for last writer wins, and AWS uses its own private
-per-item timestamp instead; moto 5.2.5 fills it with the time of the write to the
-millisecond (moto/dynamodb/models/table.py StreamRecord: `utcnow()`), which stands in for
-that private timestamp. Two refinements make every version unique and ordered:
-- a write in region R is always newer than the version it overwrote in R (when two writes
-  fall in the same millisecond, or after a replicated write, the version is bumped by 1 µs):
-  a write that saw a value supersedes it;
-- ties between regions are broken by region name (the alphabetically later region wins), so
-  every replica picks the same winner: the last decimal digit of `aws:rep:updatetime` (7
-  decimals: microseconds, then the region's rank) encodes it, and the conditional write is a
-  single numeric comparison.
-
-Races, and how they are repaired
---------------------------------
-Local writes by the application carry no version attribute, so the conditional write at a
-destination treats an unstamped (or stale-stamped, after an UpdateItem) item as older. When a
-remote write replaced a local write that was in fact newer (the local write had not yet been
-read from the destination's own stream), the destination's stream shows it: the replicator's
-own write arrives after a local write with a higher version. The replicator then restores the
-local write's image (kept for recent local writes) with its version, conditionally. So, as on
-AWS, replicas converge to the write with the highest version; in that rare race a reader of
-the destination can briefly see the older value (about one poll interval).
-
-Knobs for the harness: per-direction pause/resume (held records are applied in order on
-resume), extra lag (`set_lag`, default `dynamodb.replication_lag_s`), and `drop_fraction`, a
-mutation knob that silently loses that share of writes (seeded, so runs repeat; counted in
-`dropped`) so that the lost-write checker has something to find.
-
-Timeline: a "replication_lag" sample per direction about once per profile period
-(direction, lag_s = the worst lag seen in the window, pending, paused, applied), which the
-HTML report charts; "replication" events for pause, resume and knob changes.
+The AWS semantics followed (with their sources), how versions are made unique and ordered, how
+races are repaired, and the timeline events: docs/local-environment.md, "DynamoDB global-table
+replication".
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ It reads the region and service from the request's SigV4 credential scope
 moto server. Route 53 requests are signed for us-east-1 by every SDK, so they land in
 us-east-1's moto: blocking us-east-1's control plane takes Route 53's API with it, as in AWS.
 
-It is the one place where customers' API faults apply (DESIGN.md): per region, service and
+It is the one place where customers' API faults apply (docs/local-environment.md): per region, service and
 operation, an error (throttling or 5xx), added latency, or a black hole (the endpoint stops
 answering: the connection is held until the client gives up or the fault is rolled back).
 """
