@@ -133,6 +133,15 @@ def test_shipped_templates_match_the_repository_files():
     assert strip(ours) == strip(theirs)
 
 
+def test_the_worked_example_in_the_docs_is_the_tested_file():
+    import re
+
+    doc = (REPO / "docs" / "scenarios.md").read_text()
+    example = (REPO / "tests" / "data" / "user_scenarios" / "test_team_example.py").read_text()
+    first_python_block = re.search(r"```python\n(.*?)```", doc, re.S)[1]
+    assert first_python_block.strip() in example, "docs/scenarios.md's example drifted from the file test_install runs"
+
+
 # -- status -c -----------------------------------------------------------------------------------------
 
 def test_status_takes_a_config_and_reports_a_bad_one(tmp_path):

@@ -107,17 +107,22 @@ def test_init_then_the_builtin_surge_passes_from_the_teams_directory(team):
     assert not (site / "reports" / "runs").exists() and not list(site.rglob(".pytest_cache"))
 
 
-def test_plain_pytest_finds_the_plugin_and_runs_the_teams_scenario(team):
+def test_plain_pytest_finds_the_plugin_and_runs_the_teams_scenarios(team):
+    """`gameday init`'s example and docs/scenarios.md's worked example, in one session (one environment)."""
     repo, env = team["repo"], team["env"]
     _ok(_run([team["gameday"], "init"], repo, env, 60), "gameday init")
+    shutil.copy2(REPO / "tests" / "data" / "user_scenarios" / "test_team_example.py", repo / "scenarios")
     run_dir = repo / "direct-run"
     r = _ok(_run([team["py"], "-m", "pytest", "scenarios", "-p", "no:cacheprovider", "--run-dir", run_dir],
-                 repo, env, 300), "pytest in the team's directory")
-    assert "1 passed" in r.stdout, r.stdout
-    result = json.loads((run_dir / "scenarios" / "one_task_lost_is_absorbed" / "result.json").read_text())
-    assert result["outcome"] == "passed"
-    names = {c["name"] for c in result["checks"]}
+                 repo, env, 400), "pytest in the team's directory")
+    assert "2 passed" in r.stdout, r.stdout
+    results = {d.name: json.loads((d / "result.json").read_text()) for d in (run_dir / "scenarios").iterdir()}
+    assert {n: r["outcome"] for n, r in results.items()} == {
+        "one_task_lost_is_absorbed": "passed", "our_region_outage_moves_traffic": "passed"}, results
+    names = {c["name"] for c in results["one_task_lost_is_absorbed"]["checks"]}
     assert {"task_replaced", "healthy_hosts_alarm_stays_ok", "dns_stays", "lost_acked_writes"} <= names, names
+    names = {c["name"] for c in results["our_region_outage_moves_traffic"]["checks"]}
+    assert {"dns_failover", "lost_acked_writes"} <= names, names
 
 
 def test_a_teams_check_fails_on_a_stack_that_cannot_absorb_the_fault(team):
