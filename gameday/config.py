@@ -165,6 +165,10 @@ class FailoverSpec(_Model):
                                         "placeholders such as {hosted_zone_id} or {lb_address:us-west-2} are filled in")
     reserved_concurrency: int | None = Field(None, ge=1, description="1 = one invocation at a time; unset = "
                                              "concurrent invocations (unreserved)")
+    provisioned_concurrency: int | None = Field(
+        None, ge=0, description="execution environments initialised when the environment starts (Lambda's "
+                                "provisioned concurrency), so no invocation pays the init; unset = all of them "
+                                "(every concurrent one); 0 = none: an environment's first invocation cold-starts")
     enabled: bool | None = Field(None, description="run a failover function at all (default: yes, except with "
                                  "route53.routing = failover, where health checks move traffic)")
     failback: Literal["manual", "automatic"] = Field(

@@ -9,6 +9,8 @@ Options:
   --config PATH               gameday.toml (ini: gameday_config)
   --failover-handler MOD:FN   the failover Lambda handler to rehearse (ini: gameday_failover_handler)
   --run-dir PATH              where this run's data goes (default: a new reports/runs/<id>)
+  --gameday-progress story|quiet|verbose   each scenario's story told while it runs (gameday/progress.py;
+                              ini: gameday_progress; default story)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ RUN_DIR_KEY = pytest.StashKey[Path]()
 RECORD_KEY = pytest.StashKey[object]()
 REPORTS_KEY = pytest.StashKey[dict]()
 CONFIG_KEY = pytest.StashKey[object]()
+PROGRESS_KEY = pytest.StashKey[object]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,10 +38,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="failover Lambda handler module:function (overrides the config)")
     g.addoption("--run-dir", dest="gameday_run_dir", default=None,
                 help="run directory (default: a new reports/runs/<run-id>)")
+    g.addoption("--gameday-progress", dest="gameday_progress", default=None, choices=["story", "quiet", "verbose"],
+                help="live progress while a scenario runs: story (default: each step with its time), quiet "
+                     "(nothing), verbose (every timeline event)")
     parser.addini("gameday_env", "default for --env", default="local")
     parser.addini("gameday_config", "default for --config", default="")
     parser.addini("gameday_failover_handler", "default for --failover-handler", default="")
     parser.addini("gameday_run_dir", "default for --run-dir", default="")
+    parser.addini("gameday_progress", "default for --gameday-progress", default="story")
 
 
 def _opt(config: pytest.Config, name: str) -> str | None:
@@ -55,6 +62,12 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from None
     config.stash[CONFIG_KEY] = cfg
+    from gameday.progress import Progress
+
+    try:   # now, before pytest captures output: the story is written while a scenario runs
+        config.stash[PROGRESS_KEY] = Progress.configure(_opt(config, "gameday_progress"))
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +149,16 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     rep = yield
     # keep each phase's report: the scenario fixture's teardown turns them into an outcome
     item.stash.setdefault(REPORTS_KEY, {})[rep.when] = rep
+    if rep.when == "call" or (rep.when == "setup" and not rep.passed):
+        _progress_end(item)
     return rep
+
+
+def _progress_end(item: pytest.Item) -> None:
+    """The rest of the scenario's story, its checks and its verdict, before pytest prints the outcome."""
+    progress, rec = item.config.stash.get(PROGRESS_KEY, None), item.stash.get(RECORD_KEY, None)
+    if progress is not None and rec is not None:
+        progress.end(rec, *_outcome(item))
 
 
 def _outcome(item: pytest.Item) -> tuple[str, str | None]:
@@ -172,10 +194,15 @@ def scenario(request: pytest.FixtureRequest, env, run_dir):
     rec.deadlines = Deadlines.from_profile(env.profile, env.config)
     request.node.stash[RECORD_KEY] = rec
     env.control("POST", "/events", {"kind": "scenario", "action": "start", "name": name})
+    progress = request.config.stash.get(PROGRESS_KEY, None)
     try:
         rec.note(f"baseline restored in {restore_baseline(env, rec.deadlines):.1f}s")
+        if progress is not None:
+            progress.begin(env, rec, run_dir, request.config.pluginmanager.get_plugin("terminalreporter"))
         yield rec
     finally:
+        if progress is not None:
+            progress.close()
         rec.finished = __import__("time").time()
         env.control("POST", "/events", {"kind": "scenario", "action": "finish", "name": name})
         # the outcome is final only after teardown: written by pytest_runtest_teardown below
@@ -231,5 +258,8 @@ def load(scenario, env):
     `run = load.start(shape=..., surge_region=..., surge_rate="1.5x", follower_rate=20, hold_s=...)`.
     Every run is stopped and its history merged when the scenario ends."""
     from gameday.loadgen.runner import load_fixture
+    from gameday.progress import announce_loads
 
-    yield from load_fixture(env, scenario.dir)
+    for factory in load_fixture(env, scenario.dir):   # one factory; the loop resumes load_fixture's clean-up
+        announce_loads(factory, env)
+        yield factory

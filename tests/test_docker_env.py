@@ -1,9 +1,10 @@
 """The docker environment (environments/docker): every ECS task a container from an image built
 here without any registry, the rest of the local model reused.
 
-These tests need a Docker daemon (and root, once, to build the base image); without one they
-fail with the line that says how to start it: CI installs and starts Docker (.ci/run). On a
-machine where you cannot run Docker, GAMEDAY_SKIP_DOCKER_TESTS=1 skips them, saying so.
+These tests need a Docker daemon and, to build the base image once, debootstrap as root: the
+required parts of tests/parts.py. The test session installs and starts them when it can; where
+it cannot, each test that needs them is skipped with the line that says what to install (a
+failure when CI=true).
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from gameday.config import load_config
 REPO = Path(__file__).resolve().parents[1]
 CFG = load_config(None)
 PROFILE = CFG.profile("docker")
-pytestmark = [pytest.mark.needs_env, pytest.mark.slow,
-              pytest.mark.skipif(os.environ.get("GAMEDAY_SKIP_DOCKER_TESTS") == "1",
-                                 reason="GAMEDAY_SKIP_DOCKER_TESTS=1: the docker environment is not tested here")]
+# every test but two builds or runs images (the closest needs() marker wins)
+pytestmark = [pytest.mark.needs_env, pytest.mark.slow, pytest.mark.needs("docker", "debootstrap")]
 
 DEAD_SOCKET = "unix:///tmp/gameday-no-docker-here.sock"
 
 
+@pytest.mark.needs()   # a daemon that is not there is what it tests
 def test_docker_not_running_is_one_clear_line(tmp_path):
     env = {**os.environ, "DOCKER_HOST": DEAD_SOCKET}
     proc = subprocess.run([sys.executable, "-m", "gameday.cli", "up", "--env", "docker", "--run-dir", str(tmp_path)],
@@ -55,7 +56,7 @@ def test_docker_not_running_is_one_clear_line(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def client():
+def client(docker_daemon):
     c = docker_client()
     yield c
     c.close()
@@ -81,6 +82,7 @@ def test_images_build_without_a_registry_and_are_cached(client):
     assert images.service_tag(images.base_tag()) == tag
 
 
+@pytest.mark.needs("docker")
 def test_user_image_missing_is_a_clear_error(client):
     with pytest.raises(images.ImageBuildError, match="not in the local Docker daemon.*docker build"):
         images.check_user_image(client, "gameday-test/no-such-image:1")

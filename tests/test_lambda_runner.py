@@ -214,6 +214,7 @@ def test_lambda_environment_lets_a_plain_boto3_handler_work(env, monkeypatch):
     assert e["AWS_ACCESS_KEY_ID"] and e["AWS_SECRET_ACCESS_KEY"]
     assert e["AWS_LAMBDA_FUNCTION_NAME"] == FUNCTION_NAME
     assert e["_HANDLER"] == "gd_probe.handler"  # Lambda spells it module.function
+    assert e["AWS_LAMBDA_INITIALIZATION_TYPE"] == "provisioned-concurrency"  # initialised by start()
     assert "AWS_PROFILE" not in e
     # the import-time client reached Route 53 (us-east-1's moto, through the router)
     assert dump["zones"] == [ctx.config.route53.zone + "."]
@@ -462,13 +463,16 @@ def handler(event, context):
 @pytest.mark.parametrize("reserved", [1, None])
 def test_reserved_concurrency_one_runs_invocations_one_at_a_time(env, tmp_path, reserved):
     # Catches reserved concurrency 1 not honoured (two invocations overlap) and, unreserved, invocations
-    # serialised although Lambda would run them in parallel execution environments.
+    # serialised although Lambda would run them in parallel execution environments; and (provisioned
+    # concurrency unset: all of them) an environment left to cold-start at its first invocation, as
+    # a second one did mid-surge when two notifications overlapped.
     ctx, _, _ = env
     (tmp_path / "slow.py").write_text(SLOW_HANDLER)
     sleep_s = 2.5  # longer than a second environment's cold start (~1 s on a busy machine)
     cfg = _config(handler="slow:handler", code_dir=str(tmp_path), timeout_s=sleep_s + 3, reserved_concurrency=reserved)
     runner = LambdaRunner(dataclasses.replace(ctx, config=cfg)).start()
     try:
+        warm_at_start = [w["state"] for w in runner.status()["workers"]]
         rids = [runner.invoke_async({"sleep_s": sleep_s}) for _ in range(2)]
         recs = [_wait_attempts(runner, rid, 1, 2 * (sleep_s + 3) + MARGIN_S)[0] for rid in rids]
         status = runner.status()
@@ -479,12 +483,45 @@ def test_reserved_concurrency_one_runs_invocations_one_at_a_time(env, tmp_path, 
     from gameday.environments.local.lambda_runner import UNRESERVED_CONCURRENCY
 
     assert status["concurrency"] == (1 if reserved == 1 else UNRESERVED_CONCURRENCY)
+    assert status["provisioned_concurrency"] == status["concurrency"]
+    assert warm_at_start == ["warm"] * status["concurrency"], "start() left environments uninitialised"
+    assert not any(r["cold_start"] for r in recs), [(r["cold_start"], r["init_s"]) for r in recs]
     if reserved == 1:
         assert not overlap, f"reserved concurrency 1, yet invocations overlapped: {a} {b}"
-        assert not any(r["cold_start"] for r in recs)
     else:
         assert overlap, f"unreserved concurrency, yet the second invocation waited for the first: {a} {b}"
-        assert sum(r["cold_start"] for r in recs) == 1  # the second execution environment
+        assert len({r["worker_pid"] for r in recs}) == 2  # two execution environments
+
+
+def test_without_provisioned_concurrency_the_first_invocation_cold_starts(env, tmp_path):
+    # Catches environments initialised although none are provisioned (Lambda's on-demand cold start,
+    # which a team may want to rehearse, would then never be seen), a cold start not recorded as
+    # one (no init duration), a second invocation that pays the init again, the wrong
+    # AWS_LAMBDA_INITIALIZATION_TYPE, and more provisioned than reserved concurrency accepted.
+    from gameday.config import ConfigError
+
+    ctx, _, out_dir = env
+    spec = ctx.config.failover
+    cfg = _config(handler=spec.handler, code_dir=spec.code_dir, timeout_s=PROBE_TIMEOUT_S,
+                  environment=dict(spec.environment), reserved_concurrency=1, provisioned_concurrency=0)
+    runner = LambdaRunner(dataclasses.replace(ctx, config=cfg)).start()
+    try:
+        workers_at_start = runner.status()["workers"]
+        first = runner.invoke({"mode": "dump", "key": "on-demand"}, wait_s=MARGIN_S + PROBE_TIMEOUT_S)
+        second = runner.invoke({"mode": "ignore"}, wait_s=MARGIN_S + PROBE_TIMEOUT_S)
+    finally:
+        runner.stop()
+    assert workers_at_start == [], f"an environment was initialised before any event: {workers_at_start}"
+    assert first["outcome"] == "ok" and first["cold_start"] and first["init_s"] > 0, first
+    assert any("Init Duration" in line for line in first["logs"] if line.startswith("REPORT"))
+    assert second["outcome"] == "ok" and not second["cold_start"] and second["worker_pid"] == first["worker_pid"]
+    dump = json.loads((out_dir / "dump-on-demand.json").read_text())
+    assert dump["env"]["AWS_LAMBDA_INITIALIZATION_TYPE"] == "on-demand"
+    init = [e for e in ctx.events.since(0, kind="lambda_init") if e["pid"] == first["worker_pid"]]
+    assert [(e["trigger"], e["initialization_type"]) for e in init] == [("invoke", "on-demand")]
+    too_many = _config(handler=spec.handler, code_dir=spec.code_dir, reserved_concurrency=1, provisioned_concurrency=2)
+    with pytest.raises(ConfigError, match="cannot exceed failover.reserved_concurrency"):
+        LambdaRunner(dataclasses.replace(ctx, config=too_many))
 
 
 def test_ok_notifications_reach_the_function(probe):

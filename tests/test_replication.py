@@ -369,6 +369,38 @@ def test_configured_lag_delays_application_by_at_least_that_lag(ctx, repl):
     assert events and events[-1]["extra_lag_s"] == lag
 
 
+def test_configured_lag_holds_when_the_stream_time_is_whole_seconds(ctx, repl):
+    # AWS rounds a stream record's ApproximateCreationDateTime down to the second (StreamRecord, API
+    # reference); moto gives milliseconds. Here the replicator's stream client sees AWS's precision.
+    # Catches a lag counted from the stream time: a write made late in a second would be applied up
+    # to a second too early (the flake of the test above, one run in four).
+    streams = ctx.internal_client("dynamodbstreams", EAST)
+
+    def whole_seconds(parsed, **_):
+        for rec in parsed.get("Records", []):
+            created = rec["dynamodb"].get("ApproximateCreationDateTime")
+            if created is not None:
+                rec["dynamodb"]["ApproximateCreationDateTime"] = created.replace(microsecond=0)
+
+    hook = ("after-call.dynamodbstreams.GetRecords", whole_seconds)
+    streams.meta.events.register(*hook, unique_id="test-whole-second-stream-time")
+    try:
+        lag = 1.0
+        repl.set_lag(lag)
+        # late in a second, so that rounding down takes >= 0.6 s off the stream time
+        eventually(lambda: ensure(time.time() % 1 >= 0.6), deadline_s=1.5, interval_s=0.01,
+                   what="the wall clock in the last 0.4 s of a second")
+        t0 = time.monotonic()
+        put(ctx, EAST, "lagged-whole-second", "slow")
+        _, seen_after = eventually(lambda: ensure(value(ctx, WEST, "lagged-whole-second") == "slow"),
+                                   deadline_s=lag + deadline(ctx, lag), what="lagged write arrives",
+                                   interval_s=0.02, started=t0)
+    finally:
+        streams.meta.events.unregister(hook[0], unique_id="test-whole-second-stream-time")
+    assert seen_after >= lag, f"applied {seen_after:.3f}s after the write, configured lag {lag}s"
+    assert repl.status()[f"{EAST}->{WEST}"]["lag_s"] >= lag
+
+
 def test_pause_holds_writes_and_resume_delivers_all_in_order(ctx, repl):
     repl.pause(EAST, WEST)
     keys = [f"held-{i}" for i in range(20)]

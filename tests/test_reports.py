@@ -11,8 +11,10 @@ missing from the replicas, a truncated line, a file that never got written.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,17 +28,17 @@ from typer.testing import CliRunner
 
 from gameday.cli import app
 from gameday.reports.finalize import finalize_run
+from gameday.reports.html import PLOTLY_JS_NAME
 from gameday.reports.recheck import recheck_run
 from gameday.reports.rundata import ReportError, load_run
 from gameday.reports.summary import load_summary, schema, validate_summary
-from gameday.reports.trend import (BASELINE_RUNS, append_history, history_lines, load_history, render_trend)
+from gameday.reports.trend import BASELINE_RUNS, append_history, history_lines, load_history, write_trend
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "run-surge-blackhole.tar.gz"
 ARTIFACTS = Path(__file__).parent / "artifacts"   # git-ignored: screenshots for people to look at
 RUN_NAME = "run2"
 SURGE, BLACKHOLE = "surge_fails_over", "region_blackhole_fails_over"
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 
@@ -205,12 +207,12 @@ def test_a_stored_run_with_a_lost_acked_write_rechecks_to_fail(stored_run: Path,
 # -- report.html in a real browser ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+def browser(chromium_path):
+    # chromium_path (tests/parts.py): the browser is installed when it can be, else the test is skipped
+    from playwright import sync_api as playwright
+
     with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
@@ -248,6 +250,11 @@ def test_report_html_renders_charts_with_fault_shading_in_chromium(rendered_run:
         page.goto((rendered_run / "report.html").as_uri())
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2", timeout=30_000)
         load_s = time.perf_counter() - started
+        # a run directory outside any reports folder (a --run-dir elsewhere, a downloaded artifact): the
+        # shared script went beside it, and the page under 1 MB drew from it
+        assert [p.name for p in rendered_run.parent.glob("plotly*.js")] == [PLOTLY_JS_NAME]
+        _report_size(rendered_run)
+        assert page.locator("#plotly-missing").is_hidden()
 
         # verdict, cards with floor and budgets, checks table, links to Locust's report and logs
         assert page.inner_text("#verdict .big") == "PASSED"
@@ -293,6 +300,122 @@ def test_report_html_renders_charts_with_fault_shading_in_chromium(rendered_run:
               f"in {load_s:.2f}s")
     finally:
         page.close()
+
+
+# -- plotly.js: one shared copy, not one per report ------------------------------------------------------------
+
+REPORT_MAX_BYTES = 1_000_000
+CHARTS_DRAWN = "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2"
+
+
+def _open(browser, html: Path):
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(html.as_uri())
+    return page, errors
+
+
+def _assert_draws(browser, html: Path) -> None:
+    page, errors = _open(browser, html)
+    try:
+        page.wait_for_function(CHARTS_DRAWN, timeout=30_000)
+        assert page.locator("#plotly-missing").is_hidden()
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+def _report_size(run: Path) -> int:
+    size = (run / "report.html").stat().st_size
+    assert size <= REPORT_MAX_BYTES, f"{run / 'report.html'}: {size} bytes"
+    return size
+
+
+def load_history_of(tmp_path: Path, *runs: Path):
+    hist = tmp_path / "reports" / "history.jsonl"
+    for r in runs:
+        append_history(json.loads((r / "summary.json").read_text()), hist, run_dir=r,
+                       git={"commit": None, "dirty": None})
+    return load_history(hist)
+
+
+def test_runs_in_a_reports_folder_share_one_plotly_script(tmp_path: Path, browser):
+    """Two runs under reports/runs/ (re-rendered by `gameday report`): one script beside them, each
+    report under 1 MB and drawn by the browser from that script; the trend page uses the same copy."""
+    runs = tmp_path / "reports" / "runs"
+    runs.mkdir(parents=True)
+    first = extract(tmp_path / "a").rename(runs / "20261201T000000Z-aaaa")
+    second = extract(tmp_path / "b").rename(runs / "20261202T000000Z-bbbb")
+    (runs / "latest").symlink_to(second.name)
+
+    assert gameday("report", first).exit_code == 0
+    script = runs / PLOTLY_JS_NAME
+    written = script.stat()
+    assert written.st_size > 3_000_000   # the whole library, not a stub
+    assert gameday("report", runs / "latest").exit_code == 0   # the default argument's form: through the link
+    assert script.stat().st_ino == written.st_ino and script.stat().st_mtime_ns == written.st_mtime_ns  # not rewritten
+    trend = write_trend(load_history_of(tmp_path, first, second), tmp_path / "reports" / "trend.html")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("plotly*.js")) == \
+        [f"reports/runs/{PLOTLY_JS_NAME}"]   # one copy for both runs and the trend
+    sizes = [_report_size(r) for r in (first, second)]
+    assert f'src="../{PLOTLY_JS_NAME}"' in (first / "report.html").read_text()
+    assert f'src="runs/{PLOTLY_JS_NAME}"' in trend.read_text()
+    print(f"report.html: {sizes[0]} bytes (plotly.js shared: {written.st_size} bytes, once per reports folder)")
+    _assert_draws(browser, runs / "latest" / "report.html")   # the browser resolves ../ through the link
+    _assert_draws(browser, trend)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """No new files in folder: permission bits, or for root (who writes through them) the immutable attribute."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip(f"chattr +i not supported on {folder}'s file system")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_run_directory_whose_parent_is_read_only_carries_its_own_script(tmp_path: Path):
+    run = extract(tmp_path / "mounted")
+    with read_only(tmp_path / "mounted"):
+        finalize_run(run)
+    assert not (tmp_path / "mounted" / PLOTLY_JS_NAME).exists()
+    assert (run / PLOTLY_JS_NAME).stat().st_size > 3_000_000
+    assert f'src="{PLOTLY_JS_NAME}"' in (run / "report.html").read_text()
+    _report_size(run)
+
+
+def test_a_report_whose_script_is_missing_says_so_and_rerendering_fixes_it(stored_run: Path, browser):
+    finalize_run(stored_run)
+    script = stored_run.parent / PLOTLY_JS_NAME
+    whole = script.read_bytes()
+    # deleted, or an interrupted copy of the folder (the file is there but ends mid-way)
+    for damage, fix in (("deleted", script.unlink), ("cut short", lambda: script.write_bytes(whole[: len(whole) // 2]))):
+        fix()
+        page, _ = _open(browser, stored_run / "report.html")
+        try:
+            box = page.locator("#plotly-missing")
+            box.wait_for(state="visible", timeout=10_000)
+            text = box.inner_text()
+            assert f"plotly.js missing at {script}" in text, (damage, text)
+            assert f"run gameday report {stored_run} to re-render" in text, (damage, text)
+            assert page.locator(".main-svg").count() == 0
+            assert page.inner_text("#verdict .big") == "PASSED"   # the rest of the page is still there
+        finally:
+            page.close()
+    r = gameday("report", stored_run)
+    assert r.exit_code == 0, r.output
+    assert script.read_bytes() == whole
+    _assert_draws(browser, stored_run / "report.html")
 
 
 # -- history and trend ---------------------------------------------------------------------------------------
@@ -374,8 +497,8 @@ def test_trend_page_marks_the_regression_in_chromium(rendered_run: Path, tmp_pat
     summary = json.loads((rendered_run / "summary.json").read_text())
     hist = tmp_path / "history.jsonl"
     write_jsonl(hist, _runs(summary, STEADY + [14.9]))
-    out = tmp_path / "trend.html"
-    out.write_text(render_trend(load_history(hist)))
+    out = write_trend(load_history(hist), tmp_path / "trend.html")   # no runs/ beside it: its own script copy
+    assert (tmp_path / PLOTLY_JS_NAME).is_file()
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     try:
         page.goto(out.as_uri())
@@ -600,6 +723,8 @@ def test_nightly_workflow_runs_the_suite_and_keeps_its_evidence_on_failure():
     for s in (upload, junit, steps[trend]):
         assert s["if"].startswith("always()"), s  # a failed suite is the run to keep
     assert "GAMEDAY_RUN_DIR" in upload["with"]["path"] and "reports/trend.html" in upload["with"]["path"]
+    # the reports' shared plotly.js (reports/html.py), or the downloaded pages draw no charts
+    assert "reports/runs/plotly-*.min.js" in upload["with"]["path"].splitlines()
     assert "junit.xml" in junit["with"]["report_paths"]
     locate = next(s for s in steps if "readlink reports/runs/latest" in s.get("run", ""))
     assert steps.index(locate) < steps.index(upload)

@@ -47,6 +47,8 @@ LOG_LINE_MAX_CHARS = 2000
 # with 4 a burst of OK notifications cold-started extra environments mid-surge and starved the
 # clients being measured; 2 keeps the overlap a handler must survive without that.
 UNRESERVED_CONCURRENCY = 2
+INIT_ON_DEMAND = "on-demand"                      # AWS_LAMBDA_INITIALIZATION_TYPE, as Lambda spells them
+INIT_PROVISIONED = "provisioned-concurrency"
 # Keys Lambda sets itself and refuses in a function's configuration (plus the endpoint URL,
 # which is how the local environment reaches its AWS).
 RESERVED_ENV_KEYS = frozenset({
@@ -216,8 +218,19 @@ class LambdaRunner:
             code_dir = Path.cwd()  # the team's repository: `mypkg.failover:handler` imports from it
         self.code_dir = code_dir
         # Lambda's reserved concurrency: 1 = one invocation at a time (later ones queue); unreserved =
-        # up to UNRESERVED_CONCURRENCY at once, each in its own execution environment
-        self.concurrency = spec.reserved_concurrency or UNRESERVED_CONCURRENCY
+        # up to UNRESERVED_CONCURRENCY at once (or the provisioned number, if more), each in its own
+        # execution environment
+        provisioned = spec.provisioned_concurrency
+        if provisioned is not None and spec.reserved_concurrency is not None and provisioned > spec.reserved_concurrency:
+            raise ConfigError(f"failover.provisioned_concurrency ({provisioned}) cannot exceed "
+                              f"failover.reserved_concurrency ({spec.reserved_concurrency}), as in Lambda")
+        self.concurrency = spec.reserved_concurrency or max(UNRESERVED_CONCURRENCY, provisioned or 0)
+        # Lambda's provisioned concurrency: environments initialised by start(), before any event. By
+        # default all of them: an environment that cold-starts when a surge's notifications overlap
+        # imports boto3 (~2.6 s of CPU) on a saturated 2-core machine, delays the failover and starves
+        # the clients being measured (tests/test_byo_failover.py failed 1 run in 5 that way).
+        # provisioned_concurrency = 0 keeps Lambda's on-demand cold start observable.
+        self.provisioned = self.concurrency if provisioned is None else provisioned
         reserved = sorted(set(spec.environment) & RESERVED_ENV_KEYS)
         if reserved:
             raise ConfigError(f"failover.environment: reserved keys cannot be set (Lambda sets them): {', '.join(reserved)}")
@@ -273,7 +286,7 @@ class LambdaRunner:
             out[key] = PLACEHOLDER_RE.sub(fill, raw)
         return out
 
-    def lambda_environment(self) -> dict[str, str]:
+    def lambda_environment(self, initialization_type: str = INIT_ON_DEMAND) -> dict[str, str]:
         ctx, cfg = self.ctx, self.ctx.config
         env = {
             "_HANDLER": self.lambda_handler,
@@ -286,7 +299,7 @@ class LambdaRunner:
             "AWS_LAMBDA_FUNCTION_NAME": FUNCTION_NAME,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(MEMORY_SIZE_MB),
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_INITIALIZATION_TYPE": initialization_type,
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{FUNCTION_NAME}",
             "AWS_LAMBDA_LOG_STREAM_NAME": f"{time.strftime('%Y/%m/%d')}/[$LATEST]{uuid.uuid4().hex}",
             "AWS_EXECUTION_ENV": f"AWS_Lambda_python{'.'.join(platform.python_version_tuple()[:2])}",
@@ -317,11 +330,14 @@ class LambdaRunner:
             return self
         self._started = True
         self.function_environment()  # a placeholder without a value here is a config error, said now
-        # one warm execution environment before the first event, as after a deployment's first invoke
-        slot = self._slots[0]
+        # The provisioned execution environments, initialised side by side before the first event
+        # (dispatchers start after: only one thread may read a worker's messages).
+        provisioned = self._slots[:self.provisioned]
         try:
-            slot.worker = self._spawn_worker()
-            error = self._await_ready(slot.worker, trigger="start", slot=slot)
+            for slot in provisioned:
+                slot.worker = self._spawn_worker(self._initialization_type(slot))
+            errors = [self._await_ready(slot.worker, trigger="start", slot=slot) for slot in provisioned]
+            error = next((e for e in errors if e is not None), None)
             if error is not None:
                 log.warning("failover Lambda %s failed to initialise: %s: %s",
                             self.handler, error["type"], error["message"])
@@ -411,6 +427,7 @@ class LambdaRunner:
                 "timeout_s": self.timeout_s,
                 "retry_delays_s": list(self.retry_delays_s),
                 "concurrency": self.concurrency,
+                "provisioned_concurrency": self.provisioned,
                 "reserved_concurrency": self.ctx.config.failover.reserved_concurrency,
                 "worker": {"pid": first["pid"] if first else None, "state": first["state"] if first else "none",
                            "invocations": first["invocations"] if first else 0,
@@ -523,11 +540,14 @@ class LambdaRunner:
                 job.future.set_result(record)
 
     # -- one attempt ------------------------------------------------------------------------------------
-    def _spawn_worker(self) -> _Worker:
+    def _initialization_type(self, slot: _Slot) -> str:
+        return INIT_PROVISIONED if slot.index < self.provisioned else INIT_ON_DEMAND
+
+    def _spawn_worker(self, initialization_type: str = INIT_ON_DEMAND) -> _Worker:
         with self._cond:
             if self._stopped:
                 raise LambdaRunnerStopped("the Lambda runner is stopping")
-            env = self.lambda_environment()
+            env = self.lambda_environment(initialization_type)
             env["GAMEDAY_LAMBDA_ENV_KEYS"] = ",".join(k for k in env if k.startswith(("AWS_", "BOTO")))
             proc = procs.spawn([procs.python(), "-P", str(WORKER_PATH)],
                                log_path=self.ctx.logs_dir / "lambda-worker.log", env=env, cwd=self.code_dir,
@@ -559,7 +579,8 @@ class LambdaRunner:
             elif msg["type"] == "init_error":
                 error = {k: msg["error"].get(k) for k in ("type", "message")}
                 break
-        self.ctx.events.emit("lambda_init", trigger=trigger, ok=error is None, pid=w.pid,
+        self.ctx.events.emit("lambda_init", trigger=trigger, initialization_type=self._initialization_type(slot),
+                             ok=error is None, pid=w.pid,
                              init_s=round(time.monotonic() - w.spawned, 4), import_ms=w.init_ms, error=error,
                              handler=self.handler)
         with self._cond:
@@ -641,8 +662,10 @@ class LambdaRunner:
         if w is None or w.proc.poll() is not None:
             if w is not None:
                 self._kill_worker(slot)
+            # an on-demand environment's first invocation, or any after a timeout or crash stopped
+            # one (Lambda re-runs the init in the next invocation, provisioned or not)
             cold = True
-            w = slot.worker = self._spawn_worker()
+            w = slot.worker = self._spawn_worker(self._initialization_type(slot))
         logs: list[str] = []
         if not w.ready:
             error = self._await_ready(w, trigger="invoke", slot=slot)

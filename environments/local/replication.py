@@ -106,7 +106,10 @@ class _Op:
     keys: dict
     version: int
     image: dict | None          # the item without aws:rep:* attributes; None for a delete
-    written_at: float           # epoch s of the write in the source region (stream record time)
+    # Both on the monotonic clock, so that a step of the wall clock cannot shift them:
+    seen_at: float              # when the follower read the record: the write had happened by then
+    written_at: float           # the write as the replicator knows it: seen_at minus the record's age
+                                # when read (stream time -> wall clock at the read, never negative)
 
 
 @dataclass(slots=True)
@@ -218,7 +221,8 @@ class GlobalTableReplicator:
         self._regions[destination].wake.set()
 
     def set_lag(self, seconds: float) -> None:
-        """Extra delay before a write is applied in another region, counted from the write."""
+        """Extra delay before a write is applied in another region: at least that long after the
+        write (counted from when the replicator read it off the stream, see _apply_loop)."""
         seconds = float(seconds)
         if not math.isfinite(seconds) or seconds < 0:
             raise ValueError(f"replication lag must be a number of seconds >= 0, got {seconds!r}")
@@ -280,6 +284,7 @@ class GlobalTableReplicator:
     # -- status -------------------------------------------------------------------------------------
     def _lag_now(self, d: _Direction, now: float) -> float:
         # how far the destination is behind: the oldest write not applied yet, else the last one applied
+        # (now: time.monotonic(), the clock of _Op.written_at)
         if d.queue:
             return max(now - d.queue[0].written_at, d.last_lag_s)
         return d.last_lag_s
@@ -290,7 +295,7 @@ class GlobalTableReplicator:
         applied: held, delayed or in flight), paused, replicated (applied), dropped (drop_fraction),
         superseded (a newer version was already there: nothing to write), repaired (local writes
         restored after a race), failed (rejected by DynamoDB for good), last_applied_at."""
-        now = time.time()
+        now = time.monotonic()
         with self._lock:
             return {
                 d.name: {
@@ -310,7 +315,7 @@ class GlobalTableReplicator:
     def _monitor(self) -> None:
         period = float(self.ctx.profile.period_s)
         while not self._stop.wait(period):
-            now = time.time()
+            now = time.monotonic()
             with self._lock:
                 samples = []
                 for d in self._directions.values():
@@ -438,6 +443,9 @@ class GlobalTableReplicator:
         """Classify each record of a region's stream: the replicator's own writes are only
         bookkeeping; the application's writes are versioned and queued for the other regions."""
         outgoing: list[_Op] = []
+        # The page was just read: every write in it had happened by now (the moment the
+        # configured lag counts from, see _apply_loop).
+        seen_at, seen_wall = time.monotonic(), time.time()
         with region.lock:
             for rec in records:
                 body = rec["dynamodb"]
@@ -464,7 +472,7 @@ class GlobalTableReplicator:
                     continue
                 created = body.get("ApproximateCreationDateTime")
                 # whole microseconds (moto's are whole milliseconds): no float rounding surprises
-                written_us = round((created.timestamp() if created is not None else time.time()) * 1_000_000)
+                written_us = round((created.timestamp() if created is not None else seen_wall) * 1_000_000)
                 version = self._local_version(region, written_us, previous)
                 region.seen[kid] = version
                 if version > region.known.get(kid, -1):
@@ -474,7 +482,8 @@ class GlobalTableReplicator:
                 region.local_winners.move_to_end(kid)
                 if len(region.local_winners) > RECENT_LOCAL_IMAGES:
                     region.local_winners.popitem(last=False)
-                outgoing.append(_Op(region.name, kid, keys, version, image, written_us / 1_000_000))
+                age_when_seen = max(0.0, seen_wall - written_us / 1_000_000)
+                outgoing.append(_Op(region.name, kid, keys, version, image, seen_at, seen_at - age_when_seen))
         if not outgoing:
             return
         woken: set[str] = set()
@@ -510,7 +519,7 @@ class GlobalTableReplicator:
         incoming = [d for d in self._directions.values() if d.destination == region.name]
         pool = self._pools[region.name]
         while not self._stop.is_set():
-            now = time.time()
+            now = time.monotonic()
             lag = self._extra_lag_s
             batch: list[tuple[_Direction, _Op]] = []
             next_due: float | None = None
@@ -520,8 +529,17 @@ class GlobalTableReplicator:
                         continue
                     while d.queue and len(batch) < APPLY_BATCH:
                         op = d.queue[0]
-                        # +1 ms: the stream's time may be rounded down to the millisecond
-                        due = op.written_at + 0.001 + lag
+                        # The configured lag counts from the moment the follower read the record
+                        # (monotonic), not from the stream's ApproximateCreationDateTime: AWS
+                        # documents that time as rounded down to the second, and on the wall clock
+                        # it moves when the clock is stepped, so lag counted from it could apply a
+                        # write up to a second too early. The read is the earliest moment the
+                        # replicator knows the write had happened, so "applied >= lag after the
+                        # write" holds by construction; the lag is then extra delay on top of the
+                        # time it took to read the record (<= one poll), as replication's own
+                        # latency comes on top of it on AWS. Measured lag (lag_s) still counts from
+                        # the write, as CloudWatch's ReplicationLatency does.
+                        due = op.seen_at + lag
                         if due > now:
                             next_due = due if next_due is None else min(next_due, due)
                             break
@@ -558,7 +576,7 @@ class GlobalTableReplicator:
                 self._stop.wait(RETRY_BACKOFF_S)
 
     def _finish(self, d: _Direction, op: _Op, outcome: str) -> None:
-        now = time.time()
+        now, now_wall = time.monotonic(), time.time()
         with self._lock:
             d.in_flight -= 1
             if outcome == "retry":
@@ -568,7 +586,7 @@ class GlobalTableReplicator:
                 d.failed += 1
             elif outcome == "replicated":
                 d.replicated += 1
-                d.last_applied_at = now
+                d.last_applied_at = now_wall
                 d.last_lag_s = max(0.0, now - op.written_at)
                 d.window_max_lag_s = max(d.window_max_lag_s, d.last_lag_s)
                 d.window_applied += 1
