@@ -55,7 +55,8 @@ def _opt(config: pytest.Config, name: str) -> str | None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario: a resilience scenario (the nightly suite)")
     config.addinivalue_line("markers", "needs_env: needs a running environment (started by the env fixture)")
-    config.addinivalue_line("markers", "capability(name): skip unless the environment offers this fault primitive")
+    config.addinivalue_line("markers", "capability(name, ...): skip the scenario unless the environment offers "
+                            "these fault primitives (Environment.capabilities)")
     handler = _opt(config, "gameday_failover_handler")
     try:
         cfg = load_config(_opt(config, "gameday_config"), {"failover": {"handler": handler}} if handler else None)
@@ -177,6 +178,20 @@ def _outcome(item: pytest.Item) -> tuple[str, str | None]:
     return "passed", None
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Two scenarios of one run with the same name would write into one scenarios/<name>/ folder
+    (a team's scenario named like a built-in one): refuse the run, naming both, before anything starts."""
+    seen: dict[str, str] = {}
+    for item in items:
+        if "scenario" not in getattr(item, "fixturenames", ()):
+            continue
+        name = scenario_name(item)
+        if name in seen:
+            raise pytest.UsageError(f"two scenarios are named {name!r}: {seen[name]} and {item.nodeid}; "
+                                    f"rename one (their results would share scenarios/{name}/)")
+        seen[name] = item.nodeid
+
+
 def scenario_name(item: pytest.Item) -> str:
     return item.name.removeprefix("test_").replace("[", "-").replace("]", "").replace("/", "_")
 
@@ -189,6 +204,10 @@ def scenario(request: pytest.FixtureRequest, env, run_dir):
     from gameday.scenarios.baseline import restore_baseline
     from gameday.scenarios.recorder import ScenarioRecord
 
+    for mark in request.node.iter_markers("capability"):
+        for needed in mark.args:
+            if needed not in env.capabilities:   # before the baseline: a skipped scenario costs nothing
+                pytest.skip(f"the {env.kind} environment cannot {needed.replace('_', ' ')}")
     name = scenario_name(request.node)
     rec = ScenarioRecord(name, run_dir / "scenarios" / name)
     rec.deadlines = Deadlines.from_profile(env.profile, env.config)

@@ -226,3 +226,33 @@ def test_sigkilled_run_takes_its_pytest_child_down_and_rollback_works(tmp_path):
     r = gameday("rollback", str(run_dir), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
+
+
+# -- the plugin refuses what would mix two scenarios' results, and honours capability() -------------------
+
+def _inner_pytest(tmp_path: Path, files: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:locust", *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def test_two_scenarios_with_one_name_are_refused_before_anything_starts(tmp_path):
+    scenario = "def test_surge_fails_over(scenario):\n    pass\n"
+    r = _inner_pytest(tmp_path, {"scenarios/__init__.py": "", "scenarios/test_ours.py": scenario,
+                                 "scenarios/more/__init__.py": "", "scenarios/more/test_again.py": scenario},
+                      "scenarios")
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "two scenarios are named 'surge_fails_over'" in r.stderr and "test_again.py" in r.stderr, r.stderr
+    assert not (tmp_path / "reports").exists(), "the run started"
+
+
+def test_capability_marker_skips_a_scenario_the_environment_cannot_do(tmp_path):
+    conftest = ("import types, pytest\n\n@pytest.fixture(scope='session')\ndef env():\n"
+                "    return types.SimpleNamespace(kind='fake', capabilities=frozenset({'stop_tasks'}))\n")
+    test = ("import pytest\n\n@pytest.mark.capability('block_region')\ndef test_blackhole(scenario):\n"
+            "    raise AssertionError('ran although the environment cannot block a region')\n")
+    r = _inner_pytest(tmp_path, {"conftest.py": conftest, "test_cap.py": test}, "-rs", "--run-dir", "run")
+    assert r.returncode == 0 and "1 skipped" in r.stdout, r.stdout + r.stderr
+    assert "the fake environment cannot block region" in r.stdout, r.stdout
