@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
+from gameday.tail import JsonlTail
+
 MODES = ("story", "quiet", "verbose")
 POLL_S = 0.5          # how often the follower reads the files (and redraws the live line)
 HOLDBACK_S = 0.5      # lines are told in time order: records younger than this wait for the other files
@@ -400,51 +402,8 @@ class Output:
 
 # -- following the files during a scenario ------------------------------------------------------------------
 
-class JsonlTail:
-    """New complete JSON lines of the files matching some globs, per poll(); a line not yet ended
-    waits for its newline. `skip` drops lines by a byte test before parsing (the clients' invoke
-    entries: only completions are counted)."""
-
-    def __init__(self, root: Path, patterns: tuple[str, ...], exclude: tuple[str, ...] = (), skip: bytes | None = None):
-        self.root = Path(root)
-        self.patterns = patterns
-        self.exclude = set(exclude)
-        self.skip = skip
-        self._offsets: dict[Path, int] = {}
-        self._partial: dict[Path, bytes] = {}
-
-    def files(self) -> list[Path]:
-        found: set[Path] = set()
-        for pat in self.patterns:
-            found.update(p for p in self.root.glob(pat) if p.name not in self.exclude)
-        return sorted(found)
-
-    def poll(self) -> list[dict]:
-        out: list[dict] = []
-        for p in self.files():
-            off = self._offsets.get(p, 0)
-            try:
-                with open(p, "rb") as f:
-                    f.seek(off)
-                    chunk = f.read()
-            except OSError:
-                continue
-            if not chunk:
-                continue
-            self._offsets[p] = off + len(chunk)
-            lines = (self._partial.pop(p, b"") + chunk).split(b"\n")
-            if lines[-1]:
-                self._partial[p] = lines[-1]
-            for line in lines[:-1]:
-                if not line.strip() or (self.skip is not None and self.skip in line):
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue   # a line cut by a killed writer: not a record
-                if isinstance(rec, dict):
-                    out.append(rec)
-        return out
+class ScenarioTail(JsonlTail):
+    """A JsonlTail that can start at the files' current ends (what was there before the scenario)."""
 
     def skip_to_end(self) -> None:
         for p in self.files():
@@ -467,8 +426,8 @@ class Follower:
         self.story = Story(setting, mode)
         self.poll_s = poll_s
         self.holdback_s = holdback_s
-        self.events = JsonlTail(Path(events_file).parent, (Path(events_file).name,))
-        self.ops = JsonlTail(Path(scenario_dir), ("history.*.jsonl", "load-*/history.*.jsonl"),
+        self.events = ScenarioTail(Path(events_file).parent, (Path(events_file).name,))
+        self.ops = ScenarioTail(Path(scenario_dir), ("history.*.jsonl", "load-*/history.*.jsonl"),
                              exclude=("history.jsonl",), skip=b'"type":"invoke"')
         self._pending: list[tuple[float, int, int, dict]] = []
         self._n = 0

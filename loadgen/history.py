@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from gameday.tail import JsonlTail
+
 MERGED_NAME = "history.jsonl"
 PART_GLOB = "history.*.jsonl"
 
@@ -190,36 +192,12 @@ def part_name(run: str, worker: str) -> str:
     return f"history.{run}.{worker}-{os.getpid()}@{os.uname().nodename}.jsonl"
 
 
-class HistoryTail:
+class HistoryTail(JsonlTail):
     """Follow the per-worker files of a directory as they grow: new complete entries per poll()."""
 
     def __init__(self, directory: Path | str, run: str | None = None):
-        self.directory = Path(directory)
+        super().__init__(Path(directory), ())
         self.run = run
-        self._offsets: dict[Path, int] = {}
-        self._partial: dict[Path, bytes] = {}
 
-    def poll(self) -> list[dict]:
-        out: list[dict] = []
-        for p in part_files(self.directory, self.run):
-            off = self._offsets.get(p, 0)
-            try:
-                with open(p, "rb") as f:
-                    f.seek(off)
-                    chunk = f.read()
-            except FileNotFoundError:
-                continue
-            if not chunk:
-                continue
-            self._offsets[p] = off + len(chunk)
-            buf = self._partial.pop(p, b"") + chunk
-            lines = buf.split(b"\n")
-            if lines[-1]:
-                self._partial[p] = lines[-1]   # not yet a whole line
-            for line in lines[:-1]:
-                if line.strip():
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError:
-                        continue  # a line overwritten by a crashed writer: not an entry
-        return out
+    def files(self) -> list[Path]:
+        return part_files(self.root, self.run)
