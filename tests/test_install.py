@@ -129,7 +129,9 @@ def test_a_teams_check_fails_on_a_stack_that_cannot_absorb_the_fault(team):
     repo, env = team["repo"], team["env"]
     _ok(_run([team["gameday"], "init"], repo, env, 60), "gameday init")
     (repo / "one-task.toml").write_text(FAILING_CONFIG)
-    r = _run([team["gameday"], "run", "--suite", "mine", "-c", "one-task.toml", "--run-dir", repo / "failing-run"],
+    # -k: the team's directory may hold the docs' example too (the plain-pytest test copies it in)
+    r = _run([team["gameday"], "run", "--suite", "mine", "-k", "one_task_lost", "-c", "one-task.toml",
+              "--run-dir", repo / "failing-run"],
              repo, env, 300)
     assert r.returncode == 1, f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
     summary = json.loads((repo / "failing-run" / "summary.json").read_text())
