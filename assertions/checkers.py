@@ -633,11 +633,53 @@ def read_your_writes(history: Sequence[dict]) -> CheckResult:
     A read answered 404 (or no value) after such a write is a violation: the workload never deletes.
     Operations are taken in history order, which is each client's own order in any history a
     recorder appends to (and in loadgen's merge, which keeps every worker file's order)."""
+    tally = _ryw_scan_plain(history) if isinstance(history, (list, tuple)) else None
+    write_log = None   # with the fast path: its record of the writes, unless an invoke had no id
+    if tally is None:
+        tally = _ryw_scan(history)
+    else:
+        tally, write_log = tally[:6], tally[6]
+    checked, unattributed, n_ops, violations, not_found, suspects = tally
+    n_viol = not_found
+    stale = 0
+    if n_ops and unattributed == n_ops:
+        return CheckResult("read_your_writes", UNKNOWN, "the history names no client (process, worker, client, "
+                           "user or user_id): reads cannot be tied to their client's writes",
+                           {"reads_checked": 0, "ryw_violations": None})
+    if suspects:
+        # did the read see a write that may have followed the client's own? (only these keys matter)
+        keys = {s[0] for s in suspects}
+        later = _later_writes_plain(history, write_log, keys) if write_log is not None else None
+        if later is None:
+            later = _later_writes(history, keys)
+        for key, value, client, (w_inv, _, _, w_raw), where in suspects:
+            x_done = later.get((key, canon_value(value)))
+            if x_done is not None and x_done > w_inv:
+                continue  # a write that may follow the client's own
+            n_viol += 1
+            stale += 1
+            what = "an older value" if x_done is not None else "a value no recorded write wrote"
+            violations.append(f"{_client_name(client)} wrote {key}={_fmt(w_raw)} in {where} then read "
+                              f"{_fmt(value)} ({what})")
+    metrics = {"reads_checked": checked, "ryw_violations": n_viol, "stale_reads": stale, "not_found_reads": not_found,
+               "ops_without_client": unattributed}
+    if checked == 0:
+        return CheckResult("read_your_writes", UNKNOWN, "no read followed its client's acknowledged write of the "
+                           "same key in the same region: nothing to check", metrics)
+    detail = f"{n_viol} of {checked} reads after the client's own write missed it"
+    if n_viol:
+        detail += f" ({stale} stale, {not_found} not found): " + _examples(violations, n_viol)
+    return CheckResult("read_your_writes", n_viol == 0, detail, metrics)
+
+
+def _ryw_scan(history: Sequence[dict]) -> tuple:
+    """read_your_writes' pass over the operations (any history iter_operations reads):
+    (reads checked, operations without a client, operations, 404 violations, their count,
+    suspects = reads that saw another value: (key, value, client, the client's write, region))."""
     last_write: dict[tuple, tuple] = {}   # (client, key, region) -> (invoked, completed, canon value, raw value)
-    suspects: list[tuple] = []            # (read, the client's write): the read saw another value
-    checked = unattributed = n_ops = 0
+    suspects: list[tuple] = []
+    checked = unattributed = n_ops = not_found = 0
     violations: list[str] = []
-    n_viol = not_found = stale = 0
     # in history order: each client's own entries are in the order it recorded them
     for o in iter_operations(history, with_client=True):
         typ, op, key, value, invoked, _done, region, served_by, status, client, _i = o
@@ -664,43 +706,144 @@ def read_your_writes(history: Sequence[dict]) -> CheckResult:
             continue  # failed or unknown read: no observation
         checked += 1
         if is_404:
-            n_viol += 1
             not_found += 1
             violations.append(f"{_client_name(client)} wrote {key}={_fmt(w[3])} in {where} then read 404")
         elif (value if type(value) is str else canon_value(value)) != w[2]:
-            suspects.append((o, w, where))
-    if n_ops and unattributed == n_ops:
-        return CheckResult("read_your_writes", UNKNOWN, "the history names no client (process, worker, client, "
-                           "user or user_id): reads cannot be tied to their client's writes",
-                           {"reads_checked": 0, "ryw_violations": None})
-    if suspects:
-        # did the read see a write that may have followed the client's own? (only these keys matter)
-        keys = {o.key for o, _, _ in suspects}
-        later: dict[tuple, float] = {}   # (key, canon value) -> latest completion (+inf: may land any time)
-        for x in operations(history, only="write"):   # with writes still in flight at the end
-            if x.key in keys:
-                done = x.completed if x.type == "ok" else INF
-                k = (x.key, canon_value(x.value))
-                if done > later.get(k, -INF):
-                    later[k] = done
-        for o, (w_inv, _, _, w_raw), where in suspects:
-            x_done = later.get((o.key, canon_value(o.value)))
-            if x_done is not None and x_done > w_inv:
-                continue  # a write that may follow the client's own
-            n_viol += 1
-            stale += 1
-            what = "an older value" if x_done is not None else "a value no recorded write wrote"
-            violations.append(f"{_client_name(o.client)} wrote {o.key}={_fmt(w_raw)} in {where} then read "
-                              f"{_fmt(o.value)} ({what})")
-    metrics = {"reads_checked": checked, "ryw_violations": n_viol, "stale_reads": stale, "not_found_reads": not_found,
-               "ops_without_client": unattributed}
-    if checked == 0:
-        return CheckResult("read_your_writes", UNKNOWN, "no read followed its client's acknowledged write of the "
-                           "same key in the same region: nothing to check", metrics)
-    detail = f"{n_viol} of {checked} reads after the client's own write missed it"
-    if n_viol:
-        detail += f" ({stale} stale, {not_found} not found): " + _examples(violations, n_viol)
-    return CheckResult("read_your_writes", n_viol == 0, detail, metrics)
+            suspects.append((key, value, client, w, where))
+    return checked, unattributed, n_ops, violations, not_found, suspects
+
+
+_NO_CLIENT = (None, None, None, None, None)
+
+
+def _ryw_scan_plain(history: Sequence[dict]) -> tuple | None:
+    """_ryw_scan inlined over the entries for the histories loadgen records (every time a float,
+    every completion placed by its invoke's id or a float latency_s): one pass, fields read once,
+    nothing built for a read no write of its client precedes. None when an entry is outside that
+    shape (then _ryw_scan reads it, with the same answer or the same error); tests prove both agree.
+    Returns _ryw_scan's tuple and a record of the writes for _later_writes_plain (None when an
+    invoke has no id): reading the entries again costs more than this record (cache misses)."""
+    last_write: dict[tuple, tuple] = {}
+    write_log: list[tuple] | None = []   # ("invoke", id) | (type, id, key, time, float latency_s?, entry)
+    suspects: list[tuple] = []
+    checked = unattributed = n_ops = not_found = 0
+    violations: list[str] = []
+    invoked_at: dict[Any, float] = {}
+    for e in history:
+        typ = e.get("type")
+        op = e.get("op")
+        if op is None:
+            op = e.get("f")
+        if typ == "invoke":
+            oid = e.get("id")
+            if oid is not None:
+                t = e.get("time")
+                if type(t) is not float:
+                    return None
+                invoked_at[oid] = t
+                if op == "write" and write_log is not None:
+                    write_log.append(("invoke", oid))
+            else:
+                write_log = None
+            continue
+        if typ != "ok" and typ != "fail" and typ != "info":
+            return None
+        t = e.get("time")
+        if type(t) is not float:
+            return None
+        oid = e.get("id")
+        inv = invoked_at.pop(oid, None) if oid is not None else None
+        if inv is None:
+            lat = e.get("latency_s")
+            if type(lat) is not float:
+                return None
+            inv = t - lat
+        n_ops += 1
+        key = e.get("key")
+        if key is None:
+            key = e.get("k")
+        if type(key) is not str and key is not None:
+            key = str(key)
+        if op == "write" and write_log is not None:
+            write_log.append((typ, oid, key, t, type(e.get("latency_s")) is float, e))
+        client = (e.get("process"), e.get("worker"), e.get("client"), e.get("user"), e.get("user_id"))   # _client
+        if client == _NO_CLIENT:
+            unattributed += 1
+            continue
+        if op != "write" and op != "read":
+            continue
+        where = (e.get("served_by") or e.get("server_region") or e.get("served")
+                 or e.get("region") or e.get("target") or e.get("target_region"))
+        if op == "write":
+            if typ == "ok":
+                value = e.get("value")
+                if value is None:
+                    value = e.get("v")
+                # (invoked, completed, raw value): canonical only when a read is compared with it
+                last_write[(client, key, where)] = (inv, t, value)
+            continue
+        w = last_write.get((client, key, where))
+        if w is None:
+            continue
+        if inv != -INF and inv < w[1]:
+            continue
+        value = e.get("value")
+        if value is None:
+            value = e.get("v")
+        status = e.get("status")
+        if status is None:
+            status = e.get("status_code")
+        is_404 = status == 404 or status == "404" or (typ == "ok" and value is None)
+        if not is_404 and typ != "ok":
+            continue
+        checked += 1
+        if is_404:
+            not_found += 1
+            violations.append(f"{_client_name(client)} wrote {key}={_fmt(w[2])} in {where} then read 404")
+        elif (value if type(value) is str else canon_value(value)) != canon_value(w[2]):
+            suspects.append((key, value, client, (w[0], w[1], None, w[2]), where))
+    return checked, unattributed, n_ops, violations, not_found, suspects, write_log
+
+
+def _later_writes(history: Sequence[dict], keys: set) -> dict[tuple, float]:
+    """(key, canon value) -> the latest completion of a write of that value to one of `keys`
+    (+inf: a write that failed, ended unknown or was still in flight may land any time)."""
+    later: dict[tuple, float] = {}
+    for x in operations(history, only="write"):   # with writes still in flight at the end
+        if x.key in keys:
+            done = x.completed if x.type == "ok" else INF
+            k = (x.key, canon_value(x.value))
+            if done > later.get(k, -INF):
+                later[k] = done
+    return later
+
+
+def _later_writes_plain(history: Sequence[dict], write_log: list[tuple], keys: set) -> dict[tuple, float] | None:
+    """_later_writes from _ryw_scan_plain's record of the writes of a history it read whole (times
+    floats, types valid, every invoke with an id): operations(history, only="write") pairs a write
+    completion with the pending write invoke of its id, as replayed here. None when a write
+    completion has neither that nor a float latency_s (operations() then pairs by client)."""
+    later: dict[tuple, float] = {}
+    invoked_at: dict[Any, bool] = {}   # ids of write invokes not yet completed
+    for rec in write_log:
+        if rec[0] == "invoke":
+            invoked_at[rec[1]] = True
+            continue
+        typ, oid, key, t, has_latency, e = rec
+        if (invoked_at.pop(oid, None) if oid is not None else None) is None and not has_latency:
+            return None
+        if key in keys:
+            value = e.get("value")
+            if value is None:
+                value = e.get("v")
+            done = t if typ == "ok" else INF
+            k = (key, canon_value(value))
+            if done > later.get(k, -INF):
+                later[k] = done
+    for x in _open_by_id(history, invoked_at) if invoked_at else ():
+        if x.key in keys:
+            later[(x.key, canon_value(x.value))] = INF
+    return later
 
 
 def _client_name(c: tuple) -> str:
@@ -708,6 +851,107 @@ def _client_name(c: tuple) -> str:
 
 
 # -- error budget and RTO ----------------------------------------------------------------------------------
+
+def _plain_entry(e: dict, typ: Any) -> bool:
+    """Whether iter_operations gives this entry (its `time` a float) as an operation of its own
+    type, completion time and regions, whatever the entries around it: a valid type, and for a
+    completion a float latency_s or no latency at all (when neither its invoke's id nor a latency
+    places it, iter_operations pairs the history by client, which gives those same three for
+    every completion of a history of such entries, and raises nothing)."""
+    if typ == "invoke":
+        return True
+    if typ != "ok" and typ != "fail" and typ != "info":
+        return False
+    lat = e.get("latency_s")
+    return type(lat) is float or (lat is None and e.get("latency_ms") is None and e.get("latency") is None)
+
+
+def _error_tally_plain(history: Sequence[dict], w0: float | None, w1: float | None) -> tuple | None:
+    """error_budget's counts in one pass over the entries, for a list of entries that are all
+    _plain_entry (None otherwise: then iter_operations reads the history, with the same answer
+    or the same error; tests prove both agree): error_budget needs only each operation's type
+    and completion time."""
+    if not isinstance(history, (list, tuple)):
+        return None
+    n_ok = n_fail = n_info = wn = wbad = 0
+    windowed = w0 is not None
+    for e in history:
+        typ = e.get("type")
+        t = e.get("time")
+        if type(t) is not float:
+            return None
+        if typ == "invoke":
+            continue
+        if typ == "ok":
+            failed = 0
+            n_ok += 1
+        elif typ == "fail":
+            failed = 1
+            n_fail += 1
+        elif typ == "info":
+            failed = 1
+            n_info += 1
+        else:
+            return None
+        lat = e.get("latency_s")
+        if type(lat) is not float and not _plain_entry(e, typ):
+            return None
+        if windowed and w0 <= t < w1:
+            wn += 1
+            wbad += failed
+    return n_ok + n_fail + n_info, n_fail + n_info, n_fail, n_info, wn, wbad
+
+
+def _rto_buckets_plain(history: Sequence[dict], t_fault: float, bucket_s: float,
+                       region: str | None) -> tuple | None:
+    """rto's per-bucket counts in one pass over the entries, for a list of entries that are all
+    _plain_entry (None otherwise, as for _error_tally_plain): rto needs only each operation's
+    type, completion time and serving region."""
+    if not isinstance(history, (list, tuple)):
+        return None
+    all_n: dict[int, int] = {}
+    ok_n: dict[int, int] = {}
+    last = t_fault
+    # operations come mostly in completion order: count a run of one bucket, then add it in
+    cur = None
+    run = run_ok = 0
+    for e in history:
+        typ = e.get("type")
+        t = e.get("time")
+        if type(t) is not float:
+            return None
+        if typ == "invoke":
+            continue
+        if type(e.get("latency_s")) is not float and not _plain_entry(e, typ):
+            return None
+        if t < t_fault:
+            if typ != "ok" and typ != "fail" and typ != "info":
+                return None
+            continue
+        b = (t - t_fault) // bucket_s     # rto's bucket is int() of this
+        if b != cur:
+            if run:
+                k = int(cur)
+                all_n[k] = all_n.get(k, 0) + run
+                if run_ok:
+                    ok_n[k] = ok_n.get(k, 0) + run_ok
+            cur = b
+            run = run_ok = 0
+        if typ == "ok":
+            if region is None or (e.get("served_by") or e.get("server_region") or e.get("served")) == region:
+                run_ok += 1
+        elif typ != "fail" and typ != "info":
+            return None
+        run += 1
+        if t > last:
+            last = t
+    if run:
+        k = int(cur)
+        all_n[k] = all_n.get(k, 0) + run
+        if run_ok:
+            ok_n[k] = ok_n.get(k, 0) + run_ok
+    return all_n, ok_n, last
+
 
 @_gc_paused
 def error_budget(history: Sequence[dict], *, budget: float, window: tuple[Any, Any] | None = None,
@@ -722,18 +966,22 @@ def error_budget(history: Sequence[dict], *, budget: float, window: tuple[Any, A
         w0 = _as_epoch(window[0], "window start")
         w1 = _as_epoch(window[1], "window end") if window[1] is not None else INF
     wb = budget if window_budget is None else window_budget
-    for typ, _op, _k, _v, _inv, done, _r, _s, _st, _c, _i in iter_operations(history):
-        n += 1
-        failed = typ != "ok"
-        if failed:
-            bad += 1
-            if typ == "fail":
-                n_fail += 1
-            else:
-                n_info += 1
-        if w0 is not None and w0 <= done < w1:
-            wn += 1
-            wbad += failed
+    tally = _error_tally_plain(history, w0, w1)
+    if tally is not None:
+        n, bad, n_fail, n_info, wn, wbad = tally
+    else:
+        for typ, _op, _k, _v, _inv, done, _r, _s, _st, _c, _i in iter_operations(history):
+            n += 1
+            failed = typ != "ok"
+            if failed:
+                bad += 1
+                if typ == "fail":
+                    n_fail += 1
+                else:
+                    n_info += 1
+            if w0 is not None and w0 <= done < w1:
+                wn += 1
+                wbad += failed
     rate = bad / n if n else None
     metrics = {"requests": n, "error_rate": rate, "failed": n_fail, "unknown": n_info}
     if n == 0:
@@ -779,15 +1027,19 @@ def rto(history: Sequence[dict], fault_time: Any, *, slo: float = 0.95, bucket_s
     ok_n: dict[int, int] = {}
     all_n: dict[int, int] = {}
     last = t_fault
-    for typ, _op, _k, _v, _inv, t, _region, served_by, _st, _c, _i in iter_operations(history):
-        if t < t_fault:
-            continue
-        b = int((t - t_fault) // bucket_s)
-        all_n[b] = all_n.get(b, 0) + 1
-        if typ == "ok" and (region is None or served_by == region):
-            ok_n[b] = ok_n.get(b, 0) + 1
-        if t > last:
-            last = t
+    buckets = _rto_buckets_plain(history, t_fault, bucket_s, region)
+    if buckets is not None:
+        all_n, ok_n, last = buckets
+    else:
+        for typ, _op, _k, _v, _inv, t, _region, served_by, _st, _c, _i in iter_operations(history):
+            if t < t_fault:
+                continue
+            b = int((t - t_fault) // bucket_s)
+            all_n[b] = all_n.get(b, 0) + 1
+            if typ == "ok" and (region is None or served_by == region):
+                ok_n[b] = ok_n.get(b, 0) + 1
+            if t > last:
+                last = t
     served = f" served by {region}" if region else ""
     metrics: dict[str, Any] = {"rto_s": None, "requests_after_fault": sum(all_n.values())}
     if not all_n:

@@ -1,15 +1,17 @@
 """How fast the data checkers are on big histories: lost_acked_writes + divergent_keys on
 synthetic histories of 100k and 1M operations (each an invoke and a completion entry, as the
 load generator records them), in the same run, so the 1M/100k ratio shows whether they are
-linear (about 10). Goal: 1M operations in under 5 s.
+linear (about 10), beside read_your_writes, error_budget and rto. Goal (issue 17): all five
+together under 5 s at 1M operations, their 1M/100k ratio within 1.2x of a bare scan's.
 
 The replicas are built from the history the way global tables end up (last writer wins by
 completion time), then a known number of acknowledged writes is lost in one region; the
-checker must find exactly those, so the benchmark also checks the answer it times.
-read_your_writes, error_budget and rto are timed once per size as well, for information.
+checker must find exactly those, so the benchmark also checks the answer it times; the
+other three must pass on it.
 
-Seconds are wall time, best of --repeats, with the CPU time of the same run beside it: the
-machine is shared with other work, and CPU time is what the load average does not inflate.
+Seconds are wall time of the run (every checker once) with the least total, best of --repeats,
+with the CPU time of the same run beside it: the machine is shared with other work, and CPU time
+is what the load average does not inflate. The bare scan is the best of --repeats too.
 
     python benchmarks/bench_checkers.py [--sizes 100000 1000000] [--no-write]
 
@@ -99,8 +101,13 @@ def synthetic_run(n_ops: int, *, seed: int = 7, losses: int = 25) -> tuple[list[
 
 
 def time_checkers(n_ops: int, repeats: int) -> dict:
-    """Best of `repeats` (the least disturbed run: the machine is shared), wall and CPU seconds."""
+    """Best of `repeats` (the least disturbed run: the machine is shared), wall and CPU seconds:
+    each run times every checker once, the best run is the one with the least total."""
     history, replicas, expected = synthetic_run(n_ops)
+    t_first = history[0]["time"]
+    others_fns = (("read_your_writes", lambda: read_your_writes(history)),
+                  ("error_budget", lambda: error_budget(history, budget=0.05, window=(t_first + 1, t_first + 2))),
+                  ("rto", lambda: rto(history, t_first + 1)))
     best: dict | None = None
     for _ in range(repeats):
         gc.collect()
@@ -115,28 +122,31 @@ def time_checkers(n_ops: int, repeats: int) -> dict:
                              f"found {found} and {div.metrics['divergent_keys']}: {lost.detail[:300]}")
         run = {"lost_acked_writes_s": round(w1 - w0, 3), "divergent_keys_s": round(w2 - w1, 3),
                "total_s": round(w2 - w0, 3), "total_cpu_s": round(c2 - c0, 3)}
-        if best is None or run["total_s"] < best["total_s"]:
+        all_s, all_cpu = w2 - w0, c2 - c0
+        others = {}
+        for name, fn in others_fns:
+            gc.collect()
+            w0, c0 = time.perf_counter(), time.process_time()
+            res = fn()
+            w, c = time.perf_counter() - w0, time.process_time() - c0
+            if res.valid is not True:
+                raise SystemExit(f"{n_ops} operations: {name} should pass on this history: {res.detail[:300]}")
+            others[name] = {"s": round(w, 3), "cpu_s": round(c, 3)}
+            all_s += w
+            all_cpu += c
+        run.update(other_checkers=others, all_checkers_s=round(all_s, 3), all_checkers_cpu_s=round(all_cpu, 3))
+        if best is None or run["all_checkers_s"] < best["all_checkers_s"]:
             best = run
     # what merely touching every entry costs here: the floor any one-pass checker is measured against
-    gc.collect()
-    w0 = time.perf_counter()
-    for e in history:
-        e.get("type"), e.get("op"), e.get("time"), e.get("key"), e.get("value")
-    baseline = round(time.perf_counter() - w0, 3)
-    # the other history checkers, once each, for information (the goal above is about the two data checks)
-    t_first = history[0]["time"]
-    others = {}
-    for name, fn in (("read_your_writes", lambda: read_your_writes(history)),
-                     ("error_budget", lambda: error_budget(history, budget=0.05, window=(t_first + 1, t_first + 2))),
-                     ("rto", lambda: rto(history, t_first + 1))):
+    scans = []
+    for _ in range(repeats):
         gc.collect()
-        w0, c0 = time.perf_counter(), time.process_time()
-        res = fn()
-        if res.valid is not True:
-            raise SystemExit(f"{n_ops} operations: {name} should pass on this history: {res.detail[:300]}")
-        others[name] = {"s": round(time.perf_counter() - w0, 3), "cpu_s": round(time.process_time() - c0, 3)}
+        w0 = time.perf_counter()
+        for e in history:
+            e.get("type"), e.get("op"), e.get("time"), e.get("key"), e.get("value")
+        scans.append(time.perf_counter() - w0)
+    baseline = round(min(scans), 3)
     return {"operations": n_ops, "history_entries": len(history), "baseline_scan_s": baseline,
-            "other_checkers": others,
             "keys": len(set(replicas["us-east-1"]) | set(replicas["us-west-2"])),
             "acked_writes": lost.metrics["acked_writes"], "lost_found": found, "repeats": repeats, **best}
 
@@ -170,11 +180,14 @@ def main() -> None:
         print(f"{n:>9,} operations ({r['history_entries']:,} entries, {r['acked_writes']:,} acked writes): "
               f"lost_acked_writes {r['lost_acked_writes_s']:.2f}s + divergent_keys {r['divergent_keys_s']:.2f}s "
               f"= {r['total_s']:.2f}s wall, {r['total_cpu_s']:.2f}s CPU (found {r['lost_found']} lost, as injected); "
-              + ", ".join(f"{k} {v['s']:.2f}s" for k, v in r["other_checkers"].items()))
+              + ", ".join(f"{k} {v['s']:.2f}s" for k, v in r["other_checkers"].items())
+              + f"; all checkers {r['all_checkers_s']:.2f}s wall, {r['all_checkers_cpu_s']:.2f}s CPU; "
+              f"bare scan {r['baseline_scan_s']:.2f}s")
     section = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
                "load_average_1m": round(os.getloadavg()[0], 2),
-               "goal": "1M operations < 5 s, linear", "runs": runs}
+               "goal": "all checkers together at 1M operations < 5 s; their 1M/100k ratio within 1.2x of a bare scan's",
+               "runs": runs}
     sizes = {r["operations"]: r for r in runs}
     if 100_000 in sizes and 1_000_000 in sizes:
         ratio = sizes[1_000_000]["total_s"] / max(sizes[100_000]["total_s"], 1e-9)
@@ -183,10 +196,19 @@ def main() -> None:
             sizes[1_000_000]["total_cpu_s"] / max(sizes[100_000]["total_cpu_s"], 1e-9), 2)
         section["baseline_scan_ratio"] = round(
             sizes[1_000_000]["baseline_scan_s"] / max(sizes[100_000]["baseline_scan_s"], 1e-9), 2)
-        section["goal_met"] = sizes[1_000_000]["total_s"] < 5.0
-        print(f"ratio 1M/100k = {ratio:.1f} (linear ~ 10; a bare scan of the same entries: "
-              f"{section['baseline_scan_ratio']:.1f}); 1M in {sizes[1_000_000]['total_s']:.2f}s: "
-              f"{'under' if section['goal_met'] else 'OVER'} the 5 s goal")
+        big, small = sizes[1_000_000], sizes[100_000]
+        section["all_checkers_1M_s"] = big["all_checkers_s"]
+        section["ratio_all_1M_over_100k"] = round(big["all_checkers_s"] / max(small["all_checkers_s"], 1e-9), 2)
+        section["ratio_all_1M_over_100k_cpu"] = round(
+            big["all_checkers_cpu_s"] / max(small["all_checkers_cpu_s"], 1e-9), 2)
+        section["ratio_all_over_scan_ratio"] = round(
+            section["ratio_all_1M_over_100k"] / max(section["baseline_scan_ratio"], 1e-9), 2)
+        section["goal_met"] = big["all_checkers_s"] < 5.0 and section["ratio_all_over_scan_ratio"] <= 1.2
+        print(f"lost_acked_writes + divergent_keys: ratio 1M/100k = {ratio:.1f} (linear ~ 10; a bare scan of the "
+              f"same entries: {section['baseline_scan_ratio']:.1f}); all checkers: 1M in "
+              f"{big['all_checkers_s']:.2f}s ({'under' if big['all_checkers_s'] < 5.0 else 'OVER'} the 5 s goal), "
+              f"ratio 1M/100k {section['ratio_all_1M_over_100k']:.1f} = {section['ratio_all_over_scan_ratio']:.2f}x "
+              f"the bare scan's (goal <= 1.2x): goal {'met' if section['goal_met'] else 'NOT met'}")
     if not args.no_write:
         write_results(section)
         print(f"written to {RESULTS.relative_to(ROOT)} under \"checkers\"")

@@ -599,3 +599,353 @@ def test_elle_export_is_well_formed(form, tmp_path):
 def test_elle_rejects_unknown_forms():
     with pytest.raises(ValueError, match="unknown form"):
         list(elle.events([], form="list-append"))
+
+
+# -- the fast paths agree with the reading they replaced -------------------------------------------------------
+# read_your_writes, error_budget and rto read loadgen-shaped histories in one inlined pass and fall
+# back to iter_operations for anything else. The implementations they had before (over
+# iter_operations only, verbatim below) are the reference: on any history both must give the same
+# result, or raise the same error.
+
+from gameday.assertions.checkers import (CLIENT_FIELDS, INF, _as_epoch, _client_name, _error_tally_plain,  # noqa: E402
+                                         _examples, _fmt, _rto_buckets_plain, _ryw_scan_plain, canon_value,
+                                         iter_operations)
+
+
+def _old_read_your_writes(history: Sequence[dict]) -> CheckResult:
+    """Within a region (the one that served both), a read invoked after the same client's `ok`
+    write of the key completed must return that value or the value of a write that may follow it
+    (one that completed after the client's write was invoked, or never certainly completed).
+    A read answered 404 (or no value) after such a write is a violation: the workload never deletes.
+    Operations are taken in history order, which is each client's own order in any history a
+    recorder appends to (and in loadgen's merge, which keeps every worker file's order)."""
+    last_write: dict[tuple, tuple] = {}   # (client, key, region) -> (invoked, completed, canon value, raw value)
+    suspects: list[tuple] = []            # (read, the client's write): the read saw another value
+    checked = unattributed = n_ops = 0
+    violations: list[str] = []
+    n_viol = not_found = stale = 0
+    # in history order: each client's own entries are in the order it recorded them
+    for o in iter_operations(history, with_client=True):
+        typ, op, key, value, invoked, _done, region, served_by, status, client, _i = o
+        n_ops += 1
+        if client is None:
+            unattributed += 1
+            continue
+        where = served_by or region
+        if op == "write":
+            if typ == "ok":
+                last_write[(client, key, where)] = (
+                    invoked, _done, value if type(value) is str else canon_value(value), value)
+            continue
+        if op != "read":
+            continue
+        w = last_write.get((client, key, where))
+        if w is None:
+            continue
+        # the read must start after the write finished; unplaced reads count as sequential
+        if invoked != -INF and invoked < w[1]:
+            continue
+        is_404 = status == 404 or status == "404" or (typ == "ok" and value is None)
+        if not is_404 and typ != "ok":
+            continue  # failed or unknown read: no observation
+        checked += 1
+        if is_404:
+            n_viol += 1
+            not_found += 1
+            violations.append(f"{_client_name(client)} wrote {key}={_fmt(w[3])} in {where} then read 404")
+        elif (value if type(value) is str else canon_value(value)) != w[2]:
+            suspects.append((o, w, where))
+    if n_ops and unattributed == n_ops:
+        return CheckResult("read_your_writes", UNKNOWN, "the history names no client (process, worker, client, "
+                           "user or user_id): reads cannot be tied to their client's writes",
+                           {"reads_checked": 0, "ryw_violations": None})
+    if suspects:
+        # did the read see a write that may have followed the client's own? (only these keys matter)
+        keys = {o.key for o, _, _ in suspects}
+        later: dict[tuple, float] = {}   # (key, canon value) -> latest completion (+inf: may land any time)
+        for x in operations(history, only="write"):   # with writes still in flight at the end
+            if x.key in keys:
+                done = x.completed if x.type == "ok" else INF
+                k = (x.key, canon_value(x.value))
+                if done > later.get(k, -INF):
+                    later[k] = done
+        for o, (w_inv, _, _, w_raw), where in suspects:
+            x_done = later.get((o.key, canon_value(o.value)))
+            if x_done is not None and x_done > w_inv:
+                continue  # a write that may follow the client's own
+            n_viol += 1
+            stale += 1
+            what = "an older value" if x_done is not None else "a value no recorded write wrote"
+            violations.append(f"{_client_name(o.client)} wrote {o.key}={_fmt(w_raw)} in {where} then read "
+                              f"{_fmt(o.value)} ({what})")
+    metrics = {"reads_checked": checked, "ryw_violations": n_viol, "stale_reads": stale, "not_found_reads": not_found,
+               "ops_without_client": unattributed}
+    if checked == 0:
+        return CheckResult("read_your_writes", UNKNOWN, "no read followed its client's acknowledged write of the "
+                           "same key in the same region: nothing to check", metrics)
+    detail = f"{n_viol} of {checked} reads after the client's own write missed it"
+    if n_viol:
+        detail += f" ({stale} stale, {not_found} not found): " + _examples(violations, n_viol)
+    return CheckResult("read_your_writes", n_viol == 0, detail, metrics)
+
+
+def _old_error_budget(history: Sequence[dict], *, budget: float, window: tuple[Any, Any] | None = None,
+                 window_budget: float | None = None) -> CheckResult:
+    """The share of completed operations that failed or ended unknown (`fail` + `info`) stays within
+    `budget` (a fraction), overall and, with `window` = (start, end) epoch seconds or ISO times,
+    among the operations completed inside it (limit `window_budget`, default `budget`)."""
+    n = bad = n_fail = n_info = 0
+    wn = wbad = 0
+    w0 = w1 = None
+    if window is not None:
+        w0 = _as_epoch(window[0], "window start")
+        w1 = _as_epoch(window[1], "window end") if window[1] is not None else INF
+    wb = budget if window_budget is None else window_budget
+    for typ, _op, _k, _v, _inv, done, _r, _s, _st, _c, _i in iter_operations(history):
+        n += 1
+        failed = typ != "ok"
+        if failed:
+            bad += 1
+            if typ == "fail":
+                n_fail += 1
+            else:
+                n_info += 1
+        if w0 is not None and w0 <= done < w1:
+            wn += 1
+            wbad += failed
+    rate = bad / n if n else None
+    metrics = {"requests": n, "error_rate": rate, "failed": n_fail, "unknown": n_info}
+    if n == 0:
+        return CheckResult("error_budget", UNKNOWN, "no completed operations", metrics)
+    valid = rate <= budget
+    detail = (f"{bad} of {n} operations failed or unknown ({n_fail} fail, {n_info} info): {rate:.2%} "
+              f"{'within' if valid else 'OVER'} the {budget:.2%} budget")
+    if w0 is not None:
+        wrate = wbad / wn if wn else None
+        metrics.update({"window_requests": wn, "window_error_rate": wrate})
+        if wn == 0:
+            detail += f"; no operation completed in the window ({w1 - w0:.1f}s)"
+            valid = valid if valid is False else UNKNOWN
+        else:
+            wvalid = wrate <= wb
+            detail += (f"; in the {w1 - w0:.1f}s window {wbad} of {wn}: {wrate:.2%} "
+                       f"{'within' if wvalid else 'OVER'} the {wb:.2%} budget")
+            valid = valid and wvalid
+    return CheckResult("error_budget", valid, detail, metrics)
+
+
+def _old_rto(history: Sequence[dict], fault_time: Any, *, slo: float = 0.95, bucket_s: float = 1.0,
+        region: str | None = None, deadline_s: float | None = None, hold_s: float | None = None) -> CheckResult:
+    """Recovery time: from `fault_time` until the clients' success rate, per `bucket_s` bucket of
+    completion time, is back at or above `slo` and stays there to the end of the history (for at
+    least `hold_s`, default one bucket). With `region`, only successes served by that region count
+    (clients must have followed the failover). A bucket with no completed operation counts as
+    failing: clients that hang are not served. rto_s is the start of the first recovered bucket
+    (resolution: bucket_s). Unknown when the history ends before a recovery is seen; with
+    `deadline_s`, false when it recovered later than that."""
+    t_fault = _as_epoch(fault_time, "fault_time")
+    hold = bucket_s if hold_s is None else hold_s
+    ok_n: dict[int, int] = {}
+    all_n: dict[int, int] = {}
+    last = t_fault
+    for typ, _op, _k, _v, _inv, t, _region, served_by, _st, _c, _i in iter_operations(history):
+        if t < t_fault:
+            continue
+        b = int((t - t_fault) // bucket_s)
+        all_n[b] = all_n.get(b, 0) + 1
+        if typ == "ok" and (region is None or served_by == region):
+            ok_n[b] = ok_n.get(b, 0) + 1
+        if t > last:
+            last = t
+    served = f" served by {region}" if region else ""
+    metrics: dict[str, Any] = {"rto_s": None, "requests_after_fault": sum(all_n.values())}
+    if not all_n:
+        return CheckResult("rto", UNKNOWN, "no operation completed after the fault", metrics)
+    n_buckets = max(all_n) + 1
+    first_good = n_buckets
+    for b in range(n_buckets - 1, -1, -1):
+        n = all_n.get(b, 0)
+        if n == 0 or ok_n.get(b, 0) / n < slo:
+            break
+        first_good = b
+    observed = last - t_fault
+    if first_good == n_buckets or observed - first_good * bucket_s < hold:
+        worst = min(range(n_buckets), key=lambda b: ok_n.get(b, 0) / all_n[b] if all_n.get(b) else 0.0)
+        rate_last = ok_n.get(n_buckets - 1, 0) / all_n.get(n_buckets - 1, 1)
+        msg = (f"success rate{served} not back at >= {slo:.0%} for {hold:.1f}s before the history ends "
+               f"{observed:.1f}s after the fault (last bucket {rate_last:.0%}, worst bucket at "
+               f"{worst * bucket_s:.0f}s: {ok_n.get(worst, 0)}/{all_n.get(worst, 0)})")
+        if deadline_s is not None and observed >= deadline_s + hold:
+            return CheckResult("rto", False, msg + f"; deadline {deadline_s:.1f}s passed", metrics)
+        return CheckResult("rto", UNKNOWN, msg, metrics)
+    rto_s = first_good * bucket_s
+    metrics["rto_s"] = rto_s
+    valid = True if deadline_s is None else rto_s <= deadline_s
+    detail = (f"success rate{served} back at >= {slo:.0%} from {rto_s:.1f}s after the fault (buckets of "
+              f"{bucket_s:g}s) and held for the remaining {observed - rto_s:.1f}s")
+    if deadline_s is not None:
+        detail += f"; {'within' if valid else 'OVER'} the {deadline_s:.1f}s deadline"
+    return CheckResult("rto", valid, detail, metrics)
+
+
+@st.composite
+def odd_histories(draw):
+    """Histories of every shape the readers accept or reject: ids or not (some reused), invokes or
+    not, latency_s / latency_ms / latency / none / garbage, float, int, ISO or missing times, client
+    aliases or none, key and value aliases, statuses 404 / "404", invalid types, entries out of order.
+    Times on a coarse grid, so that boundaries (a read invoked as the write completes, a completion
+    at a window's or a bucket's edge) happen; a few odd entries among loadgen-shaped ones."""
+    # which aspects may be odd in this history (none: all in loadgen's shape), so one odd aspect
+    # at a time also meets the fast paths
+    odd = draw(st.sets(st.sampled_from(["op", "type", "client", "key", "region", "id", "invoke", "invoke_time",
+                                         "served", "status", "latency", "time", "order"]), max_size=2))
+
+    def pick(normal: list, weird: list, aspect: str = ""):
+        if aspect in odd and draw(st.booleans()):
+            return draw(st.sampled_from(weird))
+        return draw(st.sampled_from(normal))
+    grid = [x / 2 for x in range(0, 17)]
+    entries: list[tuple[float, int, dict]] = []
+    seq = 0
+    for n in range(draw(st.integers(0, 16))):
+        kind = pick(["write", "write", "read", "read"], ["cas", None], "op")
+        typ = pick(["ok", "ok", "ok", "fail", "info"], ["done"], "type")
+        inv = draw(st.sampled_from(grid))
+        done = inv + draw(st.sampled_from([0.0, 0.5, 1.0, 2.0]))
+        client_field = pick(["process", "user"], ["worker", "user_id", None], "client")
+        base = {pick(["op"], ["f"], "op"): kind}
+        if client_field:
+            base[client_field] = draw(st.sampled_from(["a", "b"]))
+        base[pick(["key"], ["k"], "key")] = pick(["k0", "k1"], [2, None], "key")
+        value = draw(st.sampled_from(["v1", "v2", "v2", 3, 3.0, None]))
+        if kind == "read" and typ != "ok":
+            value = None
+        region = draw(st.sampled_from([E, W]))
+        base[pick(["region"], ["target", "target_region"], "region")] = region
+        oid = pick([f"op{n}"], [None, 0, 1], "id")
+        if oid is not None:
+            base["id"] = oid
+        if pick([True, True, True, False], [False], "invoke"):
+            t_inv = pick([T0 + inv], [int(T0 + inv), "2025-11-24T16:00:00+00:00", None], "invoke_time")
+            entries.append((inv, seq, {**base, "type": "invoke", "value": value if kind == "write" else None,
+                                       **({} if t_inv is None else {"time": t_inv})}))
+            seq += 1
+        if draw(st.integers(0, 6)) == 0:
+            continue                        # never completed
+        c = {**base, "type": typ, "value": value,
+             pick(["served_by"], ["server_region", "served"], "served"):
+                 pick([region, region, E, W], [None, ""], "served"),
+             pick(["status"], ["status_code"], "status"): pick([200, 404, 503], ["404", None], "status")}
+        lat = pick(["s", "s", "none"], ["ms", "plain", "absent", "garbage", "int"], "latency")
+        c.update({"s": {"latency_s": done - inv}, "none": {"latency_s": None},
+                  "ms": {"latency_ms": round((done - inv) * 1000)}, "plain": {"latency": done - inv},
+                  "absent": {}, "garbage": {"latency_ms": "slow"}, "int": {"latency_s": 1}}[lat])
+        t_done = pick([T0 + done], [int(T0 + done), None], "time")
+        if t_done is not None:
+            c["time"] = t_done
+        entries.append((done, seq, c))
+        seq += 1
+    entries.sort(key=lambda x: (x[0], x[1]))
+    history = [e for _, _, e in entries]
+    if "order" in odd and history:
+        i, j = draw(st.integers(0, len(history) - 1)), draw(st.integers(0, len(history) - 1))
+        history[i], history[j] = history[j], history[i]
+    return history
+
+
+def _outcome(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:   # the same error is part of the same behaviour
+        return (type(e), str(e))
+
+
+@settings(max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(odd_histories(), st.sampled_from([x / 2 for x in range(0, 12)]), st.sampled_from([0.5, 1.0, 2.0]),
+       st.sampled_from([None, E]),
+       st.sampled_from([None, (1.0, 4.0), (2.0, None)]), st.booleans())
+def test_fast_paths_agree_with_the_reference_on_any_history(history, fault_at, bucket_s, region, window, as_tuple):
+    h = tuple(history) if as_tuple else history
+    assert _outcome(read_your_writes, h) == _outcome(_old_read_your_writes, h)
+    win = None if window is None else (T0 + window[0], None if window[1] is None else T0 + window[1])
+    assert _outcome(error_budget, h, budget=0.2, window=win) == _outcome(_old_error_budget, h, budget=0.2, window=win)
+    assert (_outcome(rto, h, T0 + fault_at, bucket_s=bucket_s, region=region, slo=0.5)
+            == _outcome(_old_rto, h, T0 + fault_at, bucket_s=bucket_s, region=region, slo=0.5))
+    # a generator (read once) goes through iter_operations as before
+    assert _outcome(read_your_writes, iter(history)) == _outcome(_old_read_your_writes, iter(history))
+
+
+@pytest.mark.parametrize("hist,valid", [
+    (Hist().w("k", "v0", 0, 0.1, "fail", proc="w1/9").w("k", "v1", 1, 1.1).r("k", "v0", 1.2, 1.3), True),
+    (Hist().w("k", "v0", 0, 0.1, "info", proc="w1/9").w("k", "v1", 1, 1.1).r("k", "v0", 1.2, 1.3), True),
+    (Hist().w("k", "v0", 0, None, proc="w1/9").w("k", "v1", 1, 1.1).r("k", "v0", 1.2, 1.3), True),
+    (Hist().w("k", "v0", 0, 0.1, proc="w1/9").w("k", "v1", 1, 1.1).r("k", "v0", 1.2, 1.3), False),
+], ids=["failed-write-may-have-landed", "unknown-write-may-land", "in-flight-write-may-land", "older-acked-write"])
+def test_read_of_a_failed_unknown_or_in_flight_write_agrees(hist, valid):
+    """A read that saw the value of a write that failed, ended unknown or never completed is not
+    stale (that write may have landed after the client's own); an older acked one is."""
+    h = hist.build()
+    assert read_your_writes(h) == _old_read_your_writes(h)
+    assert read_your_writes(h).valid is valid
+
+
+def _one_odd_entry(kind: str) -> list[dict]:
+    """A loadgen-shaped history with one entry changed the way `kind` says."""
+    h = (Hist().w("k", "v0", 0, None, proc="w1/9").w("k", "v1", 1, 1.1).r("k", "v0", 1.2, 1.3)
+         .r("k", "v1", 2, 2.5).w("k2", "x", 2.1, 3.3, "fail", proc="w1/8").build())
+    comp = next(e for e in h if e["type"] == "ok" and e["op"] == "read")
+    if kind == "anonymous-in-flight-write":
+        del h[0]["id"]
+    elif kind == "garbage-latency-no-invoke":
+        h.remove(next(e for e in h if e["type"] == "invoke" and e["id"] == comp["id"]))
+        del comp["latency_s"]
+        comp["latency_ms"] = "slow"
+    elif kind == "no-latency-no-invoke":
+        h.remove(next(e for e in h if e["type"] == "invoke" and e["id"] == comp["id"]))
+        comp["latency_s"] = None
+    elif kind == "int-latency-no-invoke":
+        h.remove(next(e for e in h if e["type"] == "invoke" and e["id"] == comp["id"]))
+        comp["latency_s"] = 1
+    elif kind == "iso-time":
+        comp["time"] = "2025-11-24T16:00:00+00:00"
+    elif kind == "int-time":
+        comp["time"] = int(comp["time"])
+    elif kind == "no-time":
+        del comp["time"]
+    elif kind == "bad-type":
+        comp["type"] = "done"
+    elif kind == "reused-id":
+        comp["id"] = h[-1]["id"]
+    elif kind == "timeless-anonymous-invoke":
+        del h[0]["id"]
+        del h[0]["time"]
+    return h
+
+
+@pytest.mark.parametrize("kind", ["anonymous-in-flight-write", "garbage-latency-no-invoke", "no-latency-no-invoke",
+                                  "int-latency-no-invoke", "iso-time", "int-time", "no-time", "bad-type",
+                                  "reused-id", "timeless-anonymous-invoke", "none"])
+def test_one_odd_entry_reads_as_before(kind):
+    h = _one_odd_entry(kind)
+    assert _outcome(read_your_writes, h) == _outcome(_old_read_your_writes, h)
+    for win in (None, (T0 + 1, T0 + 1.3), (T0 + 1.3, None)):
+        assert _outcome(error_budget, h, budget=0.2, window=win) == _outcome(_old_error_budget, h, budget=0.2,
+                                                                             window=win)
+    for fault, region in ((T0, None), (T0 + 1.2, E), (T0 + 1.3, W)):
+        assert _outcome(rto, h, fault, slo=0.5) == _outcome(_old_rto, h, fault, slo=0.5)
+        assert _outcome(rto, h, fault, region=region) == _outcome(_old_rto, h, fault, region=region)
+
+
+def test_loadgen_shaped_histories_take_the_fast_paths():
+    """The speed is the point: a history in loadgen's shape (ids, float times, latency_s or None)
+    must not fall back to iter_operations; an ISO time or a latency in ms makes them fall back."""
+    h = (Hist().w("k", "v1", 1, 1.1).w("k", "v2", 1.05, 1.25, proc="w1/9").r("k", "v2", 1.3, 1.4)
+         .w("k", "v3", 2, 4, "info").build())
+    h[-1]["latency_s"] = None   # loadgen's timeout: no latency, placed by its invoke's id
+    assert _ryw_scan_plain(h) is not None
+    assert _error_tally_plain(h, None, None) is not None
+    assert _rto_buckets_plain(h, T0, 1.0, None) is not None
+    odd = [dict(e) for e in h]
+    odd[1]["time"] = "2025-11-24T16:00:00+00:00"
+    assert _ryw_scan_plain(odd) is None and _error_tally_plain(odd, None, None) is None
+    assert _rto_buckets_plain(odd, T0, 1.0, None) is None
