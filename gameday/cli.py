@@ -304,6 +304,12 @@ def _split_pytest_args(args: list[str]) -> tuple[list[str], list[str]]:
 
 def resolve_suite(suite: Optional[str], cfg: GamedayConfig, cli_paths: list[str]) -> tuple[str, list[str]]:
     """(the suite chosen, the pytest paths to collect), or a one-line error (exit 2)."""
+    builtin = builtin_suite()
+    if (Path("gameday") / "pytest_plugin.py").is_file() and Path.cwd().resolve() != builtin.parent:
+        # another checkout of gameday than the installed one: its scenarios/ would be collected as a
+        # team's suite beside the installed built-ins, under the same module names
+        fail(f"{Path.cwd()} is a checkout of gameday, but gameday is installed from {builtin.parent}: "
+             f"run `pip install -e .` here first (or run gameday from that checkout)")
     mine = user_suite(cfg, cli_paths)
     chosen = suite or cfg.suite.default or ("all" if mine else "builtin")
     if chosen not in SUITES:

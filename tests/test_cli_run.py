@@ -84,6 +84,15 @@ def test_suite_defaults_to_builtin_without_scenarios_of_ones_own(tmp_path):
     assert _suite(tmp_path, "") == ("mine", ["more"])
 
 
+def test_another_gameday_checkout_than_the_installed_one_is_refused(tmp_path):
+    (tmp_path / "gameday").mkdir()
+    (tmp_path / "gameday" / "pytest_plugin.py").write_text("")
+    (tmp_path / "scenarios").mkdir()
+    r = gameday("run", cwd=tmp_path)
+    assert r.returncode == 2 and "is a checkout of gameday, but gameday is installed from" in r.stderr, r.stderr
+    assert "pip install -e ." in r.stderr and not (tmp_path / "reports").exists()
+
+
 def test_a_gameday_checkout_does_not_count_its_own_suite_twice():
     # in the repository, ./scenarios IS the built-in suite
     chosen, paths = _suite(REPO, "")
