@@ -1,14 +1,15 @@
 """Checkers: pure functions over a run's data (Jepsen style). No I/O, no environment: the same
-functions judge a live run and re-judge a stored one (reports/recheck.py). Inputs are a history
-(invoke, then ok / fail / info entries) and replicas ({region: {key: value}}, the final table
-contents of every region). Entries are read with the field aliases of
-reports.rundata.normalize_op directly rather than through it, because normalize_op costs ~2 us
-an entry and these checkers must do 1M operations in seconds; tests/test_checkers.py proves both
-readings agree. Each checker returns CheckResult(name, valid, detail, metrics): `valid` is True,
-False or "unknown"; `metrics` is flat {name: number | None}, so it can go into result.json.
+functions judge a live run and re-judge a stored one (reports/recheck.py, through the parts of
+assertions/protocol.py). Inputs are a history (invoke, then ok / fail / info entries) and
+replicas ({region: {key: value}}, the final table contents of every region). Each checker returns
+CheckResult(name, valid, detail, metrics): `valid` is True, False or "unknown"; `metrics` is flat
+{name: number | None}, so it can go into result.json.
 
-The field aliases, how an operation's interval is placed, and the checkers a scenario uses:
-docs/scenarios.md, "Assertions and checkers to build checks from".
+History entries use the canonical field names only: type, id, op, key, value, region, served_by,
+status, process (the client), latency_s and time (epoch seconds). Runs stored with other
+spellings are migrated when they are read (reports/rundata.py), never here: these loops run
+once per entry of histories of millions. How an operation's interval is placed, and the
+checkers a scenario uses: docs/scenarios.md, "Assertions and checkers to build checks from".
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import functools
 import gc
 import json
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
@@ -27,10 +29,7 @@ Valid = Any  # True | False | "unknown"
 UNKNOWN = "unknown"
 INF = math.inf
 MAX_EXAMPLES = 5
-
-# Aliases, in normalize_op's order of preference (reports/rundata.py is the reference).
-TIME_FIELDS = ("time", "ts", "wall_time", "at", "t")
-CLIENT_FIELDS = ("process", "worker", "client", "user", "user_id")
+COMPLETIONS = ("ok", "fail", "info")
 
 
 def _gc_paused(fn):
@@ -77,6 +76,11 @@ class CheckResult:
 
 
 # -- reading a history -------------------------------------------------------------------------------------
+# An operation's interval: a completion is placed by the pending invoke with its id; else by its
+# client's oldest pending invoke without an id of the same op and key (a Jepsen process does one
+# thing at a time); else it started latency_s before it completed; else it cannot be placed and
+# counts as concurrent with everything before it (-inf). Invokes never completed are `info`
+# operations completing at +inf: they may have taken effect at any time.
 
 class Operation(NamedTuple):
     """One completed (or never completed) client operation."""
@@ -89,49 +93,24 @@ class Operation(NamedTuple):
     region: str | None         # the region the client aimed at
     served_by: str | None      # the region that answered
     status: Any
-    client: tuple | None
+    client: Any                # the entry's `process`
     index: int                 # position of the completion (or invoke) entry in the history
 
 
-def _get(e: dict, a: str, b: str) -> Any:
-    v = e.get(a)
-    return e.get(b) if v is None else v
-
-
 def _time(e: dict, i: int) -> float:
-    for f in TIME_FIELDS:
-        t = e.get(f)
-        if t is not None:
-            break
-    else:
-        raise HistoryError(f"history entry {i + 1}: no time (one of {', '.join(TIME_FIELDS)})")
-    tt = type(t)
-    if tt is float or tt is int:
+    """The entry's time when it is not a float (the callers' fast case): an int, or HistoryError."""
+    t = e.get("time")
+    if type(t) is int:
+        return float(t)
+    if type(t) is float:
         return t
-    try:
-        return parse_time(t, f"history entry {i + 1}")
-    except ReportError as err:
-        raise HistoryError(str(err)) from None
+    if t is None:
+        raise HistoryError(f"history entry {i + 1}: no time (field 'time', epoch seconds)")
+    raise HistoryError(f"history entry {i + 1}: time must be epoch seconds, got {t!r}")
 
 
-def _latency(e: dict) -> float | None:
-    lat = e.get("latency_s")
-    if lat is None:
-        ms = e.get("latency_ms")
-        if ms is not None:
-            return float(ms) / 1000.0
-        lat = e.get("latency")
-        if lat is None:
-            return None
-    return lat if type(lat) is float else float(lat)
-
-
-def _client(e: dict) -> tuple | None:
-    # CLIENT_FIELDS, spelled out: this runs once per operation
-    p, w, c, u, ui = e.get("process"), e.get("worker"), e.get("client"), e.get("user"), e.get("user_id")
-    if p is None and w is None and c is None and u is None and ui is None:
-        return None
-    return (p, w, c, u, ui)
+def _bad_type(typ: Any, i: int) -> HistoryError:
+    return HistoryError(f"history entry {i + 1}: type must be invoke, ok, fail or info (got {typ!r})")
 
 
 def canon_key(k: Any) -> Any:
@@ -157,181 +136,104 @@ def canon_value(v: Any) -> Any:
         return repr(v)
 
 
-@_gc_paused
-def operations(history: Sequence[dict], *, only: str | None = None, unmatched: bool = True,
-               with_client: bool = False) -> list[Operation]:
-    """The history's operations, one per completion entry, in history order; with `unmatched`,
-    invokes that never completed follow as `info` operations (completed = +inf).
-    `only` = "write" or "read" keeps that kind (cheaper on big histories); `with_client` fills
-    Operation.client (always filled when completions had to be paired by client)."""
-    if not isinstance(history, (list, tuple)):
-        history = list(history)
-    state: dict = {}
-    out = list(iter_operations(history, only=only, with_client=with_client, _state=state))
-    if unmatched:
-        if state.get("paired"):
-            out.extend(o for o in _paired_operations(history, only=only, unmatched=True) if o.completed == INF)
-        elif state["anonymous_invokes"]:
-            out.extend(_unmatched_invokes(history, out, only))
-        elif state["open_ids"]:
-            out.extend(_open_by_id(history, state["open_ids"]))
-    return out
+def _wait(waiting: dict, e: dict, t: float, i: int) -> None:
+    """Queue an invoke without an id for its client's next completion of the same op and key."""
+    q = waiting.setdefault((e.get("process"), e.get("op"), canon_key(e.get("key"))), deque())
+    q.append((t, i))
 
 
-def iter_operations(history: Sequence[dict], *, only: str | None = None, with_client: bool = False,
-                    _state: dict | None = None) -> Iterator[Operation]:
-    """operations() without the invokes that never completed, one at a time: a checker that
-    needs each operation once keeps none of them alive (a list of 1M operations costs memory
-    and cache, measured ~2x slower per operation)."""
-    invoked_at: dict[Any, float] = {}   # operation id -> invoke time, until its completion is seen
-    anonymous_invokes = 0               # invokes without an id: matched by count afterwards
-    for i, e in enumerate(history):
-        typ = e.get("type")
-        if typ == "invoke":
-            oid = e.get("id")
-            if oid is None:
-                anonymous_invokes += 1
-            elif only is None or _get(e, "op", "f") == only:
-                t = e.get("time")
-                invoked_at[oid] = t if type(t) is float else _time(e, i)
-            continue
-        if typ != "ok" and typ != "fail" and typ != "info":
-            raise HistoryError(f"history entry {i + 1}: type must be invoke, ok, fail or info (got {typ!r})")
-        # the aliases of normalize_op, inlined (this loop runs once per entry)
-        op = e.get("op")
-        if op is None:
-            op = e.get("f")
-        if only is not None and op != only:
-            continue
-        t = e.get("time")
-        if type(t) is not float:
-            t = _time(e, i)
-        oid = e.get("id")
-        inv = invoked_at.pop(oid, None) if oid is not None else None
-        if inv is None:
-            lat = _latency(e)
-            if lat is None:
-                # neither an invoke with its id nor a latency: pair every completion with its invoke
-                # by client instead, and go on from this entry with those (the ones already given
-                # are placed the same way in both readings)
-                if _state is not None:
-                    _state["paired"] = True
-                yield from (o for o in _paired_operations(history, only=only, unmatched=False) if o.index >= i)
-                return
-            inv = t - lat
-        key = e.get("key")
-        if key is None:
-            key = e.get("k")
-        if type(key) is not str and key is not None:
-            key = str(key)
-        value = e.get("value")
-        if value is None:
-            value = e.get("v")
-        status = e.get("status")
-        if status is None:
-            status = e.get("status_code")
-        yield Operation(typ, op, key, value, inv, t,
-                        e.get("region") or e.get("target") or e.get("target_region"),
-                        e.get("served_by") or e.get("server_region") or e.get("served"),
-                        status, _client(e) if with_client else None, i)
-    if _state is not None:
-        _state.update(anonymous_invokes=anonymous_invokes, open_ids=invoked_at)
+def _invoked(e: dict, t: float, i: int, waiting: dict) -> float:
+    """When a completion that no pending invoke of its id places was invoked (see above)."""
+    if waiting:
+        q = waiting.get((e.get("process"), e.get("op"), canon_key(e.get("key"))))
+        if q:
+            return q.popleft()[0]
+    lat = e.get("latency_s")
+    if lat is None:
+        return -INF
+    if type(lat) is not float:
+        if type(lat) is not int:
+            raise HistoryError(f"history entry {i + 1}: latency_s must be seconds, got {lat!r}")
+        lat = float(lat)
+    return t - lat
 
 
-def _open_by_id(history: Sequence[dict], open_ids: dict) -> list[Operation]:
-    """The invokes whose ids never completed, as `info` operations; they are near the end."""
-    left = set(open_ids)
+def _open_invokes(history: Sequence[dict], open_ids: dict, waiting: dict, only: str | None) -> list[Operation]:
+    """The invokes that never completed, as `info` operations completing at +inf, in history order.
+    Those with an id are found from the end (they are near it): their times are all `open_ids` keeps."""
     found: list[Operation] = []
-    for j in range(len(history) - 1, -1, -1):
+    left = set(open_ids)
+    for j in range(len(history) - 1, -1, -1) if left else ():
         e = history[j]
         if e.get("type") == "invoke" and e.get("id") in left:
             left.discard(e["id"])
-            found.append(Operation("info", _get(e, "op", "f"), canon_key(_get(e, "key", "k")), _get(e, "value", "v"),
-                                   open_ids[e["id"]], INF,
-                                   e.get("region") or e.get("target") or e.get("target_region"), None, None,
-                                   _client(e), j))
+            found.append(_open_op(e, open_ids[e["id"]], j))
             if not left:
                 break
-    found.reverse()
-    return found
+    for q in waiting.values():
+        found.extend(_open_op(history[j], t, j) for t, j in q)
+    return sorted((o for o in found if only is None or o.op == only), key=lambda o: o.index)
 
 
-def _unmatched_invokes(history: Sequence[dict], done: list[Operation], only: str | None) -> list[Operation]:
-    """Invokes with no completion (in flight when the run ended, or their client died). Matched by
-    operation id when entries carry one; else a write by (key, value), values being unique per
-    key, and a read by count per (client, key)."""
-    done_ids: set = set()
-    counts: dict[tuple, int] = {}
-    for o in done:
-        c = history[o.index]
-        oid = c.get("id")
-        if oid is not None:
-            done_ids.add(oid)
-            continue
-        k = (o.op, o.key, canon_value(o.value)) if o.op == "write" else (o.op, o.key, _client(c))
-        counts[k] = counts.get(k, 0) + 1
-    opens: list[Operation] = []
-    for i, e in enumerate(history):
-        if e.get("type") != "invoke":
-            continue
-        op = _get(e, "op", "f")
-        if only is not None and op != only:
-            continue
-        oid = e.get("id")
-        key = canon_key(_get(e, "key", "k"))
-        value = _get(e, "value", "v")
-        if oid is not None:
-            if oid in done_ids:
-                continue
-        else:
-            k = (op, key, canon_value(value)) if op == "write" else (op, key, _client(e))
-            n = counts.get(k, 0)
-            if n:
-                counts[k] = n - 1
-                continue
-        opens.append(Operation("info", op, key, value, _time(e, i), INF,
-                               e.get("region") or e.get("target") or e.get("target_region"), None, None,
-                               _client(e), i))
-    return opens
+def _open_op(e: dict, t: float, j: int) -> Operation:
+    return Operation("info", e.get("op"), canon_key(e.get("key")), e.get("value"), t, INF, e.get("region"), None,
+                     None, e.get("process"), j)
 
 
-def _paired_operations(history: Sequence[dict], *, only: str | None, unmatched: bool) -> list[Operation]:
-    """Completions with neither a known invoke id nor a latency: pair each with its invoke by id
-    when there is one, else by (client, operation, key), first in first out."""
-    pending: dict[Any, list[tuple[float, int, dict]]] = {}
-    out: list[Operation] = []
+def _placed(history: Sequence[dict], pending: dict,
+            only: str | None = None) -> Iterator[tuple[int, dict, str, float, float]]:
+    """(index, entry, type, completed, invoked) of every completion (of op `only`, if given), in
+    history order, placed as above: the one reading of a history that every checker needing
+    intervals shares. Every entry's type and time are checked, whatever its op. `pending` gets
+    the invokes never completed ("ids": id -> time, "waiting": the id-less ones), for _open_invokes."""
+    invoked_at: dict[Any, float] = {}   # operation id -> invoke time, until its completion is seen
+    waiting: dict[tuple, deque] = {}    # (process, op, key) -> invokes without an id, oldest first
     for i, e in enumerate(history):
         typ = e.get("type")
-        if typ not in ("invoke", "ok", "fail", "info"):
-            raise HistoryError(f"history entry {i + 1}: type must be invoke, ok, fail or info (got {typ!r})")
-        op = _get(e, "op", "f")
-        if only is not None and op != only:
-            continue
-        key = canon_key(_get(e, "key", "k"))
-        client = _client(e)
-        t = _time(e, i)
-        oid = e.get("id")
-        pk = ("id", oid) if oid is not None else (client, op, key)
+        t = e.get("time")
+        if type(t) is not float:
+            t = _time(e, i)
         if typ == "invoke":
-            pending.setdefault(pk, []).append((t, i, e))
+            if only is None or e.get("op") == only:
+                oid = e.get("id")
+                if oid is not None:
+                    invoked_at[oid] = t
+                else:
+                    _wait(waiting, e, t, i)
             continue
-        queue = pending.get(pk)
-        inv_t = queue.pop(0)[0] if queue else None
-        if inv_t is None:
-            lat = _latency(e)
-            inv_t = -INF if lat is None else t - lat   # unplaceable: concurrent with all before it
-        out.append(Operation(typ, op, key, _get(e, "value", "v"), inv_t, t,
-                             e.get("region") or e.get("target") or e.get("target_region"),
-                             e.get("served_by") or e.get("server_region") or e.get("served"),
-                             _get(e, "status", "status_code"), client, i))
+        if typ != "ok" and typ != "fail" and typ != "info":
+            raise _bad_type(typ, i)
+        if only is not None and e.get("op") != only:
+            continue
+        oid = e.get("id")
+        inv = invoked_at.pop(oid, None) if oid is not None else None
+        if inv is None:
+            inv = _invoked(e, t, i, waiting)
+        yield i, e, typ, t, inv
+    pending.update(ids=invoked_at, waiting=waiting)
+
+
+def iter_operations(history: Sequence[dict], *, only: str | None = None,
+                    unmatched: bool = False) -> Iterator[Operation]:
+    """The history's operations, one per completion entry, in history order; with `unmatched`,
+    the invokes that never completed follow as `info` operations (completed = +inf).
+    `only` = "write" or "read" keeps that kind. One at a time: a checker that needs each
+    operation once keeps none of them alive."""
+    if unmatched and not isinstance(history, (list, tuple)):
+        history = list(history)   # the open invokes are read back from it
+    pending: dict = {}
+    for i, e, typ, t, inv in _placed(history, pending, only):
+        yield Operation(typ, e.get("op"), canon_key(e.get("key")), e.get("value"), inv, t, e.get("region"),
+                        e.get("served_by"), e.get("status"), e.get("process"), i)
     if unmatched:
-        for queue in pending.values():
-            for t, i, e in queue:
-                out.append(Operation("info", _get(e, "op", "f"), canon_key(_get(e, "key", "k")),
-                                     _get(e, "value", "v"), t, INF,
-                                     e.get("region") or e.get("target") or e.get("target_region"), None, None,
-                                     _client(e), i))
-    return out
+        yield from _open_invokes(history, pending["ids"], pending["waiting"], only)
+
+
+@_gc_paused
+def operations(history: Sequence[dict], *, only: str | None = None, unmatched: bool = True) -> list[Operation]:
+    """iter_operations as a list, with the invokes that never completed (`unmatched`). Every
+    operation carries its client (`process`)."""
+    return list(iter_operations(history, only=only, unmatched=unmatched))
 
 
 def _examples(items: list[str], total: int) -> str:
@@ -367,97 +269,98 @@ def lost_acked_writes(history: Sequence[dict], replicas: dict, *, allowed: int =
     `allowed` > 0 makes it an RPO check: valid while distinct lost writes <= allowed.
     """
     writes = _writes_by_key(history)
-    n_acked = 0
-    for ws in writes.values():
-        for w in ws:
-            if w[0] == "ok":
-                n_acked += 1
+    n_acked = sum(1 for ws in writes.values() for w in ws if w[0] == "ok")
     if not replicas:
         return CheckResult("lost_acked_writes", UNKNOWN, f"no replicas to check {n_acked} acknowledged writes against",
                            {"acked_writes": n_acked, "lost_acked_writes": None})
-
-    regions = list(replicas)
     tables = {}
-    for r in regions:
-        t = replicas[r] or {}
+    for r, t in replicas.items():
+        t = t or {}
         tables[r] = t if all(type(k) is str for k in t) else {canon_key(k): v for k, v in t.items()}
-    skew = clock_skew_s
-    MISSING = object()
-    open_writes: set | None = None            # (key, canon value) of writes invoked but never completed
-    lost: dict[tuple, list[str]] = {}         # (key, canon value) -> regions missing it
-    lost_raw: dict[tuple, Any] = {}
-    finals: dict[tuple, Any] = {}             # (key, region) -> final value, for the detail
-    unexplained: list[tuple[Any, str, Any]] = []  # (key, region, value) that no recorded write wrote
-    per_region = {r: 0 for r in regions}
-    failed_visible = 0
+    losses = _Losses(list(tables))
     for key, ws in writes.items():
+        losses.judge_key(key, ws, tables, clock_skew_s)
+    return losses.result(n_acked, allowed)
+
+
+_MISSING = object()
+
+
+class _Losses:
+    """What lost_acked_writes finds, key by key and region by region."""
+
+    def __init__(self, regions: list[str]) -> None:
+        self.lost: dict[tuple, list[str]] = {}          # (key, canon value) -> regions missing it
+        self.lost_raw: dict[tuple, Any] = {}
+        self.finals: dict[tuple, Any] = {}              # (key, region) -> final value, for the detail
+        self.unexplained: list[tuple[Any, str, Any]] = []  # (key, region, value) that no recorded write wrote
+        self.per_region = {r: 0 for r in regions}
+        self.failed_visible = 0
+
+    def judge_key(self, key: Any, ws: list[tuple], tables: dict, skew: float) -> None:
         memo_fcv = memo = None   # regions usually hold the same final value: judge it once
-        for r in regions:
-            final = tables[r].get(key, MISSING)
-            if final is MISSING:
-                fcv = None
-                x_done = -INF
-            else:
+        for r, table in tables.items():
+            final = table.get(key, _MISSING)
+            fcv = _MISSING      # no write wrote "no item" (not even a write of None)
+            x_done = -INF
+            if final is not _MISSING:
                 fcv = final if type(final) is str else canon_value(final)
                 if memo is None or fcv != memo_fcv:
                     memo_fcv = fcv
                     x_done, latest_ok, found, failed = _judge(ws, fcv)
-                    foreign = False
-                    if not found:
-                        if open_writes is None:
-                            open_writes = {(o.key, canon_value(o.value)) for o in _unmatched_invokes(
-                                history, operations(history, only="write", unmatched=False), "write")}
-                        if (key, fcv) in open_writes:
-                            x_done = INF      # in flight when the history ended: may be last
-                        else:
-                            foreign = True
                     # (completion of the final value's write, nothing lost?, foreign?, a `fail` write's?)
-                    memo = (x_done, x_done + skew >= latest_ok, foreign, failed)
+                    memo = (x_done, x_done + skew >= latest_ok, not found, failed)
                 x_done, nothing_lost, foreign, failed = memo
-                if failed:
-                    failed_visible += 1       # a `fail` write was applied after all: it may be last
+                self.failed_visible += failed     # a `fail` write was applied after all: it may be last
                 if foreign:
-                    unexplained.append((key, r, final))
+                    self.unexplained.append((key, r, final))
                 if nothing_lost:
                     continue  # the final value may follow every acked write to this key
             horizon = x_done + skew
-            for typ, inv, done, cv, raw in ws:
+            for typ, inv, _done, cv, raw in ws:
                 if inv > horizon and typ == "ok" and cv != fcv:
-                    k2 = (key, cv)
-                    regs = lost.get(k2)
+                    regs = self.lost.get((key, cv))
                     if regs is None:
-                        lost[k2] = regs = []
-                        lost_raw[k2] = raw
+                        self.lost[(key, cv)] = regs = []
+                        self.lost_raw[(key, cv)] = raw
+                    elif regs[-1] == r:
+                        continue      # a repeated value: one write (values are unique per key)
                     regs.append(r)
-                    per_region[r] += 1
-                    finals[(key, r)] = final
+                    self.per_region[r] += 1
+                    self.finals[(key, r)] = final
 
-    n_lost = len(lost)
-    examples = []
-    for (key, wcv), regs in list(lost.items())[:MAX_EXAMPLES]:
-        has = ", ".join(f"{r} has {'no item' if finals[(key, r)] is MISSING else _fmt(finals[(key, r)])}" for r in regs)
-        examples.append(f"{key}={_fmt(lost_raw[(key, wcv)])} acked but missing from {', '.join(regs)} ({has})")
-    metrics = {"acked_writes": n_acked, "lost_acked_writes": n_lost,
-               **{f"lost_in.{r}": n for r, n in per_region.items()},
-               "failed_writes_visible": failed_visible, "foreign_values": len(unexplained)}
-    if allowed > 0:
-        metrics["allowed_lost_writes"] = allowed
-    if n_acked == 0:
-        return CheckResult("lost_acked_writes", UNKNOWN, "no acknowledged writes in the history: nothing to lose", metrics)
-    head = f"{n_lost} of {n_acked} acknowledged writes lost"
-    if allowed > 0:
+    def result(self, n_acked: int, allowed: int) -> CheckResult:
+        n_lost = len(self.lost)
+        metrics = {"acked_writes": n_acked, "lost_acked_writes": n_lost,
+                   **{f"lost_in.{r}": n for r, n in self.per_region.items()},
+                   "failed_writes_visible": self.failed_visible, "foreign_values": len(self.unexplained)}
+        if allowed > 0:
+            metrics["allowed_lost_writes"] = allowed
+        if n_acked == 0:
+            return CheckResult("lost_acked_writes", UNKNOWN, "no acknowledged writes in the history: nothing to lose",
+                               metrics)
+        head = f"{n_lost} of {n_acked} acknowledged writes lost"
         valid = n_lost <= allowed
-        head += f" (RPO: at most {allowed} allowed: {'within' if valid else 'OVER'})"
-    else:
-        valid = n_lost == 0
-    if n_lost:
-        head += " (" + ", ".join(f"{r}: {n}" for r, n in per_region.items() if n) + "): " + _examples(examples, n_lost)
-    if unexplained:
-        key, r, final = unexplained[0]
-        head += f"; {len(unexplained)} final values that no recorded write wrote (e.g. {key}={_fmt(final)} in {r})"
-    if failed_visible:
-        head += f"; {failed_visible} final values written by writes recorded as failed"
-    return CheckResult("lost_acked_writes", valid, head, metrics)
+        if allowed > 0:
+            head += f" (RPO: at most {allowed} allowed: {'within' if valid else 'OVER'})"
+        if n_lost:
+            head += (" (" + ", ".join(f"{r}: {n}" for r, n in self.per_region.items() if n) + "): "
+                     + _examples(self._examples(), n_lost))
+        if self.unexplained:
+            key, r, final = self.unexplained[0]
+            head += (f"; {len(self.unexplained)} final values that no recorded write wrote "
+                     f"(e.g. {key}={_fmt(final)} in {r})")
+        if self.failed_visible:
+            head += f"; {self.failed_visible} final values written by writes recorded as failed"
+        return CheckResult("lost_acked_writes", valid, head, metrics)
+
+    def _examples(self) -> list[str]:
+        out = []
+        for (key, wcv), regs in list(self.lost.items())[:MAX_EXAMPLES]:
+            has = ", ".join(f"{r} has {'no item' if self.finals[(key, r)] is _MISSING else _fmt(self.finals[(key, r)])}"
+                            for r in regs)
+            out.append(f"{key}={_fmt(self.lost_raw[(key, wcv)])} acked but missing from {', '.join(regs)} ({has})")
+        return out
 
 
 def _judge(ws: list[tuple], fcv: Any) -> tuple[float, float, bool, bool]:
@@ -483,74 +386,27 @@ def _judge(ws: list[tuple], fcv: Any) -> tuple[float, float, bool, bool]:
 def _writes_by_key(history: Sequence[dict]) -> dict[Any, list[tuple]]:
     """key -> [(type, invoked, completed, canon value, raw value)] of every write, with `info`
     writes, and writes invoked but never completed, completing at +inf (they may land any time).
-    The hot loop of lost_acked_writes: operations() reads entries the same way (tests prove it),
-    this is it inlined for speed. Histories it cannot place go through operations()."""
+    (What iter_operations(history, only="write", unmatched=True) gives, without building an
+    Operation per write: that costs a third more at 1M operations.)"""
     if not isinstance(history, (list, tuple)):
-        history = list(history)
+        history = list(history)   # the open invokes are read back from it
     out: dict[Any, list[tuple]] = {}
-    invoked_at: dict[Any, float] = {}   # write id -> invoke time (the sound lower bound of its start)
-    i = -1
-    for e in history:
-        i += 1
-        typ = e.get("type")
-        op = e.get("op")
-        if op is None:
-            op = e.get("f")
-        if typ == "invoke":
-            if op == "write":
-                oid = e.get("id")
-                if oid is not None:
-                    t = e.get("time")
-                    invoked_at[oid] = t if type(t) is float else _time(e, i)
-            continue
-        if op != "write":
-            if typ != "ok" and typ != "fail" and typ != "info":
-                raise HistoryError(f"history entry {i + 1}: type must be invoke, ok, fail or info (got {typ!r})")
-            continue
-        t = e.get("time")
-        if type(t) is not float:
-            t = _time(e, i)
-        oid = e.get("id")
-        inv = invoked_at.pop(oid, None) if oid is not None else None
-        if inv is None:
-            lat = e.get("latency_s")
-            if type(lat) is not float:
-                lat = _latency(e)
-                if lat is None:
-                    return _writes_by_key_slow(history)
-            inv = t - lat
+    pending: dict = {}
+    for _i, e, typ, t, inv in _placed(history, pending, "write"):
         key = e.get("key")
         if type(key) is not str:
-            key = canon_key(_get(e, "key", "k"))
+            key = canon_key(key)
         v = e.get("value")
-        if v is None:
-            v = e.get("v")
         tv = type(v)
         cv = v if tv is str else (str(v) if tv is int else canon_value(v))  # canon_value, inlined
-        if typ == "ok":
-            rec = ("ok", inv, t, cv, v)
-        elif typ == "info":
-            rec = ("info", inv, INF, cv, v)
-        elif typ == "fail":
-            rec = ("fail", inv, t, cv, v)
-        else:
-            raise HistoryError(f"history entry {i + 1}: type must be invoke, ok, fail or info (got {typ!r})")
+        rec = (typ, inv, INF if typ == "info" else t, cv, v)
         lst = out.get(key)
         if lst is None:
             out[key] = [rec]
         else:
             lst.append(rec)
-    for o in _open_by_id(history, invoked_at) if invoked_at else ():
-        # writes still in flight when the history ended: they may have landed at any time
+    for o in _open_invokes(history, pending["ids"], pending["waiting"], "write"):
         out.setdefault(o.key, []).append(("info", o.invoked, INF, canon_value(o.value), o.value))
-    return out
-
-
-def _writes_by_key_slow(history: Sequence[dict]) -> dict[Any, list[tuple]]:
-    out: dict[Any, list[tuple]] = {}
-    for o in operations(history, only="write", unmatched=True):
-        done = INF if o.type == "info" else o.completed
-        out.setdefault(o.key, []).append((o.type, o.invoked, done, canon_value(o.value), o.value))
     return out
 
 
@@ -633,324 +489,135 @@ def read_your_writes(history: Sequence[dict]) -> CheckResult:
     A read answered 404 (or no value) after such a write is a violation: the workload never deletes.
     Operations are taken in history order, which is each client's own order in any history a
     recorder appends to (and in loadgen's merge, which keeps every worker file's order)."""
-    tally = _ryw_scan_plain(history) if isinstance(history, (list, tuple)) else None
-    write_log = None   # with the fast path: its record of the writes, unless an invoke had no id
-    if tally is None:
-        tally = _ryw_scan(history)
-    else:
-        tally, write_log = tally[:6], tally[6]
-    checked, unattributed, n_ops, violations, not_found, suspects = tally
-    n_viol = not_found
-    stale = 0
-    if n_ops and unattributed == n_ops:
-        return CheckResult("read_your_writes", UNKNOWN, "the history names no client (process, worker, client, "
-                           "user or user_id): reads cannot be tied to their client's writes",
-                           {"reads_checked": 0, "ryw_violations": None})
-    if suspects:
-        # did the read see a write that may have followed the client's own? (only these keys matter)
-        keys = {s[0] for s in suspects}
-        later = _later_writes_plain(history, write_log, keys) if write_log is not None else None
-        if later is None:
-            later = _later_writes(history, keys)
-        for key, value, client, (w_inv, _, _, w_raw), where in suspects:
-            x_done = later.get((key, canon_value(value)))
-            if x_done is not None and x_done > w_inv:
-                continue  # a write that may follow the client's own
-            n_viol += 1
-            stale += 1
-            what = "an older value" if x_done is not None else "a value no recorded write wrote"
-            violations.append(f"{_client_name(client)} wrote {key}={_fmt(w_raw)} in {where} then read "
-                              f"{_fmt(value)} ({what})")
-    metrics = {"reads_checked": checked, "ryw_violations": n_viol, "stale_reads": stale, "not_found_reads": not_found,
-               "ops_without_client": unattributed}
-    if checked == 0:
+    scan = _RywScan()
+    scan.run(history)
+    if scan.n_ops and scan.unattributed == scan.n_ops:
+        return CheckResult("read_your_writes", UNKNOWN, "the history names no client (field 'process'): reads "
+                           "cannot be tied to their client's writes", {"reads_checked": 0, "ryw_violations": None})
+    stale = scan.judge_suspects()
+    n_viol = scan.not_found + stale
+    metrics = {"reads_checked": scan.checked, "ryw_violations": n_viol, "stale_reads": stale,
+               "not_found_reads": scan.not_found, "ops_without_client": scan.unattributed}
+    if scan.checked == 0:
         return CheckResult("read_your_writes", UNKNOWN, "no read followed its client's acknowledged write of the "
                            "same key in the same region: nothing to check", metrics)
-    detail = f"{n_viol} of {checked} reads after the client's own write missed it"
+    detail = f"{n_viol} of {scan.checked} reads after the client's own write missed it"
     if n_viol:
-        detail += f" ({stale} stale, {not_found} not found): " + _examples(violations, n_viol)
+        detail += f" ({stale} stale, {scan.not_found} not found): " + _examples(scan.violations, n_viol)
     return CheckResult("read_your_writes", n_viol == 0, detail, metrics)
 
 
-def _ryw_scan(history: Sequence[dict]) -> tuple:
-    """read_your_writes' pass over the operations (any history iter_operations reads):
-    (reads checked, operations without a client, operations, 404 violations, their count,
-    suspects = reads that saw another value: (key, value, client, the client's write, region))."""
-    last_write: dict[tuple, tuple] = {}   # (client, key, region) -> (invoked, completed, canon value, raw value)
-    suspects: list[tuple] = []
-    checked = unattributed = n_ops = not_found = 0
-    violations: list[str] = []
-    # in history order: each client's own entries are in the order it recorded them
-    for o in iter_operations(history, with_client=True):
-        typ, op, key, value, invoked, _done, region, served_by, status, client, _i = o
-        n_ops += 1
-        if client is None:
-            unattributed += 1
-            continue
-        where = served_by or region
-        if op == "write":
-            if typ == "ok":
-                last_write[(client, key, where)] = (
-                    invoked, _done, value if type(value) is str else canon_value(value), value)
-            continue
-        if op != "read":
-            continue
-        w = last_write.get((client, key, where))
-        if w is None:
-            continue
-        # the read must start after the write finished; unplaced reads count as sequential
-        if invoked != -INF and invoked < w[1]:
-            continue
-        is_404 = status == 404 or status == "404" or (typ == "ok" and value is None)
-        if not is_404 and typ != "ok":
-            continue  # failed or unknown read: no observation
-        checked += 1
-        if is_404:
-            not_found += 1
-            violations.append(f"{_client_name(client)} wrote {key}={_fmt(w[3])} in {where} then read 404")
-        elif (value if type(value) is str else canon_value(value)) != w[2]:
-            suspects.append((key, value, client, w, where))
-    return checked, unattributed, n_ops, violations, not_found, suspects
+class _RywScan:
+    """read_your_writes' one pass over the entries (fields read once, nothing built for a read that
+    no write of its client precedes), then the judgement of the reads that saw another value."""
 
+    def __init__(self) -> None:
+        self.checked = self.unattributed = self.n_ops = self.not_found = 0
+        self.violations: list[str] = []
+        self.suspects: list[tuple] = []    # (key, value read, client, (invoked, raw value) of its write, region)
+        self.writes: list[tuple] = []      # (key, completed or +inf, raw value) of every write completion
+        self.open_writes: list[Operation] = []
 
-_NO_CLIENT = (None, None, None, None, None)
-
-
-def _ryw_scan_plain(history: Sequence[dict]) -> tuple | None:
-    """_ryw_scan inlined over the entries for the histories loadgen records (every time a float,
-    every completion placed by its invoke's id or a float latency_s): one pass, fields read once,
-    nothing built for a read no write of its client precedes. None when an entry is outside that
-    shape (then _ryw_scan reads it, with the same answer or the same error); tests prove both agree.
-    Returns _ryw_scan's tuple and a record of the writes for _later_writes_plain (None when an
-    invoke has no id): reading the entries again costs more than this record (cache misses)."""
-    last_write: dict[tuple, tuple] = {}
-    write_log: list[tuple] | None = []   # ("invoke", id) | (type, id, key, time, float latency_s?, entry)
-    suspects: list[tuple] = []
-    checked = unattributed = n_ops = not_found = 0
-    violations: list[str] = []
-    invoked_at: dict[Any, float] = {}
-    for e in history:
-        typ = e.get("type")
-        op = e.get("op")
-        if op is None:
-            op = e.get("f")
-        if typ == "invoke":
-            oid = e.get("id")
-            if oid is not None:
-                t = e.get("time")
-                if type(t) is not float:
-                    return None
-                invoked_at[oid] = t
-                if op == "write" and write_log is not None:
-                    write_log.append(("invoke", oid))
-            else:
-                write_log = None
-            continue
-        if typ != "ok" and typ != "fail" and typ != "info":
-            return None
-        t = e.get("time")
-        if type(t) is not float:
-            return None
-        oid = e.get("id")
-        inv = invoked_at.pop(oid, None) if oid is not None else None
-        if inv is None:
-            lat = e.get("latency_s")
-            if type(lat) is not float:
-                return None
-            inv = t - lat
-        n_ops += 1
-        key = e.get("key")
-        if key is None:
-            key = e.get("k")
-        if type(key) is not str and key is not None:
-            key = str(key)
-        if op == "write" and write_log is not None:
-            write_log.append((typ, oid, key, t, type(e.get("latency_s")) is float, e))
-        client = (e.get("process"), e.get("worker"), e.get("client"), e.get("user"), e.get("user_id"))   # _client
-        if client == _NO_CLIENT:
-            unattributed += 1
-            continue
-        if op != "write" and op != "read":
-            continue
-        where = (e.get("served_by") or e.get("server_region") or e.get("served")
-                 or e.get("region") or e.get("target") or e.get("target_region"))
-        if op == "write":
-            if typ == "ok":
+    def run(self, history: Sequence[dict]) -> None:
+        if not isinstance(history, (list, tuple)):
+            history = list(history)     # the open invokes are read back from it
+        last_write: dict[tuple, tuple] = {}   # (client, key, region) -> (invoked, completed, raw value)
+        pending: dict = {}
+        writes = self.writes
+        for _i, e, typ, t, inv in _placed(history, pending):
+            self.n_ops += 1
+            op = e.get("op")
+            key = e.get("key")
+            if type(key) is not str and key is not None:
+                key = str(key)
+            if op == "write":
                 value = e.get("value")
-                if value is None:
-                    value = e.get("v")
-                # (invoked, completed, raw value): canonical only when a read is compared with it
-                last_write[(client, key, where)] = (inv, t, value)
-            continue
-        w = last_write.get((client, key, where))
-        if w is None:
-            continue
-        if inv != -INF and inv < w[1]:
-            continue
+                writes.append((key, t if typ == "ok" else INF, value))
+            client = e.get("process")
+            if client is None:
+                self.unattributed += 1
+                continue
+            if op != "write" and op != "read":
+                continue
+            where = e.get("served_by") or e.get("region")
+            if op == "write":
+                if typ == "ok":
+                    last_write[(client, key, where)] = (inv, t, value)
+                continue
+            w = last_write.get((client, key, where))
+            # the read must start after the write finished; unplaced reads count as sequential
+            if w is not None and (inv == -INF or inv >= w[1]):
+                self._observe(e, typ, key, client, w, where)
+        self.open_writes = _open_invokes(history, pending["ids"], pending["waiting"], "write")
+
+    def _observe(self, e: dict, typ: str, key: Any, client: Any, w: tuple, where: Any) -> None:
+        """A read that followed its client's acked write of the key in the same region."""
         value = e.get("value")
-        if value is None:
-            value = e.get("v")
         status = e.get("status")
-        if status is None:
-            status = e.get("status_code")
         is_404 = status == 404 or status == "404" or (typ == "ok" and value is None)
         if not is_404 and typ != "ok":
-            continue
-        checked += 1
+            return  # failed or unknown read: no observation
+        self.checked += 1
         if is_404:
-            not_found += 1
-            violations.append(f"{_client_name(client)} wrote {key}={_fmt(w[2])} in {where} then read 404")
+            self.not_found += 1
+            self.violations.append(f"process {client} wrote {key}={_fmt(w[2])} in {where} then read 404")
         elif (value if type(value) is str else canon_value(value)) != canon_value(w[2]):
-            suspects.append((key, value, client, (w[0], w[1], None, w[2]), where))
-    return checked, unattributed, n_ops, violations, not_found, suspects, write_log
+            self.suspects.append((key, value, client, w, where))
 
-
-def _later_writes(history: Sequence[dict], keys: set) -> dict[tuple, float]:
-    """(key, canon value) -> the latest completion of a write of that value to one of `keys`
-    (+inf: a write that failed, ended unknown or was still in flight may land any time)."""
-    later: dict[tuple, float] = {}
-    for x in operations(history, only="write"):   # with writes still in flight at the end
-        if x.key in keys:
-            done = x.completed if x.type == "ok" else INF
-            k = (x.key, canon_value(x.value))
-            if done > later.get(k, -INF):
-                later[k] = done
-    return later
-
-
-def _later_writes_plain(history: Sequence[dict], write_log: list[tuple], keys: set) -> dict[tuple, float] | None:
-    """_later_writes from _ryw_scan_plain's record of the writes of a history it read whole (times
-    floats, types valid, every invoke with an id): operations(history, only="write") pairs a write
-    completion with the pending write invoke of its id, as replayed here. None when a write
-    completion has neither that nor a float latency_s (operations() then pairs by client)."""
-    later: dict[tuple, float] = {}
-    invoked_at: dict[Any, bool] = {}   # ids of write invokes not yet completed
-    for rec in write_log:
-        if rec[0] == "invoke":
-            invoked_at[rec[1]] = True
-            continue
-        typ, oid, key, t, has_latency, e = rec
-        if (invoked_at.pop(oid, None) if oid is not None else None) is None and not has_latency:
-            return None
-        if key in keys:
-            value = e.get("value")
-            if value is None:
-                value = e.get("v")
-            done = t if typ == "ok" else INF
-            k = (key, canon_value(value))
-            if done > later.get(k, -INF):
-                later[k] = done
-    for x in _open_by_id(history, invoked_at) if invoked_at else ():
-        if x.key in keys:
-            later[(x.key, canon_value(x.value))] = INF
-    return later
-
-
-def _client_name(c: tuple) -> str:
-    return "/".join(f"{f}={v}" for f, v in zip(CLIENT_FIELDS, c) if v is not None)
+    def judge_suspects(self) -> int:
+        """The suspects that read no write that may have followed the client's own: stale reads."""
+        if not self.suspects:
+            return 0
+        keys = {s[0] for s in self.suspects}
+        later: dict[tuple, float] = {}   # (key, canon value) -> latest completion (+inf: may land any time)
+        for key, done, value in self.writes:
+            if key in keys:
+                k = (key, canon_value(value))
+                if done > later.get(k, -INF):
+                    later[k] = done
+        for o in self.open_writes:
+            if o.key in keys:
+                later[(o.key, canon_value(o.value))] = INF
+        stale = 0
+        for key, value, client, (w_inv, _w_done, w_raw), where in self.suspects:
+            x_done = later.get((key, canon_value(value)))
+            if x_done is not None and x_done > w_inv:
+                continue  # a write that may follow the client's own
+            stale += 1
+            what = "an older value" if x_done is not None else "a value no recorded write wrote"
+            self.violations.append(f"process {client} wrote {key}={_fmt(w_raw)} in {where} then read "
+                                   f"{_fmt(value)} ({what})")
+        return stale
 
 
 # -- error budget and RTO ----------------------------------------------------------------------------------
 
-def _plain_entry(e: dict, typ: Any) -> bool:
-    """Whether iter_operations gives this entry (its `time` a float) as an operation of its own
-    type, completion time and regions, whatever the entries around it: a valid type, and for a
-    completion a float latency_s or no latency at all (when neither its invoke's id nor a latency
-    places it, iter_operations pairs the history by client, which gives those same three for
-    every completion of a history of such entries, and raises nothing)."""
-    if typ == "invoke":
-        return True
-    if typ != "ok" and typ != "fail" and typ != "info":
-        return False
-    lat = e.get("latency_s")
-    return type(lat) is float or (lat is None and e.get("latency_ms") is None and e.get("latency") is None)
-
-
-def _error_tally_plain(history: Sequence[dict], w0: float | None, w1: float | None) -> tuple | None:
-    """error_budget's counts in one pass over the entries, for a list of entries that are all
-    _plain_entry (None otherwise: then iter_operations reads the history, with the same answer
-    or the same error; tests prove both agree): error_budget needs only each operation's type
-    and completion time."""
-    if not isinstance(history, (list, tuple)):
-        return None
+def _error_tally(history: Iterable[dict], w0: float | None, w1: float | None) -> tuple[int, int, int, int, int]:
+    """(ok, fail, info) completions, and completions and failed or unknown ones in [w0, w1)."""
     n_ok = n_fail = n_info = wn = wbad = 0
     windowed = w0 is not None
-    for e in history:
+    for i, e in enumerate(history):
         typ = e.get("type")
         t = e.get("time")
         if type(t) is not float:
-            return None
-        if typ == "invoke":
-            continue
+            t = _time(e, i)
         if typ == "ok":
-            failed = 0
             n_ok += 1
+            failed = 0
         elif typ == "fail":
-            failed = 1
             n_fail += 1
-        elif typ == "info":
             failed = 1
+        elif typ == "info":
             n_info += 1
+            failed = 1
+        elif typ == "invoke":
+            continue
         else:
-            return None
-        lat = e.get("latency_s")
-        if type(lat) is not float and not _plain_entry(e, typ):
-            return None
+            raise _bad_type(typ, i)
         if windowed and w0 <= t < w1:
             wn += 1
             wbad += failed
-    return n_ok + n_fail + n_info, n_fail + n_info, n_fail, n_info, wn, wbad
-
-
-def _rto_buckets_plain(history: Sequence[dict], t_fault: float, bucket_s: float,
-                       region: str | None) -> tuple | None:
-    """rto's per-bucket counts in one pass over the entries, for a list of entries that are all
-    _plain_entry (None otherwise, as for _error_tally_plain): rto needs only each operation's
-    type, completion time and serving region."""
-    if not isinstance(history, (list, tuple)):
-        return None
-    all_n: dict[int, int] = {}
-    ok_n: dict[int, int] = {}
-    last = t_fault
-    # operations come mostly in completion order: count a run of one bucket, then add it in
-    cur = None
-    run = run_ok = 0
-    for e in history:
-        typ = e.get("type")
-        t = e.get("time")
-        if type(t) is not float:
-            return None
-        if typ == "invoke":
-            continue
-        if type(e.get("latency_s")) is not float and not _plain_entry(e, typ):
-            return None
-        if t < t_fault:
-            if typ != "ok" and typ != "fail" and typ != "info":
-                return None
-            continue
-        b = (t - t_fault) // bucket_s     # rto's bucket is int() of this
-        if b != cur:
-            if run:
-                k = int(cur)
-                all_n[k] = all_n.get(k, 0) + run
-                if run_ok:
-                    ok_n[k] = ok_n.get(k, 0) + run_ok
-            cur = b
-            run = run_ok = 0
-        if typ == "ok":
-            if region is None or (e.get("served_by") or e.get("server_region") or e.get("served")) == region:
-                run_ok += 1
-        elif typ != "fail" and typ != "info":
-            return None
-        run += 1
-        if t > last:
-            last = t
-    if run:
-        k = int(cur)
-        all_n[k] = all_n.get(k, 0) + run
-        if run_ok:
-            ok_n[k] = ok_n.get(k, 0) + run_ok
-    return all_n, ok_n, last
+    return n_ok, n_fail, n_info, wn, wbad
 
 
 @_gc_paused
@@ -959,29 +626,14 @@ def error_budget(history: Sequence[dict], *, budget: float, window: tuple[Any, A
     """The share of completed operations that failed or ended unknown (`fail` + `info`) stays within
     `budget` (a fraction), overall and, with `window` = (start, end) epoch seconds or ISO times,
     among the operations completed inside it (limit `window_budget`, default `budget`)."""
-    n = bad = n_fail = n_info = 0
-    wn = wbad = 0
     w0 = w1 = None
     if window is not None:
         w0 = _as_epoch(window[0], "window start")
         w1 = _as_epoch(window[1], "window end") if window[1] is not None else INF
     wb = budget if window_budget is None else window_budget
-    tally = _error_tally_plain(history, w0, w1)
-    if tally is not None:
-        n, bad, n_fail, n_info, wn, wbad = tally
-    else:
-        for typ, _op, _k, _v, _inv, done, _r, _s, _st, _c, _i in iter_operations(history):
-            n += 1
-            failed = typ != "ok"
-            if failed:
-                bad += 1
-                if typ == "fail":
-                    n_fail += 1
-                else:
-                    n_info += 1
-            if w0 is not None and w0 <= done < w1:
-                wn += 1
-                wbad += failed
+    n_ok, n_fail, n_info, wn, wbad = _error_tally(history, w0, w1)
+    bad = n_fail + n_info
+    n = n_ok + bad
     rate = bad / n if n else None
     metrics = {"requests": n, "error_rate": rate, "failed": n_fail, "unknown": n_info}
     if n == 0:
@@ -1012,6 +664,45 @@ def _as_epoch(v: Any, what: str) -> float:
         raise ValueError(str(e)) from None
 
 
+def _rto_buckets(history: Sequence[dict], t_fault: float, bucket_s: float,
+                 region: str | None) -> tuple[dict[int, int], dict[int, int], float]:
+    """Per bucket of completion time after the fault: (operations, successes (served by `region`
+    when given), the last completion time)."""
+    all_n: dict[int, int] = {}
+    ok_n: dict[int, int] = {}
+    last = t_fault
+    # operations come mostly in completion order: count a run of one bucket, then add it in
+    cur = None
+    run = run_ok = 0
+    for i, e in enumerate(history):
+        typ = e.get("type")
+        t = e.get("time")
+        if type(t) is not float:
+            t = _time(e, i)
+        if typ != "ok" and typ != "fail" and typ != "info":
+            if typ == "invoke":
+                continue
+            raise _bad_type(typ, i)
+        if t < t_fault:
+            continue
+        b = (t - t_fault) // bucket_s
+        if b != cur:
+            if run:
+                all_n[int(cur)] = all_n.get(int(cur), 0) + run
+                ok_n[int(cur)] = ok_n.get(int(cur), 0) + run_ok
+            cur = b
+            run = run_ok = 0
+        run += 1
+        if typ == "ok" and (region is None or e.get("served_by") == region):
+            run_ok += 1
+        if t > last:
+            last = t
+    if run:
+        all_n[int(cur)] = all_n.get(int(cur), 0) + run
+        ok_n[int(cur)] = ok_n.get(int(cur), 0) + run_ok
+    return all_n, ok_n, last
+
+
 @_gc_paused
 def rto(history: Sequence[dict], fault_time: Any, *, slo: float = 0.95, bucket_s: float = 1.0,
         region: str | None = None, deadline_s: float | None = None, hold_s: float | None = None) -> CheckResult:
@@ -1024,22 +715,7 @@ def rto(history: Sequence[dict], fault_time: Any, *, slo: float = 0.95, bucket_s
     `deadline_s`, false when it recovered later than that."""
     t_fault = _as_epoch(fault_time, "fault_time")
     hold = bucket_s if hold_s is None else hold_s
-    ok_n: dict[int, int] = {}
-    all_n: dict[int, int] = {}
-    last = t_fault
-    buckets = _rto_buckets_plain(history, t_fault, bucket_s, region)
-    if buckets is not None:
-        all_n, ok_n, last = buckets
-    else:
-        for typ, _op, _k, _v, _inv, t, _region, served_by, _st, _c, _i in iter_operations(history):
-            if t < t_fault:
-                continue
-            b = int((t - t_fault) // bucket_s)
-            all_n[b] = all_n.get(b, 0) + 1
-            if typ == "ok" and (region is None or served_by == region):
-                ok_n[b] = ok_n.get(b, 0) + 1
-            if t > last:
-                last = t
+    all_n, ok_n, last = _rto_buckets(history, t_fault, bucket_s, region)
     served = f" served by {region}" if region else ""
     metrics: dict[str, Any] = {"rto_s": None, "requests_after_fault": sum(all_n.values())}
     if not all_n:
@@ -1069,51 +745,3 @@ def rto(history: Sequence[dict], fault_time: Any, *, slo: float = 0.95, bucket_s
     if deadline_s is not None:
         detail += f"; {'within' if valid else 'OVER'} the {deadline_s:.1f}s deadline"
     return CheckResult("rto", valid, detail, metrics)
-
-
-# -- composing -----------------------------------------------------------------------------------------------
-
-def compose(*results: CheckResult, name: str = "all") -> CheckResult:
-    """valid = True when all are, False when any is False, else "unknown"; metrics merged."""
-    if len(results) == 1 and isinstance(results[0], (list, tuple)):
-        results = tuple(results[0])
-    vals = [r.valid for r in results]
-    if any(v is False for v in vals):
-        valid: Valid = False
-    elif results and all(v is True for v in vals):
-        valid = True
-    else:
-        valid = UNKNOWN
-    metrics: dict = {}
-    for r in results:
-        metrics.update(r.metrics)
-    bad = [r for r in results if r.valid is not True]
-    detail = f"{sum(v is True for v in vals)} of {len(results)} checks valid"
-    if bad:
-        detail += ": " + "; ".join(f"{r.name} {'FAILED' if r.valid is False else 'unknown'}: {r.detail}" for r in bad)
-    return CheckResult(name, valid, detail, metrics)
-
-
-def run_checks(history: Sequence[dict], replicas: dict | None, *, allowed_lost: int = 0, clock_skew_s: float = 0.0,
-               error_budget_fraction: float | None = None, window: tuple | None = None,
-               fault_time: Any = None, slo: float = 0.95, bucket_s: float = 1.0, rto_region: str | None = None,
-               rto_deadline_s: float | None = None, divergence_samples: Iterable[tuple[float, int]] | None = None,
-               convergence_deadline_s: float | None = None, convergence_started: float | None = None,
-               read_your_writes_check: bool = True) -> list[CheckResult]:
-    """The data checks a scenario usually wants, in one call; each optional one runs when its
-    inputs are given (an error budget, a fault time, divergence samples)."""
-    out: list[CheckResult] = []
-    if replicas is not None:
-        out.append(lost_acked_writes(history, replicas, allowed=allowed_lost, clock_skew_s=clock_skew_s))
-        out.append(divergent_keys(replicas))
-    if read_your_writes_check:
-        out.append(read_your_writes(history))
-    if error_budget_fraction is not None:
-        out.append(error_budget(history, budget=error_budget_fraction, window=window))
-    if fault_time is not None:
-        out.append(rto(history, fault_time, slo=slo, bucket_s=bucket_s, region=rto_region, deadline_s=rto_deadline_s))
-    if divergence_samples is not None:
-        if convergence_deadline_s is None:
-            raise ValueError("run_checks: divergence_samples need convergence_deadline_s")
-        out.append(convergence(divergence_samples, convergence_deadline_s, started=convergence_started))
-    return out

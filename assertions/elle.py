@@ -66,7 +66,7 @@ def events(history: Sequence[dict], *, form: str = "rw-register") -> Iterator[st
     """The history as EDN lines (no trailing newline), in time order."""
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r}: expected one of {', '.join(FORMS)}")
-    ops = [o for o in operations(history, with_client=True) if o.op in ("write", "read")]
+    ops = [o for o in operations(history) if o.op in ("write", "read")]
     if not ops:
         return
     finite = [o.invoked for o in ops if o.invoked != -INF] + [o.completed for o in ops if o.completed != INF]

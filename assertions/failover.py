@@ -185,9 +185,9 @@ def alarm_fires(env, region: str, alarm_key: str = "request-count", started: flo
         last["alarm"] = a
         last.pop("error", None)
         ev = next((e for e in _events(env, "alarm") or [] if e.get("alarm") == name and e.get("new") == ALARM
-                   and float(e.get("ts", 0)) >= start_wall), None)
+                   and float(e.get("time", 0)) >= start_wall), None)
         if ev is not None:
-            return max(0.0, float(ev["ts"]) - start_wall)
+            return max(0.0, float(ev["time"]) - start_wall)
         changed = _epoch(a.get("StateUpdatedTimestamp"))
         if a.get("StateValue") == ALARM:
             if changed is None or changed >= start_wall - STATE_TIME_TOLERANCE_S:
@@ -231,9 +231,9 @@ def alarm_stays(env, region: str, state: str = OK, for_s: float | None = None, *
         a = describe_alarm(env, region, name)
         elapsed = time.monotonic() - started
         moved = [e for e in _events(env, "alarm") or [] if e.get("alarm") == name
-                 and float(e.get("ts", 0)) >= start_wall and e.get("new") != state]
+                 and float(e.get("time", 0)) >= start_wall and e.get("new") != state]
         if a.get("StateValue") != state or moved:
-            what = (f"went {moved[0]['new']} {float(moved[0]['ts']) - start_wall:.1f}s into the watch "
+            what = (f"went {moved[0]['new']} {float(moved[0]['time']) - start_wall:.1f}s into the watch "
                     f"(reason: {moved[0].get('reason')})") if moved else f"is {a.get('StateValue')}"
             raise AssertionError(
                 f"alarm {name} {what}, expected it to stay {state} for {for_s:.1f}s (it held {elapsed:.1f}s); "
@@ -306,13 +306,13 @@ def lambda_invoked(env, started: float | None = None, deadline: float | None = N
         evs = _events(env, "lambda_invocation")
         if evs is None:
             raise AssertionError("the environment offers no timeline of Lambda invocations")
-        mine = [e for e in evs if float(e.get("ts", 0)) >= start_wall and (region is None or e.get("region") == region)
+        mine = [e for e in evs if float(e.get("time", 0)) >= start_wall and (region is None or e.get("region") == region)
                 and (alarm_state is None or (e.get("alarm") or {}).get("NewStateValue", alarm_state) == alarm_state)]
         seen[:] = mine
         hit = next((e for e in mine if _outcome_matches(e, outcome)), None)
         if hit is None:
             raise AssertionError(f"{len(mine)} invocation(s), none {outcome}")
-        end = hit.get("end_ts") or hit.get("ts")
+        end = hit.get("end_ts") or hit.get("time")
         return max(0.0, float(end) - start_wall)
 
     try:
@@ -322,7 +322,7 @@ def lambda_invoked(env, started: float | None = None, deadline: float | None = N
     except NotWithinDeadline:
         elapsed = time.monotonic() - started
         where = f" for an alarm of {region}" if region else ""
-        others = [e for e in _events(env, "lambda_invocation") or [] if float(e.get("ts", 0)) >= start_wall
+        others = [e for e in _events(env, "lambda_invocation") or [] if float(e.get("time", 0)) >= start_wall
                   and (region is None or e.get("region") == region)]
         if seen:
             observed = f"{len(seen)} invocation(s), none {outcome}; the last: {_describe_invocation(seen[-1])}"
@@ -330,7 +330,7 @@ def lambda_invoked(env, started: float | None = None, deadline: float | None = N
             observed = (f"no invocation for an {alarm_state} notification yet; {len(others)} other invocation(s) "
                         f"(e.g. OK notifications) kept the function busy, the last: {_describe_invocation(others[-1])}")
         else:
-            actions = [e for e in _events(env, "alarm_action") or [] if float(e.get("ts", 0)) >= start_wall]
+            actions = [e for e in _events(env, "alarm_action") or [] if float(e.get("time", 0)) >= start_wall]
             observed = "no invocation at all" + (
                 f"; alarm actions published since the start: " + ", ".join(
                     f"{e.get('alarm')} {e.get('new')}" + (f" FAILED ({e['error']})" if e.get("error") else "")
@@ -468,7 +468,7 @@ def _invocations_since(env, started: float, last: int = 2) -> str:
     a scenario that judges effects attaches when the effect is missing."""
     if not _function_runs(env):
         return ""
-    evs = [e for e in _events(env, "lambda_invocation") or [] if float(e.get("ts", 0)) >= _wall(started)]
+    evs = [e for e in _events(env, "lambda_invocation") or [] if float(e.get("time", 0)) >= _wall(started)]
     if not evs:
         return "; no failover Lambda invocation since the start"
     alarm_evs = [e for e in evs if (e.get("alarm") or {}).get("NewStateValue", "ALARM") == "ALARM"]
@@ -482,11 +482,11 @@ def _health_since(env, started: float) -> str:
     """Route 53 health-check transitions since `started` (failover routing)."""
     if getattr(env.config.route53, "routing", "simple") != "failover":
         return ""
-    evs = [e for e in _events(env, "route53_health") or [] if float(e.get("ts", 0)) >= _wall(started)]
+    evs = [e for e in _events(env, "route53_health") or [] if float(e.get("time", 0)) >= _wall(started)]
     if not evs:
         return "; no Route 53 health check changed status since the start"
     return "; Route 53 health checks: " + ", ".join(
-        f"{e.get('region')} {'healthy' if e.get('healthy') else 'UNHEALTHY'} at +{float(e['ts']) - _wall(started):.1f}s "
+        f"{e.get('region')} {'healthy' if e.get('healthy') else 'UNHEALTHY'} at +{float(e['time']) - _wall(started):.1f}s "
         f"({e.get('reason')})" for e in evs[-4:])
 
 
@@ -509,10 +509,10 @@ def health_check_unhealthy(env, region: str, started: float | None = None, deadl
         if evs is None:
             raise AssertionError("the environment offers no timeline of Route 53 health checks")
         hit = next((e for e in evs if e.get("region") == region and e.get("healthy") is False
-                    and float(e.get("ts", 0)) >= start_wall), None)
+                    and float(e.get("time", 0)) >= start_wall), None)
         if hit is None:
             raise AssertionError(f"no unhealthy transition of {region}'s health check")
-        return max(0.0, float(hit["ts"]) - start_wall)
+        return max(0.0, float(hit["time"]) - start_wall)
 
     try:
         took, _ = eventually(unhealthy, deadline_s=d, what=f"Route 53 health check of {region}", interval_s=interval_s,

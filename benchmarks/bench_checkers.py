@@ -64,22 +64,22 @@ def synthetic_run(n_ops: int, *, seed: int = 7, losses: int = 25) -> tuple[list[
             r = rnd.random()
             typ = "info" if r < 0.01 else ("fail" if r < 0.02 else "ok")
             history.append({"type": "invoke", "id": i, "op": "write", "key": key, "value": value, "region": region,
-                            "user": user, "time": round(t, 6)})
+                            "process": user, "time": round(t, 6)})
             history.append({"type": typ, "id": i, "op": "write", "key": key, "value": value, "region": region,
                             "served_by": region, "status": 200 if typ == "ok" else (500 if typ == "fail" else None),
-                            "latency_s": round(lat, 6), "user": user, "time": round(t + lat, 6)})
+                            "latency_s": round(lat, 6), "process": user, "time": round(t + lat, 6)})
             if typ == "ok":
                 rec = (t, t + lat, value)
                 acked_by_key.setdefault(key, []).append(rec)
                 if key not in last or rec[1] > last[key][1]:
                     last[key] = rec
         else:
-            history.append({"type": "invoke", "id": i, "op": "read", "key": key, "region": region, "user": user,
+            history.append({"type": "invoke", "id": i, "op": "read", "key": key, "region": region, "process": user,
                             "time": round(t, 6)})
             got = last.get(key)
             history.append({"type": "ok", "id": i, "op": "read", "key": key, "value": got[2] if got else None,
                             "region": region, "served_by": region, "status": 200 if got else 404,
-                            "latency_s": round(lat, 6), "user": user, "time": round(t + lat, 6)})
+                            "latency_s": round(lat, 6), "process": user, "time": round(t + lat, 6)})
     final = {k: v[2] for k, v in last.items()}
     replicas = {r: dict(final) for r in REGIONS}
     # Lose `losses` acked writes in us-west-2: the final write of a key whose previous acked write

@@ -100,11 +100,11 @@ def one_failover(env, cfg) -> dict:
     # the end of the first period the surge touched: CloudWatch cannot see a period before it closes
     first_boundary = (int(t0 // prof.period_s) + 1) * prof.period_s
     # the boundary that closed the breaching period(s): from there AWS needs only the TTL more
-    closed = int(ev[0]["ts"] // prof.period_s) * prof.period_s if ev else None
+    closed = int(ev[0]["time"] // prof.period_s) * prof.period_s if ev else None
     return {"failover_s": None if dns_at is None else round(dns_at - t0, 3),
             "harness_overhead_s": None if (dns_at is None or closed is None) else round(dns_at - closed, 3),
             "detection_s": None if alarm_at is None else round(alarm_at - t0, 3),
-            "alarm_event_after_boundary_s": round(ev[0]["ts"] - first_boundary, 3) if ev else None,
+            "alarm_event_after_boundary_s": round(ev[0]["time"] - first_boundary, 3) if ev else None,
             "alarm_to_dns_s": None if (dns_at is None or alarm_at is None) else round(dns_at - alarm_at, 3),
             "partial_first_period_s": round(first_boundary - t0, 3)}
 

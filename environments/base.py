@@ -4,14 +4,22 @@ An environment is the composition root of a run: it knows the regions, hands out
 clients bound to the right endpoint, names the service's DNS name, and offers the fault
 primitives it can implement (`capabilities`). Scenarios never branch on the kind: a
 scenario that needs a capability the environment lacks is skipped with the reason.
+
+Faults are data (gameday.faults); each environment applies them with its own driver table
+{fault kind -> driver} (`fault_drivers`): `check_fault`, `apply` and `revert` go through it.
+A kind without a driver is CapabilityMissing. This module imports no fault module: faults
+depend on environments' interface, never the other way round.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 from gameday.config import GamedayConfig, TimeProfile
+
+if TYPE_CHECKING:
+    from gameday.faults.base import Fault
 
 # Fault primitives an environment may offer.
 CAPABILITIES = frozenset({
@@ -24,12 +32,37 @@ class CapabilityMissing(Exception):
     """The environment cannot do this fault; scenarios skip with this message."""
 
 
+class FaultDriver:
+    """How one environment does one fault: built per fault from the environment's driver table.
+    `revert` is idempotent and works without `applied` (what `apply` returned), because after a
+    SIGKILL between applying and journaling only the fault's params are on disk."""
+
+    def __init__(self, env: "Environment", fault: "Fault"):
+        self.env = env
+        self.fault = fault
+
+    def check(self) -> None:
+        """This environment's own limits (guardrails, what its backend can do): FaultError
+        before anything is journaled."""
+
+    def apply(self) -> dict:
+        raise NotImplementedError
+
+    def revert(self, applied: dict | None = None) -> dict:
+        raise NotImplementedError
+
+
+DriverTable = Mapping[str, Callable[["Environment", "Fault"], FaultDriver]]
+
+
 class Environment(abc.ABC):
     kind: str = "?"
     capabilities: frozenset[str] = frozenset()
+    fault_drivers: ClassVar[DriverTable] = {}   # fault kind -> driver (a FaultDriver class or factory)
 
     def __init__(self, config: GamedayConfig):
         self.config = config
+        self.endpoints: dict = {}   # how to reach it (a local environment's state file): pid, control_url, ...
 
     @property
     def profile(self) -> TimeProfile:
@@ -46,6 +79,33 @@ class Environment(abc.ABC):
     def require(self, capability: str) -> None:
         if capability not in self.capabilities:
             raise CapabilityMissing(f"the {self.kind} environment cannot {capability.replace('_', ' ')}")
+
+    # faults
+    def driver(self, fault: "Fault") -> FaultDriver:
+        make = self.fault_drivers.get(fault.kind)
+        if make is None:
+            raise CapabilityMissing(f"the {self.kind} environment has no driver for fault kind {fault.kind!r}")
+        return make(self, fault)
+
+    def check_fault(self, fault: "Fault") -> None:
+        """CapabilityMissing if this environment cannot do the fault; FaultError if the fault does
+        not fit it (its regions, the driver's limits). Called before anything is journaled."""
+        for cap in fault.required_capabilities:
+            self.require(cap)
+        driver = self.driver(fault)
+        fault.check_regions(self.regions, self.config)
+        driver.check()
+
+    def apply(self, fault: "Fault") -> dict:
+        """Put the fault in effect; what was done (task ARNs stopped, a rule id), for revert."""
+        return self.driver(fault).apply()
+
+    def revert(self, fault: "Fault", applied: dict | None = None) -> dict:
+        """Undo the fault (idempotent: a fault not, or no longer, in effect changes nothing)."""
+        return self.driver(fault).revert(applied)
+
+    def post_event(self, event: dict, timeout_s: float = 2.0) -> None:
+        """Put an event ({"kind": "fault", ...}) on the environment's timeline, if it keeps one."""
 
     # lifecycle
     @abc.abstractmethod

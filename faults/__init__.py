@@ -1,6 +1,7 @@
-"""Fault injection, the "nemesis" (docs/architecture.md): each fault is data (kind, target, params) plus
-inject / rollback, journaled before it is applied and rolled back on pass, fail, exception,
-Ctrl-C and SIGTERM; after a SIGKILL, `gameday rollback` restores from the journal.
+"""Fault injection, the "nemesis" (docs/architecture.md): each fault is data (a frozen pydantic model:
+kind + params) that the environment applies and reverts with its own driver; journaled before it is
+applied and rolled back on pass, fail, exception, Ctrl-C and SIGTERM; after a SIGKILL,
+`gameday rollback` restores from the journal (`parse_fault({"kind": ..., **params})`).
 
     from gameday.faults import Nemesis, block_region, stop_tasks
     with Nemesis(env, run_dir / "journal.jsonl", scenario="outage") as nemesis:
@@ -10,7 +11,8 @@ Ctrl-C and SIGTERM; after a SIGKILL, `gameday rollback` restores from the journa
 from __future__ import annotations
 
 from gameday.faults.api import API_EFFECTS, ApiFault
-from gameday.faults.base import CapabilityMissing, Fault, FaultError, fault_from_record, fault_kinds
+from gameday.environments.base import CapabilityMissing
+from gameday.faults.base import Fault, FaultError, fault_classes, fault_kinds, parse_fault
 from gameday.faults.ecs import LoseAz, StopTasks
 from gameday.faults.journal import Journal, JournalError, read_journal
 from gameday.faults.lambda_fault import LAMBDA_MODES, LambdaFault
@@ -22,44 +24,44 @@ from gameday.faults.replication import PauseReplication, ReplicationDrop
 def stop_tasks(region: str, count: int | None = None, fraction: float | None = None, all: bool = False,
                **kw) -> StopTasks:
     """ECS StopTask on `count` tasks, a `fraction` of them, or `all` running tasks in `region`."""
-    return StopTasks(region=region, count=count, fraction=fraction, all=all, **kw)
+    return StopTasks.create(region=region, count=count, fraction=fraction, all=all, **kw)
 
 
 def lose_az(region: str, az: str) -> LoseAz:
     """The AZ (us-east-1a, or "a") becomes unavailable until rolled back."""
-    return LoseAz(region=region, az=az)
+    return LoseAz.create(region=region, az=az)
 
 
 def block_region(region: str, data_plane: bool = True, control_plane: bool = False, mode: str = "hang") -> BlockRegion:
     """The region's load balancer (data plane: hang or refuse) and/or AWS API endpoint (control plane) stop answering."""
-    return BlockRegion(region=region, data_plane=data_plane, control_plane=control_plane, mode=mode)
+    return BlockRegion.create(region=region, data_plane=data_plane, control_plane=control_plane, mode=mode)
 
 
 def pause_replication(source: str, destination: str) -> PauseReplication:
-    return PauseReplication(source=source, destination=destination)
+    return PauseReplication.create(source=source, destination=destination)
 
 
-def api_fault(service: str, region: str, kind: str = "error", rate: float = 1.0, latency_s: float | None = None,
+def api_fault(service: str, region: str, effect: str = "error", rate: float = 1.0, latency_s: float | None = None,
               operation: str | None = None, status: int | None = None, limit: int | None = None) -> ApiFault:
     """Customers' calls to `service` in `region` ("*" = all) fail, are throttled, delayed or black-holed
-    (`limit`: only the next N matching calls)."""
-    return ApiFault(service=service, region=region, effect=kind, rate=rate, latency_s=latency_s,
-                    operation=operation, status=status, limit=limit)
+    (`limit`: only the next N matching calls). `kind` is the fault type's name, never the effect."""
+    return ApiFault.create(service=service, region=region, effect=effect, rate=rate,
+                    latency_s=latency_s, operation=operation, status=status, limit=limit)
 
 
 def lambda_fault(mode: str = "error", delay_s: float | None = None) -> LambdaFault:
-    return LambdaFault(mode=mode, delay_s=delay_s)
+    return LambdaFault.create(mode=mode, delay_s=delay_s)
 
 
 def replication_drop(fraction: float) -> ReplicationDrop:
     """Mutation: replication silently drops this share of writes (the checkers must notice)."""
-    return ReplicationDrop(fraction=fraction)
+    return ReplicationDrop.create(fraction=fraction)
 
 
 __all__ = [
     "API_EFFECTS", "BLOCK_MODES", "LAMBDA_MODES", "ApiFault", "BlockRegion", "CapabilityMissing", "Fault",
     "FaultError", "FaultRecord", "Journal", "JournalError", "LambdaFault", "LoseAz", "Nemesis",
     "PauseReplication", "ReplicationDrop", "RollbackFailed", "StopTasks", "api_fault", "block_region",
-    "fault_from_record", "fault_kinds", "lambda_fault", "lose_az", "pause_replication", "read_journal",
+    "fault_classes", "fault_kinds", "lambda_fault", "lose_az", "parse_fault", "pause_replication", "read_journal",
     "replication_drop", "stop_tasks",
 ]

@@ -1,33 +1,37 @@
-"""What every fault is: data (kind, target, params) plus inject / rollback against an Environment.
+"""What every fault is: data. A fault kind is a frozen pydantic model whose `kind` (a Literal)
+names it and whose other fields are its parameters, with their constraints; cross-field rules
+are model validators. The environment applies it (Environment.apply / revert, through its own
+driver table): a fault never touches an environment itself.
 
-A fault is a frozen dataclass whose fields are its parameters, so that it can be written to
-the run's journal as {kind, params} and rebuilt from it (`fault_from_record`) by
-`gameday rollback` after the process that injected it was SIGKILLed. Parameters are
-validated when the fault is constructed (FaultError, one line naming what is allowed), and
-against the environment (its regions, its capabilities) before anything is journaled.
+One fault is written to the run's journal as {kind, params} and rebuilt from it by
+`parse_fault({"kind": kind, **params})` (or `Fault.from_record(kind, params)`), through a
+discriminated union of every fault kind: `gameday rollback` does that after the process that
+injected it was SIGKILLed. Bad parameters raise FaultError with one line naming the field and
+what is allowed. Whether the fault fits the environment (its capabilities, its regions) is
+checked by `Environment.check_fault` before anything is journaled.
 
-`inject(env) -> dict` says what was done (the task ARNs stopped, the API-fault rule id);
-`rollback(env, injected=None) -> dict` undoes it and is idempotent: rolling back a fault that
-is not (or no longer) in effect succeeds and changes nothing. `injected` is what inject
-returned, when it is known; every rollback also works without it (after a SIGKILL between
-applying a fault and journaling the result, only the intent is on disk).
+Every subclass that sets a Literal `kind` is a fault kind (registered when the class is
+created; the faults package imports the built-in ones, so importing anything from
+gameday.faults makes them all known).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
+import types
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Mapping, Self, Union, get_args, get_origin
 
-from gameday.environments.base import CapabilityMissing, Environment
+import annotated_types as at
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from gameday.aws import ROUTE53_HOME
 from gameday.config import REGION_RE
 
-# Route 53 is a global service whose control plane lives in us-east-1 (docs/architecture.md): the
-# local environment always runs us-east-1's endpoint, whatever regions the service uses.
-ROUTE53_HOME = "us-east-1"
+if TYPE_CHECKING:
+    from gameday.config import GamedayConfig
+    from gameday.environments.base import Environment
 
-_REGISTRY: dict[str, type["Fault"]] = {}
+_KINDS: dict[str, type["Fault"]] = {}
 
 
 class FaultError(ValueError):
@@ -49,63 +53,70 @@ def known_aws_regions() -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-def check_region(value: Any, field: str, *, wildcard: bool = False) -> str:
+class RegionField:
+    """Marks a field as an AWS region (the Chaos tab offers the environment's regions);
+    wildcard: "*" (every region) is allowed too."""
+
+    def __init__(self, wildcard: bool = False):
+        self.wildcard = wildcard
+
+
+def aws_region(value: str) -> str:
     """A region name AWS knows (format and botocore's region list). Membership in the
-    environment is checked later, by Fault.check(env), when the environment is known."""
-    if wildcard and value == "*":
-        return value
-    if not isinstance(value, str) or not REGION_RE.fullmatch(value):
-        raise FaultError(f"{field}: {value!r} is not an AWS region name like us-east-1")
+    environment is checked later, by Environment.check_fault, when the environment is known."""
+    if not REGION_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not an AWS region name like us-east-1")
     known = known_aws_regions()
     if known and value not in known:
-        raise FaultError(f"{field}: unknown region {value!r}: one of {', '.join(known)}")
+        raise ValueError(f"unknown region {value!r}: one of {', '.join(known)}")
     return value
 
 
-def check_fraction(value: Any, field: str, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise FaultError(f"{field}: must be a number between 0 and 1, got {value!r}")
-    lo_ok = value >= 0 if allow_zero else value > 0
-    if not (lo_ok and value <= 1):
-        bounds = "0 <= x <= 1" if allow_zero else "0 < x <= 1"
-        raise FaultError(f"{field}: must be within {bounds}, got {value!r}")
-    return float(value)
+Region = Annotated[str, AfterValidator(aws_region), RegionField()]
+RegionOrAll = Annotated[str, AfterValidator(lambda v: v if v == "*" else aws_region(v)), RegionField(wildcard=True)]
+Share = Annotated[float, Field(gt=0, le=1)]             # a share of tasks / calls / writes
+Seconds = Annotated[float, Field(gt=0)]
+Count = Annotated[int, Field(ge=1)]
+Name = Annotated[str, Field(min_length=1)]             # a cluster, an API operation
 
 
-def check_choice(value: Any, field: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise FaultError(f"{field}: unknown {field} {value!r}: one of {', '.join(choices)}")
-    return value
+class Fault(BaseModel):
+    """Base class. Subclasses set `kind: Literal["..."] = "..."` and `capabilities`, declare their
+    parameters as fields, and implement target / describe."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-def check_positive(value: Any, field: str, *, allow_none: bool = True, integer: bool = False) -> Any:
-    if value is None and allow_none:
-        return None
-    types = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, types) or value <= 0:
-        what = "a whole number >= 1" if integer else "a number > 0"
-        raise FaultError(f"{field}: must be {what}, got {value!r}")
-    return value
-
-
-@dataclasses.dataclass(frozen=True)
-class Fault:
-    """Base class. Subclasses set `kind` and `capabilities`, declare their parameters as
-    dataclass fields, and implement target / describe / inject / rollback."""
-
-    kind: ClassVar[str] = "?"
+    kind: str
     capabilities: ClassVar[tuple[str, ...]] = ()
 
-    def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if cls.kind != "?":
-            _REGISTRY[cls.kind] = cls
+    @classmethod
+    def create(cls, **params: Any) -> Self:
+        """This kind of fault with these parameters; FaultError (one line) if they are not valid.
+        (Calling the class itself raises pydantic's ValidationError, several lines.)"""
+        try:
+            return cls.model_validate(params)
+        except ValidationError as e:
+            raise FaultError(error_line(e, cls)) from None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kw: Any) -> None:
+        super().__pydantic_init_subclass__(**kw)
+        kind = cls.model_fields["kind"].default
+        if isinstance(kind, str):
+            _KINDS[kind] = cls
+
+    @classmethod
+    def from_record(cls, kind: str, params: Any) -> "Fault":
+        """The fault a journal line describes ({kind, params}); FaultError (one line) if it cannot be."""
+        if not isinstance(params, Mapping):
+            raise FaultError(f"{kind}: params must be an object, got {type(params).__name__}")
+        return parse_fault({**params, "kind": kind})
 
     # -- data ----------------------------------------------------------------------------------------
     @property
     def params(self) -> dict:
-        """The constructor's keyword arguments: `type(f)(**f.params) == f`."""
-        return dataclasses.asdict(self)
+        """The parameters (JSON values): `parse_fault({"kind": f.kind, **f.params}) == f`."""
+        return self.model_dump(mode="json", exclude={"kind"})
 
     @property
     def target(self) -> str:
@@ -131,13 +142,9 @@ class Fault:
         """{field: region} that may also name Route 53's home region (an AWS API endpoint)."""
         return {}
 
-    # -- against an environment --------------------------------------------------------------------
-    def check(self, env: Environment) -> None:
-        """CapabilityMissing if the environment cannot do this fault; FaultError if a region
-        is not part of it. Called before anything is journaled."""
-        for cap in self.required_capabilities:
-            env.require(cap)
-        regions = tuple(env.regions)
+    def check_regions(self, regions: tuple[str, ...], config: "GamedayConfig | None" = None) -> None:
+        """FaultError if a region (or zone) of this fault is not part of an environment with these
+        regions and this config."""
         for field, region in self.regions_used().items():
             if region not in regions:
                 raise FaultError(f"{self.kind}: {field} {region!r} is not a region of this environment: "
@@ -147,65 +154,129 @@ class Fault:
             if region != "*" and region not in api_regions:
                 raise FaultError(f"{self.kind}: {field} {region!r} has no AWS endpoint in this environment: "
                                  f"one of {', '.join(api_regions)}")
-        env_check = getattr(env, "check_fault", None)  # environments with guardrails (aws): caps, stop conditions
-        if env_check is not None:
-            env_check(self)
 
-    def inject(self, env: Environment) -> dict:
-        raise NotImplementedError
+    def given_only_for(self, field: str, switch: str, value: str, *, required: bool = True) -> None:
+        """Cross-field rule: `field` is given only when `switch` is `value` (and, if required, then it
+        must be): an API fault's latency_s for effect='latency', a Lambda fault's delay_s for mode='delay'."""
+        given, on = getattr(self, field) is not None, getattr(self, switch) == value
+        if on and required and not given:
+            raise ValueError(f"{field}: {switch}={value!r} needs {field}, {field_allowed(type(self), field, False)}")
+        if given and not on:
+            raise ValueError(f"{field}: only for {switch}={value!r} (this fault is {getattr(self, switch)!r})")
 
-    def rollback(self, env: Environment, injected: dict | None = None) -> dict:
-        raise NotImplementedError
+    def check(self, env: "Environment") -> None:
+        """CapabilityMissing if the environment cannot do this fault; FaultError if it does not fit
+        it (regions, guardrails). Called before anything is journaled."""
+        env.check_fault(self)
 
     def __str__(self) -> str:
         return self.describe()
 
 
+# -- the union of every kind: parsing and its one-line errors ----------------------------------------------
+
 def fault_kinds() -> tuple[str, ...]:
-    _load_all()
-    return tuple(sorted(_REGISTRY))
+    return tuple(sorted(_KINDS))
 
 
-def fault_from_record(kind: str, params: dict) -> Fault:
-    """Rebuild a fault from its journaled kind and params (FaultError when that is impossible)."""
-    _load_all()
-    cls = _REGISTRY.get(kind)
-    if cls is None:
-        raise FaultError(f"unknown fault kind {kind!r}: one of {', '.join(sorted(_REGISTRY))}")
-    if not isinstance(params, dict):
-        raise FaultError(f"{kind}: params must be an object, got {type(params).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - names)
-    if unknown:
-        raise FaultError(f"{kind}: unknown parameter(s) {', '.join(unknown)}: expected {', '.join(sorted(names))}")
+def fault_classes() -> dict[str, type[Fault]]:
+    return dict(sorted(_KINDS.items()))
+
+
+@lru_cache(maxsize=8)
+def _adapter(classes: tuple[type[Fault], ...]) -> TypeAdapter:
+    return TypeAdapter(Annotated[Union[classes], Field(discriminator="kind")])  # noqa: UP007 - a runtime tuple
+
+
+def parse_fault(record: Any, *, strict: bool = True) -> Fault:
+    """The fault {"kind": ..., **params} describes. strict=False also takes text values ("2",
+    "0.5", "false": form fields). FaultError (one line) names the bad field and what is allowed."""
+    if not isinstance(record, Mapping):
+        raise FaultError(f"a fault is an object {{kind, ...params}}, got {type(record).__name__}")
     try:
-        return cls(**params)
-    except TypeError as e:
-        raise FaultError(f"{kind}: {e}") from None
+        return _adapter(tuple(_KINDS.values())).validate_python(dict(record), strict=strict)
+    except ValidationError as e:
+        raise FaultError(error_line(e)) from None
 
 
-def _load_all() -> None:
-    # the registry fills as fault modules are imported; make sure every built-in one is
-    from gameday.faults import api, ecs, lambda_fault, network, replication  # noqa: F401
+def error_line(e: ValidationError, model: type[Fault] | None = None) -> str:
+    """A pydantic error as one line: "<kind>: <field>: <what is allowed>, got <value>"."""
+    lines: list[str] = []
+    for err in e.errors(include_url=False):
+        loc = list(err["loc"])
+        cls = model or (_KINDS.get(loc.pop(0)) if loc else None)
+        line = _one_error(err, cls, str(loc[0]) if loc else None)
+        if line not in lines:
+            lines.append(line)
+    return "; ".join(lines)
 
 
-def inject_fault(fault: Fault, env: Environment) -> dict:
-    """Apply a fault: the environment's own driver when it has one (aws), else the fault's inject."""
-    driver = getattr(env, "fault_driver", None)
-    return driver(fault).inject() if driver is not None else fault.inject(env)
+def _one_error(err: dict, cls: type[Fault] | None, field: str | None) -> str:
+    typ, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    kind = cls.model_fields["kind"].default if cls else "fault"
+    if typ == "union_tag_invalid":
+        return f"unknown fault kind {ctx.get('tag')!r}: one of {', '.join(fault_kinds())}"
+    if typ == "union_tag_not_found":
+        return f"a fault needs a kind: one of {', '.join(fault_kinds())}"
+    if typ == "value_error":   # our own validators: their message says it all
+        text = str(ctx.get("error", err["msg"]))
+        return f"{kind}: {field}: {text}" if field else f"{kind}: {text}"
+    if cls is None or field is None:
+        return f"{kind}: {err['msg']}"
+    if typ == "extra_forbidden":
+        names = [n for n in cls.model_fields if n != "kind"]
+        return f"{kind}: unknown parameter {field!r}: expected {', '.join(names)}"
+    if typ == "literal_error":
+        return f"{kind}: {field}: unknown {field} {value!r}: one of {', '.join(map(str, field_choices(cls, field)))}"
+    allowed = field_allowed(cls, field)
+    if typ == "missing":
+        return f"{kind}: {field}: required ({allowed})"
+    return f"{kind}: {field}: must be {allowed}, got {value!r}"
 
 
-def rollback_fault(fault: Fault, env: Environment, injected: dict | None = None) -> dict:
-    driver = getattr(env, "fault_driver", None)
-    return driver(fault).rollback(injected) if driver is not None else fault.rollback(env, injected)
+# -- what a field allows, read from its declaration (the errors above and the Chaos tab's forms) -------------
+
+def field_parts(cls: type[Fault], name: str) -> tuple[Any, list[Any], bool]:
+    """(base type, metadata, optional) of a field: Optional and Annotated unwrapped."""
+    info = cls.model_fields[name]
+    ann, meta = info.annotation, list(info.metadata)
+    optional = False
+    if get_origin(ann) in (Union, types.UnionType):
+        args = [a for a in get_args(ann) if a is not type(None)]
+        optional = len(args) < len(get_args(ann))
+        ann = args[0]
+    if get_origin(ann) is Annotated:
+        ann, *extra = get_args(ann)
+        for m in extra:
+            meta += list(getattr(m, "metadata", [m]))
+    return ann, meta, optional
 
 
-def require_control(env: Environment):
-    """The local environment's control API (LocalEnvironment.control); CapabilityMissing otherwise."""
-    fn = getattr(env, "control", None)
-    if fn is None:
-        raise CapabilityMissing(f"the {env.kind} environment has no control API for this fault")
-    return fn
+def field_choices(cls: type[Fault], name: str) -> tuple:
+    ann = field_parts(cls, name)[0]
+    return get_args(ann) if get_origin(ann) is Literal else ()
 
 
-AZ_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
+_BOUNDS = ((at.Gt, "gt", ">"), (at.Ge, "ge", ">="), (at.Lt, "lt", "<"), (at.Le, "le", "<="))
+
+
+def field_allowed(cls: type[Fault], name: str, say_optional: bool = True) -> str:
+    """What a field accepts, in words: "a whole number >= 1", "a number within 0 < x <= 1"."""
+    ann, meta, optional = field_parts(cls, name)
+    region = next((m for m in meta if isinstance(m, RegionField)), None)
+    if get_origin(ann) is Literal:
+        what = "one of " + ", ".join(map(str, get_args(ann)))
+    elif region is not None:
+        what = "an AWS region like us-east-1" + (' or "*" (every region)' if region.wildcard else "")
+    else:
+        what = {bool: "true or false", int: "a whole number", float: "a number"}.get(ann, "a string")
+        if any(isinstance(m, at.MinLen) for m in meta):
+            what = "a non-empty string"
+        bounds = [(op, getattr(m, attr)) for m in meta for typ, attr, op in _BOUNDS if isinstance(m, typ)]
+        low = [(op, v) for op, v in bounds if op.startswith(">")]
+        high = [(op, v) for op, v in bounds if op.startswith("<")]
+        if low and high:   # x > 0 and x <= 1: "within 0 < x <= 1"
+            what += f" within {low[0][1]} {low[0][0].replace('>', '<')} x {high[0][0]} {high[0][1]}"
+        elif bounds:
+            what += f" {bounds[0][0]} {bounds[0][1]}"
+    return what + (" (or nothing)" if optional and say_optional else "")

@@ -2,12 +2,12 @@
 BEFORE a fault is applied (intent) and after each step, so that after a SIGKILL
 `gameday rollback` knows what may still be in effect.
 
-Line shape:
-  {"seq", "t" (ISO UTC), "ts" (epoch s), "action", "id", "kind", "target", "params", "scenario", "detail",
-   "event", "at", "fault"}
-action: intent | injected | inject_failed | rolled_back | rollback_failed.
-"event" (= action), "at" (= t) and "fault" ({id, kind, target, params}) are the names the
-report readers use (reports/rundata.py); the rest is the harness's own shape.
+Line shape (gameday/runlog.py FaultStep; each field once):
+  {"seq", "time" (epoch s), "mono" (time.monotonic()), "process": "nemesis", "action",
+   "fault": {"id", "kind", "target", "params"}, "scenario", "detail"}
+action: intent | injected | inject_failed | rolled_back | rollback_failed. Readers read it through
+gameday.runlog (read_journal_lines; journals written before that schema through its migrate_v1), and
+runlog.nemesis_ops reads the steps as the operations of a `nemesis` process.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gameday.events import iso
+from gameday.runlog import JOURNAL_ACTIONS, NEMESIS, RunLogError, read_journal_lines, stamp
 
-ACTIONS = ("intent", "injected", "inject_failed", "rolled_back", "rollback_failed")
+ACTIONS = JOURNAL_ACTIONS
 
 _locks: dict[str, threading.Lock] = {}
 _seqs: dict[str, int] = {}
@@ -54,18 +54,15 @@ class Journal:
 
     def write(self, action: str, *, id: str, kind: str, target: str, params: dict,
               scenario: str | None = None, detail: dict | None = None, ts: float | None = None) -> dict:
+        """Append one step, fsync'd; `ts` is the step's wall time when it happened earlier (epoch s)."""
         if action not in ACTIONS:
             raise ValueError(f"journal action must be one of {ACTIONS}, got {action!r}")
-        import time
-
-        ts = time.time() if ts is None else ts
+        wall, mono = stamp(ts)
         with self._lock:
             _seqs[self._key] += 1
-            t = iso(ts)
-            line = {"seq": _seqs[self._key], "t": t, "ts": round(ts, 6), "action": action, "id": id,
-                    "kind": kind, "target": target, "params": params, "scenario": scenario,
-                    "detail": detail or {}, "event": action, "at": t,
-                    "fault": {"id": id, "kind": kind, "target": target, "params": params}}
+            line = {"seq": _seqs[self._key], "time": round(wall, 6), "mono": round(mono, 6), "process": NEMESIS,
+                    "action": action, "fault": {"id": id, "kind": kind, "target": target, "params": params},
+                    "scenario": scenario, "detail": detail or {}}
             data = (json.dumps(line, default=str) + "\n").encode()
             new = not self.path.exists()
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,43 +110,26 @@ class JournaledFault:
 def read_journal(path: str | Path) -> tuple[list[JournaledFault], list[str]]:
     """(faults in intent order, warnings). JournalError (one line) for a corrupted journal.
     A last line cut short by a kill is dropped with a warning (the write never completed)."""
-    from gameday.reports.rundata import ReportError, read_jsonl
-
     p = Path(path)
     rel = p.name
     try:
-        lines = read_jsonl(p, rel)
-    except ReportError as e:
+        lines = read_journal_lines(p, rel)
+    except RunLogError as e:
         raise JournalError(str(e)) from None
     warnings = [f"{rel}: last line was cut short (process killed mid-write); ignored"] if lines.truncated_tail else []
     faults: dict[str, JournaledFault] = {}
-    for n, rec in enumerate(lines.records, 1):
-        where = f"{rel}:{n}"
-        action = rec.get("action", rec.get("event"))
-        if action not in ACTIONS:
-            raise JournalError(f"{where}: 'action' must be one of {', '.join(ACTIONS)} (got {action!r})")
-        f = rec.get("fault") if isinstance(rec.get("fault"), dict) else rec
-        fid, kind, params = f.get("id", rec.get("id")), f.get("kind", rec.get("kind")), f.get("params", rec.get("params"))
-        if not isinstance(fid, str) or not fid:
-            raise JournalError(f"{where}: entry without a fault 'id'")
-        if not isinstance(kind, str) or not isinstance(params, dict):
-            raise JournalError(f"{where}: entry needs a fault 'kind' string and a 'params' object")
-        ts = rec.get("ts")
-        if isinstance(ts, bool) or not isinstance(ts, (int, float)):
-            raise JournalError(f"{where}: field 'ts' must be epoch seconds (got {ts!r})")
+    for n, step in enumerate(lines.records, 1):
+        where, action, f, detail = f"{rel}:{n}", step["action"], step["fault"], step["detail"]
         if action == "intent":
-            if fid in faults:
-                raise JournalError(f"{where}: a second intent for fault {fid}")
-            detail = rec.get("detail") if isinstance(rec.get("detail"), dict) else {}
-            faults[fid] = JournaledFault(fid, kind, str(f.get("target", rec.get("target", ""))), params,
-                                         rec.get("scenario"), n, float(ts),
-                                         env=detail.get("env") if isinstance(detail.get("env"), dict) else None)
+            if f["id"] in faults:
+                raise JournalError(f"{where}: a second intent for fault {f['id']}")
+            faults[f["id"]] = JournaledFault(f["id"], f["kind"], f["target"], f["params"], step["scenario"], n,
+                                             step["time"], env=detail.get("env") if isinstance(detail.get("env"), dict) else None)
             continue
-        jf = faults.get(fid)
+        jf = faults.get(f["id"])
         if jf is None:
-            raise JournalError(f"{where}: {action} for fault {fid}, which has no intent line before it")
+            raise JournalError(f"{where}: {action} for fault {f['id']}, which has no intent line before it")
         jf.actions.append(action)
-        detail = rec.get("detail") if isinstance(rec.get("detail"), dict) else {}
         if action == "injected":
             jf.injected = detail
         elif action in ("inject_failed", "rollback_failed"):

@@ -3,28 +3,30 @@ timeout, or starts late (a slow cold start / throttled invocation)."""
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Literal, get_args
 
-from gameday.environments.base import Environment
-from gameday.faults.base import Fault, FaultError, check_choice, check_positive, require_control
+from pydantic import model_validator
 
-LAMBDA_MODES = ("error", "timeout", "delay")
+from gameday.faults.base import Fault, Seconds
+
+LambdaMode = Literal["error", "timeout", "delay"]
+LAMBDA_MODES: tuple[str, ...] = get_args(LambdaMode)
 
 
-@dataclasses.dataclass(frozen=True)
 class LambdaFault(Fault):
-    kind = "lambda_fault"
+    """The failover Lambda fails every invocation attempt (error), runs past its timeout
+    (timeout), or starts delay_s late (delay); asynchronous retries still apply."""
+
+    kind: Literal["lambda_fault"] = "lambda_fault"
     capabilities = ("lambda_fault",)
 
-    mode: str = "error"
-    delay_s: float | None = None
+    mode: LambdaMode = "error"
+    delay_s: Seconds | None = None
 
-    def __post_init__(self) -> None:
-        check_choice(self.mode, "mode", LAMBDA_MODES)
-        if self.mode == "delay":
-            check_positive(self.delay_s, "delay_s", allow_none=False)
-        elif self.delay_s is not None:
-            raise FaultError(f"delay_s: only for mode='delay' (this fault is {self.mode!r})")
+    @model_validator(mode="after")
+    def _delay_only_for_delay(self) -> "LambdaFault":
+        self.given_only_for("delay_s", "mode", "delay")
+        return self
 
     @property
     def target(self) -> str:
@@ -35,10 +37,3 @@ class LambdaFault(Fault):
                 "timeout": "runs past its timeout and is stopped",
                 "delay": f"starts {self.delay_s or 0:g}s late"}[self.mode]
         return f"break the failover Lambda: every invocation attempt {what} (asynchronous retries still apply)"
-
-    def inject(self, env: Environment) -> dict:
-        body = {"mode": self.mode} | ({"delay_s": self.delay_s} if self.delay_s is not None else {})
-        return require_control(env)("POST", "/lambda/fault", body)
-
-    def rollback(self, env: Environment, injected: dict | None = None) -> dict:
-        return require_control(env)("DELETE", "/lambda/fault")

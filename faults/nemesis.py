@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gameday.environments.base import Environment
-from gameday.faults.base import Fault, inject_fault, rollback_fault
+from gameday.faults.base import Fault
 from gameday.faults.journal import Journal
 from gameday.events import iso
 
@@ -61,7 +61,7 @@ class FaultRecord:
     intent_at: float = field(default_factory=time.time)
     injected_at: float | None = None
     rolled_back_at: float | None = None
-    injected: dict | None = None          # what fault.inject() returned
+    injected: dict | None = None          # what env.apply(fault) returned
     rollback_detail: dict | None = None
     error: str | None = None
     inject_s: float | None = None         # how long applying took
@@ -118,7 +118,7 @@ class Nemesis:
             self._install_handlers()
         t0 = time.monotonic()
         try:
-            done = inject_fault(fault, self.env)
+            done = self.env.apply(fault)
         except BaseException as e:
             with self._lock:
                 rec.inject_s = round(time.monotonic() - t0, 4)
@@ -135,7 +135,7 @@ class Nemesis:
         with self._lock:
             rec.inject_s = round(time.monotonic() - t0, 4)
             rec.injected = done if isinstance(done, dict) else {"result": done}
-            rolled_back_meanwhile = rec.state != PENDING  # a signal handler ran inside fault.inject()
+            rolled_back_meanwhile = rec.state != PENDING  # a signal handler ran inside env.apply()
             rec.state = ACTIVE
             rec.injected_at = time.time()
             self._write("injected", rec, rec.injected, ts=rec.injected_at)
@@ -223,7 +223,7 @@ class Nemesis:
     def _rollback(self, rec: FaultRecord, *, after_failed_inject: bool = False) -> None:
         t0 = time.monotonic()
         try:
-            detail = rollback_fault(rec.fault, self.env, rec.injected)
+            detail = self.env.revert(rec.fault, rec.injected)
         except Exception as e:  # noqa: BLE001 - recorded; rollback_all goes on with the others
             rec.rollback_s = round(time.monotonic() - t0, 4)
             rec.error = _error_text(e)
@@ -245,19 +245,18 @@ class Nemesis:
                            scenario=rec.scenario, detail=detail, ts=ts)
 
     def _env_identity(self) -> dict:
-        ep = getattr(self.env, "endpoints", None) or {}
+        ep = self.env.endpoints or {}
         return {"kind": self.env.kind, "pid": ep.get("pid"), "control_url": ep.get("control_url")}
 
     def _emit(self, action: str, rec: FaultRecord, *, ok: bool, **extra) -> None:
         """The fault on the environment's timeline (best effort: the journal is the record)."""
-        control = getattr(self.env, "control", None)
-        if not self.emit_events or control is None:
+        if not self.emit_events:
             return
         body = {"kind": "fault", "action": action, "ok": ok, "id": rec.id, "fault_kind": rec.kind,
                 "target": rec.target, "description": rec.fault.describe(), "params": rec.fault.params,
                 "scenario": rec.scenario, **extra}
         try:
-            control("POST", "/events", body, timeout_s=EVENT_TIMEOUT_S)
+            self.env.post_event(body, timeout_s=EVENT_TIMEOUT_S)
         except Exception as e:  # noqa: BLE001 - a timeline gap must not stop a rollback
             log.warning("could not put fault %s %s on the environment timeline: %s", rec.id, action, e)
 

@@ -3,15 +3,17 @@ control plane (the region's AWS API endpoint stops answering)."""
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Literal, get_args
 
-from gameday.environments.base import Environment
-from gameday.faults.base import ROUTE53_HOME, Fault, FaultError, check_choice, check_region, require_control
+from pydantic import model_validator
 
-BLOCK_MODES = ("hang", "refuse")
+from gameday.aws import ROUTE53_HOME
+from gameday.faults.base import Fault, Region
+
+BlockMode = Literal["hang", "refuse"]
+BLOCK_MODES: tuple[str, ...] = get_args(BlockMode)
 
 
-@dataclasses.dataclass(frozen=True)
 class BlockRegion(Fault):
     """data_plane: the region's load balancer stops answering clients, mode "hang" (connections
     are accepted and never answered: clients time out) or "refuse" (connections refused).
@@ -20,21 +22,18 @@ class BlockRegion(Fault):
     control plane also stops every Route 53 API call (the Lambda's UPSERT included);
     Route 53's DNS answers (its data plane) keep working."""
 
-    kind = "block_region"
+    kind: Literal["block_region"] = "block_region"
 
-    region: str
+    region: Region
     data_plane: bool = True
     control_plane: bool = False
-    mode: str = "hang"
+    mode: BlockMode = "hang"
 
-    def __post_init__(self) -> None:
-        check_region(self.region, "region")
-        for name in ("data_plane", "control_plane"):
-            if not isinstance(getattr(self, name), bool):
-                raise FaultError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+    @model_validator(mode="after")
+    def _blocks_something(self) -> "BlockRegion":
         if not (self.data_plane or self.control_plane):
-            raise FaultError("block_region: block at least one of data_plane or control_plane")
-        check_choice(self.mode, "mode", BLOCK_MODES)
+            raise ValueError("block at least one of data_plane or control_plane")
+        return self
 
     @property
     def required_capabilities(self) -> tuple[str, ...]:
@@ -44,6 +43,11 @@ class BlockRegion(Fault):
     @property
     def target(self) -> str:
         return self.region
+
+    @property
+    def includes_route53(self) -> bool:
+        """Blocking this control plane stops Route 53's API too (its home region)."""
+        return self.control_plane and self.region == ROUTE53_HOME
 
     def regions_used(self) -> dict[str, str]:
         return {"region": self.region} if self.data_plane else {}
@@ -58,31 +62,7 @@ class BlockRegion(Fault):
             parts.append(f"{self.region}'s load balancer {how}")
         if self.control_plane:
             cp = f"{self.region}'s AWS API endpoint stops answering"
-            if self.region == ROUTE53_HOME:
+            if self.includes_route53:
                 cp += " (Route 53's control plane lives in us-east-1: Route 53 API calls fail too)"
             parts.append(cp)
         return "block region " + self.region + ": " + "; ".join(parts)
-
-    def inject(self, env: Environment) -> dict:
-        control = require_control(env)
-        done: dict = {}
-        if self.data_plane:
-            control("POST", "/network/block", {"region": self.region, "mode": self.mode})
-            done["data_plane"] = self.mode
-        if self.control_plane:
-            control("POST", "/control-plane/block", {"region": self.region})
-            done["control_plane"] = "blocked"
-            done["includes_route53"] = self.region == ROUTE53_HOME
-        return done
-
-    def rollback(self, env: Environment, injected: dict | None = None) -> dict:
-        control = require_control(env)
-        done: dict = {}
-        # control plane first: a Lambda retrying its Route 53 call needs it before clients return
-        if self.control_plane:
-            control("POST", "/control-plane/unblock", {"region": self.region})
-            done["control_plane"] = "unblocked"
-        if self.data_plane:
-            control("POST", "/network/unblock", {"region": self.region})
-            done["data_plane"] = "unblocked"
-        return done

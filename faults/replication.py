@@ -4,25 +4,28 @@ share of writes (a mutation for the harness's own tests: the checkers must catch
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Literal
 
-from gameday.environments.base import Environment
-from gameday.faults.base import Fault, FaultError, check_fraction, check_region, require_control
+from pydantic import model_validator
+
+from gameday.faults.base import Fault, Region, Share
 
 
-@dataclasses.dataclass(frozen=True)
 class PauseReplication(Fault):
-    kind = "pause_replication"
+    """Global-table replication from source to destination stops: writes queue up and
+    replicate when it resumes (the rollback)."""
+
+    kind: Literal["pause_replication"] = "pause_replication"
     capabilities = ("pause_replication",)
 
-    source: str
-    destination: str
+    source: Region
+    destination: Region
 
-    def __post_init__(self) -> None:
-        check_region(self.source, "source")
-        check_region(self.destination, "destination")
+    @model_validator(mode="after")
+    def _two_regions(self) -> "PauseReplication":
         if self.source == self.destination:
-            raise FaultError(f"pause_replication: source and destination are both {self.source}")
+            raise ValueError(f"source and destination are both {self.source}")
+        return self
 
     @property
     def target(self) -> str:
@@ -35,27 +38,14 @@ class PauseReplication(Fault):
         return (f"pause global-table replication {self.source} -> {self.destination} "
                 f"(writes queue up and replicate on resume)")
 
-    def _body(self) -> dict:
-        return {"source": self.source, "destination": self.destination}
 
-    def inject(self, env: Environment) -> dict:
-        require_control(env)("POST", "/replication/pause", self._body())
-        return {"paused": self.target}
-
-    def rollback(self, env: Environment, injected: dict | None = None) -> dict:
-        require_control(env)("POST", "/replication/resume", self._body())
-        return {"resumed": self.target}
-
-
-@dataclasses.dataclass(frozen=True)
 class ReplicationDrop(Fault):
-    kind = "replication_drop"
+    """Mutation: replication silently drops this share of writes (the checkers must notice)."""
+
+    kind: Literal["replication_drop"] = "replication_drop"
     capabilities = ("replication_drop",)
 
-    fraction: float
-
-    def __post_init__(self) -> None:
-        check_fraction(self.fraction, "fraction")
+    fraction: Share
 
     @property
     def target(self) -> str:
@@ -64,11 +54,3 @@ class ReplicationDrop(Fault):
     def describe(self) -> str:
         return (f"break global-table replication: silently drop {self.fraction:.0%} of replicated writes "
                 f"(a mutation: checkers must report lost or divergent writes)")
-
-    def inject(self, env: Environment) -> dict:
-        require_control(env)("POST", "/replication/config", {"drop_fraction": self.fraction})
-        return {"drop_fraction": self.fraction}
-
-    def rollback(self, env: Environment, injected: dict | None = None) -> dict:
-        require_control(env)("POST", "/replication/config", {"drop_fraction": 0.0})
-        return {"drop_fraction": 0.0}

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from gameday.faults.base import Fault, FaultError, fault_from_record, rollback_fault
+from gameday.environments.base import Environment
+from gameday.faults.base import Fault, FaultError
 from gameday.faults.journal import Journal, JournaledFault, JournalError, open_faults, read_journal
 
 EXIT_OK, EXIT_ROLLBACK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -46,9 +47,14 @@ def find_environment(run_dir: Path, open_: list[JournaledFault], state_file: Pat
     return endpoints
 
 
-def rollback_run(run_dir: str | Path, *, state_file: str | Path | None = None,
+def rollback_run(run_dir: str | Path, *, attach: Callable[[Path, list[JournaledFault]], Environment],
                  echo: Callable[[str], None] = print, err: Callable[[str], None] = print) -> int:
-    """Roll back the open faults of a run; one line per fault. Returns the exit code."""
+    """Roll back the open faults of a run; one line per fault. Returns the exit code.
+
+    `attach(run_dir, open_faults)` returns the live environment those faults were applied to, or
+    raises NoLiveEnvironment (then there is nothing to restore: a local environment's faults die
+    with it). The caller (the `gameday rollback` command) is the composition root that knows the
+    environment kinds; this module knows only the Environment interface."""
     run = Path(run_dir)
     if not run.is_dir():
         err(f"gameday: error: {run}: no such run directory")
@@ -69,31 +75,20 @@ def rollback_run(run_dir: str | Path, *, state_file: str | Path | None = None,
         echo(f"nothing to roll back: all {len(faults)} fault(s) in {journal_path} were rolled back")
         return EXIT_OK
 
-    if any((jf.env or {}).get("kind") == "aws" for jf, _ in todo):
-        # a real stack outlives the process that broke it: come back to it (account checked again)
-        from gameday.environments.aws import attach_for_rollback
-
-        try:
-            env = attach_for_rollback(run)
-        except Exception as e:  # noqa: BLE001 - one line for the user
-            err(f"gameday: error: cannot reach the AWS stack of {run}: {e}")
-            return EXIT_ROLLBACK_FAILED
-    else:
-        try:
-            endpoints = find_environment(run, [jf for jf, _ in todo], Path(state_file) if state_file else None)
-        except NoLiveEnvironment as e:
-            echo(f"no running environment ({e}): the local environment's faults died with it; nothing to restore "
-                 f"({len(todo)} fault(s) were open: {', '.join(f'{jf.kind} {jf.target}' for jf, _ in todo)})")
-            return EXIT_OK
-
-        from gameday.environments.local import LocalEnvironment
-
-        env = LocalEnvironment.attach(endpoints)
+    try:
+        env = attach(run, [jf for jf, _ in todo])
+    except NoLiveEnvironment as e:
+        echo(f"no running environment ({e}): the local environment's faults died with it; nothing to restore "
+             f"({len(todo)} fault(s) were open: {', '.join(f'{jf.kind} {jf.target}' for jf, _ in todo)})")
+        return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - one line for the user
+        err(f"gameday: error: cannot reach the environment of {run}: {e}")
+        return EXIT_ROLLBACK_FAILED
     journal = Journal(journal_path)
     failed = 0
     for jf, fault in reversed(todo):  # newest first, as the nemesis would
         try:
-            detail = rollback_fault(fault, env, jf.injected)
+            detail = env.revert(fault, jf.injected)
         except Exception as e:  # noqa: BLE001 - report it, go on with the others
             failed += 1
             msg = f"{type(e).__name__}: {e}"
@@ -110,15 +105,15 @@ def rollback_run(run_dir: str | Path, *, state_file: str | Path | None = None,
 
 def _rebuild(jf: JournaledFault) -> Fault:
     try:
-        return fault_from_record(jf.kind, jf.params)
+        return Fault.from_record(jf.kind, jf.params)
     except FaultError as e:
         raise JournalError(f"journal.jsonl:{jf.intent_line}: fault {jf.id} cannot be rebuilt: {e}") from None
 
 
 def _timeline(env, jf: JournaledFault, fault: Fault) -> None:
     try:
-        env.control("POST", "/events", {"kind": "fault", "action": "rollback", "ok": True, "id": jf.id,
-                                        "fault_kind": jf.kind, "target": jf.target, "by": "gameday rollback",
-                                        "description": fault.describe(), "scenario": jf.scenario}, timeout_s=2)
+        env.post_event({"kind": "fault", "action": "rollback", "ok": True, "id": jf.id, "fault_kind": jf.kind,
+                        "target": jf.target, "by": "gameday rollback", "description": fault.describe(),
+                        "scenario": jf.scenario}, timeout_s=2)
     except Exception:  # noqa: BLE001 - the journal is the record; the timeline is best effort
         pass

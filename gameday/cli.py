@@ -19,6 +19,7 @@ from typing import Optional
 
 import typer
 
+from gameday import render
 from gameday.config import ConfigError, GamedayConfig, load_config
 
 app = typer.Typer(
@@ -32,7 +33,7 @@ HandlerOpt = typer.Option(None, "--failover-handler", help="failover Lambda hand
 
 
 def fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"gameday: error: {msg}", err=True)
+    typer.echo(render.error(msg), err=True)
     raise typer.Exit(code)
 
 
@@ -78,7 +79,7 @@ def up(
         signal.signal(sig, lambda *_: stop.set())
     run = run_dir or new_run_dir()
     Path(run).mkdir(parents=True, exist_ok=True)
-    progress = (lambda m: print(f"[gameday up] {m}", file=sys.stderr, flush=True))
+    progress = (lambda m: print(render.tagged("up", m), file=sys.stderr, flush=True))
     if env == "docker":
         from gameday.environments.docker.stack import DockerStack
         stack = DockerStack(cfg, Path(run), progress=progress)
@@ -98,12 +99,14 @@ def up(
         if as_json:
             print(json.dumps(ep), flush=True)
         else:
-            _print_endpoints(ep, state_p)
+            from gameday.loadgen.runner import LOCUSTFILE
+
+            print(render.endpoints(ep, state_p, LOCUSTFILE), flush=True)
         if web:
             web_proc = _start_web(state_p, Path(run), web_host, web_port, stop)
         while not stop.wait(0.5):
             pass
-        print("[gameday up] stopping: rolling back and tearing down", file=sys.stderr, flush=True)
+        print(render.tagged("up", "stopping: rolling back and tearing down"), file=sys.stderr, flush=True)
     finally:
         if web_proc is not None:
             from gameday import procs
@@ -133,13 +136,13 @@ def _start_web(state_p: Path, run: Path, web_host: str, web_port: int, stop: thr
     log = run / "locust.log"
     proc = procs.spawn([procs.python(), "-m", "gameday.loadgen", "--gameday-state", str(Path(state_p).resolve()),
                         "--web-host", web_host, "--web-port", str(web_port)], log_path=log)
-    print(f"  web UI          http://{web_host}:{web_port}/  (Chaos tab after Start; /chaos/ at any time; "
-          f"log {log})", flush=True)
+    print(render.web_ui(web_host, web_port, log), flush=True)
 
     def watch() -> None:
         code = proc.wait()
         if not stop.is_set():
-            print(f"[gameday up] Locust's web UI exited (code {code}; see {log}): stopping", file=sys.stderr, flush=True)
+            print(render.tagged("up", f"Locust's web UI exited (code {code}; see {log}): stopping"), file=sys.stderr,
+                  flush=True)
             stop.set()
 
     threading.Thread(target=watch, name="web-ui-watch", daemon=True).start()
@@ -153,26 +156,6 @@ def _docker_user_errors() -> tuple[type[Exception], ...]:
     except ImportError:
         return ()
     return (DockerUnavailable, ImageBuildError)
-
-
-def _print_endpoints(ep: dict, state_p: Path) -> None:
-    print(f"gameday {ep['env']} environment is up ({ep['timings'].get('total', 0):.1f}s); Ctrl-C to stop")
-    print(f"  service name    {ep['service_name']}  (DNS on {ep['dns']['host']}:{ep['dns']['port']}, "
-          f"TTL {ep['profile']['dns_ttl_s']}s)")
-    for r, v in ep["regions"].items():
-        print(f"  {r:<15} load balancer {v['lb_url']}")
-    print(f"  AWS endpoint    {ep['aws_endpoint']}   (export AWS_ENDPOINT_URL={ep['aws_endpoint']} "
-          f"AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing)")
-    print(f"  control API     {ep['control_url']}")
-    print(f"  profile         period {ep['profile']['period_s']}s x {ep['profile']['evaluation_periods']}, "
-          f"threshold {ep['alarm_threshold']:g}/period, failover floor {ep['profile']['floor_s']}s")
-    print(f"  run directory   {ep['run_dir']}")
-    print(f"  state file      {state_p}")
-    from gameday.loadgen.runner import LOCUSTFILE
-
-    print(f"  load            gameday load   (Locust's web UI; or locust -f {LOCUSTFILE}: both find this "
-          f"environment through {state_p})")
-    sys.stdout.flush()
 
 
 @app.command()
@@ -199,7 +182,7 @@ def status(
         fail(str(e), 1)
     if cfg is not None:
         for line in config_mismatch(cfg, ep):
-            typer.echo(f"gameday: warning: {line} (the running environment was started with another config)", err=True)
+            typer.echo(render.config_mismatch_warning(line), err=True)
     if watch:
         _watch_status(ep, as_json, interval or float((ep.get("profile") or {}).get("period_s") or 2.0))
     try:
@@ -209,7 +192,7 @@ def status(
     if as_json:
         print(json.dumps(st, indent=2, default=str))
         return
-    print(render_status(ep, st))
+    print(render.status(ep, st))
 
 
 def _watch_status(ep: dict, as_json: bool, interval: float) -> None:
@@ -227,17 +210,14 @@ def _watch_status(ep: dict, as_json: bool, interval: float) -> None:
             stamp = time.strftime("%H:%M:%S")
             try:
                 st = requests.get(ep["control_url"] + "/status", timeout=5).json()
-                body = json.dumps(st, default=str) if as_json else render_status(ep, st)
+                body = json.dumps(st, default=str) if as_json else render.status(ep, st)
             except (requests.RequestException, ValueError) as e:
                 st, body = None, f"environment at {ep['control_url']} does not answer: {e}"
             if as_json:
                 print(body if st is not None else json.dumps({"error": body}), flush=True)
-            elif in_place:
-                sys.stdout.write("\x1b[H\x1b[2J" + f"gameday status {stamp}, every {interval:g}s (Ctrl-C to stop)\n"
-                                 + body + "\n")
-                sys.stdout.flush()
             else:
-                print(f"-- gameday status {stamp}\n{body}\n", flush=True)
+                sys.stdout.write(render.status_refresh(body, stamp, interval, in_place=in_place))
+                sys.stdout.flush()
             time.sleep(interval)   # a refresh period for a person watching, not a wait for a condition
     except KeyboardInterrupt:
         raise typer.Exit(0)
@@ -251,26 +231,6 @@ def config_mismatch(cfg: GamedayConfig, ep: dict) -> list[str]:
     if ep.get("service_name") != cfg.service.name:
         out.append(f"service name is {ep.get('service_name')}, the config says {cfg.service.name}")
     return out
-
-
-def render_status(ep: dict, st: dict) -> str:
-    lines = [f"environment {st.get('env')}  run dir {st.get('run_dir')}"]
-    answers = st.get("dns", {}).get("answers", {})
-    lines.append(f"DNS  {ep['service_name']} -> {', '.join(answers.get(ep['record_name'], answers.get(ep['service_name'], []))) or '?'}")
-    addr_region = {v["lb_address"]: r for r, v in ep["regions"].items()}
-    for r in ep["regions"]:
-        alarms = st.get("alarms", {}).get(r, {})
-        al = "  ".join(f"{GamedayConfig.alarm_key(n, r)}={a.get('state', '?')}" for n, a in alarms.items())
-        ecs = st.get("ecs", {}).get(r, {})
-        lb = st.get("load_balancers", {}).get(r, {})
-        lines.append(f"{r:<12} tasks {ecs.get('running', '?')}/{ecs.get('desired', '?')} healthy {lb.get('healthy', '?')}"
-                     f"{'  BLOCKED(' + lb['blocked'] + ')' if lb.get('blocked') else ''}  alarms: {al}")
-    for d, v in st.get("replication", {}).items():
-        if isinstance(v, dict):
-            lines.append(f"replication {d}: lag {v.get('lag_s', 0):.2f}s pending {v.get('pending', 0)}"
-                         f"{' PAUSED' if v.get('paused') else ''}")
-    _ = addr_region
-    return "\n".join(lines)
 
 
 ENVS = ("local", "docker", "aws")
@@ -380,7 +340,7 @@ def run(
     run = run_dir or new_run_dir()
     run.mkdir(parents=True, exist_ok=True)
     argv = pytest_argv(paths, run, env, k=k, config=config, failover_handler=failover_handler, extra=extra)
-    typer.echo(f"[gameday run] run directory {run}; suite {chosen}: {' '.join(paths)}", err=True)
+    typer.echo(render.run_started(run, chosen, paths), err=True)
     rc = _call_dying_with_us(argv, log=run / "pytest.log" if quiet else None)
     if quiet and rc not in (0, 1):   # not a verdict (usage error, interrupted, internal error): say why
         typer.echo(_tail_of(run / "pytest.log"), err=True)
@@ -388,10 +348,10 @@ def run(
         from gameday.reports.finalize import finalize_run
         out = finalize_run(run, env=env)
         summary = json.loads((run / "summary.json").read_text())
-        typer.echo(render_verdict(summary))
-        typer.echo(f"[gameday run] report: {out}", err=True)
+        typer.echo(render.verdict(summary))
+        typer.echo(render.tagged("run", f"report: {out}"), err=True)
     except Exception as e:  # noqa: BLE001 - the suite's verdict stands even if rendering fails
-        typer.echo(f"gameday: warning: report not written: {type(e).__name__}: {e}", err=True)
+        typer.echo(render.warning(f"report not written: {type(e).__name__}: {e}"), err=True)
     else:
         _append_history(summary, run, history, default_run_dir=run_dir is None)
     raise typer.Exit(rc)
@@ -438,29 +398,9 @@ def _append_history(summary: dict, run: Path, history: Optional[Path], *, defaul
         history = HISTORY_PATH
     try:
         lines = append_history(summary, history, run_dir=run)
-        typer.echo(f"[gameday run] history: {len(lines)} line(s) appended to {history}", err=True)
+        typer.echo(render.history_appended(len(lines), history), err=True)
     except Exception as e:  # noqa: BLE001 - history is a convenience, the run's verdict stands
-        typer.echo(f"gameday: warning: history not appended to {history}: {type(e).__name__}: {e}", err=True)
-
-
-def _s(v) -> str:
-    return "-" if v is None else f"{v:.1f}s"
-
-
-def render_verdict(summary: dict) -> str:
-    """The run's verdict as a few lines: one per scenario with its measured times and data losses."""
-    p = summary["profile"]
-    lines = [f"gameday {summary['run_id']}: {'PASSED' if summary['passed'] else 'FAILED'}  "
-             f"(period {p['period_s']}s x {p['evaluation_periods']}, TTL {p['dns_ttl_s']}s, floor {p['floor_s']}s)"]
-    for sc in summary["scenarios"]:
-        m = sc["metrics"]
-        lines.append(f"  {sc['outcome']:<8} {sc['name']:<36} detection {_s(m['detection_s']):>6}  failover "
-                     f"{_s(m['failover_s']):>6}  rto {_s(m['rto_s']):>6}  lost {m['lost_acked_writes']}/"
-                     f"{m['acked_writes']}  errors {m['error_rate'] * 100:.1f}%")
-        for c in sc["checks"]:
-            if c["valid"] is False:
-                lines.append(f"           x {c['name']}: {c['detail'][:300]}")
-    return "\n".join(lines)
+        typer.echo(render.warning(f"history not appended to {history}: {type(e).__name__}: {e}"), err=True)
 
 
 @app.command()
@@ -491,7 +431,7 @@ def report(
     except Exception as e:  # noqa: BLE001 - stored data the loaders did not foresee: still one line
         fail(f"{run_dir}: cannot report on this run: {type(e).__name__}: {e}")
     summary = json.loads((page.parent / "summary.json").read_text())
-    typer.echo(render_verdict(summary))
+    typer.echo(render.verdict(summary))
     typer.echo(f"report: {page}")
     raise typer.Exit(0 if summary["passed"] else 1)
 
@@ -508,20 +448,11 @@ def _trend(history: Path, out: Path) -> None:
     except Exception as e:  # noqa: BLE001 - one line, as for a run directory
         fail(f"{history}: cannot chart the trend: {type(e).__name__}: {e}")
     for w in t.warnings:
-        typer.echo(f"gameday: warning: {w}", err=True)
-    for name, pts in sorted(t.scenarios.items()):
-        last = pts[-1]
-        typer.echo(f"  {'REGRESSION' if last.regressions else 'ok':<10} {name:<36} {len(pts):>3} runs  newest "
-                   f"{last.run_id}: failover {_s(last.metrics['failover_s'])} rto {_s(last.metrics['rto_s'])} "
-                   f"errors {(last.metrics['error_rate'] or 0) * 100:.1f}% lost {_n(last.metrics['lost_acked_writes'])}")
-        for r in last.regressions:
-            typer.echo(f"             x {r}")
+        typer.echo(render.warning(w), err=True)
+    if t.scenarios:
+        typer.echo(render.trend(t.scenarios))
     typer.echo(f"trend: {page}")
     raise typer.Exit(3 if t.regressions else 0)
-
-
-def _n(v) -> str:
-    return "-" if v is None else str(int(v))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
@@ -543,8 +474,24 @@ def rollback(
     SIGKILLed run), against the running environment. One line per fault."""
     from gameday.faults.restore import rollback_run
 
-    rc = rollback_run(run_dir, state_file=state_file, echo=typer.echo, err=lambda m: typer.echo(m, err=True))
+    rc = rollback_run(run_dir, attach=lambda run, open_: _attach_for_rollback(run, open_, state_file),
+                      echo=typer.echo, err=lambda m: typer.echo(m, err=True))
     raise typer.Exit(rc)
+
+
+def _attach_for_rollback(run: Path, open_faults: list, state_file: Optional[Path]):
+    """The live environment a run's open faults were applied to (the journal says which kind):
+    a real AWS stack outlives the process that broke it, so come back to it (account checked
+    again); a local/docker one is found from its state file (NoLiveEnvironment when it is gone)."""
+    from gameday.faults.restore import find_environment
+
+    if any((jf.env or {}).get("kind") == "aws" for jf in open_faults):
+        from gameday.environments.aws import attach_for_rollback
+
+        return attach_for_rollback(run)
+    from gameday.environments.local import LocalEnvironment
+
+    return LocalEnvironment.attach(find_environment(run, open_faults, state_file))
 
 
 @app.command()

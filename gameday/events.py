@@ -1,7 +1,8 @@
 """The environment's side of the run timeline: alarm transitions, Lambda invocations, DNS
 changes, task starts/stops, replication lag samples, faults.
 
-One JSON object per line: {"seq", "t" (ISO wall time), "ts" (epoch s), "kind", ...}.
+One JSON object per line: {"seq", "time" (epoch s), "mono" (time.monotonic()), "kind", ...}; each
+kind's fields are its model in gameday/runlog.py, which emit() checks (ValueError otherwise).
 The in-memory ring also serves the control API's /events?since=SEQ.
 """
 
@@ -14,6 +15,10 @@ from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from gameday.runlog import stamp, validate_event
+
+RESERVED = ("seq", "time", "mono", "kind")   # the log's own fields: an emitter cannot set them
 
 
 def iso(ts: float | None = None) -> str:
@@ -31,10 +36,15 @@ class EventLog:
             self._fh = open(path, "a", buffering=1)
 
     def emit(self, kind: str, **fields: Any) -> dict:
-        ts = time.time()
+        """Record one event now; ValueError (naming the kind and field) when it does not fit its model."""
+        clash = [k for k in RESERVED if k in fields]
+        if clash:
+            raise ValueError(f"event {kind!r}: field {clash[0]!r} is the run log's own; name it otherwise")
         with self._lock:
+            wall, mono = stamp()
+            ev = {"seq": self._seq + 1, "time": round(wall, 6), "mono": round(mono, 6), "kind": kind, **fields}
+            validate_event(ev)
             self._seq += 1
-            ev = {"seq": self._seq, "t": iso(ts), "ts": round(ts, 4), "kind": kind, **fields}
             self._ring.append(ev)
             if self._fh:
                 self._fh.write(json.dumps(ev, default=str) + "\n")

@@ -13,7 +13,8 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+
+from gameday.net import LOCAL_ONLY, check_address
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade"}
@@ -93,10 +94,15 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 
 class UpstreamPool:
-    """Keep-alive connections per (thread, upstream): each server thread reuses its own."""
+    """Keep-alive connections per (thread, upstream): each server thread reuses its own.
 
-    def __init__(self, timeout_s: float = 10.0):
+    Every upstream is checked against `allowed` (networks, gameday.net) before the first
+    connection to it: the local front doors forward only to loopback."""
+
+    def __init__(self, timeout_s: float = 10.0, allowed=LOCAL_ONLY):
         self.timeout_s = timeout_s
+        self.allowed = allowed
+        self._checked: set[str] = set()   # hosts already allowed: the check stays off the hot path
         self._local = threading.local()
 
     def request(self, host: str, port: int, method: str, path: str, body: bytes,
@@ -109,6 +115,9 @@ class UpstreamPool:
             conn = conns.get(key)
             fresh = conn is None
             if fresh:
+                if host not in self._checked:
+                    check_address(host, self.allowed, what="a forwarded request")
+                    self._checked.add(host)
                 conn = conns[key] = http.client.HTTPConnection(host, port, timeout=timeout_s or self.timeout_s)
                 conn.connect()
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -142,13 +151,3 @@ def forward_headers(handler: BaseHTTPRequestHandler, host_header: str | None = N
     if host_header:
         out["Host"] = host_header
     return out
-
-
-Route = Callable[[dict, dict], object]
-
-
-def wait_closed(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass

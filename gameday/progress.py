@@ -155,7 +155,7 @@ class Story:
         return out
 
     def feed_event(self, e: dict) -> list[StoryLine]:
-        ts = float(e.get("ts") or 0.0)
+        ts = float(e.get("time") or 0.0)
         if ts < self.s.started:
             return []
         out = self.advance(ts)
@@ -285,7 +285,7 @@ class Story:
 
 def _generic(e: dict) -> str:
     """A timeline event as one line (verbose mode): its kind, then its fields."""
-    skip = {"seq", "t", "ts", "kind", "logs"}
+    skip = {"seq", "time", "mono", "kind", "logs"}
     fields = " ".join(f"{k}={_short(v, 80)}" for k, v in e.items() if k not in skip and v not in (None, "", [], {}))
     return f"{e.get('kind')}: {fields}"
 
@@ -293,7 +293,7 @@ def _generic(e: dict) -> str:
 def story(events: Iterable[dict], ops: Iterable[dict], setting: Setting, mode: str = "story",
           until: float | None = None) -> list[StoryLine]:
     """The whole story of a scenario from its timeline events and client operations (any order)."""
-    tagged = [(float(e.get("ts") or 0.0), 0, e) for e in events] + \
+    tagged = [(float(e.get("time") or 0.0), 0, e) for e in events] + \
              [(float(o.get("time") or 0.0), 1, o) for o in ops if o.get("type") in ("ok", "fail", "info")]
     tagged.sort(key=lambda x: (x[0], x[1]))
     st = Story(setting, mode)
@@ -462,7 +462,7 @@ class Follower:
 
     def _step(self, now: float, final: bool) -> None:
         for e in self.events.poll():
-            self._push(float(e.get("ts") or 0.0), 0, e)
+            self._push(float(e.get("time") or 0.0), 0, e)
         for o in self.ops.poll():
             self._push(float(o.get("time") or 0.0), 1, o)
         self._pending.sort(key=lambda x: (x[0], x[1], x[2]))

@@ -22,6 +22,8 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
+from gameday.net import LOCAL_ONLY, check_address
+
 
 class ResolveError(Exception):
     """The name could not be resolved; the message names the name, the server and the cause."""
@@ -65,16 +67,14 @@ class CachingResolver:
         addresses = self.resolve(name)
         return addresses[0] if len(addresses) == 1 else random.choice(addresses)
 
-    def forget(self, name: str | None = None) -> None:
-        """Drop the cached answer for name (or every cached answer)."""
-        if name is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(name, None)
-
 
 class ServiceResolver(CachingResolver):
-    def __init__(self, host: str, port: int, *, honour_ttl: bool = True, timeout_s: float = 1.0):
+    """Asks one DNS server, which must lie in `allowed` (networks, gameday.net: loopback unless
+    told otherwise): the harness queries only the DNS server its environment started."""
+
+    def __init__(self, host: str, port: int, *, honour_ttl: bool = True, timeout_s: float = 1.0,
+                 allowed=LOCAL_ONLY):
+        check_address(host, allowed, what="DNS queries")
         self.server = f"{host}:{port}"
         self.honour_ttl = honour_ttl
         r = dns.resolver.Resolver(configure=False)  # not /etc/resolv.conf: only the given server

@@ -12,20 +12,20 @@ tab is built: docs/web-ui.md.
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import ipaddress
 import json
 import logging
 import os
 import secrets
-import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
 
-from gameday.faults.base import _REGISTRY, CapabilityMissing, FaultError, fault_from_record, fault_kinds
+from gameday.aws import ROUTE53_HOME
+from gameday.environments.base import CapabilityMissing
+from gameday.faults.base import Fault, FaultError, RegionField, fault_classes, field_choices, field_parts, parse_fault
 from gameday.faults.nemesis import ACTIVE, PENDING, ROLLBACK_FAILED, Nemesis, RollbackFailed
 from gameday.config import GamedayConfig
 from gameday.loadgen.plan import LoadInputError, parse_bool
@@ -40,14 +40,6 @@ STATUS_TIMEOUT_S = 2.0
 STATE_CACHE_S = 0.5                   # several open tabs polling every second share one status call
 TIMELINE_MAX = 500
 TIMELINE_KINDS = ("fault", "alarm", "dns_change", "lambda_invocation")
-
-# parameters whose values come from a fixed set (the faults' own tuples)
-_CHOICES_BY_FIELD: dict[tuple[str, str], str] = {
-    ("block_region", "mode"): "gameday.faults.network:BLOCK_MODES",
-    ("api_fault", "effect"): "gameday.faults.api:API_EFFECTS",
-    ("lambda_fault", "mode"): "gameday.faults.lambda_fault:LAMBDA_MODES",
-}
-_REGION_FIELDS = ("region", "source", "destination")
 
 
 class ChaosAuthError(LoadInputError):
@@ -88,88 +80,40 @@ def check_binding(opts) -> None:
 
 # -- the fault schema ---------------------------------------------------------------------------------------
 
-def _field_type(annotation) -> tuple[str, bool]:
-    """('str' | 'int' | 'float' | 'bool', optional) from a dataclass annotation (a string here)."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
-    parts = [p.strip() for p in text.replace("typing.", "").replace("Optional[", "").rstrip("]").split("|")]
-    optional = "None" in parts or text.startswith("Optional[")
-    base = next((p for p in parts if p != "None"), "str")
-    return (base if base in ("str", "int", "float", "bool") else "str"), optional
+_FORM_TYPES = {bool: "bool", int: "int", float: "float"}
 
 
-def _choices(kind: str, name: str, regions: tuple[str, ...]) -> list[str] | None:
-    ref = _CHOICES_BY_FIELD.get((kind, name))
-    if ref:
-        import importlib
-
-        module, attr = ref.split(":")
-        return list(getattr(importlib.import_module(module), attr))
-    if name in _REGION_FIELDS and regions:
-        out = list(regions)
-        if kind == "api_fault":
-            # API faults may name every region, and Route 53's home (us-east-1) even when unused
-            out = ["*", *dict.fromkeys([*regions, "us-east-1"])]
-        return out
-    return None
+def _field_spec(cls: type[Fault], name: str, regions: tuple[str, ...]) -> dict:
+    """One form field, read from the fault model's declaration: type, default, choices."""
+    info = cls.model_fields[name]
+    base, meta, optional = field_parts(cls, name)
+    choices: list | None = list(field_choices(cls, name)) or None
+    region = next((m for m in meta if isinstance(m, RegionField)), None)
+    if region is not None and regions:
+        # "*" (every region) and Route 53's home (us-east-1, an API endpoint even when unused)
+        choices = ["*", *dict.fromkeys([*regions, ROUTE53_HOME])] if region.wildcard else list(regions)
+    required = info.is_required()
+    return {"name": name, "type": _FORM_TYPES.get(base, "str"), "optional": optional, "required": required,
+            "default": None if required else info.default, "choices": choices}
 
 
 def fault_schema(regions: tuple[str, ...] = ()) -> list[dict]:
-    """Every registered fault (faults/base.py's registry): kind, description, fields with type,
+    """Every fault kind (the models of gameday.faults): kind, description, fields with type,
     default, whether it may be empty, and choices. JSON-serialisable; what the forms are built from."""
-    out = []
-    for kind in fault_kinds():
-        cls = _REGISTRY[kind]
-        fields = []
-        for f in dataclasses.fields(cls):
-            typ, optional = _field_type(f.type)  # a string: the fault modules use PEP 563
-            has_default = f.default is not dataclasses.MISSING
-            fields.append({"name": f.name, "type": typ, "optional": optional, "required": not has_default,
-                           "default": f.default if has_default else None,
-                           "choices": _choices(kind, f.name, regions)})
-        doc = " ".join((cls.__doc__ or "").split())
-        if not doc or doc.startswith(cls.__name__ + "("):
-            # no docstring of its own (the dataclass signature): the faults package's helper says it
-            from gameday import faults
-
-            doc = " ".join((getattr(getattr(faults, kind, None), "__doc__", None) or "").split())
-        if not doc:
-            doc = " ".join((sys.modules[cls.__module__].__doc__ or "").split())
-        out.append({"kind": kind, "doc": doc,
-                    "capabilities": list(cls.capabilities), "fields": fields})
-    return out
+    return [{"kind": kind, "doc": " ".join((cls.__doc__ or "").split()), "capabilities": list(cls.capabilities),
+             "fields": [_field_spec(cls, n, regions) for n in cls.model_fields if n != "kind"]}
+            for kind, cls in fault_classes().items()]
 
 
-def coerce_params(kind: str, params: dict, regions: tuple[str, ...] = ()) -> dict:
-    """Form values (strings from a form or curl, or JSON values) to the fault's field types:
-    "" and null mean "not given" (the field's default); FaultError names a bad value."""
+def fault_from_form(kind: str, params: dict) -> Fault:
+    """The fault a form (strings, from the page or curl) or a JSON body describes: "" and null
+    mean "not given" (the field's default), text is read as the field's type ("2", "0.5",
+    "false"); FaultError names a bad value."""
     if not isinstance(params, dict):
         raise FaultError(f"{kind}: params must be an object, got {type(params).__name__}")
-    spec = next((s for s in fault_schema(regions) if s["kind"] == kind), None)
-    if spec is None:
-        raise FaultError(f"unknown fault kind {kind!r}: one of {', '.join(fault_kinds())}")
-    by_name = {f["name"]: f for f in spec["fields"]}
-    out: dict = {}
-    for name, value in params.items():
-        f = by_name.get(name)
-        if f is None:
-            out[name] = value  # fault_from_record names the unknown parameter
-            continue
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        try:
-            if f["type"] == "bool":
-                out[name] = value if isinstance(value, bool) else parse_bool(value, name)
-            elif f["type"] == "int" and isinstance(value, str):
-                out[name] = int(value.strip())
-            elif f["type"] == "float" and isinstance(value, str):
-                out[name] = float(value.strip())
-            elif f["type"] == "float" and isinstance(value, int) and not isinstance(value, bool):
-                out[name] = float(value)
-            else:
-                out[name] = value.strip() if isinstance(value, str) else value
-        except (ValueError, LoadInputError) as e:
-            raise FaultError(f"{kind}: {name}: {e}") from None
-    return out
+    given = {name: value.strip() if isinstance(value, str) else value for name, value in params.items()
+             if value is not None and not (isinstance(value, str) and not value.strip())}
+    return parse_fault({**given, "kind": kind}, strict=False)
 
 
 # -- the panel: a nemesis, the environment's state, a timeline ------------------------------------------------
@@ -177,7 +121,7 @@ def coerce_params(kind: str, params: dict, regions: tuple[str, ...] = ()) -> dic
 def timeline_entry(e: dict, address_region: dict[str, str]) -> dict | None:
     """An environment event as one timeline mark ({t, kind, label, region?, ok?}), or None."""
     kind = e.get("kind")
-    t = e.get("ts")
+    t = e.get("time")
     if kind == "alarm":
         return {"t": t, "kind": "alarm", "region": e.get("region"), "state": e.get("new"),
                 "label": f"{e.get('alarm')}: {e.get('old')} -> {e.get('new')}"}
@@ -229,7 +173,7 @@ class ChaosPanel:
 
     def inject(self, kind: str, params: dict) -> dict:
         """FaultError / CapabilityMissing (bad request), or the fault's record (inject raised: re-raised)."""
-        fault = fault_from_record(kind, coerce_params(kind, params, self.regions))
+        fault = fault_from_form(kind, params)
         rec = self.nemesis.inject(fault)
         self._cached = None
         return self._record(rec)
@@ -342,26 +286,34 @@ def default_journal_dir(endpoints: dict) -> Path:
 
 def register(environment, web_ui, endpoints: dict) -> ChaosPanel:
     """Add the Chaos tab and the /chaos/ routes to Locust's web UI (called on Locust's init event)."""
-    from flask import Blueprint, Response, jsonify, redirect, request, send_from_directory, session, url_for
-    from locust import events
-
     opts = environment.parsed_options
     token = token_from(opts)
     if hasattr(opts, "chaos_token"):
         opts.chaos_token = ""   # parsed options travel to workers and into reports: keep the secret out
     host = getattr(opts, "web_host", "127.0.0.1")
-    loopback = is_loopback(host)
     journal_dir = Path(getattr(opts, "chaos_dir", "") or default_journal_dir(endpoints))
     panel = ChaosPanel(endpoints, journal_dir)
     rollback_on_stop = parse_bool(getattr(opts, "chaos_rollback_on_stop", "false") or "false",
                                   "--chaos-rollback-on-stop")
     app = web_ui.app
     # a token or --web-login given on loopback is enforced too: whoever set one wants it
-    guard = _Guard(web_ui, token=token, required=not loopback or bool(token) or bool(getattr(opts, "web_login", False)))
+    guard = _Guard(web_ui, token=token,
+                   required=not is_loopback(host) or bool(token) or bool(getattr(opts, "web_login", False)))
     if guard.required and token:
         guard.install_login(app)
-
     prefix = (getattr(opts, "web_base_path", "") or "").rstrip("/") + "/chaos"   # Locust's --web-base-path
+    app.register_blueprint(_blueprint(panel, guard, environment, prefix))
+    _add_tab(web_ui)
+    _follow_locust(panel, rollback_on_stop)
+    log.info("gameday chaos: Chaos tab on; faults journaled in %s%s", journal_dir / "journal.jsonl",
+             f" (on {host or '*'}: login required)" if guard.required else "")
+    return panel
+
+
+def _blueprint(panel: ChaosPanel, guard: "_Guard", environment, prefix: str):
+    """The /chaos/ routes: the page, the fault schema, the state, inject and roll back, login."""
+    from flask import Blueprint, jsonify, redirect, request, send_from_directory, session, url_for
+
     bp = Blueprint("gameday_chaos", __name__, url_prefix=prefix, static_folder=str(STATIC_DIR),
                    static_url_path="/static")
 
@@ -390,17 +342,7 @@ def register(environment, web_ui, endpoints: dict) -> ChaosPanel:
 
     @bp.post("/inject")
     def inject():
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("kind"), str):
-            return jsonify({"error": 'expected JSON {"kind": "<fault kind>", "params": {...}}'}), 400
-        try:
-            rec = panel.inject(body["kind"], body.get("params") or {})
-        except (FaultError, CapabilityMissing) as e:
-            return jsonify({"error": str(e)}), 400
-        except Exception as e:  # noqa: BLE001 - the nemesis journaled it and rolled back what applied
-            return jsonify({"error": f"inject failed: {type(e).__name__}: {e}"}), 502
-        log.info("gameday chaos: injected %s %s (%s) from the web UI", rec["kind"], rec["target"], rec["id"])
-        return jsonify(rec), 201
+        return _inject(panel, request.get_json(silent=True))
 
     @bp.post("/rollback/<fault_id>")
     def rollback(fault_id: str):
@@ -418,20 +360,46 @@ def register(environment, web_ui, endpoints: dict) -> ChaosPanel:
     def login_submit():
         return guard.login_submit(request, session, redirect, url_for)
 
-    app.register_blueprint(bp)
+    return bp
+
+
+def _inject(panel: ChaosPanel, body):
+    """POST /chaos/inject {"kind", "params"}: 201 and the fault's record, 400 for a fault that
+    cannot be built or does not fit the environment, 502 if applying it failed."""
+    from flask import jsonify
+
+    if not isinstance(body, dict) or not isinstance(body.get("kind"), str):
+        return jsonify({"error": 'expected JSON {"kind": "<fault kind>", "params": {...}}'}), 400
+    try:
+        rec = panel.inject(body["kind"], body.get("params") or {})
+    except (FaultError, CapabilityMissing) as e:
+        return jsonify({"error": str(e)}), 400
+    except Exception as e:  # noqa: BLE001 - the nemesis journaled it and rolled back what applied
+        return jsonify({"error": f"inject failed: {type(e).__name__}: {e}"}), 502
+    log.info("gameday chaos: injected %s %s (%s) from the web UI", rec["kind"], rec["target"], rec["id"])
+    return jsonify(rec), 201
+
+
+def _add_tab(web_ui) -> None:
+    """The tab in Locust's React UI, and the script that mounts its content into the index page."""
+    from flask import Response, request
 
     web_ui.template_args["extendedTabs"] = [*web_ui.template_args.get("extendedTabs", []), TAB]
-
     script = b'<script src="./chaos/static/chaos.js" defer></script>'
 
-    @app.after_request
+    @web_ui.app.after_request
     def _add_panel_script(response: Response):
-        # Locust's index page (the React UI): the panel's script mounts the tab's content
         if request.endpoint == "locust.index" and response.status_code == 200 and response.mimetype == "text/html":
             body = response.get_data()
             if script not in body:
                 response.set_data(body.replace(b"</body>", script + b"\n</body>", 1))
         return response
+
+
+def _follow_locust(panel: ChaosPanel, rollback_on_stop: bool) -> None:
+    """Load start / stop marks on the timeline; faults rolled back when Locust quits (and when
+    the load stops, with --chaos-rollback-on-stop)."""
+    from locust import events
 
     @events.test_start.add_listener
     def _load_started(environment, **_kw):
@@ -446,10 +414,6 @@ def register(environment, web_ui, endpoints: dict) -> ChaosPanel:
     @events.quitting.add_listener
     def _quitting(environment, **_kw):
         panel.close()
-
-    log.info("gameday chaos: Chaos tab on; faults journaled in %s%s", journal_dir / "journal.jsonl",
-             f" (on {host or '*'}: login required)" if guard.required else "")
-    return panel
 
 
 class _Operator:

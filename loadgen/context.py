@@ -17,11 +17,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from gameday import state
+from gameday.net import AddressRefused, allowed_networks, check_address, env_kind_of
 from gameday.loadgen.history import HistoryWriter, part_name
 from gameday.loadgen.pacing import Pacer, Slot
-from gameday.loadgen.plan import LoadPlan, build_plan, defaults
+from gameday.loadgen.plan import LoadInputError, LoadPlan, build_plan, defaults
 
 RECENT_KEYS = 64   # acknowledged writes kept per region for cross-region reads
 # run time 0 is this far after planning, so that the users are up before their first slot: a
@@ -89,9 +91,6 @@ class LoadContext:
     def next_id(self) -> int:
         return next(self._ids)
 
-    def schedule_time(self) -> float:
-        return time.monotonic() - self.t0_mono
-
     # -- end ------------------------------------------------------------------------------------
     def summary(self) -> dict:
         return {"pacing": {r: p.status() for r, p in self.pacers.items()}, "capped": self.capped,
@@ -112,12 +111,32 @@ def endpoints_from(options) -> dict:
     return state.read_state(getattr(options, "gameday_state", None) or None)
 
 
+def check_targets(endpoints: dict) -> None:
+    """Before any load starts: every address the users will send to (each region's load balancer,
+    the DNS server the followers ask) must be one the environment may reach (gameday.net), else
+    LoadInputError naming the address. The aws environment's real load balancers are not limited."""
+    hosts = [("the DNS server", (endpoints.get("dns") or {}).get("host"))]
+    for region, v in (endpoints.get("regions") or {}).items():
+        hosts += [(f"{region}'s load balancer", v.get("lb_address")),
+                  (f"{region}'s load balancer", urlsplit(v.get("lb_url") or "").hostname)]
+    try:
+        allowed = allowed_networks(env_kind_of(endpoints))
+        if allowed is None:
+            return
+        for what, host in hosts:
+            if host:
+                check_address(host, allowed, what=f"load for {what}")
+    except AddressRefused as e:
+        raise LoadInputError(str(e)) from None
+
+
 def option_values(options) -> dict[str, str]:
     return {k: getattr(options, k) for k in defaults() if getattr(options, k, None) is not None}
 
 
 def plan_from(options, endpoints: dict | None = None) -> tuple[LoadPlan, dict]:
     ep = endpoints if endpoints is not None else endpoints_from(options)
+    check_targets(ep)
     return build_plan(option_values(options), ep), ep
 
 
@@ -126,6 +145,7 @@ def prepare_run(options, *, distributed: bool = False) -> LoadPlan:
     environment the state file names now, and put into the options what every worker needs
     (Locust sends custom options to the workers with the spawn message)."""
     ep = state.read_state(getattr(options, "gameday_state", None) or None)
+    check_targets(ep)
     plan = build_plan(option_values(options), ep)
     run = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
     if plan.history_dir:

@@ -4,9 +4,9 @@ may have been applied). Each Locust process appends to its own file, flushed per
 killed worker's history is readable up to its death; after the run `merge()` interleaves the
 files by wall time into history.jsonl.
 
-The entry fields (reports/rundata.py and the checkers read them: keep the names) and the files:
-docs/load.md, "The client history". No Locust or gevent import: pytest reads histories with
-this module too.
+The entry fields are the run log's ClientOp (gameday/runlog.py: one schema for every reader) and the
+files are described in docs/load.md, "The client history". No Locust or gevent import: pytest reads
+histories with this module too.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from gameday.runlog import read_history
 from gameday.tail import JsonlTail
 
 MERGED_NAME = "history.jsonl"
@@ -91,23 +92,11 @@ class HistoryWriter:
 # -- reading ----------------------------------------------------------------------------------------
 
 def read_entries(path: Path | str) -> tuple[list[dict], bool]:
-    """(entries, cut): every complete line of one history file; a last line without its newline
-    that does not parse (a write cut short by a kill) is dropped and reported as cut."""
-    data = Path(path).read_bytes()
-    out: list[dict] = []
-    cut = False
-    lines = data.split(b"\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            if i == len(lines) - 1:
-                cut = True
-                break
-            raise ValueError(f"{path}:{i + 1}: not a JSON line") from None
-    return out, cut
+    """(entries, cut): every complete line of one history file, read by gameday.runlog.read_history;
+    a last line without its newline that does not parse (a write cut short by a kill) is dropped and
+    reported as cut. RunLogError (a ValueError naming path:line) for a bad line before the last."""
+    lines = read_history(path)
+    return lines.records, lines.truncated_tail
 
 
 def part_files(directory: Path | str, run: str | None = None) -> list[Path]:

@@ -82,11 +82,6 @@ def defaults() -> dict[str, str]:
 _NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 
 
-def _flag(dest: str) -> str:
-    o = OPTION_BY_DEST.get(dest)
-    return o.flag if o else dest
-
-
 def parse_number(text, what: str, *, minimum: float = 0.0, allow_equal: bool = True) -> float:
     try:
         v = float(str(text).strip())
@@ -206,10 +201,6 @@ class Stream:
     def peak(self) -> float:
         return max((max(s.r0, s.r1) for s in self.segments), default=0.0)
 
-    @property
-    def end(self) -> float:
-        return self.segments[-1].t1 if self.segments else 0.0
-
     def rate(self, t: float) -> float:
         i = bisect.bisect_right(self._starts, t) - 1
         if i < 0:
@@ -269,15 +260,8 @@ class LoadPlan:
     def streams_for(self, role: str) -> tuple[Stream, ...]:
         return tuple(s for s in self.streams if s.role == role)
 
-    def rates_at(self, t: float) -> dict[str, float]:
-        return {s.label: s.rate(t) for s in self.streams}
-
     def region_rate_at(self, region: str, t: float) -> float:
         return sum(s.rate(t) for s in self.streams if s.role == "regional" and s.region == region)
-
-    @property
-    def expected_requests(self) -> float:
-        return sum(s.total for s in self.streams)
 
     @property
     def total_users(self) -> int:
@@ -301,6 +285,27 @@ def parse_op_mix(text, what: str) -> dict[str, float]:
         raise LoadInputError(f"{what}: the weights add up to 0; give at least one operation a weight")
     total_w = sum(ops.values())
     return {k: ops.get(k, 0.0) / total_w for k in OP_KINDS}
+
+
+@dataclass(frozen=True)
+class _Timing:
+    """The shape's times (seconds): when a surge starts, how long the rate ramps up, holds, ramps down."""
+    surge_at: float
+    ramp_up: float
+    hold: float
+    ramp_down: float
+
+    def length(self, shape: str) -> float:
+        if shape == "constant":
+            return self.hold
+        if shape == "ramp":
+            return self.ramp_up + self.hold + self.ramp_down
+        return self.surge_at + self.ramp_up + self.hold + self.ramp_down
+
+    def envelope(self, start: float, rate: float) -> tuple[Segment, ...]:
+        a, b = start, start + self.ramp_up
+        c, d = b + self.hold, b + self.hold + self.ramp_down
+        return (Segment(a, b, 0.0, rate), Segment(b, c, rate, rate), Segment(c, d, rate, 0.0))
 
 
 def build_plan(values: dict, endpoints: dict) -> LoadPlan:
@@ -334,10 +339,8 @@ def build_plan(values: dict, endpoints: dict) -> LoadPlan:
     op_mix = parse_op_mix(v["op_mix"], "--op-mix")
     surge_op_mix = parse_op_mix(v["surge_op_mix"], "--surge-op-mix") if v["surge_op_mix"].strip() else op_mix
 
-    surge_at = parse_duration(v["surge_at"], "--surge-at")
-    ramp_up = parse_duration(v["ramp_up"], "--ramp-up")
-    hold = parse_duration(v["hold"], "--hold")
-    ramp_down = parse_duration(v["ramp_down"], "--ramp-down")
+    timing = _Timing(parse_duration(v["surge_at"], "--surge-at"), parse_duration(v["ramp_up"], "--ramp-up"),
+                     parse_duration(v["hold"], "--hold"), parse_duration(v["ramp_down"], "--ramp-down"))
     duration = parse_duration(v["duration"], "--duration")
     request_timeout = parse_duration(v["request_timeout"], "--request-timeout")
     if request_timeout <= 0:
@@ -348,46 +351,9 @@ def build_plan(values: dict, endpoints: dict) -> LoadPlan:
         raise LoadInputError(f"--max-requests: must be a whole number (got {v['max_requests']!r})")
     record = parse_bool(v["record_history"], "--record-history")
 
-    # the shape's own length, then the run's
-    if shape == "constant":
-        shape_len = hold
-    elif shape == "ramp":
-        shape_len = ramp_up + hold + ramp_down
-    else:
-        shape_len = surge_at + ramp_up + hold + ramp_down
-    if duration == 0:
-        duration = shape_len
-    elif duration < shape_len - 1e-9:
-        raise LoadInputError(f"--duration: {duration:g}s is shorter than the {shape} shape ({shape_len:g}s); "
-                             f"leave it 0 to run the shape's length")
-    if duration <= 0:
-        raise LoadInputError("the run would last 0s: give --hold or --duration")
-    if duration > MAX_DURATION_S:
-        raise LoadInputError(f"--duration: {duration:g}s is longer than the harness limit of {MAX_DURATION_S:g}s")
-
-    def envelope(start: float, rate: float) -> tuple[Segment, ...]:
-        a, b, c, d = start, start + ramp_up, start + ramp_up + hold, start + ramp_up + hold + ramp_down
-        return (Segment(a, b, 0.0, rate), Segment(b, c, rate, rate), Segment(c, d, rate, 0.0))
-
-    streams: list[Stream] = []
-    if shape == "surge":
-        if surge_rate > 0:
-            streams.append(Stream("regional", surge_region, envelope(surge_at, surge_rate)))
-        for r, rate in mix.items():
-            if rate > 0:
-                streams.append(Stream("regional", r, (Segment(0.0, duration, rate, rate),)))
-    else:
-        # ramp / constant: the surge region is one more entry of the mix (the mix wins if both name it)
-        targets = dict(mix)
-        if surge_rate > 0 and v["surge_region"].strip():
-            targets.setdefault(surge_region, surge_rate)
-        elif surge_rate > 0 and not mix:
-            targets[surge_region] = surge_rate
-        for r, rate in targets.items():
-            if rate <= 0:
-                continue
-            segs = envelope(0.0, rate) if shape == "ramp" else (Segment(0.0, duration, rate, rate),)
-            streams.append(Stream("regional", r, segs))
+    duration = _run_length(shape, timing, duration)
+    streams = _regional_streams(shape, timing, duration, surge_region, surge_rate, mix,
+                                surge_region_given=bool(v["surge_region"].strip()))
     if follower_rate > 0:
         streams.append(Stream("dns", None, (Segment(0.0, duration, follower_rate, follower_rate),)))
     # a surge region stream and a mix entry for the same region are two streams: both count
@@ -409,6 +375,45 @@ def build_plan(values: dict, endpoints: dict) -> LoadPlan:
         pools=pools, op_mix=op_mix, surge_op_mix=surge_op_mix, request_timeout_s=request_timeout, max_requests=cap, per_user_rps=per_user,
         record_history=record, history_dir=v["history_dir"].strip(), threshold_rps=threshold_rps, values=v,
     )
+
+
+def _run_length(shape: str, timing: _Timing, duration: float) -> float:
+    """The run's length: the shape's own (--duration 0), or a --duration at least that long."""
+    shape_len = timing.length(shape)
+    if duration == 0:
+        duration = shape_len
+    elif duration < shape_len - 1e-9:
+        raise LoadInputError(f"--duration: {duration:g}s is shorter than the {shape} shape ({shape_len:g}s); "
+                             f"leave it 0 to run the shape's length")
+    if duration <= 0:
+        raise LoadInputError("the run would last 0s: give --hold or --duration")
+    if duration > MAX_DURATION_S:
+        raise LoadInputError(f"--duration: {duration:g}s is longer than the harness limit of {MAX_DURATION_S:g}s")
+    return duration
+
+
+def _regional_streams(shape: str, timing: _Timing, duration: float, surge_region: str, surge_rate: float,
+                      mix: dict[str, float], *, surge_region_given: bool) -> list[Stream]:
+    streams: list[Stream] = []
+    if shape == "surge":
+        if surge_rate > 0:
+            streams.append(Stream("regional", surge_region, timing.envelope(timing.surge_at, surge_rate)))
+        for r, rate in mix.items():
+            if rate > 0:
+                streams.append(Stream("regional", r, (Segment(0.0, duration, rate, rate),)))
+        return streams
+    # ramp / constant: the surge region is one more entry of the mix (the mix wins if both name it)
+    targets = dict(mix)
+    if surge_rate > 0 and surge_region_given:
+        targets.setdefault(surge_region, surge_rate)
+    elif surge_rate > 0 and not mix:
+        targets[surge_region] = surge_rate
+    for r, rate in targets.items():
+        if rate <= 0:
+            continue
+        segs = timing.envelope(0.0, rate) if shape == "ramp" else (Segment(0.0, duration, rate, rate),)
+        streams.append(Stream("regional", r, segs))
+    return streams
 
 
 def to_argv(values: dict) -> list[str]:

@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +25,7 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_d
 from gameday import procs, state
 from gameday.net import free_port
 from gameday.loadgen import history as hist
+from gameday.loadgen.context import check_targets
 from gameday.loadgen.plan import LoadInputError, LoadPlan, build_plan, to_argv
 
 __all__ = ["LoadRunner", "LoadFactory", "LoadInputError", "LoadRunError", "start_load", "load_fixture"]
@@ -84,7 +85,8 @@ class LoadRunner:
         self.values = {k: v for k, v in self.values.items() if v is not None}
         argv_values = {k: (",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else v)
                        for k, v in self.values.items()}
-        # validate now: a bad option is one clear exception, and nothing has started yet
+        # validate now: a bad option or target is one clear exception, and nothing has started yet
+        check_targets(self.endpoints)
         self.plan: LoadPlan = build_plan(argv_values, self.endpoints)
         self.stop_timeout_s = stop_timeout_s if stop_timeout_s is not None else int(self.plan.request_timeout_s) + 1
         self._argv_values = argv_values
@@ -96,7 +98,6 @@ class LoadRunner:
         self._stopped = False
         self._tail = hist.HistoryTail(self.out_dir)
         self._times: dict[str | None, list[float]] = defaultdict(list)   # served_by -> completion times
-        self._completions = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> "LoadRunner":
@@ -228,7 +229,6 @@ class LoadRunner:
         for e in self._tail.poll():
             if e.get("type") in ("ok", "fail", "info"):
                 self._times[e.get("served_by")].append(e["time"])
-                self._completions += 1
 
     def rate(self, region: str, window_s: float = 1.0) -> float:
         """Requests/s answered by `region` over the last window_s (completions in the history)."""
@@ -381,9 +381,3 @@ def load_fixture(env, out_dir: Path | str) -> Iterator[LoadFactory]:
         yield factory
     finally:
         factory.close()
-
-
-def count_by(entries: list[dict], *fields: str, types=("ok", "fail", "info")) -> Counter:
-    """Completions counted by the given fields (a helper for checks over a history)."""
-    return Counter(tuple(e.get(f) for f in fields) if len(fields) > 1 else e.get(fields[0])
-                   for e in entries if e.get("type") in types)

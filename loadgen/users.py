@@ -13,12 +13,12 @@ one operation, one request).
 
 from __future__ import annotations
 
-import ipaddress
 import time
 
 from locust import FastHttpUser, task
 from locust.exception import StopUser
 
+from gameday.net import AddressRefused, allowed_networks, check_address, env_kind_of
 from gameday.resolver import ServiceResolver
 from gameday.loadgen.ops import Operations, Target
 
@@ -88,6 +88,7 @@ class _PacedUser(FastHttpUser):
 
 
 class NotLoopback(Exception):
+    """A DNS answer outside the environment's networks: the request is never sent (a `fail`)."""
     gameday_not_sent = True
 
 
@@ -102,13 +103,15 @@ class FollowerUser(_PacedUser):
                                          timeout_s=min(1.0, self.ctx.plan.request_timeout_s))
         self.service_name = ep["service_name"]
         self.lb_port = int(ep["lb_port"])
-        self.loopback_only = ep.get("env", "local") != "aws"
+        self.allowed = allowed_networks(env_kind_of(ep))
 
     def target(self, slot) -> Target:
         address = self.resolver.address(self.service_name)
-        if self.loopback_only and not ipaddress.ip_address(address).is_loopback:
+        try:
             # the local environment lives on 127.0.0.0/8: a record pointing elsewhere is never dialled
-            raise NotLoopback(f"{self.service_name} resolves to {address}, outside 127.0.0.0/8: not sent")
+            check_address(address, self.allowed, what=f"requests for {self.service_name}")
+        except AddressRefused as e:
+            raise NotLoopback(f"{e}: not sent") from None
         return Target(self.ctx.region_of.get(address), address, f"http://{address}:{self.lb_port}",
                       self.resolver.last_lookup, self.resolver.last_ttl)
 

@@ -11,6 +11,9 @@ Layout (gameday/rundir.py makes the directory):
   scenarios/<name>/replicas.json    final table contents per region {region: {key: value}}
   scenarios/<name>/locust.html, locust_stats.csv   Locust's own report
   junit.xml, logs/                  pytest's JUnit XML, process logs
+
+The three logs (events, journal, histories) are read through gameday/runlog.py: one schema, one time
+base (`time`, epoch seconds), old runs migrated there.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from gameday import runlog
+from gameday.runlog import OP_TYPES, JsonLines, RunLogError
 
 OUTCOMES = ("passed", "failed", "error", "skipped")
 
@@ -34,27 +39,13 @@ class ReportError(Exception):
 
 def parse_time(value: Any, where: str) -> float:
     """Epoch seconds from an ISO-8601 string or an epoch number; ReportError naming `where` otherwise."""
-    if isinstance(value, bool) or value is None:
-        raise ReportError(f"{where}: expected a time, got {value!r}")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise ReportError(f"{where}: expected a time, got {value!r}")
-        return float(value)
-    if isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            raise ReportError(f"{where}: not an ISO-8601 time: {value!r}") from None
-        if dt.tzinfo is None:  # the harness writes UTC; a naive stamp is read as UTC, not local time
-            dt = dt.replace(tzinfo=timezone.utc)
-        return dt.timestamp()
-    raise ReportError(f"{where}: expected a time, got {type(value).__name__}")
+    try:
+        return runlog.parse_time(value, where)
+    except RunLogError as e:
+        raise ReportError(str(e)) from None
 
 
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+iso = runlog.iso
 
 
 # -- files ---------------------------------------------------------------------------------------------
@@ -77,47 +68,19 @@ def read_json(path: Path, rel: str, *, expect: type = dict) -> Any:
     return data
 
 
-@dataclass
-class JsonLines:
-    records: list[dict]
-    truncated_tail: bool = False  # last line cut short (a process killed mid-write): dropped, reported
+def _as_report_error(read: Callable[..., JsonLines], path: Path, rel: str, **kw: Any) -> JsonLines:
+    try:
+        return read(path, rel, **kw)
+    except RunLogError as e:
+        raise ReportError(str(e)) from None
 
 
 def read_jsonl(path: Path, rel: str) -> JsonLines:
-    """One JSON object per line. A bad line in the middle is corruption (ReportError naming the line);
-    a final line without its newline that does not parse is a write cut short by a kill: it is
-    dropped and reported as a warning, so a SIGKILLed run can still be explained."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ReportError(f"{rel}: missing") from None
-    except OSError as e:
-        raise ReportError(f"{rel}: cannot read: {e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ReportError(f"{rel}: not UTF-8 text (byte {e.start})") from None
-    lines = text.split("\n")
-    complete_last = text.endswith("\n") or text == ""
-    out: list[dict] = []
-    truncated = False
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            if n == len(lines) and not complete_last:
-                truncated = True
-                break
-            raise ReportError(f"{rel}:{n}: not valid JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(rec, dict):
-            raise ReportError(f"{rel}:{n}: expected a JSON object, got {type(rec).__name__}")
-        out.append(rec)
-    return JsonLines(out, truncated)
+    """One JSON object per line (gameday.runlog.read_lines), errors as ReportError naming rel:line."""
+    return _as_report_error(runlog.read_lines, path, rel)
 
 
-# -- client history: the one place that knows the recorders' field names -------------------------------
+# -- client history: entries carry the run log's canonical names (gameday/runlog.py ClientOp) ------------
 
 @dataclass(frozen=True, slots=True)
 class Op:
@@ -134,42 +97,25 @@ class Op:
 
 
 def normalize_op(entry: dict, where: str) -> Op:
-    """Map one history entry to an Op. Recorders may spell fields slightly differently
-    (Jepsen's `f` for the operation, `ts` for time, latency in ms, `target` for the region):
-    this function is the only place that knows."""
-    def first(*names: str) -> Any:
-        for n in names:
-            if n in entry and entry[n] is not None:
-                return entry[n]
-        return None
-
-    typ = first("type")
-    if typ not in ("invoke", "ok", "fail", "info"):
+    """One history entry (canonical names: histories recorded with other spellings were migrated when
+    read, gameday.runlog.read_history) as an Op, checking the fields the reports compute with."""
+    typ = entry.get("type")
+    if typ not in OP_TYPES:
         raise ReportError(f"{where}: history entry without a valid type (invoke|ok|fail|info): {typ!r}")
-    t = first("time", "ts", "wall_time", "at", "t")
-    if t is None:
-        raise ReportError(f"{where}: history entry without a time")
-    latency = first("latency_s")
-    if latency is None and first("latency_ms") is not None:
-        latency = float(first("latency_ms")) / 1000.0
-    if latency is None:
-        latency = first("latency")
-    try:
-        latency = None if latency is None else float(latency)
-    except (TypeError, ValueError):
-        raise ReportError(f"{where}: latency is not a number: {latency!r}") from None
-    return Op(
-        type=typ,
-        op=first("op", "f"),
-        key=first("key", "k"),
-        value=first("value", "v"),
-        region=first("region", "target", "target_region"),
-        served_by=first("served_by", "server_region", "served"),
-        status=first("status", "status_code"),
-        latency_s=latency,
-        time=parse_time(t, where),
-        error=first("error", "reason"),
-    )
+    t = entry.get("time")
+    if type(t) is not float:
+        if t is None:
+            raise ReportError(f"{where}: history entry without a time")
+        t = parse_time(t, where)
+    latency = entry.get("latency_s")
+    if latency is not None and type(latency) is not float:
+        try:
+            latency = float(latency)
+        except (TypeError, ValueError):
+            raise ReportError(f"{where}: latency is not a number: {latency!r}") from None
+    get = entry.get
+    return Op(typ, get("op"), get("key"), get("value"), get("region"), get("served_by"), get("status"),
+              latency, t, get("error"))
 
 
 # -- the run -------------------------------------------------------------------------------------------
@@ -195,7 +141,7 @@ class Scenario:
     def raw_history(self) -> JsonLines | None:
         if not self.history_path.exists():
             return None
-        return read_jsonl(self.history_path, f"{self.rel}/history.jsonl")
+        return _as_report_error(runlog.read_history, self.history_path, f"{self.rel}/history.jsonl")
 
     @cached_property
     def history(self) -> list[Op] | None:
@@ -258,8 +204,8 @@ class Run:
     dir: Path
     run_id: str
     scenarios: list[Scenario]
-    events: list[dict]
-    journal: list[dict]
+    events: list[dict]             # env/events.jsonl, canonical (gameday/runlog.py Event): {seq, time, mono, kind, ...}
+    journal: list[dict]            # journal.jsonl, canonical (FaultStep): {seq, time, mono, process, action, fault, ...}
     config: dict | None             # env/config.json (GamedayConfig dump)
     endpoints: dict | None          # env/state.json (what `gameday up --json` printed)
     meta: dict                      # run.json, if something wrote one
@@ -323,12 +269,7 @@ def load_run(run_dir: Path | str) -> Run:
     events: list[dict] = []
     ev_path = root / "env" / "events.jsonl"
     if ev_path.exists():
-        lines = read_jsonl(ev_path, "env/events.jsonl")
-        for i, e in enumerate(lines.records):
-            where = f"env/events.jsonl:{i + 1}"
-            if not isinstance(e.get("kind"), str):
-                raise ReportError(f"{where}: event without a 'kind'")
-            e["ts"] = parse_time(e["ts"] if e.get("ts") is not None else e.get("t"), f"{where}: field 'ts'")
+        lines = _as_report_error(runlog.read_events, ev_path, "env/events.jsonl")
         events = lines.records
         if lines.truncated_tail:
             warnings.append("env/events.jsonl: last line was cut short (process killed mid-write); ignored")
@@ -338,12 +279,7 @@ def load_run(run_dir: Path | str) -> Run:
     journal: list[dict] = []
     j_path = root / "journal.jsonl"
     if j_path.exists():
-        lines = read_jsonl(j_path, "journal.jsonl")
-        for i, rec in enumerate(lines.records):
-            where = f"journal.jsonl:{i + 1}"
-            if not isinstance(rec.get("event"), str) or not isinstance(rec.get("fault"), dict):
-                raise ReportError(f"{where}: journal entry needs 'event' and a 'fault' object")
-            rec["ts"] = parse_time(rec.get("at"), f"{where}: field 'at'")
+        lines = _as_report_error(runlog.read_journal_lines, j_path, "journal.jsonl")
         journal = lines.records
         if lines.truncated_tail:
             warnings.append("journal.jsonl: last line was cut short (process killed mid-write); ignored")

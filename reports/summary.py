@@ -66,7 +66,7 @@ def run_meta(run: Run, *, env: str | None = None, started_at: Any = None, finish
     prof["floor_s"] = profile.get("floor_s", prof["evaluation_periods"] * prof["period_s"] + prof["dns_ttl_s"])
 
     times = [t for s in run.scenarios for t in (s.started, s.finished) if t is not None]
-    times += [e["ts"] for e in run.events[:1] + run.events[-1:]]
+    times += [e["time"] for e in run.events[:1] + run.events[-1:]]
     start = parse_time(started_at, "started_at") if started_at is not None else (
         parse_time(meta["started_at"], "run.json: started_at") if meta.get("started_at") else (min(times) if times else None))
     end = parse_time(finished_at, "finished_at") if finished_at is not None else (

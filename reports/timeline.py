@@ -2,12 +2,13 @@
 
   source "env"      the environment's events as recorded (alarm, lambda_invocation, dns_change,
                     task, target_health, replication_lag, replication, data_plane, ...)
-  source "journal"  faults: kind "fault", event intent / injected / rolled_back / rollback_failed
+  source "journal"  faults: kind "fault", action intent / injected / inject_failed / rolled_back /
+                    rollback_failed, fault_kind (block_region, ...), fault {id, kind, target, params}
   source "client"   each scenario's client history summarised per time bucket (1 s) and region:
                     requests, ok, fail, info, p50/p99 latency
   source "scenario" scenario start and finish, with the outcome
 
-Every line has "ts" (epoch seconds) and "t" (ISO UTC); lines are sorted by ts.
+Every line has "time" (epoch seconds, the run log's time base: gameday/runlog.py); lines are sorted by it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from gameday.reports.rundata import Op, Run, iso
+from gameday.reports.rundata import Op, Run
 
 BUCKET_S = 1.0
 
@@ -36,7 +37,8 @@ def op_region(o: Op) -> str:
 
 
 def client_buckets(ops: list[Op], bucket_s: float = BUCKET_S) -> list[dict]:
-    """Completions per (bucket, region): requests, ok, fail, info, p50_s, p99_s (ok and fail latencies)."""
+    """Completions per (bucket, region): ts (the bucket's start, epoch s), requests, ok, fail, info,
+    p50_s, p99_s (ok and fail latencies)."""
     groups: dict[tuple[float, str], dict] = defaultdict(lambda: {"ok": 0, "fail": 0, "info": 0, "lat": []})
     for o in ops:
         if o.type == "invoke":
@@ -64,25 +66,23 @@ def build_timeline(run: Run, bucket_s: float = BUCKET_S) -> list[dict]:
     for e in run.events:
         # some events carry their own "source" field (an alarm's evaluation/set_alarm_state, a
         # replication pause's source region): kept as "event_source" so "source" stays the origin
-        fields = {("event_source" if k == "source" else k): v for k, v in e.items() if k not in ("ts", "t")}
-        lines.append({"ts": e["ts"], "t": iso(e["ts"]), "source": "env", **fields})
+        fields = {("event_source" if k == "source" else k): v for k, v in e.items() if k != "time"}
+        lines.append({"time": e["time"], "source": "env", **fields})
     for j in run.journal:
-        # the journal line's own "kind" is the fault's kind (block_region, ...): keep it as fault_kind
-        lines.append({"ts": j["ts"], "t": iso(j["ts"]), "source": "journal",
-                      **{k: v for k, v in j.items() if k not in ("ts", "at", "kind")},
-                      "kind": "fault", "fault_kind": j.get("kind") or j["fault"].get("kind")})
+        lines.append({"time": j["time"], "source": "journal", **{k: v for k, v in j.items() if k != "time"},
+                      "kind": "fault", "fault_kind": j["fault"]["kind"]})
     for s in run.scenarios:
         if s.started is not None:
-            lines.append({"ts": s.started, "t": iso(s.started), "source": "scenario", "kind": "scenario",
-                          "action": "started", "scenario": s.name})
+            lines.append({"time": s.started, "source": "scenario", "kind": "scenario", "action": "started",
+                          "scenario": s.name})
         if s.finished is not None:
-            lines.append({"ts": s.finished, "t": iso(s.finished), "source": "scenario", "kind": "scenario",
-                          "action": "finished", "scenario": s.name, "outcome": s.result["outcome"]})
+            lines.append({"time": s.finished, "source": "scenario", "kind": "scenario", "action": "finished",
+                          "scenario": s.name, "outcome": s.result["outcome"]})
         if s.history:
             for b in client_buckets(s.history, bucket_s):
-                lines.append({"ts": b["ts"], "t": iso(b["ts"]), "source": "client", "kind": "client",
-                              "scenario": s.name, **{k: v for k, v in b.items() if k != "ts"}})
-    lines.sort(key=lambda x: x["ts"])  # stable: same-instant lines keep source order
+                lines.append({"time": b["ts"], "source": "client", "kind": "client", "scenario": s.name,
+                              **{k: v for k, v in b.items() if k != "ts"}})
+    lines.sort(key=lambda x: x["time"])  # stable: same-instant lines keep source order
     return lines
 
 

@@ -92,7 +92,7 @@ def dns_moved_once(scenario, env, region: str, *, since_wall: float) -> None:
     flaps (a function reacting to OK notifications, or to the healthy region's alarms) is a
     failure even when it happens to end on the right region."""
     target = env.endpoints["regions"][region]["lb_address"]
-    changes = [e.get("new") for e in env.events(kind="dns_change") if float(e.get("ts", 0)) >= since_wall]
+    changes = [e.get("new") for e in env.events(kind="dns_change") if float(e.get("time", 0)) >= since_wall]
     scenario.check({"name": "dns_moved_once", "valid": changes == [[target]],
                     "detail": f"Route 53 answered {region} ({target}) after one change" if changes == [[target]] else
                     f"expected one change of the answer, to {region} ({target}); saw {len(changes)}: {changes}"})

@@ -59,7 +59,7 @@ def test_task_loss_is_absorbed(env, scenario, nemesis, load):
     # first fault, and DNS never moved
     scenario.expect("healthy_hosts_alarm_stays_ok",
                     lambda: alarm_stays(env, region, "OK", for_s=prof.period_s, alarm_key="healthy-hosts"))
-    fired = [e for e in env.events(kind="alarm") if e.get("new") == "ALARM" and float(e.get("ts", 0)) >= wall]
+    fired = [e for e in env.events(kind="alarm") if e.get("new") == "ALARM" and float(e.get("time", 0)) >= wall]
     scenario.check({"name": "no_alarm_fired", "valid": not fired,
                     "detail": "no alarm went to ALARM" if not fired else
                     "; ".join(f"{e['alarm']} went ALARM: {e.get('reason')}" for e in fired)})

@@ -111,7 +111,7 @@ def test_route53_throttled_lambda_retries(env, scenario, nemesis, load):
     needs_failover_function(env, "no function changes records through Route 53's API, so there is nothing to throttle")
     src = env.config.initial_region
     dst = other_region(env, src)
-    nemesis.inject(api_fault("route53", "us-east-1", kind="throttle", operation="ChangeResourceRecordSets", limit=3))
+    nemesis.inject(api_fault("route53", "us-east-1", effect="throttle", operation="ChangeResourceRecordSets", limit=3))
     run, started, wall = start_surge(scenario, load, src)
     _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="request-count", started=started)
     rules = env.status()["router"]["api_faults"]

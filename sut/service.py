@@ -26,6 +26,7 @@ the port is bound only once the client exists: an open port means the task can s
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import signal
@@ -80,7 +81,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.retry_deadline_s <= 0:
         p.error("--retry-deadline-s must be > 0")
+    problem = endpoint_problem(args.endpoint)
+    if problem:
+        p.error(problem)
     return args
+
+
+def endpoint_problem(endpoint: str | None) -> str | None:
+    """Why this service refuses to call DynamoDB at `endpoint`, or None. An explicit endpoint is the
+    harness's local AWS endpoint, on loopback (the local and docker environments: containers share
+    the host's network); on AWS the flag is left out and the SDK picks the region's endpoint. The
+    check is the standard library's (not gameday.net): the service image holds only sut/."""
+    if not endpoint:
+        return None
+    host = urlsplit(endpoint).hostname
+    if not host:
+        return f"--endpoint {endpoint!r} names no host"
+    try:
+        addresses = {info[4][0].split("%")[0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except OSError as e:
+        return f"--endpoint {endpoint}: {host} does not resolve ({e})"
+    outside = sorted(a for a in addresses if not ipaddress.ip_address(a).is_loopback)
+    if outside:
+        return (f"--endpoint {endpoint}: refused, {', '.join(outside)} is not a loopback address (an explicit "
+                "endpoint must be the harness's local one on 127.0.0.0/8; leave --endpoint out on AWS)")
+    return None
 
 
 class DynamoStore:
@@ -184,120 +209,128 @@ def _json_default(o):
     return str(o)
 
 
-def make_handler(store: DynamoStore, args: argparse.Namespace):
+class ServiceHandler(BaseHTTPRequestHandler):
+    """The endpoints; make_handler binds a store and the task's flags to a subclass (the server
+    builds one handler per request from the class)."""
+
+    store: DynamoStore
+    args: argparse.Namespace
+    identity: dict[str, str]    # response headers naming the task
+    writer: dict[str, str]      # what each item stores about its writer
+
+    protocol_version = "HTTP/1.1"
+    server_version = "gameday-service"
+    # headers and body in one segment: with Nagle on, a split response meets the peer's
+    # delayed ACK and every keep-alive request costs 40 ms
+    wbufsize = -1
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format, *a):  # noqa: A002 - the stdlib's name
+        pass  # one log line per request would cost more than the request
+
+    def send_json(self, status: int, obj) -> None:
+        body = json.dumps(obj, default=_json_default).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in self.identity.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            raise BadRequest("send the body with a Content-Length (chunked bodies are not supported)")
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            raise BadRequest("Content-Length is not a number") from None
+        if n > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise BadRequest(f"body is {n} bytes; at most {MAX_BODY_BYTES}")
+        return self.rfile.read(n) if n > 0 else b""
+
+    def _key(self, path: str) -> str | None:
+        if not path.startswith("/items/") and path != "/items":
+            return None
+        key = unquote(path[len("/items/"):])
+        if not key:
+            raise BadRequest("empty key: use /items/{key}")
+        return key
+
+    def _dispatch(self) -> None:
+        path = urlsplit(self.path).path
+        try:
+            body = self._body()
+            if path == "/health" and self.command == "GET":
+                self.send_json(200, {"task": self.args.task_id, "az": self.args.az, "region": self.args.region})
+                return
+            key = self._key(path)
+            if key is None:
+                self.send_json(404, {"message": f"no route {self.command} {path}"})
+            elif self.command == "PUT":
+                self._put(key, body)
+            elif self.command == "GET":
+                self._get(key)
+            else:
+                self.send_json(405, {"message": f"{self.command} not allowed on /items/{{key}}: GET or PUT"})
+        except BadRequest as e:
+            self.send_json(400, {"message": str(e)})
+        except Unavailable as e:
+            log.warning("%s %s: %s", self.command, path, e)
+            self.send_json(503, {"message": str(e), "error": e.error, "attempts": e.attempts})
+        except Exception as e:  # noqa: BLE001 - one bad request must not take the task down
+            from botocore.exceptions import ClientError
+
+            if isinstance(e, ClientError):
+                code = _error_name(e)
+                status = 400 if code in ("ValidationException", "SerializationException") else 500
+                self.send_json(status, {"message": str(e), "error": code})
+            else:
+                log.exception("%s %s failed", self.command, path)
+                self.send_json(500, {"message": f"{type(e).__name__}: {e}"})
+
+    def _put(self, key: str, raw: bytes) -> None:
+        try:
+            doc = json.loads(raw, parse_float=Decimal, parse_constant=_no_constants) if raw else None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BadRequest(f"body is not JSON: {e}") from None
+        except RecursionError:
+            raise BadRequest("body is nested too deeply") from None
+        if not isinstance(doc, dict):
+            raise BadRequest('body must be a JSON object like {"value": ..., "client_time": ...}')
+        if "value" not in doc:
+            raise BadRequest('body has no "value"')
+        client_time = doc.get("client_time")
+        if client_time is not None and (isinstance(client_time, bool) or not isinstance(client_time, (int, Decimal))):
+            raise BadRequest("client_time must be a number (epoch seconds)")
+        try:
+            written = self.store.put(key, doc["value"], client_time, self.writer)
+        except (TypeError, ArithmeticError) as e:  # the serializer refuses NaN, Infinity, > 38 digits
+            raise BadRequest(f"value cannot be stored: {e}") from None
+        self.send_json(200, {"key": key, "value": doc["value"], "region": self.args.region, "task": self.args.task_id,
+                             "written_at": written["written_at"]})
+
+    def _get(self, key: str) -> None:
+        item = self.store.get(key)
+        if item is None:
+            self.send_json(404, {"message": f"no item {key!r}", "key": key})
+        else:
+            self.send_json(200, item)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _dispatch
+
+
+def make_handler(store: DynamoStore, args: argparse.Namespace) -> type[ServiceHandler]:
     identity = {"X-Gameday-Region": args.region, "X-Gameday-Task": args.task_id, "X-Gameday-AZ": args.az}
     writer = {"region": args.region, "task": args.task_id, "az": args.az}
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "gameday-service"
-        # headers and body in one segment: with Nagle on, a split response meets the peer's
-        # delayed ACK and every keep-alive request costs 40 ms
-        wbufsize = -1
-
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, format, *a):  # noqa: A002 - the stdlib's name
-            pass  # one log line per request would cost more than the request
-
-        def send_json(self, status: int, obj) -> None:
-            body = json.dumps(obj, default=_json_default).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in identity.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
-
-        def _body(self) -> bytes:
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                self.close_connection = True
-                raise BadRequest("send the body with a Content-Length (chunked bodies are not supported)")
-            try:
-                n = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                self.close_connection = True
-                raise BadRequest("Content-Length is not a number") from None
-            if n > MAX_BODY_BYTES:
-                self.close_connection = True
-                raise BadRequest(f"body is {n} bytes; at most {MAX_BODY_BYTES}")
-            return self.rfile.read(n) if n > 0 else b""
-
-        def _key(self, path: str) -> str | None:
-            if not path.startswith("/items/") and path != "/items":
-                return None
-            key = unquote(path[len("/items/"):])
-            if not key:
-                raise BadRequest("empty key: use /items/{key}")
-            return key
-
-        def _dispatch(self) -> None:
-            path = urlsplit(self.path).path
-            try:
-                body = self._body()
-                if path == "/health" and self.command == "GET":
-                    self.send_json(200, {"task": args.task_id, "az": args.az, "region": args.region})
-                    return
-                key = self._key(path)
-                if key is None:
-                    self.send_json(404, {"message": f"no route {self.command} {path}"})
-                elif self.command == "PUT":
-                    self._put(key, body)
-                elif self.command == "GET":
-                    self._get(key)
-                else:
-                    self.send_json(405, {"message": f"{self.command} not allowed on /items/{{key}}: GET or PUT"})
-            except BadRequest as e:
-                self.send_json(400, {"message": str(e)})
-            except Unavailable as e:
-                log.warning("%s %s: %s", self.command, path, e)
-                self.send_json(503, {"message": str(e), "error": e.error, "attempts": e.attempts})
-            except Exception as e:  # noqa: BLE001 - one bad request must not take the task down
-                from botocore.exceptions import ClientError
-
-                if isinstance(e, ClientError):
-                    code = _error_name(e)
-                    status = 400 if code in ("ValidationException", "SerializationException") else 500
-                    self.send_json(status, {"message": str(e), "error": code})
-                else:
-                    log.exception("%s %s failed", self.command, path)
-                    self.send_json(500, {"message": f"{type(e).__name__}: {e}"})
-
-        def _put(self, key: str, raw: bytes) -> None:
-            try:
-                doc = json.loads(raw, parse_float=Decimal, parse_constant=_no_constants) if raw else None
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise BadRequest(f"body is not JSON: {e}") from None
-            except RecursionError:
-                raise BadRequest("body is nested too deeply") from None
-            if not isinstance(doc, dict):
-                raise BadRequest('body must be a JSON object like {"value": ..., "client_time": ...}')
-            if "value" not in doc:
-                raise BadRequest('body has no "value"')
-            client_time = doc.get("client_time")
-            if client_time is not None and (isinstance(client_time, bool) or not isinstance(client_time, (int, Decimal))):
-                raise BadRequest("client_time must be a number (epoch seconds)")
-            try:
-                written = store.put(key, doc["value"], client_time, writer)
-            except (TypeError, ArithmeticError) as e:  # the serializer refuses NaN, Infinity, > 38 digits
-                raise BadRequest(f"value cannot be stored: {e}") from None
-            self.send_json(200, {"key": key, "value": doc["value"], "region": args.region, "task": args.task_id,
-                                 "written_at": written["written_at"]})
-
-        def _get(self, key: str) -> None:
-            item = store.get(key)
-            if item is None:
-                self.send_json(404, {"message": f"no item {key!r}", "key": key})
-            else:
-                self.send_json(200, item)
-
-        do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _dispatch
-
-    return Handler
+    return type("Handler", (ServiceHandler,), {"store": store, "args": args, "identity": identity, "writer": writer})
 
 
 class Server(ThreadingHTTPServer):

@@ -270,9 +270,9 @@ def test_breaching_period_goes_to_alarm_once_and_publishes_the_real_notification
     _put(ctx, region, lb, 600)
     alarm_ev, _ = _wait_state(ctx, region, name, ALARM, 2, "600 requests in a period > 500 -> ALARM")
     # the boundary that tick evaluated (the loop ticks at boundary + grace)
-    boundary = (alarm_ev["ts"] - evaluator.grace_s) // PERIOD_S * PERIOD_S
+    boundary = (alarm_ev["time"] - evaluator.grace_s) // PERIOD_S * PERIOD_S
     assert boundary >= t_put, "ALARM before the breaching period ended"
-    print(f"tick latency after the period boundary: {alarm_ev['ts'] - boundary:.3f}s "
+    print(f"tick latency after the period boundary: {alarm_ev['time'] - boundary:.3f}s "
           f"(grace {evaluator.grace_s:.2f}s; tick cost {evaluator.tick_stats()[region]['mean_ms']} ms mean)")
 
     # a second breaching period: still ALARM, no new event, nothing published
@@ -292,7 +292,7 @@ def test_breaching_period_goes_to_alarm_once_and_publishes_the_real_notification
     assert [(m["Message"]["OldStateValue"], m["Message"]["NewStateValue"]) for m in msgs] == transitions
 
     alarm_msg = msgs[1]
-    print(f"state change -> SNS delivery: {alarm_msg['received_at'] - alarm_ev['ts']:.3f}s")
+    print(f"state change -> SNS delivery: {alarm_msg['received_at'] - alarm_ev['time']:.3f}s")
     assert alarm_msg["Subject"] == f'ALARM: "{name}" in US East (N. Virginia)'
     assert alarm_msg["TopicArn"] == ctx.provisioned.topic_arns[region]
     m = alarm_msg["Message"]
@@ -355,7 +355,7 @@ def test_missing_data_with_breaching_alarms_healthy_host_count(env):
     ev, took = _wait_state(ctx, region, name, ALARM, evaluation_range(1) + 2, "no HealthyHostCount -> ALARM")
     assert ev["old"] == OK
     # not before the real datapoint has left the evaluation range (N + 2 periods after the one it is in)
-    assert ev["ts"] - t_put >= evaluation_range(1) * PERIOD_S, ev
+    assert ev["time"] - t_put >= evaluation_range(1) * PERIOD_S, ev
     _wait_notified(sink, name, [OK, ALARM])
 
 

@@ -275,7 +275,7 @@ def test_alarm_transition_between_polls_is_seen_on_the_timeline():
     """CloudWatch says OK again by the time we look, but the timeline has the ALARM transition."""
     t0 = time.monotonic()
     ev = {"kind": "alarm", "alarm": "gameday-request-count-us-east-1", "new": "ALARM", "old": "OK",
-          "ts": time.time() + 0.2}
+          "time": time.time() + 0.2}
     env = FakeEnv(cw=FakeCloudWatch(["OK"]), events=[ev])
     assert alarm_fires(env, E, started=t0, deadline=2) == pytest.approx(0.2, abs=0.05)
     with pytest.raises(AssertionError, match=r"went ALARM 0\.\ds into the watch"):
@@ -299,7 +299,7 @@ def test_default_deadlines_are_explained_from_the_profile():
 
 def test_lambda_failure_message_carries_the_error_and_logs():
     now = time.time()
-    failed = {"kind": "lambda_invocation", "ts": now + 0.05, "end_ts": now + 0.05, "outcome": "error", "attempt": 1,
+    failed = {"kind": "lambda_invocation", "time": now + 0.05, "end_ts": now + 0.05, "outcome": "error", "attempt": 1,
               "region": E, "error": {"type": "Runtime.ExitError", "message": "Runtime exited with error: exit status 3"},
               "logs": ["START RequestId: r1", "Traceback (most recent call last):", "KeyError: 'GAMEDAY_REGIONS'",
                        "END RequestId: r1"], "will_retry": True, "retry_in_s": 1.0}
@@ -315,7 +315,7 @@ def test_lambda_failure_message_carries_the_error_and_logs():
     t0 = time.monotonic() - (time.time() - now)    # the start, on the monotonic clock, is `now`
     took = lambda_invoked(env, started=t0, deadline=1, outcome="failed")
     assert took == pytest.approx(0.05, abs=0.02)
-    nothing = FakeEnv(events=[{"kind": "alarm_action", "ts": time.time() + 0.01, "alarm": "gameday-request-count-us-east-1",
+    nothing = FakeEnv(events=[{"kind": "alarm_action", "time": time.time() + 0.01, "alarm": "gameday-request-count-us-east-1",
                                "new": "ALARM", "error": "EndpointConnectionError: sns down"}])
     with pytest.raises(NotWithinDeadline, match=r"no invocation at all; alarm actions published since the start: "
                                                 r"gameday-request-count-us-east-1 ALARM FAILED \(EndpointConnectionError"):

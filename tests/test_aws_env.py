@@ -36,7 +36,8 @@ from gameday.environments.aws import (AccountRefused, AwsConfigError, AwsEnviron
 from gameday.environments.aws.discovery import AZ_TAG, ORIGINAL_SUBNETS_TAG
 from gameday.environments.aws.plan import scenario_catalogue
 from gameday.environments.local.moto_region import MotoServer
-from gameday.faults import FaultError, Nemesis, api_fault, block_region, lambda_fault, lose_az, pause_replication, stop_tasks
+from gameday.faults import (FaultError, Nemesis, api_fault, block_region, lambda_fault, lose_az, pause_replication,
+                            replication_drop, stop_tasks)
 from gameday.faults.journal import read_journal
 from gameday.config import load_config
 
@@ -500,12 +501,10 @@ def test_rollback_without_the_injected_line(pristine, tmp_path):
     params alone (the reserved rule number)."""
     env = make_env(pristine["cfg"], tmp_path).start()
     before = acl_entries()
-    from gameday.faults.base import inject_fault, rollback_fault
-
     f = block_region("us-east-1")
-    inject_fault(f, env)
+    env.apply(f)
     assert _deny_rules()
-    rollback_fault(f, env, None)
+    env.revert(f, None)
     assert acl_entries() == before
 
 
@@ -697,14 +696,12 @@ def test_pause_replication_through_fis(pristine, tmp_path):
             {"id": "EXP0", "experimentTemplateId": "OTHER", "state": {"status": "running"}}]}, {})
         stub.add_response("stop_experiment", {"experiment": {"id": "EXP1"}}, {"id": "EXP1"})
         stub.add_response("delete_experiment_template", {"experimentTemplate": {"id": "EXT1"}}, {"id": "EXT1"})
-        from gameday.faults.base import inject_fault, rollback_fault
-
         f = pause_replication("us-east-1", "us-west-2")
         f.check(env)
-        done = inject_fault(f, env)
+        done = env.apply(f)
         assert done == {"template_id": "EXT1", "experiment_id": "EXP1",
                         "action": "aws:dynamodb:global-table-pause-replication"}
-        undone = rollback_fault(f, env, None)
+        undone = env.revert(f)
         assert undone == {"stopped_experiments": ["EXP1"], "deleted_templates": ["EXT1"]}
         stub.assert_no_pending_responses()
 
@@ -717,6 +714,19 @@ def test_fis_backed_faults_are_missing_without_a_fis_role(pristine, tmp_path):
 
     with pytest.raises(CapabilityMissing, match="cannot pause replication"):
         Nemesis(env, tmp_path / "j.jsonl", handle_signals=False).inject(pause_replication("us-east-1", "us-west-2"))
+    # the driver table has no entry for the local model's mutation: refused by name, nothing called
+    with pytest.raises(CapabilityMissing, match="the aws environment has no driver for fault kind 'replication_drop'"):
+        env.apply(replication_drop(0.5))
+
+
+def test_a_backend_a_fault_kind_does_not_have_is_refused_by_name(pristine, tmp_path):
+    cfg = aws_cfg(pristine["zone"], fault_backends={"block_region": "alias", "lambda_fault": "nacl"})
+    env = make_env(cfg, tmp_path)
+    with pytest.raises(FaultError, match="aws.fault_backends.block_region: 'alias' is not a backend of block_region: "
+                                         "one of nacl, fis"):
+        env.driver(block_region("us-east-1"))
+    with pytest.raises(FaultError, match="'nacl' is not a backend of lambda_fault: one of alias, fis"):
+        env.driver(lambda_fault("error"))
 
 
 def test_block_region_through_fis_when_configured(pristine, tmp_path):
@@ -754,9 +764,9 @@ def test_api_faults_fis_cannot_do_are_refused_before_the_journal(pristine, tmp_p
     assert "api_fault" in env.capabilities
     n = Nemesis(env, tmp_path / "journal.jsonl", handle_signals=False)
     with pytest.raises(FaultError, match="FIS can fail only EC2 API calls"):
-        n.inject(api_fault("route53", "us-east-1", kind="throttle", operation="ChangeResourceRecordSets"))
+        n.inject(api_fault("route53", "us-east-1", effect="throttle", operation="ChangeResourceRecordSets"))
     with pytest.raises(FaultError, match="no 'latency' API fault"):
-        n.inject(api_fault("ec2", "us-east-1", kind="latency", latency_s=1, operation="DescribeInstances"))
+        n.inject(api_fault("ec2", "us-east-1", effect="latency", latency_s=1, operation="DescribeInstances"))
     assert not (tmp_path / "journal.jsonl").exists()
 
 
@@ -778,15 +788,13 @@ def test_lambda_fault_through_an_alias(stack, tmp_path):
         sns.subscribe(TopicArn=stack["regions"][r]["topic"], Protocol="lambda", Endpoint=alias_arn)
     env = make_env(cfg, tmp_path).start()
     assert "lambda_fault" in env.capabilities and env.backend("lambda_fault") == "alias"
-    from gameday.faults.base import inject_fault, rollback_fault
-
     with Nemesis(env, tmp_path / "journal.jsonl", handle_signals=False) as n:
         rec = n.inject(lambda_fault("error"))
         assert rec.injected == {"alias": "live", "original_version": good, "version": broken}
         assert lam.get_alias(FunctionName=LAMBDA, Name="live")["FunctionVersion"] == broken
     assert lam.get_alias(FunctionName=LAMBDA, Name="live")["FunctionVersion"] == good
-    inject_fault(lambda_fault("error"), env)
-    rollback_fault(lambda_fault("error"), env, None)
+    env.apply(lambda_fault("error"))
+    env.revert(lambda_fault("error"), None)
     alias = lam.get_alias(FunctionName=LAMBDA, Name="live")
     assert alias["FunctionVersion"] == good and not alias.get("Description")
 
@@ -803,7 +811,7 @@ FIS_CASES = {
                      {"duration": "PT30M", "invocationPercentage": "100", "startupDelayMilliseconds": "2500"},
                      {"Functions": {"resourceType": "aws:lambda:function", "selectionMode": "ALL",
                                     "resourceArns": [f"arn:aws:lambda:us-west-2:{ACCOUNT}:function:{LAMBDA}"]}}),
-    "ec2_throttle": (api_fault("ec2", "us-east-1", kind="throttle", rate=0.5,
+    "ec2_throttle": (api_fault("ec2", "us-east-1", effect="throttle", rate=0.5,
                                                            operation="DescribeInstances"),
                      "us-east-1", "aws:fis:inject-api-throttle-error",
                      {"duration": "PT30M", "service": "ec2", "operations": "DescribeInstances", "percentage": "50"},

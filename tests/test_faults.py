@@ -4,7 +4,6 @@ injector (its handlers roll back) and a SIGKILLed one (`gameday rollback` restor
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -13,15 +12,21 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Literal
 
 import botocore.exceptions
+import pydantic
 import pytest
 import requests
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from gameday import faults
-from gameday.environments.base import CAPABILITIES, CapabilityMissing, Environment
-from gameday.faults import Fault, FaultError, Nemesis, RollbackFailed
+from gameday.environments.base import CAPABILITIES, CapabilityMissing, Environment, FaultDriver
+from gameday.environments.local.faults_local import LOCAL_FAULT_DRIVERS
+from gameday.faults import API_EFFECTS, BLOCK_MODES, LAMBDA_MODES, Fault, FaultError, Nemesis, RollbackFailed
+from gameday.faults.base import known_aws_regions
 from gameday.faults.journal import ACTIONS, open_faults, read_journal
 from gameday import aws
 from gameday.config import load_config
@@ -43,31 +48,53 @@ def journal_lines(path: Path) -> list[dict]:
 # =====================================================================================================
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: faults.stop_tasks("us-east-9", count=1), "unknown region 'us-east-9': one of"),
-    (lambda: faults.stop_tasks("useast1", count=1), "not an AWS region name"),
-    (lambda: faults.stop_tasks("us-east-1", count=0), "count: must be a whole number >= 1"),
-    (lambda: faults.stop_tasks("us-east-1", fraction=1.5), "fraction: must be within 0 < x <= 1"),
-    (lambda: faults.stop_tasks("us-east-1", fraction=0), "fraction: must be within 0 < x <= 1"),
+    (lambda: faults.stop_tasks("us-east-9", count=1), "stop_tasks: region: unknown region 'us-east-9': one of"),
+    (lambda: faults.stop_tasks("useast1", count=1), "region: 'useast1' is not an AWS region name"),
+    (lambda: faults.stop_tasks("us-east-1", count=0), "count: must be a whole number >= 1 (or nothing), got 0"),
+    (lambda: faults.stop_tasks("us-east-1", count=True), "count: must be a whole number >= 1"),
+    (lambda: faults.stop_tasks("us-east-1", fraction=1.5), "fraction: must be a number within 0 < x <= 1"),
+    (lambda: faults.stop_tasks("us-east-1", fraction=0), "fraction: must be a number within 0 < x <= 1"),
     (lambda: faults.stop_tasks("us-east-1"), "give exactly one of count=N, fraction=0..1 or all=True"),
     (lambda: faults.stop_tasks("us-east-1", count=1, all=True), "(got count, all)"),
-    (lambda: faults.lose_az("us-east-1", "us-west-2a"), "is not an AZ of us-east-1"),
-    (lambda: faults.block_region("us-east-1", mode="drop"), "unknown mode 'drop': one of hang, refuse"),
+    (lambda: faults.stop_tasks("us-east-1", all="yes"), "all: must be true or false, got 'yes'"),
+    (lambda: faults.stop_tasks("us-east-1", all=True, cluster=""), "cluster: must be a non-empty string, got ''"),
+    (lambda: faults.api_fault("sns", "*", operation=""), "operation: must be a non-empty string (or nothing)"),
+    (lambda: faults.lose_az("us-east-1", "us-west-2a"), "az: 'us-west-2a' is not an AZ of us-east-1"),
+    (lambda: faults.block_region("us-east-1", mode="drop"), "mode: unknown mode 'drop': one of hang, refuse"),
     (lambda: faults.block_region("us-east-1", data_plane=False), "block at least one of"),
     (lambda: faults.pause_replication("us-east-1", "us-east-1"), "source and destination are both"),
-    (lambda: faults.api_fault("dynamodbx", "us-east-1"), "unknown AWS service 'dynamodbx'"),
-    (lambda: faults.api_fault("dynamodb", "us-east-1", kind="slow"), "unknown kind 'slow'"),
-    (lambda: faults.api_fault("dynamodb", "us-east-1", kind="latency"), "latency_s: must be a number > 0"),
-    (lambda: faults.api_fault("dynamodb", "us-east-1", rate=0), "rate: must be within 0 < x <= 1"),
-    (lambda: faults.api_fault("dynamodb", "us-east-1", kind="throttle", status=500), "status: only for kind='error'"),
-    (lambda: faults.lambda_fault("crash"), "unknown mode 'crash': one of error, timeout, delay"),
-    (lambda: faults.lambda_fault("delay"), "delay_s: must be a number > 0"),
-    (lambda: faults.replication_drop(-0.1), "fraction: must be within 0 < x <= 1"),
+    (lambda: faults.api_fault("dynamodbx", "us-east-1"), "service: unknown AWS service 'dynamodbx'"),
+    (lambda: faults.api_fault("dynamodb", "us-east-1", effect="slow"),
+     "effect: unknown effect 'slow': one of error, throttle, latency, blackhole"),
+    (lambda: faults.api_fault("dynamodb", "us-east-1", effect="slow"), "effect: unknown effect 'slow'"),
+    (lambda: faults.api_fault("dynamodb", "us-east-1", effect="latency"), "latency_s: effect='latency' needs latency_s"),
+    (lambda: faults.api_fault("dynamodb", "us-east-1", rate=0), "rate: must be a number within 0 < x <= 1"),
+    (lambda: faults.api_fault("dynamodb", "us-east-1", effect="throttle", status=500), "status: only for effect='error'"),
+    (lambda: faults.api_fault("dynamodb", "us-east-1", status=200), "status: must be a whole number within 400 <= x <= 599"),
+    (lambda: faults.api_fault("dynamodb", "us-east-1", limit=0), "limit: must be a whole number >= 1"),
+    (lambda: faults.lambda_fault("crash"), "mode: unknown mode 'crash': one of error, timeout, delay"),
+    (lambda: faults.lambda_fault("delay"), "delay_s: mode='delay' needs delay_s, a number > 0"),
+    (lambda: faults.replication_drop(-0.1), "fraction: must be a number within 0 < x <= 1"),
+    (lambda: faults.parse_fault({"kind": "nope"}), "unknown fault kind 'nope': one of api_fault, block_region"),
+    (lambda: faults.parse_fault({"region": "us-east-1"}), "a fault needs a kind: one of"),
+    (lambda: faults.parse_fault({"kind": "lose_az", "region": "us-east-1", "az": "a", "zone": 1}),
+     "lose_az: unknown parameter 'zone': expected region, az"),
+    (lambda: faults.parse_fault({"kind": "stop_tasks", "count": 1}), "stop_tasks: region: required (an AWS region"),
+    (lambda: faults.parse_fault({"kind": "replication_drop", "fraction": "0.5"}), "fraction: must be a number"),
+    (lambda: Fault.from_record("lose_az", ["us-east-1"]), "lose_az: params must be an object, got list"),
 ])
-def test_bad_parameters_are_refused_with_a_clear_message(make, message):
+def test_bad_parameters_are_refused_with_one_line_naming_the_field(make, message):
     with pytest.raises(FaultError) as e:
         make()
     assert message in str(e.value)
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and "pydantic" not in str(e.value)
+
+
+def test_several_bad_parameters_are_all_named_on_one_line():
+    with pytest.raises(FaultError) as e:
+        faults.parse_fault({"kind": "api_fault", "service": "dynamodbx", "region": "mars", "rate": 2})
+    text = str(e.value)
+    assert "\n" not in text and all(f"{f}:" in text for f in ("service", "region", "rate")), text
 
 
 ALL_FAULTS = [
@@ -75,22 +102,125 @@ ALL_FAULTS = [
     faults.lose_az("us-east-1", "b"),
     faults.block_region("us-east-1", control_plane=True, mode="refuse"),
     faults.pause_replication("us-east-1", "us-west-2"),
-    faults.api_fault("cloudwatch", "*", kind="latency", latency_s=0.2, operation="PutMetricData"),
+    faults.api_fault("cloudwatch", "*", effect="latency", latency_s=0.2, operation="PutMetricData"),
     faults.lambda_fault("timeout"),
     faults.replication_drop(0.25),
 ]
 
 
+def test_every_kind_is_covered_here_and_has_a_local_driver():
+    from gameday.environments.aws.faults_aws import AWS_FAULT_DRIVERS
+    from gameday.environments.local.faults_local import LOCAL_FAULT_DRIVERS
+
+    builtin = {k for k, c in faults.fault_classes().items() if c.__module__.startswith("gameday.faults.")}
+    assert {f.kind for f in ALL_FAULTS} == builtin == set(LOCAL_FAULT_DRIVERS)
+    assert set(AWS_FAULT_DRIVERS) == builtin - {"replication_drop"}   # a mutation of the local model only
+    # docker runs the local control plane: the same drivers
+    from gameday.environments.docker import DockerEnvironment
+    from gameday.environments.local import LocalEnvironment
+
+    assert DockerEnvironment.fault_drivers is LocalEnvironment.fault_drivers is LOCAL_FAULT_DRIVERS
+
+
 @pytest.mark.parametrize("fault", ALL_FAULTS, ids=lambda f: f.kind)
 def test_faults_are_data_that_rebuild_from_the_journal(fault):
-    assert faults.fault_from_record(fault.kind, json.loads(json.dumps(fault.params))) == fault
+    record = json.loads(json.dumps({"kind": fault.kind, "params": fault.params}))
+    assert "kind" not in record["params"]       # kind names the fault type only
+    assert faults.parse_fault({"kind": record["kind"], **record["params"]}) == fault
+    assert Fault.from_record(record["kind"], record["params"]) == fault
     assert fault.describe() and "\n" not in fault.describe()
     assert fault.required_capability in fault.required_capabilities
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        fault.kind_param = 1  # noqa: B010 - frozen: a journaled fault cannot change afterwards
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        fault.target_override = 1  # noqa: B010 - frozen: a journaled fault cannot change afterwards
+    field = next(iter(fault.params))
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        setattr(fault, field, fault.params[field])
+
+
+# -- every kind round-trips through its journal record, whatever its (valid) params ----------------------------
+
+REGION = st.sampled_from(known_aws_regions())
+SHARE = st.floats(min_value=0, max_value=1, exclude_min=True)
+SECONDS = st.floats(min_value=0.001, max_value=3600)
+COUNT = st.integers(min_value=1, max_value=10_000)
+NAME = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=20)
+
+
+@st.composite
+def stop_tasks_records(draw):
+    how = draw(st.sampled_from([{"count": COUNT}, {"fraction": SHARE}, {"all": st.just(True)}]))
+    extra = {"cluster": NAME, "seed": st.none() | st.integers()}
+    return draw(st.fixed_dictionaries({"kind": st.just("stop_tasks"), "region": REGION, **how}, optional=extra))
+
+
+@st.composite
+def lose_az_records(draw):
+    region, letter = draw(REGION), draw(st.sampled_from("abcdef"))
+    return {"kind": "lose_az", "region": region, "az": draw(st.sampled_from([letter, region + letter]))}
+
+
+@st.composite
+def block_region_records(draw):
+    planes = draw(st.sampled_from([(True, False), (False, True), (True, True)]))
+    return {"kind": "block_region", "region": draw(REGION), "data_plane": planes[0], "control_plane": planes[1],
+            "mode": draw(st.sampled_from(BLOCK_MODES))}
+
+
+@st.composite
+def api_fault_records(draw):
+    effect = draw(st.sampled_from(API_EFFECTS))
+    rec = {"kind": "api_fault", "effect": effect, "service": draw(st.sampled_from(["*", "dynamodb", "route53", "sns",
+                                                                                   "cloudwatch", "ecs", "ec2"])),
+           "region": draw(st.just("*") | REGION), "rate": draw(SHARE)}
+    if effect == "latency":
+        rec["latency_s"] = draw(SECONDS)
+    if effect == "error":
+        rec["status"] = draw(st.none() | st.integers(400, 599))
+    return {**rec, **draw(st.fixed_dictionaries({}, optional={"operation": NAME, "limit": st.none() | COUNT}))}
+
+
+@st.composite
+def lambda_fault_records(draw):
+    mode = draw(st.sampled_from(LAMBDA_MODES))
+    return {"kind": "lambda_fault", "mode": mode, **({"delay_s": draw(SECONDS)} if mode == "delay" else {})}
+
+
+@st.composite
+def pause_replication_records(draw):
+    source, destination = draw(st.lists(REGION, min_size=2, max_size=2, unique=True))
+    return {"kind": "pause_replication", "source": source, "destination": destination}
+
+
+VALID_RECORDS = st.one_of(stop_tasks_records(), lose_az_records(), block_region_records(), api_fault_records(),
+                          lambda_fault_records(), pause_replication_records(),
+                          st.fixed_dictionaries({"kind": st.just("replication_drop"), "fraction": SHARE}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALID_RECORDS)
+def test_every_kind_round_trips_through_its_journal_record(record):
+    fault = faults.parse_fault(record)
+    journaled = json.loads(json.dumps({"id": "x", "kind": fault.kind, "target": fault.target, "params": fault.params}))
+    assert journaled["kind"] == record["kind"] and journaled["target"] == fault.target
+    assert set(journaled["params"]) == set(type(fault).model_fields) - {"kind"}
+    again = faults.parse_fault({"kind": journaled["kind"], **journaled["params"]})
+    assert again == fault and again.params == fault.params and again.describe() == fault.describe()
+
+
+@settings(max_examples=150, deadline=None)
+@given(VALID_RECORDS, st.floats(allow_nan=False) | st.integers() | st.text(max_size=3) | st.booleans())
+def test_a_bad_share_is_refused_naming_the_field(record, value):
+    share = next((f for f in ("rate", "fraction") if f in record), None)
+    assume(share is not None and not (type(value) in (int, float) and 0 < value <= 1))
+    with pytest.raises(FaultError) as e:
+        faults.parse_fault({**record, share: value})
+    assert f"{record['kind']}: {share}: must be a number within 0 < x <= 1" in str(e.value)
+    assert "\n" not in str(e.value)
 
 
 def test_fault_details_that_matter():
+    from gameday.environments.local.faults_local import api_rule
+
     assert faults.lose_az("us-east-1", "a").target == "us-east-1/us-east-1a"
     us_east = faults.block_region("us-east-1", data_plane=False, control_plane=True)
     assert "Route 53" in us_east.describe() and us_east.required_capabilities == ("block_control_plane",)
@@ -98,20 +228,20 @@ def test_fault_details_that_matter():
     assert faults.block_region("us-west-2", control_plane=True).required_capabilities == (
         "block_data_plane", "block_control_plane")
     # the router matches the SigV4 signing name: CloudWatch signs as "monitoring"
-    assert faults.api_fault("cloudwatch", "us-east-1")._rule()["service"] == "monitoring"
-    with pytest.raises(FaultError, match="unknown fault kind 'nope'"):
-        faults.fault_from_record("nope", {})
-    with pytest.raises(FaultError, match="unknown parameter"):
-        faults.fault_from_record("lose_az", {"region": "us-east-1", "az": "a", "zone": 1})
+    assert api_rule(faults.api_fault("cloudwatch", "us-east-1"))["service"] == "monitoring"
+    # form values (text) are read as the field's type only when asked to
+    assert faults.parse_fault({"kind": "stop_tasks", "region": "us-east-1", "count": "2"}, strict=False) == \
+        faults.stop_tasks("us-east-1", count=2)
 
 
 class FakeEnv(Environment):
-    """Records control-API calls; can be told to fail some."""
+    """Records control-API calls (the local drivers' and the timeline's); can be told to fail some."""
     kind = "fake"
 
-    def __init__(self, capabilities=CAPABILITIES, fail_paths=()):
+    def __init__(self, capabilities=CAPABILITIES, fail_paths=(), drivers=None):
         super().__init__(load_config(None))
         self.capabilities = frozenset(capabilities)
+        self.fault_drivers = drivers if drivers is not None else {**LOCAL_FAULT_DRIVERS, "test_probe": ProbeDriver}
         self.calls: list[tuple[str, str, dict | None]] = []
         self.fail_paths = set(fail_paths)
         self.endpoints = {"pid": 4242, "control_url": "http://127.0.0.1:9"}
@@ -123,6 +253,9 @@ class FakeEnv(Environment):
         if path == "/api-faults":
             return {"id": "api-7", **body}
         return {"ok": True}
+
+    def post_event(self, event, timeout_s=2.0):
+        self.control("POST", "/events", event, timeout_s)
 
     def start(self): return self
     def stop(self): pass
@@ -138,10 +271,9 @@ class FakeEnv(Environment):
         return [(m, p, b) for m, p, b in self.calls if p != "/events"]
 
 
-@dataclasses.dataclass(frozen=True)
 class Probe(Fault):
-    """A test fault that looks at the journal while it is being applied."""
-    kind = "test_probe"
+    """A test fault whose driver (ProbeDriver) looks at the journal while it is being applied."""
+    kind: Literal["test_probe"] = "test_probe"
     capabilities = ("lose_az",)
     name: str = "p"
     journal: str = ""
@@ -155,37 +287,69 @@ class Probe(Fault):
     def describe(self):
         return f"probe {self.name}"
 
-    def inject(self, env):
-        seen = journal_lines(Path(self.journal))
-        env.calls.append(("INJECT", self.name, {"journal_before": [(x["id"], x["action"]) for x in seen]}))
-        if self.fail_inject:
-            raise RuntimeError(f"{self.name} half-applied")
-        return {"applied": self.name}
 
-    def rollback(self, env, injected=None):
-        env.calls.append(("ROLLBACK", self.name, injected))
-        if self.fail_rollback:
-            raise RuntimeError(f"{self.name} will not roll back")
-        return {"undone": self.name}
+class ProbeDriver(FaultDriver):
+    def apply(self):
+        f, env = self.fault, self.env
+        seen = journal_lines(Path(f.journal))
+        env.calls.append(("INJECT", f.name, {"journal_before": [(x["fault"]["id"], x["action"]) for x in seen]}))
+        if f.fail_inject:
+            raise RuntimeError(f"{f.name} half-applied")
+        return {"applied": f.name}
+
+    def revert(self, applied=None):
+        self.env.calls.append(("ROLLBACK", self.fault.name, applied))
+        if self.fault.fail_rollback:
+            raise RuntimeError(f"{self.fault.name} will not roll back")
+        return {"undone": self.fault.name}
+
+
+def probe(name: str, journal: Path, **kw) -> Probe:
+    return Probe.create(name=name, journal=str(journal), **kw)
+
+
+def test_an_environment_without_a_driver_for_a_kind_cannot_do_it(tmp_path):
+    """Capabilities alone are not enough: the driver table says what the environment can do."""
+    jp = tmp_path / "journal.jsonl"
+    env = FakeEnv(drivers={k: v for k, v in LOCAL_FAULT_DRIVERS.items() if k != "lose_az"})
+    nem = Nemesis(env, jp)
+    with pytest.raises(CapabilityMissing, match="the fake environment has no driver for fault kind 'lose_az'"):
+        nem.inject(faults.lose_az("us-east-1", "a"))
+    with pytest.raises(CapabilityMissing, match="no driver for fault kind 'test_probe'"):
+        env.apply(probe("x", jp))
+    with pytest.raises(CapabilityMissing, match="'lose_az'"):
+        env.revert(faults.lose_az("us-east-1", "a"))
+    assert not jp.exists() and env.calls == []
+    nem.inject(faults.block_region("us-west-2"))   # the kinds it has a driver for still work
+    assert env.non_event_calls() == [("POST", "/network/block", {"region": "us-west-2", "mode": "hang"})]
+    nem.rollback_all()
+
+
+def test_fault_models_do_not_import_concrete_environments():
+    """faults/* depend on the Environment interface only; environments import faults, not back."""
+    code = ("import sys, gameday.faults, gameday.faults.restore; "
+            "print(sorted(m for m in sys.modules if m.startswith('gameday.environments.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["['gameday.environments.base']"], out.stdout
 
 
 def test_intent_is_journaled_and_synced_before_the_fault_is_applied(tmp_path):
     env, jp = FakeEnv(), tmp_path / "journal.jsonl"
     with Nemesis(env, jp, scenario="s1") as nem:
-        rec = nem.inject(Probe("a", str(jp)))
+        rec = nem.inject(probe("a", jp))
         inject_call = [c for c in env.calls if c[0] == "INJECT"][0]
         assert inject_call[2]["journal_before"] == [(rec.id, "intent")]
     lines = journal_lines(jp)
     assert [x["action"] for x in lines] == ["intent", "injected", "rolled_back"]
     assert [x["seq"] for x in lines] == [1, 2, 3]
-    for x in lines:
-        assert {"seq", "t", "ts", "action", "id", "kind", "target", "params", "scenario", "detail"} <= set(x)
-        assert x["id"] == rec.id and x["kind"] == "test_probe" and x["target"] == "a" and x["scenario"] == "s1"
-        # the names the report readers use
-        assert x["event"] == x["action"] and x["at"] == x["t"] and x["fault"]["id"] == rec.id
+    for x in lines:   # gameday/runlog.py FaultStep
+        assert {"seq", "time", "action", "fault", "scenario", "detail"} <= set(x)
+        assert x["fault"] == {"id": rec.id, "kind": "test_probe", "target": "a", "params": rec.fault.params}
+        assert x["scenario"] == "s1"
     assert lines[0]["detail"]["description"] == "probe a" and lines[0]["detail"]["env"]["pid"] == 4242
     assert lines[1]["detail"] == {"applied": "a"}
-    assert lines[0]["ts"] <= lines[1]["ts"] <= lines[2]["ts"]
+    assert lines[0]["time"] <= lines[1]["time"] <= lines[2]["time"]
     # the fault is on the environment's timeline too
     events = [b for m, p, b in env.calls if p == "/events"]
     assert [(e["kind"], e["action"], e["ok"]) for e in events] == [("fault", "inject", True), ("fault", "rollback", True)]
@@ -196,18 +360,18 @@ def test_the_report_reader_accepts_the_journal(tmp_path):
 
     env, jp = FakeEnv(), tmp_path / "journal.jsonl"
     with Nemesis(env, jp, scenario="s1") as nem:
-        nem.inject(Probe("a", str(jp)))
+        nem.inject(probe("a", jp))
     (tmp_path / "scenarios" / "s1").mkdir(parents=True)
     (tmp_path / "scenarios" / "s1" / "result.json").write_text(json.dumps({"name": "s1", "outcome": "passed"}))
     run = load_run(tmp_path)
-    assert [j["event"] for j in run.journal] == ["intent", "injected", "rolled_back"]
+    assert [j["action"] for j in run.journal] == ["intent", "injected", "rolled_back"]
 
 
 def test_rollback_all_is_reverse_order_and_attempts_every_fault(tmp_path):
     env, jp = FakeEnv(), tmp_path / "journal.jsonl"
     nem = Nemesis(env, jp)
     for name in ("first", "second", "third"):
-        nem.inject(Probe(name, str(jp), fail_rollback=(name == "second")))
+        nem.inject(probe(name, jp, fail_rollback=(name == "second")))
     assert [r.target for r in nem.active()] == ["first", "second", "third"]
     with pytest.raises(RollbackFailed) as e:
         nem.rollback_all()
@@ -215,7 +379,7 @@ def test_rollback_all_is_reverse_order_and_attempts_every_fault(tmp_path):
     assert [n for k, n, _ in env.calls if k == "ROLLBACK"] == ["third", "second", "first"]
     # rollback gets what inject returned
     assert [d for k, _, d in env.calls if k == "ROLLBACK"][0] == {"applied": "third"}
-    tail = [(x["target"], x["action"]) for x in journal_lines(jp)][-3:]
+    tail = [(x["fault"]["target"], x["action"]) for x in journal_lines(jp)][-3:]
     assert tail == [("third", "rolled_back"), ("second", "rollback_failed"), ("first", "rolled_back")]
     assert [r.target for r in nem.active()] == ["second"]
     summary = nem.records()
@@ -227,7 +391,7 @@ def test_rollback_all_is_reverse_order_and_attempts_every_fault(tmp_path):
 def test_rollback_is_idempotent_and_by_id_or_fault(tmp_path):
     env, jp = FakeEnv(), tmp_path / "journal.jsonl"
     nem = Nemesis(env, jp)
-    f = Probe("x", str(jp))
+    f = probe("x", jp)
     rec = nem.inject(f)
     nem.rollback(f)
     nem.rollback(rec.id)
@@ -242,7 +406,7 @@ def test_context_manager_rolls_back_on_exception_and_keeps_the_exception(tmp_pat
     with pytest.raises(ZeroDivisionError):
         with Nemesis(env, jp) as nem:
             nem.inject(faults.block_region("us-west-2", mode="refuse"))
-            nem.inject(faults.api_fault("dynamodb", "us-west-2", kind="throttle"))
+            nem.inject(faults.api_fault("dynamodb", "us-west-2", effect="throttle"))
             1 / 0
     assert env.non_event_calls() == [
         ("POST", "/network/block", {"region": "us-west-2", "mode": "refuse"}),
@@ -301,7 +465,7 @@ def test_sigint_rolls_back_then_raises_keyboard_interrupt(tmp_path):
     env, jp = FakeEnv(), tmp_path / "journal.jsonl"
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     nem = Nemesis(env, jp)
-    nem.inject(Probe("held", str(jp)))
+    nem.inject(probe("held", jp))
     assert signal.getsignal(signal.SIGINT) == nem._on_signal
     with pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGINT)
@@ -313,9 +477,9 @@ def test_sigint_rolls_back_then_raises_keyboard_interrupt(tmp_path):
 def test_read_journal_finds_open_faults_and_tolerates_a_cut_last_line(tmp_path):
     env, jp = FakeEnv(), tmp_path / "journal.jsonl"
     nem = Nemesis(env, jp)
-    done = nem.inject(Probe("done", str(jp)))
+    done = nem.inject(probe("done", jp))
     nem.rollback(done)
-    held = nem.inject(Probe("held", str(jp)))
+    held = nem.inject(probe("held", jp))
     with open(jp, "a") as f:
         f.write('{"seq": 99, "action": "rolled_ba')  # SIGKILL mid-write
     fs, warnings = read_journal(jp)
@@ -479,7 +643,7 @@ def test_api_fault_throttle_is_a_real_throttling_error(local_env, tmp_path):
     table = local_env.endpoints["table"]
     c = _fresh(local_env, "dynamodb", "us-west-2")
     with Nemesis(local_env, tmp_path / "journal.jsonl") as nem:
-        rec = nem.inject(faults.api_fault("dynamodb", "us-west-2", kind="throttle", operation="PutItem"))
+        rec = nem.inject(faults.api_fault("dynamodb", "us-west-2", effect="throttle", operation="PutItem"))
         with pytest.raises(botocore.exceptions.ClientError) as e:
             c.put_item(TableName=table, Item={"pk": {"S": "fault-throttle"}})
         assert e.value.response["Error"]["Code"] == "ThrottlingException"
@@ -591,7 +755,7 @@ def test_exception_inside_the_context_manager_rolls_everything_back(local_env, t
     with pytest.raises(RuntimeError, match="scenario blew up"):
         with Nemesis(local_env, tmp_path / "journal.jsonl") as nem:
             nem.inject(faults.block_region("us-west-2", mode="refuse"))
-            nem.inject(faults.api_fault("dynamodb", "us-west-2", kind="error", status=503))
+            nem.inject(faults.api_fault("dynamodb", "us-west-2", effect="error", status=503))
             with pytest.raises(requests.ConnectionError):
                 requests.get(local_env.lb_url("us-west-2") + "/health", timeout=2)
             raise RuntimeError("scenario blew up")
@@ -608,7 +772,7 @@ INJECTOR = textwrap.dedent("""
     env = LocalEnvironment.attach(state.read_state(sys.argv[1]))
     nemesis = faults.Nemesis(env, sys.argv[2], scenario="child")
     for spec in json.loads(sys.argv[3]):
-        nemesis.inject(faults.fault_from_record(spec["kind"], spec["params"]))
+        nemesis.inject(faults.parse_fault({"kind": spec["kind"], **spec["params"]}))
     print("injected", flush=True)
     while True:
         time.sleep(0.1)  # hold the faults until a signal comes
@@ -647,7 +811,7 @@ def _refused(env) -> bool:
         return True
 
 
-CHILD_FAULTS = [faults.api_fault("dynamodb", "us-west-2", kind="throttle"),
+CHILD_FAULTS = [faults.api_fault("dynamodb", "us-west-2", effect="throttle"),
                 faults.block_region("us-west-2", mode="refuse")]
 
 

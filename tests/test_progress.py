@@ -27,6 +27,7 @@ import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from gameday.config import load_config
+from gameday.runlog import upgrade
 from gameday.progress import (CLEAR_LINE, Follower, Output, Setting, Story, live_line_wanted, mode_of, story,
                               verdict_lines)
 
@@ -53,7 +54,9 @@ def recorded(name: str):
         served_by, role, typ = key.split("|")
         ops += [{"type": typ, "time": d["started"] + t, "served_by": None if served_by == "None" else served_by,
                  "role": role} for t in times]
-    return d, d["events"], ops, Setting.from_env(fake_env(), d["started"])
+    # recorded before the run log schema: its events are read through the one migration
+    events = [upgrade(e, "events") for e in d["events"]]
+    return d, events, ops, Setting.from_env(fake_env(), d["started"])
 
 
 def first_of(lines, prefixes):
@@ -77,7 +80,7 @@ def test_surge_story_from_a_recorded_run_is_in_order_and_from_the_timeline():
     # the lines are the timeline's events, at the timeline's times
     dns_event = next(e for e in events if e["kind"] == "dns_change")
     dns_line = lines[idx[4]]
-    assert dns_line.ts == dns_event["ts"]
+    assert dns_line.ts == dns_event["time"]
     assert dns_line.text == "DNS answer changed: us-east-1 (127.0.1.1) -> us-west-2 (127.0.2.1)"
     alarm = lines[idx[2]].text
     assert "(" in alarm and "> 500)" in alarm
@@ -140,7 +143,7 @@ def test_threshold_is_crossed_only_within_one_alarm_period():
 
 def test_clients_following_needs_most_followers_on_the_new_region():
     s = setting()
-    dns = {"kind": "dns_change", "ts": T0 + 1.0, "old": ["127.0.1.1"], "new": ["127.0.2.1"]}
+    dns = {"kind": "dns_change", "time": T0 + 1.0, "old": ["127.0.1.1"], "new": ["127.0.2.1"]}
     ops = (regional(T0 + 1.0, T0 + 2.0, 5, role="dns") + regional(T0 + 1.0, T0 + 2.0, 5, "us-west-2", role="dns")
            + regional(T0 + 2.0, T0 + 3.0, 6, role="dns") + regional(T0 + 2.0, T0 + 3.0, 4, "us-west-2", role="dns")
            + regional(T0 + 3.0, T0 + 4.0, 4, role="dns") + regional(T0 + 3.0, T0 + 4.0, 6, "us-west-2", role="dns")
@@ -153,20 +156,20 @@ def test_clients_following_needs_most_followers_on_the_new_region():
 
 def test_lambda_failures_faults_and_load_are_told():
     s = setting()
-    alarm = {"kind": "alarm", "ts": T0 + 1, "region": "us-east-1", "alarm": "gameday-healthy-hosts-us-east-1",
+    alarm = {"kind": "alarm", "time": T0 + 1, "region": "us-east-1", "alarm": "gameday-healthy-hosts-us-east-1",
              "old": "OK", "new": "ALARM", "value": 0.0}
     events = [
-        {"kind": "load", "action": "started", "ts": T0 + 0.2, "rates": "dns 10/s"},
-        {"kind": "fault", "action": "inject", "ok": True, "ts": T0 + 0.5, "fault_kind": "block_region",
+        {"kind": "load", "action": "started", "time": T0 + 0.2, "rates": "dns 10/s"},
+        {"kind": "fault", "action": "inject", "ok": True, "time": T0 + 0.5, "fault_kind": "block_region",
          "target": "us-east-1", "description": "block us-east-1 data plane (hang)"},
         alarm,
-        {"kind": "lambda_invocation", "ts": T0 + 1.5, "outcome": "ok", "duration_s": 0.01, "region": "us-west-2",
+        {"kind": "lambda_invocation", "time": T0 + 1.5, "outcome": "ok", "duration_s": 0.01, "region": "us-west-2",
          "alarm": {"AlarmName": "gameday-healthy-hosts-us-west-2", "NewStateValue": "OK"}, "result": {"moved": 0}},
-        {"kind": "lambda_invocation", "ts": T0 + 1.6, "outcome": "error", "duration_s": 0.2, "region": "us-east-1",
+        {"kind": "lambda_invocation", "time": T0 + 1.6, "outcome": "error", "duration_s": 0.2, "region": "us-east-1",
          "alarm": {"AlarmName": "gameday-healthy-hosts-us-east-1", "NewStateValue": "ALARM"}, "attempt": 1,
          "error": {"type": "ClientError", "message": "Rate exceeded\n(Throttling)"}, "will_retry": True, "retry_in_s": 1},
-        {"kind": "route53_health", "ts": T0 + 2, "region": "us-east-1", "healthy": False, "reason": "timed out"},
-        {"kind": "fault", "action": "rollback", "ok": True, "ts": T0 + 9, "fault_kind": "block_region",
+        {"kind": "route53_health", "time": T0 + 2, "region": "us-east-1", "healthy": False, "reason": "timed out"},
+        {"kind": "fault", "action": "rollback", "ok": True, "time": T0 + 9, "fault_kind": "block_region",
          "target": "us-east-1"},
     ]
     texts = [ln.text for ln in story(events, [], s)]
@@ -186,7 +189,7 @@ def test_live_status_text_tells_the_last_second_errors_and_the_dns_answer():
         st.feed_op(op)
     st.advance(T0 + 3.0)
     assert st.status_text(T0 + 3.2) == "  [+3.2s] unanswered 1/s | errors 1 of 11 | DNS -> us-east-1"
-    st.feed_event({"kind": "dns_change", "ts": T0 + 3.1, "old": ["127.0.1.1"], "new": ["127.0.2.1"]})
+    st.feed_event({"kind": "dns_change", "time": T0 + 3.1, "old": ["127.0.1.1"], "new": ["127.0.2.1"]})
     st.advance(T0 + 4.5)   # a whole second without a completion: no stale rate
     assert st.status_text(T0 + 4.5) == "  [+4.5s] no requests | errors 1 of 11 | DNS -> us-west-2"
 
@@ -206,7 +209,7 @@ def test_follower_tells_lines_from_both_files_in_time_order_and_holds_back_the_y
         with open(path, "a") as fh:
             fh.write("".join(json.dumps(r) + "\n" for r in recs) + tail)
 
-    write(events_file, {"kind": "dns_change", "ts": T0 + 2.0, "old": ["127.0.1.1"], "new": ["127.0.2.1"]})
+    write(events_file, {"kind": "dns_change", "time": T0 + 2.0, "old": ["127.0.1.1"], "new": ["127.0.2.1"]})
     write(part, {"type": "invoke", "time": T0 + 1.89, "role": "dns"},
           *regional(T0 + 1.9, T0 + 1.95, 2, "us-east-1", role="dns"),
           tail='{"type": "ok", "time": ')   # a line still being written
@@ -468,7 +471,7 @@ def test_surge_story_is_told_live_through_a_pipe(tmp_path):
     from datetime import datetime
     t0 = datetime.fromisoformat(started).timestamp()
     dns = [json.loads(ln) for ln in (run / "timeline.jsonl").read_text().splitlines() if '"dns_change"' in ln]
-    assert abs((dns[0]["ts"] - t0) - offsets[idx[4]]) <= 0.06
+    assert abs((dns[0]["time"] - t0) - offsets[idx[4]]) <= 0.06
     loads = [json.loads(ln) for ln in (run / "env" / "events.jsonl").read_text().splitlines() if '"kind": "load"' in ln]
     assert len(loads) == 1 and "regional us-east-1 150/s" in loads[0]["rates"]
 

@@ -538,3 +538,23 @@ def test_keeps_up_with_a_burst(ctx, repl):
     _, took = eventually(all_replicated, deadline_s=n / floor, what=f"{n} items replicated at >= {floor} items/s",
                          started=t0)
     print(f"replicated {n} items in {took:.2f}s = {n / took:.0f} items/s")
+
+
+def test_a_write_in_flight_still_counts_as_lag_until_it_is_finished():
+    # The destination can show a replicated write while its put_item is still returning; until the
+    # replicator finishes it, the direction is behind by that write's age, not by the lag of the
+    # last write it finished (a status read in that gap used to report the previous, smaller lag).
+    import random
+
+    from gameday.environments.local.replication import _Direction, _Op
+
+    d = _Direction("us-east-1", "us-west-2", random.Random(0))
+    d.last_lag_s = 0.2
+    assert GlobalTableReplicator._lag_now(None, d, now=100.0) == 0.2
+    d.flying.append(98.5)                       # written 1.5 s ago, taken off the queue, not finished
+    assert GlobalTableReplicator._lag_now(None, d, now=100.0) == pytest.approx(1.5)
+    d.queue.append(_Op("us-east-1", ("k",), {}, 1, None, seen_at=99.5, written_at=99.4))
+    assert GlobalTableReplicator._lag_now(None, d, now=100.0) == pytest.approx(1.5), "the oldest unapplied write"
+    d.flying.clear()
+    assert GlobalTableReplicator._lag_now(None, d, now=100.0) == pytest.approx(0.6)
+    assert d.in_flight == 0

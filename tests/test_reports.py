@@ -584,8 +584,14 @@ CORRUPTIONS = {
     "result.json wrong schema": (lambda r: _edit_result(r, outcome="green"),
                                  r"result\.json: field 'outcome' must be one of passed, failed, error, skipped"),
     "metric not a number": (lambda r: _edit_result(r, metrics={"rto_s": "fast"}), r"metrics\.rto_s must be a number"),
-    "events.jsonl wrong schema": (lambda r: (r / "env/events.jsonl").write_text('{"ts": 1}\n' * 3),
-                                  r"env/events\.jsonl:1: event without a 'kind'"),
+    "events.jsonl wrong schema": (lambda r: (r / "env/events.jsonl").write_text('{"seq": 1, "time": 1}\n' * 3),
+                                  r"env/events\.jsonl:1: unknown event kind None"),
+    "event field of the wrong type": (lambda r: (r / "env/events.jsonl").write_text(
+        '{"seq": 1, "time": 1, "kind": "alarm", "region": "us-east-1", "alarm": "a", "old": "OK", "new": 5}\n'),
+        r"env/events\.jsonl:1: event 'alarm': field 'new': Input should be a valid string"),
+    "journal step without its fault": (lambda r: (r / "journal.jsonl").write_text(
+        '{"seq": 1, "time": 1.5, "process": "nemesis", "action": "intent", "scenario": null, "detail": {}}\n'),
+        r"journal\.jsonl:1: journal line: field 'fault': Field required"),
     "replicas.json not an object": (lambda r: (r / f"scenarios/{SURGE}/replicas.json").write_text("[1, 2]"),
                                     r"replicas\.json: expected a JSON dict, got list"),
     "empty result.json": (lambda r: (r / f"scenarios/{SURGE}/result.json").write_text(""), r"empty file"),
@@ -636,14 +642,14 @@ def test_the_real_command_line_on_a_partial_run(tmp_path: Path):
 
 def test_timeline_holds_every_kind_of_event_on_one_axis(rendered_run: Path):
     lines = read_jsonl(rendered_run / "timeline.jsonl")
-    assert [ln["ts"] for ln in lines] == sorted(ln["ts"] for ln in lines)
+    assert [ln["time"] for ln in lines] == sorted(ln["time"] for ln in lines)
     kinds = {(ln["source"], ln["kind"]) for ln in lines}
     for want in (("client", "client"), ("journal", "fault"), ("env", "alarm"), ("env", "lambda_invocation"),
                  ("env", "dns_change"), ("env", "ecs"), ("env", "replication_lag"), ("scenario", "scenario")):
         assert want in kinds, want
     # faults: injected then rolled back; alarms: transitions with old/new (the evaluator's own "source"
     # field kept apart from the line's origin); Lambda: outcome and result; DNS: the move to us-west-2
-    fault = [(ln["event"], ln["fault_kind"]) for ln in lines if ln["source"] == "journal"]
+    fault = [(ln["action"], ln["fault_kind"]) for ln in lines if ln["source"] == "journal"]
     assert fault == [("intent", "block_region"), ("injected", "block_region"), ("rolled_back", "block_region")]
     assert [ln["action"] for ln in lines if ln["source"] == "env" and ln["kind"] == "fault"] == ["inject", "rollback"]
     alarm = next(ln for ln in lines if ln["kind"] == "alarm" and ln["new"] == "ALARM")
@@ -672,10 +678,10 @@ def test_ecs_task_stops_and_starts_are_marked_on_the_chart(stored_run: Path):
     t = bh.started + 5
     # what environments/local/ecs.py emits when a task is stopped and its replacement starts
     run.events += [{"kind": "ecs", "action": "task_stopped", "region": "us-east-1", "task": "t-1", "az": "us-east-1a",
-                    "reason": "Task stopped by user", "ts": t},
+                    "reason": "Task stopped by user", "time": t},
                    {"kind": "ecs", "action": "task_started", "region": "us-east-1", "task": "t-2", "az": "us-east-1b",
-                    "reason": "service scheduler", "ts": t + 1},
-                   {"kind": "ecs", "action": "scaled", "region": "us-east-1", "old": 2, "new": 3, "ts": t + 2}]
+                    "reason": "service scheduler", "time": t + 1},
+                   {"kind": "ecs", "action": "scaled", "region": "us-east-1", "old": 2, "new": 3, "time": t + 2}]
     summary_faults = json.loads((stored_run / "summary.json").read_text())["scenarios"][1]["faults"]
     faults = scenario_faults(run, bh, summary_faults)
     fig = timeline_figure(run, bh, faults, scenario_window(bh, faults))
@@ -691,9 +697,9 @@ def test_route53_health_checks_are_drawn_as_a_band(stored_run: Path):
     t = bh.started + 5
     # what environments/local/healthchecks.py emits under failover routing: changes only
     run.events += [{"kind": "route53_health", "region": "us-east-1", "health_check_id": "hc-1", "healthy": False,
-                    "ts": t},
+                    "time": t},
                    {"kind": "route53_health", "region": "us-east-1", "health_check_id": "hc-1", "healthy": True,
-                    "ts": t + 3}]
+                    "time": t + 3}]
     summary_faults = json.loads((stored_run / "summary.json").read_text())["scenarios"][1]["faults"]
     faults = scenario_faults(run, bh, summary_faults)
     fig = timeline_figure(run, bh, faults, scenario_window(bh, faults))
@@ -702,6 +708,84 @@ def test_route53_health_checks_are_drawn_as_a_band(stored_run: Path):
     assert set(bands) == {"health check healthy", "health check unhealthy"}, bands
     # unhealthy exactly from the first change to the second
     assert min(bands["health check unhealthy"]) == 5.0 and max(bands["health check unhealthy"]) == 8.0
+
+
+def _band_kind(event: str):
+    from gameday.reports.html import band_kinds
+
+    kinds = band_kinds({"127.0.1.1": "us-east-1", "127.0.2.1": "us-west-2"}, {"us-east-1": "#111", "us-west-2": "#222"})
+    return next(k for k in kinds if k.event == event)
+
+
+# (events at t = 100 + x; the window runs from x = -2 to x = 20): the rows, then per legend entry its colour
+# and the band's [start, end] pairs in seconds since t0
+BANDS = {
+    "alarm": ([{"kind": "alarm", "alarm": "gameday-request-count-us-east-1", "region": "us-east-1", "old": "OK",
+                "new": "ALARM", "time": 105.0},
+               {"kind": "alarm", "alarm": "gameday-request-count-us-east-1", "region": "us-east-1", "old": "ALARM",
+                "new": "OK", "time": 112.0},
+               # a transition before the window only sets the state the band opens with
+               {"kind": "alarm", "alarm": "gameday-errors", "region": "us-west-2", "old": None, "new": "ALARM", "time": 50.0}],
+              ["alarm errors (us-west-2)", "alarm request-count-us-east-1"],
+              {"alarm ALARM": ("#D62728", [[-2.0, 20.0], [5.0, 12.0]]), "alarm OK": ("#2CA02C", [[-2.0, 5.0], [12.0, 20.0]])}),
+    "dns_change": ([{"kind": "dns_change", "name": "api.gameday.test.", "old": ["127.0.1.1"], "new": ["127.0.2.1"],
+                     "time": 108.0}],
+                   ["DNS api.gameday.test"],
+                   {"DNS → us-east-1": ("#111", [[-2.0, 8.0]]), "DNS → us-west-2": ("#222", [[8.0, 20.0]])}),
+    "route53_health": ([{"kind": "route53_health", "region": "us-east-1", "healthy": False, "time": 103.0},
+                        {"kind": "route53_health", "region": "us-east-1", "healthy": True, "time": 106.0}],
+                       ["R53 health us-east-1"],
+                       {"health check healthy": ("#2CA02C", [[-2.0, 3.0], [6.0, 20.0]]),
+                        "health check unhealthy": ("#D62728", [[3.0, 6.0]])}),
+}
+
+
+@pytest.mark.parametrize("event", list(BANDS))
+def test_one_band_function_draws_each_kind_of_band(event):
+    from gameday.reports.html import Window, state_bands
+
+    events, want_rows, want = BANDS[event]
+    shown: set[str] = set()
+    rows, traces = state_bands(_band_kind(event), events + [{"kind": "other", "time": 104.0}], Window(100.0, 98.0, 120.0),
+                               shown)
+    assert rows == want_rows
+    got = {}
+    for tr in traces:
+        xs = [x for x in tr.x if x is not None]
+        got.setdefault(tr.name, (tr.line.color, []))[1].extend(sorted([xs[i], xs[i + 1]] for i in range(0, len(xs), 2)))
+        assert set(tr.y) - {None} <= set(want_rows) and tr.line.width == 14
+    assert {k: (c, sorted(s)) for k, (c, s) in got.items()} == want
+    assert shown == set(want)   # one legend entry per state name, shared with the chart's other bands
+    assert [tr.showlegend for tr in state_bands(_band_kind(event), events, Window(100.0, 98.0, 120.0), shown)[1]] == \
+        [False] * len(traces)
+
+
+def test_the_report_escapes_the_runs_own_text(stored_run: Path, browser):
+    """Scenario names, messages and check details are the run's data: a name with <script> shows as text
+    and runs nothing."""
+    evil = "<script>alert('name')</script>surge"
+    result_path = stored_run / "scenarios" / SURGE / "result.json"
+    result = json.loads(result_path.read_text())
+    result.update(name=evil, message="AssertionError: <img src=x onerror=alert('message')> & more")
+    result["checks"][0]["detail"] = "</td><script>alert('detail')</script>"
+    result_path.write_text(json.dumps(result))
+    finalize_run(stored_run)
+    text = (stored_run / "report.html").read_text()
+    for raw in ("<script>alert(", "<img src=x", "</td><script>"):
+        assert raw not in text, raw
+    assert "&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;surge" in text
+    page, errors = _open(browser, stored_run / "report.html")
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    try:
+        page.wait_for_function(CHARTS_DRAWN, timeout=30_000)
+        card = page.locator("section.card[id^=scenario-]").filter(has_text="surge").first
+        assert card.locator("h2").inner_text().startswith(evil)
+        assert "<img src=x onerror=alert('message')> & more" in card.locator("pre.message").inner_text()
+        assert "</td><script>alert('detail')</script>" in card.locator("td.detail").first.inner_text()
+        assert page.locator("img").count() == 0 and not dialogs and not errors, (dialogs, errors)
+    finally:
+        page.close()
 
 
 # -- the nightly workflow ------------------------------------------------------------------------------------

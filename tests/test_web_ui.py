@@ -22,12 +22,12 @@ import pytest
 import requests
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from gameday.faults import fault_kinds, read_journal
+from gameday.faults import fault_classes, fault_kinds, read_journal, stop_tasks
 from gameday.faults.base import FaultError
 from gameday import procs
 from gameday.config import load_config
 from gameday.net import free_port
-from gameday.loadgen.chaos_ui import coerce_params, fault_schema, is_loopback
+from gameday.loadgen.chaos_ui import fault_from_form, fault_schema, is_loopback
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -46,9 +46,7 @@ UI_DEADLINE_S = 20.0          # Locust's start, a page load, one poll of the pan
 def package_fault_kinds() -> tuple[str, ...]:
     """The faults the Locust process knows: those of the faults package (other tests in this pytest
     process register faults of their own, e.g. tests/test_faults.py's test_probe)."""
-    from gameday.faults.base import _REGISTRY
-
-    return tuple(k for k in fault_kinds() if _REGISTRY[k].__module__.startswith("faults."))
+    return tuple(k for k, cls in fault_classes().items() if cls.__module__.startswith("gameday.faults."))
 
 
 def eventually(deadline_s: float, interval_s: float = 0.2):
@@ -94,18 +92,34 @@ def test_schema_lists_every_registered_fault_with_every_parameter():
     assert block["data_plane"]["type"] == "bool" and block["data_plane"]["default"] is True
     stop = {f["name"]: f for f in schema["stop_tasks"]["fields"]}
     assert (stop["count"]["type"], stop["count"]["optional"]) == ("int", True)
+    api = {f["name"]: f for f in schema["api_fault"]["fields"]}
+    assert "kind" not in api and api["effect"]["choices"] == ["error", "throttle", "latency", "blackhole"]
+    # API faults may name every region, and Route 53's home even where the service does not run
+    assert fault_schema(("us-west-2",))[0]["kind"] == "api_fault"
+    assert {f["name"]: f for f in fault_schema(("us-west-2",))[0]["fields"]}["region"]["choices"] == \
+        ["*", "us-west-2", "us-east-1"]
+    assert (api["rate"]["type"], api["rate"]["default"], api["rate"]["required"]) == ("float", 1.0, False)
+    pause = {f["name"]: f for f in schema["pause_replication"]["fields"]}
+    assert pause["source"]["choices"] == pause["destination"]["choices"] == ["us-east-1", "us-west-2"]
     assert all(s["doc"] for s in schema.values()), [k for k, s in schema.items() if not s["doc"]]
     json.dumps(schema)   # the page gets it as JSON
 
 
-def test_form_values_are_coerced_to_the_fault_types_and_bad_ones_named():
-    assert coerce_params("stop_tasks", {"region": "us-east-1", "count": "2", "fraction": "", "all": "false"}) == \
-        {"region": "us-east-1", "count": 2, "all": False}
-    assert coerce_params("replication_drop", {"fraction": 1}) == {"fraction": 1.0}
-    with pytest.raises(FaultError, match="count"):
-        coerce_params("stop_tasks", {"region": "us-east-1", "count": "two"})
-    with pytest.raises(FaultError, match="unknown fault kind"):
-        coerce_params("unplug_the_moon", {})
+def test_form_values_are_read_as_the_fault_types_and_bad_ones_named():
+    assert fault_from_form("stop_tasks", {"region": " us-east-1 ", "count": "2", "fraction": "", "all": "false",
+                                          "seed": None}) == stop_tasks("us-east-1", count=2)
+    assert fault_from_form("replication_drop", {"fraction": 1}).fraction == 1.0
+    assert fault_from_form("api_fault", {"service": "sns", "region": "*", "effect": "latency",
+                                         "latency_s": "0.25"}).latency_s == 0.25
+    for kind, params, message in [
+            ("stop_tasks", {"region": "us-east-1", "count": "two"}, "stop_tasks: count: must be a whole number >= 1"),
+            ("stop_tasks", {"region": "us-east-1", "all": "maybe"}, "stop_tasks: all: must be true or false"),
+            ("block_region", {"region": "us-east-1", "mode": "drop"}, "mode: unknown mode 'drop': one of hang, refuse"),
+            ("unplug_the_moon", {}, "unknown fault kind 'unplug_the_moon'"),
+            ("stop_tasks", ["us-east-1"], "stop_tasks: params must be an object")]:
+        with pytest.raises(FaultError) as e:
+            fault_from_form(kind, params)
+        assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
 def test_off_loopback_without_a_token_nothing_starts(tmp_path):

@@ -6,8 +6,9 @@ before STS says the account is allowed: client() and observer() refuse until the
 then finds the stack (discovery), runs preflight and the production-tag check, and refuses to
 go on with the problems listed one per line.
 
-Faults go through the faults/ classes and the Nemesis journal as everywhere; `fault_driver`
-says how each is done on AWS (environments/aws/faults_aws.py).
+Faults go through the faults/ models and the Nemesis journal as everywhere; the driver table
+`fault_drivers` says how each is done on AWS (environments/aws/faults_aws.py), and
+check_fault adds the guardrails.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ProfileNotFound
 
+from gameday.aws import ROUTE53_HOME
 from gameday.environments.aws import guardrails
 from gameday.environments.aws.discovery import Problem, RegionTargets, resolve_targets
+from gameday.environments.aws.faults_aws import AWS_FAULT_DRIVERS
 from gameday.environments.base import CapabilityMissing, Environment
 from gameday.config import GamedayConfig
 from gameday.events import EventLog
 
-ROUTE53_HOME = "us-east-1"
 STATE_NAME = "aws.json"           # RUN_DIR/env/aws.json: what `gameday rollback` needs to come back
 
 
@@ -47,6 +49,7 @@ class RunAborted(guardrails.FaultError):
 
 class AwsEnvironment(Environment):
     kind = "aws"
+    fault_drivers = AWS_FAULT_DRIVERS
 
     def __init__(self, config: GamedayConfig, run_dir: Path | None = None, *, session=None,
                  client_config: Config | None = None):
@@ -171,17 +174,14 @@ class AwsEnvironment(Environment):
             caps.add("lambda_fault")
         return frozenset(caps)
 
-    def fault_driver(self, fault):
-        from gameday.environments.aws.faults_aws import driver_for
-        return driver_for(self, fault)
-
     def check_fault(self, fault) -> None:
-        """Guardrails on one fault, before it is journaled (called by Fault.check)."""
+        """Guardrails on one fault, before it is journaled: no fault after a stop condition fired,
+        then capabilities, regions and the driver's caps (environments/base.py)."""
         if self.aborted:
             raise RunAborted(f"run aborted ({self.aborted}): no more faults")
         if not self.targets:
             raise guardrails.AccountRefused("the aws environment is not started")
-        self.fault_driver(fault).check()
+        super().check_fault(fault)
 
     # -- stop conditions ----------------------------------------------------------------------------------
     def guard(self, nemesis, on_abort=None, interval_s: float | None = None) -> guardrails.StopConditionWatcher:
@@ -252,10 +252,13 @@ class AwsEnvironment(Environment):
     def events(self, since: int = 0, kind: str | None = None) -> list[dict]:
         return self._events.since(since, kind)
 
+    def post_event(self, event: dict, timeout_s: float = 2.0) -> None:
+        self.control("POST", "/events", event)
+
     def control(self, method: str, path: str, body: dict | None = None, timeout_s: float = 10.0):
         """The timeline part of the local control API (POST/GET /events, GET /status), so the
         Nemesis and the scenario fixture put faults and scenarios on this environment's timeline.
-        There is no fault endpoint: faults go through fault_driver."""
+        There is no fault endpoint: faults go through the driver table."""
         if path.startswith("/events"):
             if method == "POST":
                 body = dict(body or {})

@@ -1,6 +1,7 @@
-"""How each fault kind is done on a real AWS stack. The faults keep their data class, their
-journal lines and the Nemesis; only the doing differs: `AwsEnvironment.fault_driver(fault)`
-returns one of these, and faults/base.py's inject_fault / rollback_fault call it.
+"""How each fault kind is done on a real AWS stack: `AWS_FAULT_DRIVERS`, the aws environment's
+driver table {fault kind -> driver} (environments/base.py). The faults keep their data, their
+journal lines and the Nemesis; only the doing differs. block_region and lambda_fault have two
+backends each, chosen by the config (AwsEnvironment.backend).
 
 Every rollback works from the fault's params alone (after a SIGKILL only the intent is in the
 journal): NACL deny entries use one reserved rule number, lose_az keeps the service's own
@@ -12,32 +13,21 @@ maximum duration, so that FIS ends it even if nobody rolls it back.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
 from gameday.environments.aws.discovery import AZ_TAG, ORIGINAL_SUBNETS_TAG
-from gameday.environments.aws.guardrails import GuardrailViolation, check_task_caps, parse_alarm_ref, tasks_stopped_by
-from gameday.faults.base import Fault, FaultError
+from gameday.environments.aws.guardrails import check_task_caps, parse_alarm_ref
+from gameday.environments.base import DriverTable, FaultDriver
+from gameday.faults.base import FaultError
 
 FIS_MAX_DURATION = "PT30M"     # FIS ends the experiment by itself after this, rolled back or not
 ALIAS_MARK = "gameday: original version "
 RUNNING_FIS_STATES = ("pending", "initiating", "running")
 
 
-@dataclass
-class Driver:
-    env: object
-    fault: Fault
-
-    def check(self) -> None:
-        """Raise FaultError / GuardrailViolation before anything is journaled."""
-
-    def inject(self) -> dict:
-        raise NotImplementedError
-
-    def rollback(self, injected: dict | None) -> dict:
-        raise NotImplementedError
+class Driver(FaultDriver):
+    """check() raises FaultError / GuardrailViolation before anything is journaled."""
 
     @property
     def targets(self):
@@ -69,14 +59,14 @@ class StopTasksDriver(Driver):
         arns = [x["taskArn"] for x in tasks]
         if not arns:
             raise FaultError(f"stop_tasks: no running tasks of the service in {self.fault.region}")
-        n = tasks_stopped_by(self.fault, self.targets.desired, len(arns))
+        n = self.fault.how_many(len(arns))
         check_task_caps(self.env, self.fault.region, n, self.targets.desired or len(arns), len(arns), "stop_tasks")
-        return self.fault._choose(arns), len(arns)
+        return self.fault.choose(arns), len(arns)
 
     def check(self) -> None:
         self._victims()
 
-    def inject(self) -> dict:
+    def apply(self) -> dict:
         victims, running = self._victims()
         ecs = self.env.client("ecs", self.fault.region)
         stopped = []
@@ -85,7 +75,7 @@ class StopTasksDriver(Driver):
             stopped.append(arn)
         return {"stopped": stopped, "running_before": running}
 
-    def rollback(self, injected: dict | None) -> dict:
+    def revert(self, applied: dict | None = None) -> dict:
         return {"note": "nothing to undo: the ECS service scheduler replaces stopped tasks itself"}
 
 
@@ -113,7 +103,7 @@ class LoseAzDriver(Driver):
         return self.env.observer("ecs", t.region).describe_services(
             cluster=t.cluster, services=[t.service], include=["TAGS"])["services"][0]
 
-    def inject(self) -> dict:
+    def apply(self) -> dict:
         t = self.targets
         victims, keep = self._in_az()
         ecs = self.env.client("ecs", t.region)
@@ -130,7 +120,7 @@ class LoseAzDriver(Driver):
             ecs.stop_task(cluster=t.cluster, task=arn, reason=f"gameday fault: {self.fault.describe()}")
         return {"stopped": victims, "subnets": keep, "original_subnets": list(t.service_subnets)}
 
-    def rollback(self, injected: dict | None) -> dict:
+    def revert(self, applied: dict | None = None) -> dict:
         t = self.targets
         svc = self._service()
         tags = {x["key"]: x["value"] for x in svc.get("tags") or []}
@@ -166,7 +156,7 @@ class BlockRegionNaclDriver(Driver):
         return client.describe_network_acls(Filters=[{"Name": "association.subnet-id",
                                                       "Values": self.targets.block_subnets}])["NetworkAcls"]
 
-    def inject(self) -> dict:
+    def apply(self) -> dict:
         self.check()
         rule = self.env.config.aws.guardrails.nacl_rule_number
         ec2 = self.env.client("ec2", self.fault.region)
@@ -182,8 +172,8 @@ class BlockRegionNaclDriver(Driver):
                 done.setdefault(acl["NetworkAclId"], []).append("egress" if egress else "ingress")
         return {"rule": rule, "acls": done, "subnets": self.targets.block_subnets}
 
-    def rollback(self, injected: dict | None) -> dict:
-        rule = (injected or {}).get("rule") or self.env.config.aws.guardrails.nacl_rule_number
+    def revert(self, applied: dict | None = None) -> dict:
+        rule = (applied or {}).get("rule") or self.env.config.aws.guardrails.nacl_rule_number
         ec2 = self.env.client("ec2", self.fault.region)
         removed: dict[str, list[str]] = {}
         for acl in self._acls(ec2):
@@ -233,7 +223,7 @@ class FisDriver(Driver):
                               f"arn:{self.env.partition}:cloudwatch:{region}:{self.env.account_id}:alarm:{name}"})
         return conds or [{"source": "none"}]
 
-    def inject(self) -> dict:
+    def apply(self) -> dict:
         self.check()
         fis = self.env.client("fis", self.region)
         targets = self.fis_targets()
@@ -248,10 +238,10 @@ class FisDriver(Driver):
                                    tags=self.tags())["experiment"]
         return {"template_id": tpl["id"], "experiment_id": exp["id"], "action": self.action_id}
 
-    def rollback(self, injected: dict | None) -> dict:
+    def revert(self, applied: dict | None = None) -> dict:
         fis = self.env.client("fis", self.region)
-        if injected and injected.get("template_id"):
-            templates = [injected["template_id"]]
+        if applied and applied.get("template_id"):
+            templates = [applied["template_id"]]
         else:  # only the intent was journaled: find ours by their tags
             want = self.tags()
             templates = [x["id"] for x in fis.list_experiment_templates()["experimentTemplates"]
@@ -370,7 +360,7 @@ class LambdaFaultAlias(Driver):
         region = self.env.config.failover.region
         return self.env.client("lambda", region) if client else self.env.observer("lambda", region)
 
-    def inject(self) -> dict:
+    def apply(self) -> dict:
         self.check()
         spec = self.env.config.aws
         lam = self._lambda()
@@ -382,7 +372,7 @@ class LambdaFaultAlias(Driver):
                          Description=ALIAS_MARK + original)
         return {"alias": spec.lambda_alias, "original_version": original, "version": spec.lambda_broken_version}
 
-    def rollback(self, injected: dict | None) -> dict:
+    def revert(self, applied: dict | None = None) -> dict:
         spec = self.env.config.aws
         lam = self._lambda()
         alias = lam.get_alias(FunctionName=spec.lambda_name, Name=spec.lambda_alias)
@@ -394,18 +384,24 @@ class LambdaFaultAlias(Driver):
         return {"alias": spec.lambda_alias, "version": original}
 
 
-def driver_for(env, fault: Fault) -> Driver:
-    kind = fault.kind
-    if kind == "stop_tasks":
-        return StopTasksDriver(env, fault)
-    if kind == "lose_az":
-        return LoseAzDriver(env, fault)
-    if kind == "block_region":
-        return (BlockRegionFis if env.backend("block_region") == "fis" else BlockRegionNaclDriver)(env, fault)
-    if kind == "pause_replication":
-        return PauseReplicationFis(env, fault)
-    if kind == "api_fault":
-        return ApiFaultFis(env, fault)
-    if kind == "lambda_fault":
-        return (LambdaFaultAlias if env.backend("lambda_fault") == "alias" else LambdaFaultFis)(env, fault)
-    raise GuardrailViolation("fault_kind", f"{kind} has no aws implementation")
+def _by_backend(kind: str, drivers: dict[str, type[Driver]]):
+    """A driver-table entry that picks the driver of the backend the config chose for `kind`."""
+
+    def make(env, fault) -> Driver:
+        backend = env.backend(kind)
+        if backend not in drivers:
+            raise FaultError(f"aws.fault_backends.{kind}: {backend!r} is not a backend of {kind}: "
+                             f"one of {', '.join(drivers)}")
+        return drivers[backend](env, fault)
+
+    return make
+
+
+AWS_FAULT_DRIVERS: DriverTable = {
+    "stop_tasks": StopTasksDriver,
+    "lose_az": LoseAzDriver,
+    "block_region": _by_backend("block_region", {"nacl": BlockRegionNaclDriver, "fis": BlockRegionFis}),
+    "pause_replication": PauseReplicationFis,
+    "api_fault": ApiFaultFis,
+    "lambda_fault": _by_backend("lambda_fault", {"alias": LambdaFaultAlias, "fis": LambdaFaultFis}),
+}

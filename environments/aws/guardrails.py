@@ -7,7 +7,6 @@ and rolls every fault back at once.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from typing import Callable
 
@@ -101,12 +100,8 @@ def production_problems(env) -> list[Problem]:
 # -- caps ---------------------------------------------------------------------------------------------
 
 def tasks_stopped_by(fault, desired: int, running: int) -> int:
-    """How many tasks a stop_tasks fault would stop out of `running`."""
-    if fault.all:
-        return running
-    if fault.count is not None:
-        return min(fault.count, running)
-    return max(1, math.ceil(fault.fraction * running - 1e-9))
+    """How many tasks a stop_tasks fault would stop out of `running` (the plan's caps check)."""
+    return fault.how_many(running)
 
 
 def check_task_caps(env, region: str, stopping: int, desired: int, running: int, what: str) -> None:

@@ -51,7 +51,7 @@ def scenario_catalogue(cfg: GamedayConfig) -> dict[str, tuple[list, dict[str, fl
         "region_blackhole_fails_over": ([block_region(src, data_plane=True, mode="hang")], follow),
         "all_tasks_stopped_fails_over": ([stop_tasks(src, all=True)], follow),
         "route53_throttled_lambda_retries": (
-            [make_api_fault("route53", "us-east-1", kind="throttle", operation="ChangeResourceRecordSets", limit=3)], surge),
+            [make_api_fault("route53", "us-east-1", effect="throttle", operation="ChangeResourceRecordSets", limit=3)], surge),
         "control_plane_region_lost": ([block_region("us-east-1", data_plane=True, control_plane=True, mode="hang")]
                                       if "us-east-1" in cfg.regions else [], follow),
         "task_loss_is_absorbed": ([stop_tasks(src, count=1), lose_az(src, cfg.service.azs[0])], follow),

@@ -1,6 +1,6 @@
 """The service name as Route 53 holds it, asked through the Route 53 API (no DNS packets, so it
 works the same against moto in tests and in any network): the record's values and TTL.
-Same interface as gameday.resolver.ServiceResolver (lookup / resolve / address / forget).
+Same interface as gameday.resolver.ServiceResolver (lookup / resolve / address).
 
 Route 53's API answers the authoritative record at once; real resolvers may serve the old
 value until the TTL they cached runs out, which `resolve()` models by caching for the TTL.

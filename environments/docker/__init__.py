@@ -4,9 +4,11 @@ ECS task a container from a service image: the reference service's (built here f
 image registry needed) or the user's own (config `[docker] image`, contract in docs/docker.md).
 
 `DockerEnvironment` is `LocalEnvironment` driving `gameday up --env docker`: the same control
-API, clients and fault primitives. Before it starts that, it checks that Docker answers (one
-clear line if not) and builds the images in this process, so a first run's image build is
-reported as such and is not counted against the environment's start timeout.
+API, clients and fault driver table (environments/local/faults_local.py); what a fault does to
+containers (a blocked region's are paused) happens behind that control API (docker/stack.py).
+Before it starts that, it checks that Docker answers (one clear line if not) and builds the
+images in this process, so a first run's image build is reported as such and is not counted
+against the environment's start timeout.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The embedded local environment: the whole seed architecture on loopback, no AWS account,
 no Docker. `LocalEnvironment` runs `gameday up --json` as a child process (so Locust, the
 service and the pytest process never share an interpreter) and drives it through its
-control API."""
+control API. Faults are applied by its driver table (environments/local/faults_local.py),
+which calls that control API."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import json
 import os
 import select
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import requests
 
 from gameday.environments.base import Environment
+from gameday.environments.local.faults_local import LOCAL_FAULT_DRIVERS
 from gameday import aws, procs
 from gameday.config import GamedayConfig
 
@@ -32,6 +33,7 @@ class LocalEnvironment(Environment):
         "stop_tasks", "lose_az", "block_data_plane", "block_control_plane",
         "pause_replication", "api_fault", "lambda_fault", "replication_drop",
     })
+    fault_drivers = LOCAL_FAULT_DRIVERS
     up_args: tuple[str, ...] = ()   # extra `gameday up` arguments (the docker environment: --env docker)
 
     def __init__(self, config: GamedayConfig, run_dir: Path, *, config_path: Path | None = None,
@@ -112,6 +114,9 @@ class LocalEnvironment(Environment):
         if r.status_code >= 400:
             raise ValueError(data.get("error", r.text))
         return data
+
+    def post_event(self, event: dict, timeout_s: float = 2.0) -> None:
+        self.control("POST", "/events", event, timeout_s=timeout_s)
 
     # -- Environment interface ------------------------------------------------------------------------
     def client(self, service: str, region: str):

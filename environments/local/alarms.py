@@ -18,7 +18,7 @@ import operator
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Sequence
@@ -84,6 +84,40 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+class _Range:
+    """One evaluation range with the alarm's settings, checked: what the rule's branches share."""
+
+    def __init__(self, datapoints: Sequence[float | None], *, threshold: float, comparison: str,
+                 evaluation_periods: int, datapoints_to_alarm: int | None, treat_missing_data: str,
+                 current_state: str, timestamps: Sequence[float] | None):
+        if comparison not in COMPARISONS:
+            raise ValueError(f"ComparisonOperator {comparison!r} is not supported; one of {sorted(COMPARISONS)}")
+        if treat_missing_data not in MISSING_TREATMENTS:
+            raise ValueError(f"TreatMissingData {treat_missing_data!r} is not one of {list(MISSING_TREATMENTS)}")
+        if current_state not in STATES:
+            raise ValueError(f"current_state {current_state!r} is not one of {list(STATES)}")
+        n = int(evaluation_periods)
+        m = int(datapoints_to_alarm) if datapoints_to_alarm is not None else n
+        if n < 1 or not 1 <= m <= n:
+            raise ValueError(f"need 1 <= DatapointsToAlarm ({m}) <= EvaluationPeriods ({n})")
+        pts = list(datapoints)
+        if len(pts) < n:
+            raise ValueError(f"the evaluation range has {len(pts)} datapoints, fewer than EvaluationPeriods ({n})")
+        if timestamps is not None and len(timestamps) != len(pts):
+            raise ValueError("timestamps must give one period start per datapoint")
+        self.pts, self.n, self.m = pts, n, m
+        self.current_state, self.timestamps = current_state, timestamps
+        self.test, self.words = COMPARISONS[comparison]
+        self.thr = float(threshold)
+        self.thr_txt = f"the threshold ({self.thr!r})"
+        self.reals = [(i, float(v)) for i, v in enumerate(pts) if v is not None]
+        self.missing = len(pts) - len(self.reals)
+        self.value = self.reals[-1][1] if self.reals else None
+
+    def breaches(self, v: float) -> bool:
+        return bool(self.test(float(v), self.thr))
+
+
 def evaluate(
     datapoints: Sequence[float | None],
     *,
@@ -102,95 +136,77 @@ def evaluate(
     evaluator passes `evaluation_range(N)`). `timestamps` (period starts, epoch s) only feed
     the reason text. DatapointsToAlarm defaults to EvaluationPeriods, as in PutMetricAlarm.
     """
-    if comparison not in COMPARISONS:
-        raise ValueError(f"ComparisonOperator {comparison!r} is not supported; one of {sorted(COMPARISONS)}")
-    if treat_missing_data not in MISSING_TREATMENTS:
-        raise ValueError(f"TreatMissingData {treat_missing_data!r} is not one of {list(MISSING_TREATMENTS)}")
-    if current_state not in STATES:
-        raise ValueError(f"current_state {current_state!r} is not one of {list(STATES)}")
-    n = int(evaluation_periods)
-    m = int(datapoints_to_alarm) if datapoints_to_alarm is not None else n
-    if n < 1 or not 1 <= m <= n:
-        raise ValueError(f"need 1 <= DatapointsToAlarm ({m}) <= EvaluationPeriods ({n})")
-    pts = list(datapoints)
-    if len(pts) < n:
-        raise ValueError(f"the evaluation range has {len(pts)} datapoints, fewer than EvaluationPeriods ({n})")
-    if timestamps is not None and len(timestamps) != len(pts):
-        raise ValueError("timestamps must give one period start per datapoint")
-
-    test, words = COMPARISONS[comparison]
-    thr = float(threshold)
-
-    def breaches(v: float) -> bool:
-        return bool(test(float(v), thr))
-
-    reals = [(i, float(v)) for i, v in enumerate(pts) if v is not None]
-    missing = len(pts) - len(reals)
-    value = reals[-1][1] if reals else None
-    thr_txt = f"the threshold ({thr!r})"
-
-    def crossed(evaluated: list[tuple[int, float]], fill: int, fill_breaches: bool) -> Evaluation:
-        """M-of-N over real datapoints plus `fill` filled-in ones."""
-        b = [(i, v) for i, v in evaluated if breaches(v)]
-        ok = [(i, v) for i, v in evaluated if not breaches(v)]
-        b_count = len(b) + (fill if fill_breaches else 0)
-        state = ALARM if b_count >= m else OK
-        total = len(evaluated) + fill
-        if not evaluated:
-            reason = (f"Threshold Crossed: no datapoints were received for {_plural(fill, 'period')} and "
-                      f"{_plural(fill, 'missing datapoint')} {'was' if fill == 1 else 'were'} treated as "
-                      f"[{'Breaching' if fill_breaches else 'NonBreaching'}].")
-        elif state == ALARM:
-            reason = (f"Threshold Crossed: {len(b)} out of the last {total} datapoints "
-                      f"{_points(b, timestamps)} {'was' if len(b) == 1 else 'were'} {words} {thr_txt}")
-        else:
-            reason = (f"Threshold Crossed: {_plural(len(ok), 'datapoint')} {_points(ok, timestamps)} "
-                      f"{'was' if len(ok) == 1 else 'were'} not {words} {thr_txt}")
-        if evaluated and fill:
-            reason += (f" and {_plural(fill, 'missing datapoint')} {'was' if fill == 1 else 'were'} treated as "
-                       f"[{'Breaching' if fill_breaches else 'NonBreaching'}]")
-        if evaluated:
-            reason += (f" (minimum {_plural(m, 'datapoint')} for {current_state} -> {state} transition)."
-                       if state != current_state else ".")
-        return Evaluation(state, reason, b_count, tuple(v for _, v in evaluated) + (None,) * fill,
-                          fill, missing, value, "treat_missing" if fill else "data")
-
+    r = _Range(datapoints, threshold=threshold, comparison=comparison, evaluation_periods=evaluation_periods,
+               datapoints_to_alarm=datapoints_to_alarm, treat_missing_data=treat_missing_data,
+               current_state=current_state, timestamps=timestamps)
     # Enough real datapoints in the range: the newest N of them decide, missing ones are not needed.
-    if len(reals) >= n:
-        return crossed(reals[-n:], 0, False)
-
-    fill = n - len(reals)
+    if len(r.reals) >= r.n:
+        return _crossed(r, r.reals[-r.n:], 0, False)
+    fill = r.n - len(r.reals)
     if treat_missing_data in ("breaching", "notBreaching"):
         # "fills in the missing data points with the result you specified ... any real data points
         # in the evaluation range, no matter when they were reported, are included"
-        return crossed(reals, fill, treat_missing_data == "breaching")
+        return _crossed(r, r.reals, fill, treat_missing_data == "breaching")
+    return _real_only(r, treat_missing_data)
 
-    # missing / ignore: only real datapoints count.
+
+def _crossed(r: _Range, evaluated: list[tuple[int, float]], fill: int, fill_breaches: bool) -> Evaluation:
+    """M-of-N over real datapoints plus `fill` filled-in ones."""
+    m, timestamps, words, thr_txt = r.m, r.timestamps, r.words, r.thr_txt
+    b = [(i, v) for i, v in evaluated if r.breaches(v)]
+    ok = [(i, v) for i, v in evaluated if not r.breaches(v)]
+    b_count = len(b) + (fill if fill_breaches else 0)
+    state = ALARM if b_count >= m else OK
+    total = len(evaluated) + fill
+    if not evaluated:
+        reason = (f"Threshold Crossed: no datapoints were received for {_plural(fill, 'period')} and "
+                  f"{_plural(fill, 'missing datapoint')} {'was' if fill == 1 else 'were'} treated as "
+                  f"[{'Breaching' if fill_breaches else 'NonBreaching'}].")
+    elif state == ALARM:
+        reason = (f"Threshold Crossed: {len(b)} out of the last {total} datapoints "
+                  f"{_points(b, timestamps)} {'was' if len(b) == 1 else 'were'} {words} {thr_txt}")
+    else:
+        reason = (f"Threshold Crossed: {_plural(len(ok), 'datapoint')} {_points(ok, timestamps)} "
+                  f"{'was' if len(ok) == 1 else 'were'} not {words} {thr_txt}")
+    if evaluated and fill:
+        reason += (f" and {_plural(fill, 'missing datapoint')} {'was' if fill == 1 else 'were'} treated as "
+                   f"[{'Breaching' if fill_breaches else 'NonBreaching'}]")
+    if evaluated:
+        reason += (f" (minimum {_plural(m, 'datapoint')} for {r.current_state} -> {state} transition)."
+                   if state != r.current_state else ".")
+    return Evaluation(state, reason, b_count, tuple(v for _, v in evaluated) + (None,) * fill,
+                      fill, r.missing, r.value, "treat_missing" if fill else "data")
+
+
+def _real_only(r: _Range, treat_missing_data: str) -> Evaluation:
+    """TreatMissingData missing / ignore with fewer than N real datapoints: only real ones count."""
+    n, m, reals, missing, current_state = r.n, r.m, r.reals, r.missing, r.current_state
     if not reals:
         if treat_missing_data == "ignore":
             return Evaluation(current_state, "Retained: no datapoints in the evaluation range and missing data is "
                               "ignored.", 0, (), 0, missing, None, "retain")
-        return Evaluation(INSUFFICIENT_DATA, f"Insufficient Data: {_plural(len(pts), 'datapoint')} "
-                          f"{'was' if len(pts) == 1 else 'were'} unknown.", 0, (), 0, missing, None, "no_data")
-    b = [(i, v) for i, v in reals if breaches(v)]
-    if len(b) >= m or any(not breaches(v) for _, v in reals):
-        return crossed(reals, 0, False)
+        return Evaluation(INSUFFICIENT_DATA, f"Insufficient Data: {_plural(len(r.pts), 'datapoint')} "
+                          f"{'was' if len(r.pts) == 1 else 'were'} unknown.", 0, (), 0, missing, None, "no_data")
+    b = [(i, v) for i, v in reals if r.breaches(v)]
+    if len(b) >= m or any(not r.breaches(v) for _, v in reals):
+        return _crossed(r, reals, 0, False)
     # Every real datapoint breaches, but fewer than M of them.
     if treat_missing_data == "missing":
-        oldest_age = len(pts) - b[0][0]  # the newest period is age 1
+        oldest_age = len(r.pts) - b[0][0]  # the newest period is age 1
         if oldest_age >= m:
             reason = (f"Threshold Crossed: {_plural(len(b), 'datapoint')} "
-                      f"{_points(b, timestamps)} {'was' if len(b) == 1 else 'were'} {words} {thr_txt} and the "
-                      f"{_plural(missing, 'missing datapoint')} did not change the outcome (the oldest breaching "
-                      f"datapoint is {oldest_age} periods old, at least {m})")
+                      f"{_points(b, r.timestamps)} {'was' if len(b) == 1 else 'were'} {r.words} {r.thr_txt} and "
+                      f"the {_plural(missing, 'missing datapoint')} did not change the outcome (the oldest "
+                      f"breaching datapoint is {oldest_age} periods old, at least {m})")
             reason += f" (minimum {_plural(m, 'datapoint')} for {current_state} -> {ALARM} transition)." \
                 if current_state != ALARM else "."
-            return Evaluation(ALARM, reason, len(b), tuple(v for _, v in reals), 0, missing, value, "premature_alarm")
+            return Evaluation(ALARM, reason, len(b), tuple(v for _, v in reals), 0, missing, r.value,
+                              "premature_alarm")
         return Evaluation(INSUFFICIENT_DATA, f"Insufficient Data: {_plural(n - len(reals), 'datapoint')} "
                           f"{'was' if n - len(reals) == 1 else 'were'} unknown.", len(b),
-                          tuple(v for _, v in reals), 0, missing, value, "no_data")
+                          tuple(v for _, v in reals), 0, missing, r.value, "no_data")
     return Evaluation(current_state, f"Retained: {_plural(n - len(reals), 'datapoint')} missing and missing data "
-                      "is ignored.", len(b), tuple(v for _, v in reals), 0, missing, value, "retain")
+                      "is ignored.", len(b), tuple(v for _, v in reals), 0, missing, r.value, "retain")
 
 
 # -- the SNS notification ----------------------------------------------------------------------------------
@@ -274,8 +290,6 @@ class _Known:
     """What the evaluator believes about one alarm."""
     state: str
     since: str
-    since_ts: float
-    config_updated: Any = None
     moto_reason: str | None = None        # the StateReason we last wrote to moto
     attempted_reason: str | None = None   # a write that failed (it may still have landed)
     last_value: float | None = None
@@ -293,7 +307,6 @@ class _TickStats:
     last_boundary: int | None = None
     last_error: str | None = None
     unreachable_since: float | None = None
-    samples: list[float] = field(default_factory=list)
 
 
 class AlarmEvaluator:
@@ -346,10 +359,6 @@ class AlarmEvaluator:
         with self._lock:
             return {r: {name: {"state": k.state, "since": k.since, "last_value": k.last_value, "reason": k.reason}
                         for name, k in alarms.items()} for r, alarms in self._known.items()}
-
-    def states(self) -> dict[str, dict[str, str]]:
-        with self._lock:
-            return {r: {name: k.state for name, k in alarms.items()} for r, alarms in self._known.items()}
 
     def tick_stats(self) -> dict:
         """Per region: ticks run, ticks skipped, cost of a tick in ms (last, mean, max)."""
@@ -534,15 +543,13 @@ class AlarmEvaluator:
             updated = a.get("StateUpdatedTimestamp")
             since = updated.timestamp() if isinstance(updated, datetime) else time.time()
             with self._lock:
-                self._known[region][name] = _Known(state=state, since=iso(since), since_ts=since,
-                                                   config_updated=a.get("AlarmConfigurationUpdatedTimestamp"),
+                self._known[region][name] = _Known(state=state, since=iso(since),
                                                    moto_reason=None if created else moto_reason,
                                                    reason=moto_reason)
             return state
         if created:
             # PutMetricAlarm again on an existing alarm: CloudWatch leaves its state unchanged
             with self._lock:
-                known.config_updated = a.get("AlarmConfigurationUpdatedTimestamp")
                 known.moto_reason = None
             return known.state
         if moto_state != known.state and moto_reason not in (known.moto_reason, known.attempted_reason):
@@ -600,7 +607,7 @@ class AlarmEvaluator:
                 raise
         now = time.time()
         with self._lock:
-            known.state, known.since, known.since_ts = new, iso(now), now
+            known.state, known.since = new, iso(now)
             known.moto_reason, known.attempted_reason, known.reason = reason, None, reason
         self.ctx.events.emit("alarm", region=region, alarm=name, old=old, new=new, reason=reason, value=value,
                              source=source)

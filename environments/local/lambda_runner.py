@@ -655,7 +655,36 @@ class LambdaRunner:
         injected = self._injected_fault_attempt(job, slot)
         if injected is not None:
             return injected
+        w, cold, init_s, logs, failed = self._ready_worker(job, slot)
+        if failed is not None:
+            return failed
         rid = job.request_id
+        logs.append(f"START RequestId: {rid} Version: $LATEST")
+        deadline_ms = int(time.time() * 1000 + self.timeout_s * 1000)
+        t_send = time.monotonic()
+        deadline = t_send + self.timeout_s
+        try:
+            w.send({"type": "invoke", "request_id": rid, "event": job.event, "deadline_ms": deadline_ms,
+                    "invoked_function_arn": self.function_arn})
+        except (OSError, ValueError):
+            pass  # a worker that died between invocations shows up as EOF below
+        w.invocations += 1
+        while True:
+            msg = w.next(deadline)
+            if msg == "timeout":
+                return self._timed_out(job, slot, w, t_send, cold=cold, init_s=init_s, logs=logs)
+            if msg is None:
+                return self._exited(job, slot, w, t_send, cold=cold, init_s=init_s, logs=logs)
+            if msg["type"] == "log":
+                logs.append(msg["line"])
+                continue
+            if msg["type"] == "result" and msg.get("request_id") == rid:
+                break
+        return self._answered(job, w, msg, t_send, cold=cold, init_s=init_s, logs=logs)
+
+    def _ready_worker(self, job: _Job, slot: _Slot) -> tuple[_Worker, bool, float | None, list[str], dict | None]:
+        """The slot's worker, started and initialised if need be: (worker, cold, init_s, logs so far,
+        the finished record when the init failed, else None)."""
         cold = False
         init_s = None
         w = slot.worker
@@ -671,53 +700,46 @@ class LambdaRunner:
             error = self._await_ready(w, trigger="invoke", slot=slot)
             logs.extend(w.pending_logs)
             if error is not None:
-                return self._finish(job, "error", duration_s=0.0, cold=True, init_s=w.init_s, error=error,
-                                    logs=logs, worker_pid=w.pid)
+                return w, cold, init_s, logs, self._finish(job, "error", duration_s=0.0, cold=True, init_s=w.init_s,
+                                                           error=error, logs=logs, worker_pid=w.pid)
             init_s = w.init_s
             w.pending_logs.clear()
         logs.extend(w.pending_logs)
         w.pending_logs.clear()
-        logs.append(f"START RequestId: {rid} Version: $LATEST")
+        return w, cold, init_s, logs, None
 
-        deadline_ms = int(time.time() * 1000 + self.timeout_s * 1000)
-        t_send = time.monotonic()
-        deadline = t_send + self.timeout_s
-        try:
-            w.send({"type": "invoke", "request_id": rid, "event": job.event, "deadline_ms": deadline_ms,
-                    "invoked_function_arn": self.function_arn})
-        except (OSError, ValueError):
-            pass  # a worker that died between invocations shows up as EOF below
-        w.invocations += 1
-        while True:
-            msg = w.next(deadline)
-            if msg == "timeout":
-                elapsed = time.monotonic() - t_send
-                self._kill_worker(slot)  # Lambda stops the execution environment at the timeout
-                logs.append(f"{_iso_now()} {rid} Task timed out after {elapsed:.2f} seconds")
-                logs.append(f"END RequestId: {rid}")
-                logs.append(f"REPORT RequestId: {rid}\tDuration: {elapsed * 1000:.2f} ms\t"
-                            f"Memory Size: {MEMORY_SIZE_MB} MB\tStatus: timeout")
-                return self._finish(job, "timeout", duration_s=elapsed, cold=cold, init_s=init_s, logs=logs,
-                                    error={"type": "Sandbox.Timedout",
-                                           "message": f"Task timed out after {self.timeout_s:.2f} seconds"},
-                                    start_ts=time.time() - elapsed, worker_pid=w.pid)
-            if msg is None:
-                elapsed = time.monotonic() - t_send
-                code = w.proc.wait()
-                self._kill_worker(slot)
-                if self._stopped:
-                    raise LambdaRunnerStopped("the Lambda runner stopped during the invocation")
-                logs.append(f"RequestId: {rid} Error: Runtime exited with error: exit status {code}")
-                logs.append(f"END RequestId: {rid}")
-                return self._finish(job, "error", duration_s=elapsed, cold=cold, init_s=init_s, logs=logs,
-                                    error={"type": "Runtime.ExitError",
-                                           "message": f"Runtime exited with error: exit status {code}"},
-                                    worker_pid=w.pid)
-            if msg["type"] == "log":
-                logs.append(msg["line"])
-                continue
-            if msg["type"] == "result" and msg.get("request_id") == rid:
-                break
+    def _timed_out(self, job: _Job, slot: _Slot, w: _Worker, t_send: float, *, cold: bool,
+                   init_s: float | None, logs: list[str]) -> dict:
+        rid = job.request_id
+        elapsed = time.monotonic() - t_send
+        self._kill_worker(slot)  # Lambda stops the execution environment at the timeout
+        logs.append(f"{_iso_now()} {rid} Task timed out after {elapsed:.2f} seconds")
+        logs.append(f"END RequestId: {rid}")
+        logs.append(f"REPORT RequestId: {rid}\tDuration: {elapsed * 1000:.2f} ms\t"
+                    f"Memory Size: {MEMORY_SIZE_MB} MB\tStatus: timeout")
+        return self._finish(job, "timeout", duration_s=elapsed, cold=cold, init_s=init_s, logs=logs,
+                            error={"type": "Sandbox.Timedout",
+                                   "message": f"Task timed out after {self.timeout_s:.2f} seconds"},
+                            start_ts=time.time() - elapsed, worker_pid=w.pid)
+
+    def _exited(self, job: _Job, slot: _Slot, w: _Worker, t_send: float, *, cold: bool,
+                init_s: float | None, logs: list[str]) -> dict:
+        rid = job.request_id
+        elapsed = time.monotonic() - t_send
+        code = w.proc.wait()
+        self._kill_worker(slot)
+        if self._stopped:
+            raise LambdaRunnerStopped("the Lambda runner stopped during the invocation")
+        logs.append(f"RequestId: {rid} Error: Runtime exited with error: exit status {code}")
+        logs.append(f"END RequestId: {rid}")
+        return self._finish(job, "error", duration_s=elapsed, cold=cold, init_s=init_s, logs=logs,
+                            error={"type": "Runtime.ExitError",
+                                   "message": f"Runtime exited with error: exit status {code}"},
+                            worker_pid=w.pid)
+
+    def _answered(self, job: _Job, w: _Worker, msg: dict, t_send: float, *, cold: bool,
+                  init_s: float | None, logs: list[str]) -> dict:
+        rid = job.request_id
         round_trip_ms = (time.monotonic() - t_send) * 1000
         duration_ms = float(msg.get("duration_ms") or 0.0)
         logs.append(f"END RequestId: {rid}")

@@ -132,7 +132,10 @@ class _Direction:
     rng: random.Random
     queue: deque = field(default_factory=deque)
     paused: bool = False
-    in_flight: int = 0
+    # written_at of each op taken off the queue and not finished yet: the destination may already
+    # show the write while its put_item is returning, and until _finish runs the direction is
+    # still behind by that write's age (not by the last finished write's lag)
+    flying: list = field(default_factory=list)
     replicated: int = 0
     dropped: int = 0
     superseded: int = 0
@@ -146,6 +149,16 @@ class _Direction:
     @property
     def name(self) -> str:
         return f"{self.source}->{self.destination}"
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.flying)
+
+    def oldest_unapplied(self) -> float | None:
+        """written_at of the oldest write read and not yet applied (queued or in flight)."""
+        oldest = [w for w in (self.queue[0].written_at if self.queue else None,
+                              min(self.flying) if self.flying else None) if w is not None]
+        return min(oldest) if oldest else None
 
 
 @dataclass
@@ -285,9 +298,8 @@ class GlobalTableReplicator:
     def _lag_now(self, d: _Direction, now: float) -> float:
         # how far the destination is behind: the oldest write not applied yet, else the last one applied
         # (now: time.monotonic(), the clock of _Op.written_at)
-        if d.queue:
-            return max(now - d.queue[0].written_at, d.last_lag_s)
-        return d.last_lag_s
+        oldest = d.oldest_unapplied()
+        return d.last_lag_s if oldest is None else max(now - oldest, d.last_lag_s)
 
     def status(self) -> dict:
         """Per direction "src->dst": lag_s (how far the destination is behind: the age of the
@@ -319,7 +331,7 @@ class GlobalTableReplicator:
             with self._lock:
                 samples = []
                 for d in self._directions.values():
-                    lag = max(d.window_max_lag_s, self._lag_now(d, now) if d.queue else 0.0)
+                    lag = max(d.window_max_lag_s, self._lag_now(d, now) if d.oldest_unapplied() is not None else 0.0)
                     samples.append(dict(direction=d.name, lag_s=round(lag, 4), pending=len(d.queue) + d.in_flight,
                                         paused=d.paused, applied=d.window_applied))
                     d.window_max_lag_s = 0.0
@@ -544,7 +556,7 @@ class GlobalTableReplicator:
                             next_due = due if next_due is None else min(next_due, due)
                             break
                         d.queue.popleft()
-                        d.in_flight += 1
+                        d.flying.append(op.written_at)
                         batch.append((d, op))
             with region.lock:
                 repairs = list(region.repairs)
@@ -578,7 +590,7 @@ class GlobalTableReplicator:
     def _finish(self, d: _Direction, op: _Op, outcome: str) -> None:
         now, now_wall = time.monotonic(), time.time()
         with self._lock:
-            d.in_flight -= 1
+            d.flying.remove(op.written_at)
             if outcome == "retry":
                 d.queue.appendleft(op)
                 return

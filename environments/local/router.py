@@ -8,6 +8,10 @@ us-east-1's moto: blocking us-east-1's control plane takes Route 53's API with i
 It is the one place where customers' API faults apply (docs/local-environment.md): per region, service and
 operation, an error (throttling or 5xx), added latency, or a black hole (the endpoint stops
 answering: the connection is held until the client gives up or the fault is rolled back).
+Operations and error shapes come from botocore's service models (aws_protocols.py), so a fault
+can name any operation of any service, and botocore parses the error as it would AWS's own.
+Requests that are not SigV4-signed are no customer AWS call: they pass to the control-plane
+home region's moto untouched by API faults.
 """
 
 from __future__ import annotations
@@ -18,25 +22,28 @@ import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Literal
-from urllib.parse import parse_qs
 
+from gameday.environments.local.aws_protocols import (Call, error_response, identify, prepare,
+                                                      server_error_code, throttle_error)
 from gameday.environments.local.context import LocalContext
+from gameday.faults.api import API_EFFECTS, ApiEffect
 from gameday.httpfwd import LoopbackServer, QuietHandler, UpstreamPool, forward_headers
 
 SCOPE_RE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request")
+# A presigned URL carries the scope in its query string, URL-encoded.
+QUERY_SCOPE_RE = re.compile(r"X-Amz-Credential=[^&%]+%2F\d{8}%2F([a-z0-9-]+)%2F([a-z0-9-]+)%2Faws4_request")
 # Longest a black-holed call is held before the connection is dropped; clients time out sooner.
 BLACKHOLE_HOLD_MAX_S = 60.0
 # Global services live in one region whatever region the SDK signed for (with a custom
 # endpoint URL, botocore signs with the client's region): Route 53's control plane is us-east-1.
 GLOBAL_SERVICE_HOME = {"route53": "us-east-1", "iam": "us-east-1", "cloudfront": "us-east-1"}
-
-FaultKind = Literal["throttle", "error", "latency", "blackhole"]
+# Where a request that names no region goes: the home of the global control planes.
+UNSIGNED_HOME = "us-east-1"
 
 
 @dataclass
 class ApiFaultRule:
-    kind: FaultKind
+    kind: ApiEffect
     region: str = "*"
     service: str = "*"
     operation: str = "*"
@@ -49,37 +56,10 @@ class ApiFaultRule:
     matched: int = 0
     created_at: float = field(default_factory=time.time)
 
-    def matches(self, region: str, service: str, operation: str) -> bool:
+    def matches(self, region: str, service: str, operation: str | None) -> bool:
+        """operation None: no model names the request, so only operation="*" rules match it."""
         return ((self.region in ("*", region)) and (self.service in ("*", service))
                 and (self.operation in ("*", operation)))
-
-
-def _operation(handler: QuietHandler, service: str, body: bytes) -> str:
-    target = handler.headers.get("X-Amz-Target")
-    if target:  # JSON protocol: DynamoDB_20120810.PutItem
-        return target.rsplit(".", 1)[-1]
-    if body and b"Action=" in body[:200]:  # query protocol: SNS, CloudWatch (form body)
-        return parse_qs(body.decode(errors="replace")).get("Action", ["?"])[0]
-    if "Action=" in handler.path:
-        return parse_qs(handler.path.split("?", 1)[-1]).get("Action", ["?"])[0]
-    if service == "route53":  # REST: the few operations gameday cares about
-        if "/rrset" in handler.path:
-            return "ChangeResourceRecordSets" if handler.command == "POST" else "ListResourceRecordSets"
-        if "/change/" in handler.path:
-            return "GetChange"
-    return f"{handler.command} {handler.path.split('?')[0]}"
-
-
-def _error_body(handler: QuietHandler, code: str, message: str) -> tuple[bytes, str]:
-    """The error in the request's own protocol, so botocore parses it (and retries throttling)."""
-    if handler.headers.get("X-Amz-Target"):
-        target = handler.headers["X-Amz-Target"]
-        prefix = "com.amazonaws.dynamodb.v20120810#" if target.startswith("DynamoDB") else ""
-        import json
-        return json.dumps({"__type": prefix + code, "message": message}).encode(), "application/x-amz-json-1.0"
-    xml = (f'<?xml version="1.0"?><ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>'
-           f"<Message>{message}</Message></Error><RequestId>gameday-fault</RequestId></ErrorResponse>")
-    return xml.encode(), "text/xml"
 
 
 class AwsRouter:
@@ -121,14 +101,15 @@ class AwsRouter:
     # -- faults -------------------------------------------------------------------------------
     def add_fault(self, **spec) -> dict:
         rule = ApiFaultRule(**spec)
-        if rule.kind not in ("throttle", "error", "latency", "blackhole"):
-            raise ValueError(f"unknown api fault kind {rule.kind!r}: throttle, error, latency or blackhole")
+        if rule.kind not in API_EFFECTS:
+            raise ValueError(f"unknown api fault kind {rule.kind!r}: one of {', '.join(API_EFFECTS)}")
         if not 0 < rule.rate <= 1:
             raise ValueError(f"rate must be in (0, 1], got {rule.rate}")
         if rule.limit < 0:
             raise ValueError(f"limit must be >= 0 (0 = no limit), got {rule.limit}")
         if rule.region != "*" and rule.region not in self.ctx.moto_urls:
             raise ValueError(f"unknown region {rule.region!r}: one of {sorted(self.ctx.moto_urls)}")
+        prepare(rule.service)
         with self._lock:
             rule.id = f"api-{next(self._ids)}"
             self._rules.append(rule)
@@ -175,12 +156,9 @@ class AwsRouter:
 
     def _handle(self, h: QuietHandler) -> None:
         body = h.read_body()
-        m = SCOPE_RE.search(h.headers.get("Authorization", ""))
-        if not m:
-            h.send_json(400, {"message": "gameday router: request is not SigV4-signed; cannot tell its region"})
-            return
-        region, service = m.group(1), m.group(2)
-        region = GLOBAL_SERVICE_HOME.get(service, region)
+        m = SCOPE_RE.search(h.headers.get("Authorization", "")) or QUERY_SCOPE_RE.search(h.path)
+        service = m.group(2) if m else None
+        region = GLOBAL_SERVICE_HOME.get(service, m.group(1)) if m else UNSIGNED_HOME
         upstream = self.ctx.moto_urls.get(region)
         if upstream is None:
             # AWS has no endpoint for a region outside the environment: the call cannot connect.
@@ -193,31 +171,8 @@ class AwsRouter:
             if region in self._blocked:
                 h.close_connection = True
                 return
-        if self._rules:
-            op = _operation(h, service, body)
-            with self._lock:
-                rules = [r for r in self._rules if r.matches(region, service, op)]
-            for rule in rules:
-                with self._lock:
-                    if (rule.limit and rule.matched >= rule.limit) or random.random() >= rule.rate:
-                        continue
-                    rule.matched += 1
-                if rule.kind == "latency":
-                    time.sleep(rule.latency_s)  # the fault itself: an injected delay, not a wait
-                elif rule.kind == "blackhole":
-                    rid = rule.id
-                    self._hold(lambda: any(r.id == rid for r in self._rules))
-                    h.close_connection = True
-                    return
-                else:
-                    code, status = ("Throttling", 400) if rule.kind == "throttle" else ("InternalFailure", rule.status)
-                    if rule.kind == "throttle" and service == "dynamodb":
-                        code = "ThrottlingException"
-                    if status == 503:
-                        code = "ServiceUnavailable"
-                    payload, ctype = _error_body(h, code, f"gameday api fault {rule.id}")
-                    h.send_raw(status, payload, [("Content-Type", ctype), ("x-amzn-RequestId", "gameday-fault")])
-                    return
+        if service and self._rules and self._apply_faults(h, region, service, body):
+            return
         host, port = upstream.removeprefix("http://").split(":")
         try:
             status, headers, data = self.pool.request(host, int(port), h.command, h.path, body, forward_headers(h))
@@ -225,3 +180,38 @@ class AwsRouter:
             h.send_json(503, {"message": f"gameday router: {region} endpoint unreachable: {e}"})
             return
         h.send_raw(status, data, headers)
+
+    def _apply_faults(self, h: QuietHandler, region: str, service: str, body: bytes) -> bool:
+        """Apply the matching rules to one call; True when the call was answered (or dropped) here."""
+        call = identify(service, h.command, h.path, h.headers, body)
+        with self._lock:
+            rules = [r for r in self._rules if r.matches(region, service, call.operation)]
+        for rule in rules:
+            with self._lock:
+                if (rule.limit and rule.matched >= rule.limit) or random.random() >= rule.rate:
+                    continue
+                rule.matched += 1
+            if rule.kind == "latency":
+                time.sleep(rule.latency_s)  # the fault itself: an injected delay, not a wait
+            elif rule.kind == "blackhole":
+                rid = rule.id
+                self._hold(lambda: any(r.id == rid for r in self._rules))
+                h.close_connection = True
+                return True
+            else:
+                self._send_error(h, rule, service, call)
+                return True
+        return False
+
+    @staticmethod
+    def _send_error(h: QuietHandler, rule: ApiFaultRule, service: str, call: Call) -> None:
+        """The fault as AWS would answer it, in the call's protocol, so botocore parses it
+        (and retries a throttle as one)."""
+        if rule.kind == "throttle":
+            code, status = throttle_error(service, call)
+            message = f"Rate exceeded (gameday api fault {rule.id})"
+        else:
+            code, status = server_error_code(rule.status), rule.status
+            message = f"gameday api fault {rule.id}"
+        body, headers = error_response(call, code, message, status, f"gameday-{rule.id}", h.headers)
+        h.send_raw(status, body, headers)

@@ -1,5 +1,6 @@
 """The local environment's composition root: starts every part in order, wires them
-together, serves the control API, and tears everything down.
+together, and tears everything down. The control API that drives the running stack is
+environments/local/control_api.py.
 
 Start order (each part needs the ones before it):
   moto per region (in parallel) -> router -> provision -> DNS server -> replication
@@ -12,29 +13,22 @@ runs `gameday up --json` as a child process and talks to this control API.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 from gameday.environments.local.context import LocalContext
+from gameday.environments.local.control_api import ControlApi
 from gameday.environments.local.moto_region import MotoServer
 from gameday.environments.local.provision import provision
 from gameday.config import GamedayConfig
 from gameday.events import EventLog
-from gameday.httpfwd import LoopbackServer, QuietHandler
 from gameday.net import free_port, free_port_on_all, region_address
 
 log = logging.getLogger("gameday.stack")
-
-
-class ControlError(Exception):
-    """A bad control request: answered 400 with this message."""
 
 
 class LocalStack:
@@ -47,11 +41,10 @@ class LocalStack:
         self.moto: dict[str, MotoServer] = {}
         self.components: list[tuple[str, object]] = []
         self.ctx: LocalContext | None = None
-        self.control: LoopbackServer | None = None
+        self.control: ControlApi | None = None
         self.timings: dict[str, float] = {}
         self.router = self.dns = self.replication = self.ecs = self.lbs = self.alarms = self.lambdas = None
         self.healthchecks = None
-        self._routes: list[tuple[str, re.Pattern, object]] = []
         self._stopped = threading.Event()
 
     # -- start ------------------------------------------------------------------------------------
@@ -80,6 +73,31 @@ class LocalStack:
         from gameday.environments.local.lambda_runner import LambdaRunner
         from gameday.environments.local.loadbalancer import LoadBalancers
         from gameday.environments.local.replication import GlobalTableReplicator
+
+        ctx = self._start_aws()
+        self.dns = self._run("dns", Route53DnsServer(ctx))
+        self.replication = self._run("replication", GlobalTableReplicator(ctx))
+        self.ecs = self._run("ecs", EcsReconciler(ctx, self.task_launcher()))
+        self.lbs = self._run("load_balancers", LoadBalancers(ctx, self.ecs))
+        self._timed("targets_healthy", self._wait_targets_healthy)
+        self.lbs.arm_metrics()
+
+        if ctx.provisioned.health_check_ids:
+            # failover routing: Route 53's health checkers, probing the load balancers now that they
+            # serve, decide which record the DNS server answers with
+            from gameday.environments.local.healthchecks import Route53HealthCheckers
+            self.healthchecks = self._run("route53_health_checks", Route53HealthCheckers(ctx))
+            self.dns.health = self.healthchecks.is_healthy
+
+        self.alarms = self._run("alarms", AlarmEvaluator(ctx))
+        self.lambdas = LambdaRunner(ctx)
+        if self.config.failover_function:  # failover routing needs none (unless failover.enabled says so)
+            self._run("lambda", self.lambdas)
+        self.control = ControlApi(self).start()
+
+    def _start_aws(self) -> LocalContext:
+        """moto per region (in parallel), the context every component gets, the AWS router,
+        and what the architecture needs in AWS (provisioned through the router)."""
         from gameday.environments.local.router import AwsRouter
 
         cfg = self.config
@@ -103,48 +121,15 @@ class LocalStack:
             lb_port=cfg.local.lb_port or free_port_on_all(list(lb_addresses.values())),
             dns_port=cfg.local.dns_port or free_port(),
         )
-        self.router = self._timed("router", lambda: AwsRouter(ctx).start())
-        self.components.append(("router", self.router))
+        self.router = self._run("router", AwsRouter(ctx))
         ctx.provisioned = self._timed("provision", lambda: provision(ctx))
+        return ctx
 
-        self.dns = Route53DnsServer(ctx)
-        self._timed("dns", self.dns.start)
-        self.components.append(("dns", self.dns))
-
-        self.replication = GlobalTableReplicator(ctx)
-        self._timed("replication", self.replication.start)
-        self.components.append(("replication", self.replication))
-
-        self.ecs = EcsReconciler(ctx, self.task_launcher())
-        self._timed("ecs", self.ecs.start)
-        self.components.append(("ecs", self.ecs))
-
-        self.lbs = LoadBalancers(ctx, self.ecs)
-        self._timed("load_balancers", self.lbs.start)
-        self.components.append(("load_balancers", self.lbs))
-        self._timed("targets_healthy", self._wait_targets_healthy)
-        self.lbs.arm_metrics()
-
-        if ctx.provisioned.health_check_ids:
-            # failover routing: Route 53's health checkers, probing the load balancers now that they
-            # serve, decide which record the DNS server answers with
-            from gameday.environments.local.healthchecks import Route53HealthCheckers
-            self.healthchecks = Route53HealthCheckers(ctx)
-            self._timed("route53_health_checks", self.healthchecks.start)
-            self.components.append(("route53_health_checks", self.healthchecks))
-            self.dns.health = self.healthchecks.is_healthy
-
-        self.alarms = AlarmEvaluator(ctx)
-        self._timed("alarms", self.alarms.start)
-        self.components.append(("alarms", self.alarms))
-
-        self.lambdas = LambdaRunner(ctx)
-        if cfg.failover_function:  # failover routing needs none (unless failover.enabled says so)
-            self._timed("lambda", self.lambdas.start)
-            self.components.append(("lambda", self.lambdas))
-
-        self._register_routes()
-        self.control = LoopbackServer("127.0.0.1", 0, self._control_handler()).start("control-api")
+    def _run(self, name: str, component):
+        """Start one component (timed), kept for status() and the reverse-order stop()."""
+        self._timed(name, component.start)
+        self.components.append((name, component))
+        return component
 
     def task_launcher(self):
         """Where ECS tasks run: None is the scheduler's default, host processes (the docker
@@ -227,78 +212,13 @@ class LocalStack:
                 out[name] = {"error": f"{type(e).__name__}: {e}"}
         return out
 
-    # -- control API -----------------------------------------------------------------------------------
-    def route(self, method: str, pattern: str, fn) -> None:
-        self._routes.append((method, re.compile(f"^{pattern}$"), fn))
-
-    def _register_routes(self) -> None:
-        r = self.route
-        r("GET", "/endpoints", lambda q, b: self.endpoints())
-        r("GET", "/status", lambda q, b: self.status())
-        r("GET", "/events", lambda q, b: self.ctx.events.since(int(q.get("since", 0)), q.get("kind")))
-        r("POST", "/events", lambda q, b: self.ctx.events.emit(b.pop("kind", "note"), **b))
-        r("GET", "/lambda/invocations", lambda q, b: self.lambdas.invocations())
-        r("POST", "/network/block", lambda q, b: self._block(b["region"], b.get("mode", "hang")))
-        r("POST", "/network/unblock", lambda q, b: self._block(b["region"], None))
-        r("POST", "/control-plane/block", lambda q, b: self.router.block_control_plane(b["region"]) or {"ok": True})
-        r("POST", "/control-plane/unblock", lambda q, b: self.router.unblock_control_plane(b["region"]) or {"ok": True})
-        r("POST", "/api-faults", lambda q, b: self.router.add_fault(**b))
-        r("DELETE", "/api-faults/(?P<id>[\\w-]+)", lambda q, b: {"removed": self.router.remove_fault(q["id"])})
-        r("POST", "/replication/pause", lambda q, b: self.replication.pause(b["source"], b["destination"]) or {"ok": True})
-        r("POST", "/replication/resume", lambda q, b: self.replication.resume(b["source"], b["destination"]) or {"ok": True})
-        r("POST", "/replication/config", lambda q, b: self._replication_config(b))
-        # the lambda_fault fault (faults/lambda_fault.py): a broken failover function until DELETE
-        r("POST", "/lambda/fault", lambda q, b: self.lambdas.set_fault(b["mode"], b.get("delay_s")))
-        r("DELETE", "/lambda/fault", lambda q, b: self.lambdas.clear_fault())
-        r("GET", "/lambda/fault", lambda q, b: {"fault": self.lambdas.fault})
-        r("POST", "/ecs/az", lambda q, b: self.ecs.set_az_available(b["region"], b["az"], bool(b["available"])) or {"ok": True})
+    # -- what the control API acts on -------------------------------------------------------------------
+    def block_data_plane(self, region: str, mode: str | None) -> dict:
+        """Block (mode "hang" | "refuse") or unblock (None) a region's load balancer."""
+        return self._block(region, mode)
 
     def _block(self, region: str, mode: str | None) -> dict:
-        if region not in self.config.regions:
-            raise ControlError(f"unknown region {region!r}: one of {list(self.config.regions)}")
-        if mode not in (None, "hang", "refuse"):
-            raise ControlError(f"mode must be hang or refuse, got {mode!r}")
+        # the docker environment extends this: it also freezes the region's containers
         self.lbs.set_blocked(region, mode)
         self.ctx.events.emit("data_plane", action="block" if mode else "unblock", region=region, mode=mode)
         return {"ok": True}
-
-    def _replication_config(self, b: dict) -> dict:
-        if "lag_s" in b:
-            self.replication.set_lag(float(b["lag_s"]))
-        if "drop_fraction" in b:
-            self.replication.drop_fraction = float(b["drop_fraction"])
-        return {"ok": True}
-
-    def _control_handler(self):
-        stack = self
-
-        class Handler(QuietHandler):
-            def _any(self) -> None:
-                parts = urlsplit(self.path)
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                raw = self.read_body()
-                try:
-                    body = json.loads(raw) if raw else {}
-                except json.JSONDecodeError:
-                    self.send_json(400, {"error": "body is not JSON"})
-                    return
-                for method, pattern, fn in stack._routes:
-                    m = pattern.match(parts.path)
-                    if m and method == self.command:
-                        try:
-                            result = fn({**query, **m.groupdict()}, body)
-                        except (ControlError, ValueError, KeyError, TypeError) as e:
-                            msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
-                            self.send_json(400, {"error": msg})
-                            return
-                        except Exception as e:  # noqa: BLE001 - report, never kill the server
-                            log.exception("control %s %s failed", self.command, parts.path)
-                            self.send_json(500, {"error": f"{type(e).__name__}: {e}"})
-                            return
-                        self.send_json(200, result if result is not None else {"ok": True})
-                        return
-                self.send_json(404, {"error": f"no route {self.command} {parts.path}"})
-
-            do_GET = do_POST = do_DELETE = _any
-
-        return Handler
