@@ -550,11 +550,11 @@ def test_a_write_in_flight_still_counts_as_lag_until_it_is_finished():
 
     d = _Direction("us-east-1", "us-west-2", random.Random(0))
     d.last_lag_s = 0.2
-    assert GlobalTableReplicator._lag_now(None, d, now=100.0) == 0.2
+    assert d.lag_at(100.0) == 0.2
     d.flying.append(98.5)                       # written 1.5 s ago, taken off the queue, not finished
-    assert GlobalTableReplicator._lag_now(None, d, now=100.0) == pytest.approx(1.5)
+    assert d.lag_at(100.0) == pytest.approx(1.5)
     d.queue.append(_Op("us-east-1", ("k",), {}, 1, None, seen_at=99.5, written_at=99.4))
-    assert GlobalTableReplicator._lag_now(None, d, now=100.0) == pytest.approx(1.5), "the oldest unapplied write"
+    assert d.lag_at(100.0) == pytest.approx(1.5), "the oldest unapplied write"
     d.flying.clear()
-    assert GlobalTableReplicator._lag_now(None, d, now=100.0) == pytest.approx(0.6)
+    assert d.lag_at(100.0) == pytest.approx(0.6)
     assert d.in_flight == 0

@@ -156,9 +156,16 @@ class _Direction:
 
     def oldest_unapplied(self) -> float | None:
         """written_at of the oldest write read and not yet applied (queued or in flight)."""
-        oldest = [w for w in (self.queue[0].written_at if self.queue else None,
-                              min(self.flying) if self.flying else None) if w is not None]
-        return min(oldest) if oldest else None
+        unapplied = list(self.flying)
+        if self.queue:
+            unapplied.append(self.queue[0].written_at)
+        return min(unapplied, default=None)
+
+    def lag_at(self, now: float) -> float:
+        """How far the destination is behind at `now` (time.monotonic(), the clock of written_at):
+        the age of the oldest write not applied yet, else the lag of the last one applied."""
+        oldest = self.oldest_unapplied()
+        return self.last_lag_s if oldest is None else max(now - oldest, self.last_lag_s)
 
 
 @dataclass
@@ -295,12 +302,6 @@ class GlobalTableReplicator:
             p.shutdown(wait=True, cancel_futures=True)
 
     # -- status -------------------------------------------------------------------------------------
-    def _lag_now(self, d: _Direction, now: float) -> float:
-        # how far the destination is behind: the oldest write not applied yet, else the last one applied
-        # (now: time.monotonic(), the clock of _Op.written_at)
-        oldest = d.oldest_unapplied()
-        return d.last_lag_s if oldest is None else max(now - oldest, d.last_lag_s)
-
     def status(self) -> dict:
         """Per direction "src->dst": lag_s (how far the destination is behind: the age of the
         oldest write not applied yet, else the lag of the last one applied), pending (read, not
@@ -311,7 +312,7 @@ class GlobalTableReplicator:
         with self._lock:
             return {
                 d.name: {
-                    "lag_s": round(self._lag_now(d, now), 4),
+                    "lag_s": round(d.lag_at(now), 4),
                     "pending": len(d.queue) + d.in_flight,
                     "paused": d.paused,
                     "replicated": d.replicated,
@@ -331,7 +332,7 @@ class GlobalTableReplicator:
             with self._lock:
                 samples = []
                 for d in self._directions.values():
-                    lag = max(d.window_max_lag_s, self._lag_now(d, now) if d.oldest_unapplied() is not None else 0.0)
+                    lag = max(d.window_max_lag_s, d.lag_at(now) if d.oldest_unapplied() is not None else 0.0)
                     samples.append(dict(direction=d.name, lag_s=round(lag, 4), pending=len(d.queue) + d.in_flight,
                                         paused=d.paused, applied=d.window_applied))
                     d.window_max_lag_s = 0.0
