@@ -12,12 +12,13 @@ A live scenario and `gameday report` (reports/recheck.py) use the same parts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
-from gameday.assertions.checkers import (UNKNOWN, CheckResult, Valid, convergence, divergent_keys, error_budget,
-                                         lost_acked_writes, read_your_writes, rto)
+from gameday.assertions.checkers import (UNKNOWN, CheckResult, Placement, Valid, convergence, divergent_keys,
+                                         error_budget, lost_acked_writes, placement, read_your_writes, rto)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,12 @@ class RunView:
 
     def missing(self, needs: Sequence[str]) -> list[str]:
         return [n for n in needs if getattr(self, n) is None]
+
+    @functools.cached_property
+    def placement(self) -> Placement:
+        """The history read once, for every part that reads it (computed at the first one): the
+        dominant cost of checking a long history. The history must not change after that."""
+        return placement(self.history)
 
 
 @runtime_checkable
@@ -72,7 +79,7 @@ class LostAckedWrites(_Part):
     needs: ClassVar[tuple[str, ...]] = ("history", "replicas")
 
     def judge(self, run: RunView) -> CheckResult:
-        return lost_acked_writes(run.history, run.replicas, allowed=run.lost_writes_allowed,
+        return lost_acked_writes(run.placement, run.replicas, allowed=run.lost_writes_allowed,
                                  clock_skew_s=run.clock_skew_s)
 
 
@@ -91,7 +98,7 @@ class ReadYourWrites(_Part):
     needs: ClassVar[tuple[str, ...]] = ("history",)
 
     def judge(self, run: RunView) -> CheckResult:
-        return read_your_writes(run.history)
+        return read_your_writes(run.placement)
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ class ErrorBudget(_Part):
     needs: ClassVar[tuple[str, ...]] = ("history", "error_budget")
 
     def judge(self, run: RunView) -> CheckResult:
-        return error_budget(run.history, budget=run.error_budget, window=run.error_window,
+        return error_budget(run.placement, budget=run.error_budget, window=run.error_window,
                             window_budget=run.window_budget)
 
 
@@ -113,7 +120,7 @@ class Rto(_Part):
     hold_s: float | None = None
 
     def judge(self, run: RunView) -> CheckResult:
-        return rto(run.history, run.fault_time, slo=run.slo, bucket_s=self.bucket_s, region=run.healthy_region,
+        return rto(run.placement, run.fault_time, slo=run.slo, bucket_s=self.bucket_s, region=run.healthy_region,
                    deadline_s=run.rto_deadline_s, hold_s=self.hold_s)
 
 

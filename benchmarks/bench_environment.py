@@ -10,7 +10,7 @@
    the part the harness controls (see the note in the output: a surge that starts mid-period
    needs that period to fill before CloudWatch can see it, in AWS too).
 
-Run: python benchmarks/bench_environment.py [--repeat 3]. Writes benchmarks/results.json
+Run: python benchmarks/bench_environment.py [--repeat 3] [--cold-start-only]. Writes benchmarks/results.json
 keys "environment_cold_start" and "failover_vs_floor".
 """
 
@@ -112,6 +112,7 @@ def one_failover(env, cfg) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3, help="cold starts and failovers to measure (median reported)")
+    ap.add_argument("--cold-start-only", action="store_true", help="measure the cold start only (no failovers)")
     args = ap.parse_args()
     cfg = load_config(None)
     tmp = Path(tempfile.mkdtemp(prefix="gameday-bench-"))
@@ -124,7 +125,7 @@ def main() -> None:
         env = LocalEnvironment(cfg, tmp / f"env{i}").start()
         cold.append(time.monotonic() - t0)
         timings.append(env.endpoints["timings"])
-        if i < args.repeat - 1:
+        if i < args.repeat - 1 or args.cold_start_only:
             env.stop()
     moto_s = statistics.median(b[0] for b in bare)
     tasks_s = statistics.median(b[1] for b in bare)
@@ -133,8 +134,12 @@ def main() -> None:
         "env_cold_start_s": round(cold_s, 3), "bare_moto_start_s": round(moto_s, 3),
         "bare_tasks_healthy_s": round(tasks_s, 3), "ratio": round(cold_s / (moto_s + tasks_s), 3), "goal_ratio": 1.5,
         "runs": [{"env_s": round(c, 3), "moto_s": round(b[0], 3), "tasks_s": round(b[1], 3)} for c, b in zip(cold, bare)],
-        "stack_timings_last": timings[-1]})
+        "stack_timings_last": timings[-1], "stack_timings_runs": timings})
     print(f"cold start {cold_s:.2f}s vs bare moto {moto_s:.2f}s + tasks {tasks_s:.2f}s: ratio {res1['ratio']}")
+    for t in timings:
+        print("  stack:", ", ".join(f"{k} {v:.2f}" for k, v in t.items()))
+    if args.cold_start_only:
+        return
 
     try:
         runs = [one_failover(env, cfg) for _ in range(args.repeat)]

@@ -47,6 +47,9 @@ def run_suite(env: str) -> dict:
                              "failover_minus_floor_s": None if s["metrics"]["failover_s"] is None
                              else round(s["metrics"]["failover_s"] - floor, 3)}
                  for s in summary["scenarios"]}
+    for name, took in scenario_wall_s(run_dir).items():
+        if name in scenarios:
+            scenarios[name]["wall_s"] = took
     load1 = os.getloadavg()[0]
     print(f"[bench_suite] {env}: {wall:.0f}s, exit {rc}, load {load1:.2f}", flush=True)
     return {"env": env, "wall_s": round(wall, 1), "goal_wall_s": GOAL_WALL_S, "exit_code": rc,
@@ -54,6 +57,18 @@ def run_suite(env: str) -> dict:
             "note": "failover_s counts from the surge's first request or the fault's injection; a "
                     "health-alarm failover can beat the surge floor (Minimum of HealthyHostCount "
                     "breaches within the period in progress)"}
+
+
+def scenario_wall_s(run_dir: Path) -> dict[str, float]:
+    """Each scenario's wall time as pytest measured it (the run's junit.xml: set-up with the
+    baseline restore, the body, teardown), by scenario name."""
+    import xml.etree.ElementTree as ET
+
+    junit = run_dir / "junit.xml"
+    if not junit.exists():
+        return {}
+    return {c.get("name", "").removeprefix("test_"): round(float(c.get("time", 0)), 1)
+            for c in ET.parse(junit).iter("testcase")}
 
 
 def ratios(docker: dict, local: dict) -> dict:

@@ -169,6 +169,12 @@ class FailoverSpec(_Model):
         None, ge=0, description="execution environments initialised when the environment starts (Lambda's "
                                 "provisioned concurrency), so no invocation pays the init; unset = all of them "
                                 "(every concurrent one); 0 = none: an environment's first invocation cold-starts")
+    maximum_retry_attempts: int | None = Field(
+        None, ge=0, le=2, description="Lambda's MaximumRetryAttempts for asynchronous invocations (0..2); unset = "
+                                      "one retry per profile.lambda_retry_delays_s entry, at most 2 (AWS: 2)")
+    maximum_event_age_s: float | None = Field(
+        None, gt=0, le=21600, description="Lambda's MaximumEventAgeInSeconds: an event older than this is discarded "
+                                          "instead of (re)tried; unset = 6 h, AWS's default")
     enabled: bool | None = Field(None, description="run a failover function at all (default: yes, except with "
                                  "route53.routing = failover, where health checks move traffic)")
     failback: Literal["manual", "automatic"] = Field(

@@ -94,7 +94,12 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 
 class UpstreamPool:
-    """Keep-alive connections per (thread, upstream): each server thread reuses its own.
+    """Keep-alive connections to each upstream, shared by every server thread: a request takes an
+    idle connection (the most recently used) or opens one, and gives it back when the answer is
+    read. Connections outlive the thread that opened them: a front door runs one thread per
+    client connection, and per-thread connections died with their thread, so every new client
+    connection meant a new upstream connection, a new thread in the upstream server (moto) and,
+    under load, SYNs dropped at its listen queue (a 1 s retransmit: the tail of issue 17).
 
     Every upstream is checked against `allowed` (networks, gameday.net) before the first
     connection to it: the local front doors forward only to loopback."""
@@ -103,47 +108,69 @@ class UpstreamPool:
         self.timeout_s = timeout_s
         self.allowed = allowed
         self._checked: set[str] = set()   # hosts already allowed: the check stays off the hot path
-        self._local = threading.local()
+        self._idle: dict[tuple[str, int], list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self.opened = 0                   # connections opened so far (reuse is the point: tests read it)
+
+    def _take(self, key: tuple[str, int]) -> http.client.HTTPConnection | None:
+        with self._lock:
+            idle = self._idle.get(key)
+            return idle.pop() if idle else None
+
+    def _give_back(self, key: tuple[str, int], conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._idle.setdefault(key, []).append(conn)
+
+    def _open(self, host: str, port: int, timeout_s: float) -> http.client.HTTPConnection:
+        if host not in self._checked:
+            check_address(host, self.allowed, what="a forwarded request")
+            self._checked.add(host)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self.opened += 1
+        return conn
 
     def request(self, host: str, port: int, method: str, path: str, body: bytes,
                 headers: dict[str, str], timeout_s: float | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
-        conns = getattr(self._local, "conns", None)
-        if conns is None:
-            conns = self._local.conns = {}
         key = (host, port)
+        timeout = timeout_s or self.timeout_s
         for attempt in (1, 2):
-            conn = conns.get(key)
+            conn = self._take(key)
             fresh = conn is None
             if fresh:
-                if host not in self._checked:
-                    check_address(host, self.allowed, what="a forwarded request")
-                    self._checked.add(host)
-                conn = conns[key] = http.client.HTTPConnection(host, port, timeout=timeout_s or self.timeout_s)
-                conn.connect()
-                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            elif timeout_s:
-                conn.timeout = timeout_s
-                if conn.sock:
-                    conn.sock.settimeout(timeout_s)
+                conn = self._open(host, port, timeout)
+            elif conn.timeout != timeout and conn.sock is not None:
+                conn.timeout = timeout
+                conn.sock.settimeout(timeout)
             try:
                 conn.request(method, path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
-                if resp.will_close:
-                    conn.close()
-                    conns.pop(key, None)
-                return resp.status, resp.getheaders(), data
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
                 conn.close()
-                conns.pop(key, None)
                 # a stale keep-alive connection: retry once on a fresh one, never twice
                 if fresh or attempt == 2:
                     raise e
+                continue
             except (OSError, http.client.HTTPException):
                 conn.close()
-                conns.pop(key, None)
                 raise
+            if resp.will_close:
+                conn.close()
+            else:
+                self._give_back(key, conn)
+            return resp.status, resp.getheaders(), data
         raise RuntimeError("unreachable")
+
+    def close(self) -> None:
+        """Close the idle connections (those in use are closed by their request if it fails)."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
 
 
 def forward_headers(handler: BaseHTTPRequestHandler, host_header: str | None = None) -> dict[str, str]:

@@ -287,6 +287,21 @@ class LambdaInvocationEvent(_Event):
     retry_in_s: float | None = None
 
 
+class LambdaDiscardEvent(_Event):
+    """An asynchronous event Lambda dropped without a successful attempt (what an on-failure
+    destination would receive): EventAgeExceeded or RetriesExhausted. A kind of its own, so no
+    check that looks for an invocation mistakes a discard for one."""
+    kind: Literal["lambda_discard"]
+    request_id: str
+    condition: str                    # EventAgeExceeded | RetriesExhausted
+    approximate_invoke_count: int
+    age_s: float
+    function_arn: str | None = None
+    region: str | None = None
+    message_id: str | None = None
+    alarm: dict | None = None
+
+
 class ReplicationEvent(_Event):
     kind: Literal["replication"]
     action: Literal["pause", "resume", "set_lag", "set_drop_fraction"]
@@ -362,7 +377,7 @@ class NoteEvent(_Event):
 
 EVENT_MODELS = (AlarmEvent, AlarmActionEvent, ApiFaultEvent, ControlPlaneEvent, DataPlaneEvent, DnsChangeEvent,
                 DnsRefreshEvent, DockerEvent, EcsEvent, EnvironmentEvent, GuardrailEvent, LambdaFaultEvent,
-                LambdaInitEvent, LambdaInvocationEvent, ReplicationEvent, ReplicationLagEvent, Route53HealthEvent,
+                LambdaInitEvent, LambdaInvocationEvent, LambdaDiscardEvent, ReplicationEvent, ReplicationLagEvent, Route53HealthEvent,
                 TargetHealthEvent, FaultEvent, LoadEvent, ScenarioEvent, NoteEvent)
 EVENT_KINDS = tuple(m.model_fields["kind"].annotation.__args__[0] for m in EVENT_MODELS)
 Event = Annotated[Union[EVENT_MODELS], Field(discriminator="kind")]  # type: ignore[valid-type]

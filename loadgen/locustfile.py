@@ -106,6 +106,19 @@ def _init(environment, runner, **_kw) -> None:
         runner.register_message("gameday_flush", _on_flush)
     if isinstance(runner, MasterRunner):
         runner.register_message("gameday_flushed", _on_flushed)
+        _await_workers(runner, opts)
+
+
+def _await_workers(runner, opts) -> None:
+    """Headless master: wait here, in 20 ms steps, for the expected workers. Locust's own wait that
+    follows polls once a second, and the worker started beside the master is always a few
+    milliseconds late for its first look: every run would start a second later than it can.
+    Bounded by --expect-workers-max-wait; past it, Locust's own loop reports the missing workers."""
+    if not opts.headless or not opts.expect_workers:
+        return
+    deadline = time.monotonic() + (opts.expect_workers_max_wait or 30)
+    while len(runner.clients.ready) < opts.expect_workers and time.monotonic() < deadline:
+        gevent.sleep(0.02)
 
 
 def _register_chaos_tab(environment) -> None:
@@ -131,6 +144,8 @@ def _on_flush(environment, msg, **_kw) -> None:
     runner = environment.runner
     runner._send_stats()  # noqa: SLF001 - Locust's own report, sent now instead of at the next interval
     w = _current.writer if _current is not None else None
+    if w is not None:
+        w.flush()   # the history file holds every completion counted in the answer
     runner.send_message("gameday_flushed", {"completions": w.completions if w else None})
 
 
@@ -167,6 +182,16 @@ def _test_start(environment, **_kw) -> None:
     for cls in (FollowerUser, RegionalUser):
         cls.network_timeout = cls.connection_timeout = ctx.plan.request_timeout_s
     environment.gameday = _current = ctx
+    if ctx.writer is not None:
+        gevent.spawn(_flush_history, ctx)
+
+
+def _flush_history(ctx) -> None:
+    """Write the buffered history out while no request comes to do it (the writer flushes on its
+    own when entries arrive): a killed worker loses at most ~FLUSH_S + this period of entries."""
+    while _current is ctx:
+        ctx.writer.flush_if_due()
+        gevent.sleep(history.FLUSH_S / 4)
 
 
 @events.request.add_listener

@@ -15,6 +15,7 @@ import csv
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -92,7 +93,8 @@ class LoadRunner:
         self._argv_values = argv_values
         self.master: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
-        self.returncodes: dict[str, int | None] = {}
+        self._returncodes: dict[str, int | None] = {}
+        self._reaper: threading.Thread | None = None
         self.started_at: float | None = None      # wall time the processes were started
         self._started = False
         self._stopped = False
@@ -168,21 +170,48 @@ class LoadRunner:
 
     def stop(self, timeout_s: float | None = None) -> None:
         """End the run gracefully (users finish their request, workers report and close their
-        history), then make sure no process is left; merge the history. Idempotent."""
+        history) and merge the history. Idempotent. Returns as soon as every worker has closed its
+        history file: Locust's master still writes its own report (CSV, HTML) for a second or two,
+        and a background thread reaps the processes meanwhile (join() waits for that; the load
+        fixture joins at the end of the scenario, so the report overlaps the data checks)."""
         if self._stopped:
             return
         self._stopped = True
         m = self.master
+        limit = timeout_s if timeout_s is not None else self.stop_timeout_s + 20
+        if m is not None and m.poll() is None:
+            # SIGUSR1: the locustfile's handler drains like the shape's own end; it is installed
+            # once the run started, which start() waited for
+            try:
+                os.kill(m.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+            if self.plan.record_history and self._history_closed(limit):
+                self._reaper = threading.Thread(target=self._reap, args=(limit,), name="locust-reaper", daemon=True)
+                self._reaper.start()
+                self._merge_history()
+                return
+        self._reap(limit)
+        self._merge_history()
+
+    def _history_closed(self, limit_s: float) -> bool:
+        """Until every worker closed its history file (or died), or the master ended without that."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if not hist.pending_parts(self.out_dir):
+                return True
+            if self.master.poll() is not None:
+                return False
+            time.sleep(0.02)   # polling child processes' progress, not waiting for a condition under test
+        return False
+
+    def _reap(self, limit_s: float) -> None:
+        """Wait for the master to quit (SIGINT, then terminate, past limit_s), then the workers."""
+        m = self.master
         try:
             if m is not None and m.poll() is None:
-                # SIGUSR1: the locustfile's handler drains like the shape's own end; it is installed
-                # once the run started, which start() waited for
                 try:
-                    os.kill(m.pid, signal.SIGUSR1)
-                except ProcessLookupError:
-                    pass
-                try:
-                    m.wait(timeout=timeout_s if timeout_s is not None else self.stop_timeout_s + 20)
+                    m.wait(timeout=limit_s)
                 except subprocess.TimeoutExpired:
                     try:
                         os.kill(m.pid, signal.SIGINT)   # Locust's Ctrl-C: quit, still writing its report
@@ -197,10 +226,23 @@ class LoadRunner:
                     procs.terminate(w, grace_s=3)
         finally:
             self._kill_all()
-            self.returncodes = {"master": m.returncode if m else None,
-                                **{f"worker-{i}": w.returncode for i, w in enumerate(self.workers)}}
+            self._returncodes = {"master": m.returncode if m else None,
+                                 **{f"worker-{i}": w.returncode for i, w in enumerate(self.workers)}}
+
+    def _merge_history(self) -> None:
         if self.plan.record_history and hist.part_files(self.out_dir):
             hist.merge(self.out_dir)
+
+    def join(self, timeout_s: float | None = None) -> None:
+        """Wait until every Locust process of a stopped run has exited (its report written)."""
+        if self._reaper is not None:
+            self._reaper.join(timeout_s)
+
+    @property
+    def returncodes(self) -> dict[str, int | None]:
+        """Exit codes of the master and workers ({} before stop()); waits for them to exit."""
+        self.join()
+        return self._returncodes
 
     def _kill_all(self) -> None:
         for p in [self.master, *self.workers]:
@@ -211,6 +253,7 @@ class LoadRunner:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+        self.join()
 
     # -- chaos on the load generator itself ------------------------------------------------------------------
     def kill_worker(self, index: int) -> int:
@@ -280,6 +323,7 @@ class LoadRunner:
 
     def stats(self) -> dict:
         """Locust's totals from its CSV: {"requests", "failures", "by_name": {name: {...}}}."""
+        self.join()   # the master writes the CSV as it quits
         path = self.out_dir / "locust_stats.csv"
         if not path.exists():
             raise LoadRunError(f"{path}: missing (did Locust run?)")
@@ -361,6 +405,8 @@ class LoadFactory:
                 r.stop()
             except Exception as e:  # noqa: BLE001 - stop every run, then report
                 errors.append(e)
+        for r in self.runs:
+            r.join()
         if len(self.runs) > 1:
             parts = [p for r in self.runs for p in hist.part_files(r.out_dir)]
             hist.merge_files(parts, self.out_dir / hist.MERGED_NAME)

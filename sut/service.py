@@ -10,6 +10,8 @@ Endpoints (every response carries X-Gameday-Region and X-Gameday-Task):
                      -> PutItem to its own region's table; 200 {"key","value","region","task","written_at"}
   GET /items/{key}   -> GetItem (ConsistentRead); 200 the item, 404 when absent
   GET /health        -> 200 {"task","az","region"} (shallow: the load balancer's target health check)
+Every response also carries Server-Timing (W3C): `app` (the task's whole handling, ms), `ddb`
+(its DynamoDB call, retries included) and whatever Server-Timing the AWS endpoint returned.
 Bad input (body not a JSON object, no "value", empty key) -> 400 {"message"}.
 
 Written like a real service, not like a harness part: a plain boto3 client built from its own
@@ -47,6 +49,7 @@ THROTTLING_CODES = frozenset({
     "RequestLimitExceeded", "BandwidthLimitExceeded", "LimitExceededException", "RequestThrottled",
     "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException",
 })
+POOL_CONNECTIONS = 32  # connections to the DynamoDB endpoint, and DynamoDB calls in flight at once
 MAX_BODY_BYTES = 400 * 1024  # DynamoDB's item size limit: anything larger cannot be stored anyway
 
 
@@ -127,8 +130,13 @@ class DynamoStore:
             "dynamodb", region_name=args.region, endpoint_url=args.endpoint or None,
             config=Config(retries={"total_max_attempts": 1, "mode": "standard"},
                           connect_timeout=args.connect_timeout_s, read_timeout=args.read_timeout_s,
-                          max_pool_connections=32),
+                          max_pool_connections=POOL_CONNECTIONS),
         )
+        # At most as many calls in flight as the pool has connections: one more (the server runs a
+        # thread per load balancer connection, so dozens under a surge) would make urllib3 open a
+        # connection and throw it away afterwards ("Connection pool is full, discarding"), and
+        # each of those is a new connection at the endpoint (measured: issue 17's tail latency).
+        self._connections = threading.BoundedSemaphore(POOL_CONNECTIONS)
         self._ser = TypeSerializer()
         self._de = TypeDeserializer()
 
@@ -156,9 +164,21 @@ class DynamoStore:
             stop=stop_before_delay(self.deadline_s),
             reraise=False,
         )
-        fn = getattr(self.client, operation)
+        call = getattr(self.client, operation)
+
+        def fn(**kw):
+            with self._connections:   # per attempt: a backoff sleep holds no connection
+                return call(**kw)
+
+        t0 = time.perf_counter()
         try:
-            return retrying(fn, **kwargs)
+            out = retrying(fn, **kwargs)
+            _timing_add("ddb", time.perf_counter() - t0)
+            # the AWS endpoint's own share, when it reports one (the local router does: moto's time)
+            upstream = out.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("server-timing")
+            if upstream:
+                _timing_pass(upstream)
+            return out
         except RetryError as e:
             last = e.last_attempt.exception()
             attempts = e.last_attempt.attempt_number
@@ -185,6 +205,24 @@ class DynamoStore:
             return None
         plain = {k: self._de.deserialize(v) for k, v in item.items()}
         return {"key": plain.pop("pk"), **plain}
+
+
+# Server-Timing (W3C) entries of the request being served, per handler thread: where a request's
+# time went (the task's whole handling "app", its DynamoDB call "ddb", and what the endpoint
+# reported), read by benchmarks/bench_latency.py next to the load balancer's own entry.
+_timings = threading.local()
+
+
+def _timing_add(name: str, seconds: float) -> None:
+    entries = getattr(_timings, "entries", None)
+    if entries is not None:
+        entries.append(f"{name};dur={seconds * 1000:.2f}")
+
+
+def _timing_pass(header: str) -> None:
+    entries = getattr(_timings, "entries", None)
+    if entries is not None:
+        entries.append(header)
 
 
 def _error_name(exc: BaseException | None) -> str:
@@ -238,6 +276,10 @@ class ServiceHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in self.identity.items():
             self.send_header(k, v)
+        started = getattr(_timings, "started", None)
+        if started is not None:
+            entries = [f"app;dur={(time.perf_counter() - started) * 1000:.2f}", *_timings.entries]
+            self.send_header("Server-Timing", ", ".join(entries))
         self.end_headers()
         self.wfile.write(body)
         self.wfile.flush()
@@ -266,6 +308,7 @@ class ServiceHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         path = urlsplit(self.path).path
+        _timings.started, _timings.entries = time.perf_counter(), []
         try:
             body = self._body()
             if path == "/health" and self.command == "GET":

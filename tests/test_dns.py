@@ -1,15 +1,19 @@
-"""Route 53's data plane (environments.local.dns) and the client resolver (gameday.resolver).
+"""Route 53's data plane (environments.local.dns), its health checkers
+(environments.local.healthchecks) and the client resolver (gameday.resolver), end to end.
 
-Real parts: one moto server per region, the DNS server on loopback UDP/TCP, dnspython and
-dnslib clients. Each behaviour has a case that a broken implementation fails; the TTL checks
-are also run against deliberately broken resolvers to prove they can fail.
+Real parts: one moto server per region, provisioned with failover routing (health checks on
+each region's load-balancer address), fake load balancers on loopback HTTP, the health checkers
+probing them, the DNS server on loopback UDP/TCP, dnspython and dnslib clients. The rules
+themselves (routing policies, FailureThreshold, Inverted/Disabled, the zone copy across
+refreshes) are tables in tests/test_route53_model.py; these tests show the adapters carry them
+out over real sockets and processes. The TTL checks are also run against deliberately broken
+resolvers to prove they can fail.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -22,9 +26,7 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from gameday.environments.local.dns import (REFRESH_INTERVAL_S, REFRESH_TIMEOUT_S, RecordSet, Route53DnsServer, Zone,
-                                    eligible)
-from gameday.net import region_address
+from gameday.environments.local.dns import REFRESH_INTERVAL_S, REFRESH_TIMEOUT_S, Route53DnsServer
 from gameday.resolver import Answer, ResolveError, ServiceResolver
 from tests.support import descendants, provisioned_context
 
@@ -33,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROPAGATION_BOUND_S = 10 * REFRESH_INTERVAL_S
 PROPAGATION_DEADLINE_S = 3.0  # how long tests wait before calling it a failure (2 loaded cores)
 TTL_MARGIN_S = 0.35           # a cached answer must be replaced within TTL + this
+# A simple record beside the provisioned failover records of the service name
+SIMPLE = "simple.gameday.test."
 
 
 def eventually(deadline_s: float, interval_s: float = 0.02):
@@ -67,425 +71,6 @@ def wait_until_served(server: Route53DnsServer, name: str, addresses: list[str])
 
     served()
     return time.monotonic() - t0
-
-
-@pytest.fixture(scope="module")
-def dns():
-    with provisioned_context() as ctx:
-        server = Route53DnsServer(ctx).start()
-        try:
-            yield ctx, server
-        finally:
-            server.stop()
-
-
-def addresses(ctx):
-    cfg = ctx.config
-    return ctx.lb_addresses[cfg.initial_region], ctx.lb_addresses["us-west-2"]
-
-
-def service_name(ctx) -> str:
-    return ctx.config.record_name  # "api.gameday.test."
-
-
-# -- answering -----------------------------------------------------------------------------------------
-
-def test_record_resolves_to_initial_region_over_udp_and_tcp(dns):
-    ctx, server = dns
-    old, _ = addresses(ctx)
-    upsert_a(ctx, service_name(ctx), old, ctx.profile.dns_ttl_s)
-    wait_until_served(server, service_name(ctx), [old])
-    assert server.port and ctx.dns_port == server.port
-    for tcp in (False, True):
-        reply = DNSRecord.parse(DNSRecord.question(ctx.config.service.name, "A").send(
-            "127.0.0.1", server.port, tcp=tcp, timeout=2))
-        assert reply.header.rcode == RCODE.NOERROR and reply.header.aa == 1, reply
-        assert [str(rr.rdata) for rr in reply.rr] == [old]
-        assert reply.rr[0].ttl == ctx.profile.dns_ttl_s  # the record's TTL, not a default
-    answer = ServiceResolver("127.0.0.1", server.port).lookup(ctx.config.service.name)
-    assert answer == Answer([old], ctx.profile.dns_ttl_s)
-    st = server.status()
-    json.dumps(st)
-    assert st["port"] == server.port and st["answers"][service_name(ctx)] == [old]
-    assert st["last_refresh_age_s"] < 1.0
-
-
-def test_unknown_name_nxdomain_other_zone_refused(dns):
-    ctx, server = dns
-    r = ServiceResolver("127.0.0.1", server.port)
-    with pytest.raises(ResolveError, match="NXDOMAIN") as e:
-        r.resolve("nope.gameday.test")
-    assert "nope.gameday.test" in str(e.value) and f"127.0.0.1:{server.port}" in str(e.value)
-    with pytest.raises(ResolveError, match="REFUSED"):
-        r.resolve("api.example.com")
-
-    def ask(name, qtype="A"):
-        return DNSRecord.parse(DNSRecord.question(name, qtype).send("127.0.0.1", server.port, timeout=2))
-
-    nx = ask("nope.gameday.test")
-    assert nx.header.rcode == RCODE.NXDOMAIN and nx.header.aa == 1
-    assert [QTYPE[a.rtype] for a in nx.auth] == ["SOA"]  # negative answers carry the SOA (RFC 2308)
-    assert ask("api.example.com").header.rcode == RCODE.REFUSED
-    nodata = ask(ctx.config.service.name, "AAAA")  # the name exists, the type does not: NOERROR, empty
-    assert nodata.header.rcode == RCODE.NOERROR and not nodata.rr
-    assert ask("gameday.test", "SOA").rr and ask("gameday.test", "NS").rr
-
-
-def test_upsert_is_answered_promptly_and_emits_dns_change(dns):
-    ctx, server = dns
-    name = service_name(ctx)
-    old, new = addresses(ctx)
-    upsert_a(ctx, name, old, ctx.profile.dns_ttl_s)
-    wait_until_served(server, name, [old])
-    since = last_seq(ctx)
-    t0 = time.monotonic()
-    upsert_a(ctx, name, new, ctx.profile.dns_ttl_s)
-    wait_until_served(server, name, [new])
-    delay = time.monotonic() - t0  # from before the UPSERT call to the first new answer
-    print(f"UPSERT -> new answer: {delay * 1000:.0f} ms")
-    assert delay < PROPAGATION_BOUND_S, f"Route 53 DNS took {delay:.2f}s to answer the UPSERT"
-
-    @eventually(PROPAGATION_DEADLINE_S)
-    def event_emitted():
-        changes = [e for e in ctx.events.since(since, "dns_change") if e["name"] == name]
-        assert changes and changes[-1]["old"] == [old] and changes[-1]["new"] == [new], changes
-
-    event_emitted()
-    assert server.status()["answers"][name] == [new]
-
-
-# -- the client cache honours the TTL ----------------------------------------------------------------------
-
-def check_follows_after_ttl(ctx, server, resolver: ServiceResolver, ttl: int) -> dict:
-    """resolver caches the old answer, Route 53 moves, and the resolver must keep the old address
-    until ttl has passed since it got the answer, then return the new one within TTL_MARGIN_S."""
-    name = service_name(ctx)
-    old, new = addresses(ctx)
-    upsert_a(ctx, name, old, ttl)
-    wait_until_served(server, name, [old])
-    filled = time.monotonic()
-    assert resolver.resolve(name) == [old]
-    upsert_a(ctx, name, new, ttl)
-    wait_until_served(server, name, [new])
-    if time.monotonic() - filled >= ttl:
-        pytest.fail(f"setup too slow: Route 53 moved {time.monotonic() - filled:.2f}s after the cache was "
-                    f"filled, not within the TTL ({ttl}s), so the test cannot tell a cache from a re-query")
-    seen: list[tuple[float, list[str]]] = []
-
-    @eventually(ttl + TTL_MARGIN_S + 0.5, 0.01)
-    def moved():
-        got = resolver.resolve(name)
-        seen.append((time.monotonic() - filled, got))
-        assert got == [new], f"still {got} at {seen[-1][0]:.2f}s"
-
-    moved()
-    early = [(round(t, 3), a) for t, a in seen if t < ttl and a != [old]]
-    assert not early, f"the resolver dropped its cached answer before the {ttl}s TTL ran out: {early}"
-    first_new = next(t for t, a in seen if a == [new])
-    assert ttl <= first_new <= ttl + TTL_MARGIN_S, f"new answer after {first_new:.2f}s, TTL {ttl}s"
-    return {"first_new_s": first_new}
-
-
-def test_cached_resolver_keeps_old_answer_until_ttl(dns):
-    ctx, server = dns
-    ttl = max(ctx.profile.dns_ttl_s, 1)
-    out = check_follows_after_ttl(ctx, server, ServiceResolver("127.0.0.1", server.port), ttl)
-    print(f"TTL {ttl}s: cached resolver moved after {out['first_new_s']:.3f}s")
-
-
-class _CachesForever(ServiceResolver):
-    def lookup(self, name):
-        return Answer(super().lookup(name).addresses, 3600)
-
-
-def test_ttl_check_catches_broken_resolvers(dns):
-    ctx, server = dns
-    ttl = max(ctx.profile.dns_ttl_s, 1)
-    with pytest.raises(AssertionError, match="before the"):
-        check_follows_after_ttl(ctx, server, ServiceResolver("127.0.0.1", server.port, honour_ttl=False), ttl)
-    with pytest.raises(AssertionError, match="still"):
-        check_follows_after_ttl(ctx, server, _CachesForever("127.0.0.1", server.port), ttl)
-
-
-def test_ttl_zero_is_always_fresh(dns):
-    ctx, server = dns
-    name = service_name(ctx)
-    old, new = addresses(ctx)
-    upsert_a(ctx, name, old, 0)
-    wait_until_served(server, name, [old])
-    cached = ServiceResolver("127.0.0.1", server.port)
-    fresh = ServiceResolver("127.0.0.1", server.port, honour_ttl=False)
-    assert cached.resolve(name) == [old] and cached.lookup(name).ttl == 0
-    upsert_a(ctx, name, new, 0)
-
-    @eventually(PROPAGATION_DEADLINE_S, 0.005)
-    def moved():
-        assert fresh.lookup(name).addresses == [new]
-
-    moved()
-    assert cached.resolve(name) == [new]  # nothing cached with TTL 0
-    upsert_a(ctx, name, old, ctx.profile.dns_ttl_s)
-
-
-def test_resolver_is_thread_safe(dns):
-    ctx, server = dns
-    name = service_name(ctx)
-    old, new = addresses(ctx)
-    upsert_a(ctx, name, old, 0)
-    wait_until_served(server, name, [old])
-    r = ServiceResolver("127.0.0.1", server.port)
-    errors: list[Exception] = []
-    answers: set[tuple[str, ...]] = set()
-    stop = threading.Event()
-
-    def client():
-        while not stop.is_set():
-            try:
-                answers.add(tuple(r.resolve(name)))
-            except Exception as e:  # noqa: BLE001 - collected and asserted
-                errors.append(e)
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(6)]
-    for t in threads:
-        t.start()
-    upsert_a(ctx, name, new, 0)
-    wait_until_served(server, name, [new])
-    stop.set()
-    for t in threads:
-        t.join(5)
-    assert not errors, errors[:3]
-    assert answers <= {(old,), (new,)} and (new,) in answers
-    upsert_a(ctx, name, old, ctx.profile.dns_ttl_s)
-
-
-# -- routing policies -----------------------------------------------------------------------------------
-
-def test_weighted_records_answer_in_proportion(dns):
-    ctx, server = dns
-    name = "weighted.gameday.test."
-    east, west = addresses(ctx)
-    spare = region_address(5)
-    for ident, ip, weight in (("east", east, 3), ("west", west, 1), ("spare", spare, 0)):
-        upsert_a(ctx, name, ip, 0, SetIdentifier=ident, Weight=weight)
-
-    @eventually(PROPAGATION_DEADLINE_S)
-    def loaded():
-        assert server.status()["answers"].get(name) == sorted([east, west])
-
-    loaded()
-    fresh = ServiceResolver("127.0.0.1", server.port, honour_ttl=False)
-    n = 400
-    counts = {east: 0, west: 0, spare: 0}
-    for _ in range(n):
-        counts[fresh.lookup(name).addresses[0]] += 1
-    # weight / sum: 300 +- 35 (4 standard deviations of a binomial(400, 0.75))
-    assert counts[spare] == 0, counts
-    assert 265 <= counts[east] <= 335, counts
-
-    for ident, ip in (("east", east), ("west", west)):
-        upsert_a(ctx, name, ip, 0, SetIdentifier=ident, Weight=0)
-
-    @eventually(PROPAGATION_DEADLINE_S)
-    def all_zero():
-        assert server.status()["answers"].get(name) == sorted([east, west, spare])
-
-    all_zero()
-    seen = {fresh.lookup(name).addresses[0] for _ in range(60)}
-    assert seen == {east, west, spare}  # all weights 0: equal chances (miss one: (2/3)^60)
-
-
-def test_failover_routing_follows_health(dns):
-    ctx, server = dns
-    r53 = ctx.customer_client("route53", "us-east-1")
-    hc = {}
-    for role in ("PRIMARY", "SECONDARY"):
-        hc[role] = r53.create_health_check(CallerReference=f"gameday-test-{role}-{time.time()}", HealthCheckConfig={
-            "IPAddress": "127.0.0.1", "Port": 80, "Type": "HTTP", "ResourcePath": "/health"})["HealthCheck"]["Id"]
-    healthy = {hc["PRIMARY"]: True, hc["SECONDARY"]: True}
-    server.health = lambda hc_id: healthy.get(hc_id, True)
-    try:
-        name = "failover.gameday.test."
-        east, west = addresses(ctx)
-        for role, ip in (("PRIMARY", east), ("SECONDARY", west)):
-            upsert_a(ctx, name, ip, 0, SetIdentifier=role.lower(), Failover=role, HealthCheckId=hc[role])
-        since = last_seq(ctx)
-        wait_until_served(server, name, [east])
-        healthy[hc["PRIMARY"]] = False
-        wait_until_served(server, name, [west])  # the data plane alone fails over, the API is not involved
-
-        @eventually(PROPAGATION_DEADLINE_S)
-        def event_emitted():
-            assert any(e["name"] == name and e["new"] == [west] for e in ctx.events.since(since, "dns_change"))
-
-        event_emitted()
-        healthy[hc["SECONDARY"]] = False
-        wait_until_served(server, name, [east])  # both unhealthy: Route 53 answers the primary
-    finally:
-        server.health = lambda hc_id: True
-
-
-def _rs(name, ip, **kw) -> RecordSet:
-    return RecordSet.from_route53({"Name": name, "Type": "A", "TTL": 5, "ResourceRecords": [{"Value": ip}], **kw})
-
-
-@pytest.mark.parametrize("weights,unhealthy,expected", [
-    # AWS's table ("Weighted routing", health checks and weight 0): records 1,2 weight 1; record 3 weight 0
-    ((1, 1, 0), {"1", "2"}, {"3"}),
-    ((1, 1, 0), {"1", "2", "3"}, {"1", "2"}),
-    ((1, 1, 0), {"1", "3"}, {"2"}),
-    ((1, 1, 0), {"3"}, {"1", "2"}),
-    ((1, 1, 0), set(), {"1", "2"}),
-    ((0, 0, 0), set(), {"1", "2", "3"}),
-])
-def test_weighted_health_rules(weights, unhealthy, expected):
-    sets = tuple(_rs("w.gameday.test.", f"127.0.0.{i}", SetIdentifier=str(i), Weight=w, HealthCheckId=f"hc{i}")
-                 for i, w in zip((1, 2, 3), weights))
-    got = {s.set_identifier for s, _ in eligible(sets, lambda hc: hc[2:] not in unhealthy)}
-    assert got == expected
-
-
-def test_zone_wildcard_cname_and_skipped_records():
-    zone = Zone.from_route53("gameday.test.", [
-        {"Name": "gameday.test.", "Type": "SOA", "TTL": 900,
-         "ResourceRecords": [{"Value": "ns-1.awsdns-1.com. hostmaster.example.com. 1 7200 900 1209600 60"}]},
-        {"Name": "\\052.gameday.test.", "Type": "A", "TTL": 5, "ResourceRecords": [{"Value": "127.0.1.1"}]},
-        {"Name": "www.gameday.test.", "Type": "CNAME", "TTL": 5, "ResourceRecords": [{"Value": "api.gameday.test"}]},
-        {"Name": "api.gameday.test.", "Type": "A", "TTL": 7, "ResourceRecords": [{"Value": "127.0.2.1"}]},
-        {"Name": "alias.gameday.test.", "Type": "A", "AliasTarget": {"DNSName": "x", "HostedZoneId": "Z",
-                                                                     "EvaluateTargetHealth": False}},
-    ])
-    rng = random.Random(1)
-    rcode, answer, _ = zone.query("anything.gameday.test.", "A", lambda hc: True, rng)
-    assert rcode == RCODE.NOERROR and [(str(a.rname), str(a.rdata)) for a in answer] == [
-        ("anything.gameday.test.", "127.0.1.1")]
-    rcode, answer, _ = zone.query("www.gameday.test.", "A", lambda hc: True, rng)
-    assert [QTYPE[a.rtype] for a in answer] == ["CNAME", "A"] and str(answer[1].rdata) == "127.0.2.1"
-    rcode, answer, auth = zone.query("x.api.gameday.test.", "A", lambda hc: True, rng)
-    assert rcode == RCODE.NXDOMAIN and auth[0].ttl == 60  # min(SOA TTL, SOA minimum)
-    assert any("alias" in s for s in zone.skipped)
-
-
-# -- the data plane outlives the control plane ------------------------------------------------------------
-
-def _moto_pid(ctx, region: str) -> int:
-    port = ctx.moto_urls[region].rsplit(":", 1)[1]
-    for pid in descendants(os.getpid()):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(m in argv for m in (b"moto.server", b"gameday.environments.local.moto_main")) and port.encode() in argv:
-            return pid
-    raise AssertionError(f"no moto server child for {region} on port {port}")
-
-
-def test_keeps_answering_last_good_zone_when_route53_api_is_down():
-    with provisioned_context() as ctx:
-        server = Route53DnsServer(ctx).start()
-        try:
-            name = service_name(ctx)
-            old, new = addresses(ctx)
-            upsert_a(ctx, name, new, 0)
-            wait_until_served(server, name, [new])
-            fresh = ServiceResolver("127.0.0.1", server.port, honour_ttl=False)
-            pid = _moto_pid(ctx, "us-east-1")
-
-            def still_serving_while_failing(expected: list[str], min_age_s: float):
-                answers = []
-
-                @eventually(min_age_s + 3 * REFRESH_TIMEOUT_S + 2, 0.05)
-                def failing_for_a_while():
-                    answers.append(fresh.lookup(name).addresses)
-                    st = server.status()
-                    assert st["refresh_failures"] >= 1 and st["last_refresh_age_s"] >= min_age_s, st
-
-                failing_for_a_while()
-                # every answer meanwhile came from the last good copy of the zone
-                assert len(answers) > 3 and all(a == expected for a in answers), answers
-
-            os.kill(pid, signal.SIGSTOP)  # hung API: calls time out
-            try:
-                still_serving_while_failing([new], 1.5)
-                events = ctx.events.since(0, "dns_refresh")
-                assert events and events[-1]["state"] == "failing", events
-            finally:
-                os.kill(pid, signal.SIGCONT)
-
-            @eventually(3 * REFRESH_TIMEOUT_S + 2)
-            def recovered():
-                assert server.status()["refresh_failures"] == 0
-            recovered()
-            assert ctx.events.since(0, "dns_refresh")[-1]["state"] == "ok"
-            upsert_a(ctx, name, old, 0)  # and changes flow again
-            wait_until_served(server, name, [old])
-
-            os.kill(pid, signal.SIGKILL)  # API gone: connections refused
-            still_serving_while_failing([old], 10 * REFRESH_INTERVAL_S)
-            assert server.status()["answers"][name] == [old]
-            json.dumps(server.status())
-        finally:
-            t0 = time.monotonic()
-            server.stop()
-            server.stop()  # idempotent
-            assert time.monotonic() - t0 < REFRESH_TIMEOUT_S + 1.5
-
-
-# -- inside Locust: gevent ---------------------------------------------------------------------------
-
-GEVENT_PROBE = textwrap.dedent("""
-    import sys
-    if sys.argv[2] == "patched":
-        from gevent import monkey
-        monkey.patch_all()
-    import json, socket, time
-    import gevent
-    from gameday.resolver import ResolveError, ServiceResolver
-
-    ok = ServiceResolver("127.0.0.1", int(sys.argv[1])).resolve(sys.argv[3])
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a DNS server that never answers
-    silent.bind(("127.0.0.1", 0))
-    dead = ServiceResolver("127.0.0.1", silent.getsockname()[1], timeout_s=0.5)
-    ticks = []
-
-    def ticker():
-        end = time.monotonic() + 0.7
-        while time.monotonic() < end:
-            ticks.append(time.monotonic())
-            gevent.sleep(0.01)
-
-    def waiter():
-        try:
-            dead.lookup("api.gameday.test")
-            return "answered"
-        except ResolveError as e:
-            return str(e)
-
-    g1, g2 = gevent.spawn(ticker), gevent.spawn(waiter)
-    gevent.joinall([g1, g2])
-    gap = max(b - a for a, b in zip(ticks, ticks[1:]))
-    print(json.dumps({"ok": ok, "max_gap_s": gap, "waiter": g2.value}))
-""")
-
-
-def _probe(server, name, mode) -> dict:
-    out = subprocess.run([sys.executable, "-c", GEVENT_PROBE, str(server.port), mode, name],
-                         capture_output=True, text=True, timeout=30, cwd=REPO)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_resolver_cooperates_with_gevent(dns):
-    ctx, server = dns
-    name = service_name(ctx)
-    upsert_a(ctx, name, addresses(ctx)[0], ctx.profile.dns_ttl_s)
-    wait_until_served(server, name, [addresses(ctx)[0]])
-    patched = _probe(server, name, "patched")
-    assert patched["ok"] == [addresses(ctx)[0]]
-    assert "no answer within 0.5s" in patched["waiter"], patched
-    # a resolver waiting on a silent server must not stop the other greenlets (Locust users)
-    assert patched["max_gap_s"] < 0.25, patched
-    # the same probe without monkey-patching blocks: proves the probe can tell
-    assert _probe(server, name, "unpatched")["max_gap_s"] >= 0.4
 
 
 # -- provisioned routing patterns and Route 53 health checks (environments.local.healthchecks) --------------
@@ -569,6 +154,196 @@ HC_DEADLINE_S = 3 * (1.0 + HC_INTERVAL_S) + 2.0
 
 def _health_events(ctx, region, healthy, since):
     return [e for e in ctx.events.since(since, "route53_health") if e["region"] == region and e["healthy"] is healthy]
+
+
+@pytest.fixture(scope="module")
+def dns(routed):
+    """(ctx, DNS server) of the one provisioned stack: every test here shares its moto servers."""
+    ctx, _, _, server = routed
+    return ctx, server
+
+
+def addresses(ctx):
+    cfg = ctx.config
+    return ctx.lb_addresses[cfg.initial_region], ctx.lb_addresses["us-west-2"]
+
+
+def service_name(ctx) -> str:
+    return ctx.config.record_name  # "api.gameday.test.", failover records
+
+
+def _fail(msg):
+    raise AssertionError(msg)
+
+
+# -- answering -----------------------------------------------------------------------------------------
+
+def test_record_resolves_over_udp_and_tcp(dns):
+    ctx, server = dns
+    old, _ = addresses(ctx)
+    upsert_a(ctx, SIMPLE, old, ctx.profile.dns_ttl_s)
+    wait_until_served(server, SIMPLE, [old])
+    assert server.port and ctx.dns_port == server.port
+    for tcp in (False, True):
+        reply = DNSRecord.parse(DNSRecord.question(SIMPLE, "A").send(
+            "127.0.0.1", server.port, tcp=tcp, timeout=2))
+        assert reply.header.rcode == RCODE.NOERROR and reply.header.aa == 1, reply
+        assert [str(rr.rdata) for rr in reply.rr] == [old]
+        assert reply.rr[0].ttl == ctx.profile.dns_ttl_s  # the record's TTL, not a default
+    answer = ServiceResolver("127.0.0.1", server.port).lookup(SIMPLE)
+    assert answer == Answer([old], ctx.profile.dns_ttl_s)
+    st = server.status()
+    json.dumps(st)
+    assert st["port"] == server.port and st["answers"][SIMPLE] == [old]
+    assert st["last_refresh_age_s"] < 1.0
+
+
+def test_unknown_name_nxdomain_other_zone_refused(dns):
+    ctx, server = dns
+    r = ServiceResolver("127.0.0.1", server.port)
+    with pytest.raises(ResolveError, match="NXDOMAIN") as e:
+        r.resolve("nope.gameday.test")
+    assert "nope.gameday.test" in str(e.value) and f"127.0.0.1:{server.port}" in str(e.value)
+    with pytest.raises(ResolveError, match="REFUSED"):
+        r.resolve("api.example.com")
+
+    def ask(name, qtype="A"):
+        return DNSRecord.parse(DNSRecord.question(name, qtype).send("127.0.0.1", server.port, timeout=2))
+
+    nx = ask("nope.gameday.test")
+    assert nx.header.rcode == RCODE.NXDOMAIN and nx.header.aa == 1
+    assert [QTYPE[a.rtype] for a in nx.auth] == ["SOA"]  # negative answers carry the SOA (RFC 2308)
+    assert ask("api.example.com").header.rcode == RCODE.REFUSED
+    nodata = ask(SIMPLE, "AAAA")  # the name exists, the type does not: NOERROR, empty
+    assert nodata.header.rcode == RCODE.NOERROR and not nodata.rr
+    assert ask("gameday.test", "SOA").rr and ask("gameday.test", "NS").rr
+
+
+def test_upsert_is_answered_promptly_and_emits_dns_change(dns):
+    ctx, server = dns
+    name = SIMPLE
+    old, new = addresses(ctx)
+    upsert_a(ctx, name, old, ctx.profile.dns_ttl_s)
+    wait_until_served(server, name, [old])
+    since = last_seq(ctx)
+    t0 = time.monotonic()
+    upsert_a(ctx, name, new, ctx.profile.dns_ttl_s)
+    wait_until_served(server, name, [new])
+    delay = time.monotonic() - t0  # from before the UPSERT call to the first new answer
+    print(f"UPSERT -> new answer: {delay * 1000:.0f} ms")
+    assert delay < PROPAGATION_BOUND_S, f"Route 53 DNS took {delay:.2f}s to answer the UPSERT"
+
+    @eventually(PROPAGATION_DEADLINE_S)
+    def event_emitted():
+        changes = [e for e in ctx.events.since(since, "dns_change") if e["name"] == name]
+        assert changes and changes[-1]["old"] == [old] and changes[-1]["new"] == [new], changes
+
+    event_emitted()
+    assert server.status()["answers"][name] == [new]
+
+
+# -- the client cache honours the TTL ----------------------------------------------------------------------
+
+def check_follows_after_ttl(ctx, server, resolver: ServiceResolver, ttl: int) -> dict:
+    """resolver caches the old answer, Route 53 moves, and the resolver must keep the old address
+    until ttl has passed since it got the answer, then return the new one within TTL_MARGIN_S."""
+    name = SIMPLE
+    old, new = addresses(ctx)
+    upsert_a(ctx, name, old, ttl)
+    wait_until_served(server, name, [old])
+    filled = time.monotonic()
+    assert resolver.resolve(name) == [old]
+    upsert_a(ctx, name, new, ttl)
+    wait_until_served(server, name, [new])
+    if time.monotonic() - filled >= ttl:
+        pytest.fail(f"setup too slow: Route 53 moved {time.monotonic() - filled:.2f}s after the cache was "
+                    f"filled, not within the TTL ({ttl}s), so the test cannot tell a cache from a re-query")
+    seen: list[tuple[float, list[str]]] = []
+
+    @eventually(ttl + TTL_MARGIN_S + 0.5, 0.01)
+    def moved():
+        got = resolver.resolve(name)
+        seen.append((time.monotonic() - filled, got))
+        assert got == [new], f"still {got} at {seen[-1][0]:.2f}s"
+
+    moved()
+    early = [(round(t, 3), a) for t, a in seen if t < ttl and a != [old]]
+    assert not early, f"the resolver dropped its cached answer before the {ttl}s TTL ran out: {early}"
+    first_new = next(t for t, a in seen if a == [new])
+    assert ttl <= first_new <= ttl + TTL_MARGIN_S, f"new answer after {first_new:.2f}s, TTL {ttl}s"
+    return {"first_new_s": first_new}
+
+
+def test_cached_resolver_keeps_old_answer_until_ttl(dns):
+    ctx, server = dns
+    ttl = max(ctx.profile.dns_ttl_s, 1)
+    out = check_follows_after_ttl(ctx, server, ServiceResolver("127.0.0.1", server.port), ttl)
+    print(f"TTL {ttl}s: cached resolver moved after {out['first_new_s']:.3f}s")
+
+
+class _CachesForever(ServiceResolver):
+    def lookup(self, name):
+        return Answer(super().lookup(name).addresses, 3600)
+
+
+def test_ttl_check_catches_broken_resolvers(dns):
+    ctx, server = dns
+    ttl = max(ctx.profile.dns_ttl_s, 1)
+    with pytest.raises(AssertionError, match="before the"):
+        check_follows_after_ttl(ctx, server, ServiceResolver("127.0.0.1", server.port, honour_ttl=False), ttl)
+    with pytest.raises(AssertionError, match="still"):
+        check_follows_after_ttl(ctx, server, _CachesForever("127.0.0.1", server.port), ttl)
+
+
+def test_ttl_zero_is_always_fresh(dns):
+    ctx, server = dns
+    name = SIMPLE
+    old, new = addresses(ctx)
+    upsert_a(ctx, name, old, 0)
+    wait_until_served(server, name, [old])
+    cached = ServiceResolver("127.0.0.1", server.port)
+    fresh = ServiceResolver("127.0.0.1", server.port, honour_ttl=False)
+    assert cached.resolve(name) == [old] and cached.lookup(name).ttl == 0
+    upsert_a(ctx, name, new, 0)
+
+    @eventually(PROPAGATION_DEADLINE_S, 0.005)
+    def moved():
+        assert fresh.lookup(name).addresses == [new]
+
+    moved()
+    assert cached.resolve(name) == [new]  # nothing cached with TTL 0
+    upsert_a(ctx, name, old, ctx.profile.dns_ttl_s)
+
+
+def test_resolver_is_thread_safe(dns):
+    ctx, server = dns
+    name = SIMPLE
+    old, new = addresses(ctx)
+    upsert_a(ctx, name, old, 0)
+    wait_until_served(server, name, [old])
+    r = ServiceResolver("127.0.0.1", server.port)
+    errors: list[Exception] = []
+    answers: set[tuple[str, ...]] = set()
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                answers.add(tuple(r.resolve(name)))
+            except Exception as e:  # noqa: BLE001 - collected and asserted
+                errors.append(e)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(6)]
+    for t in threads:
+        t.start()
+    upsert_a(ctx, name, new, 0)
+    wait_until_served(server, name, [new])
+    stop.set()
+    for t in threads:
+        t.join(5)
+    assert not errors, errors[:3]
+    assert answers <= {(old,), (new,)} and (new,) in answers
+    upsert_a(ctx, name, old, ctx.profile.dns_ttl_s)
 
 
 def test_weighted_routing_record_sets_and_restore(routed):
@@ -671,37 +446,122 @@ def test_tcp_health_checks_pass_a_hung_endpoint_and_fail_a_refusing_one(routed):
     assert [e for e in ctx.events.since(since, "route53_health") if e["health_check_id"] == hid]
 
 
-def fresh_answer(server) -> list[str]:
-    return ServiceResolver("127.0.0.1", server.port, honour_ttl=False).lookup("api.gameday.test").addresses
+# -- inside Locust: gevent ---------------------------------------------------------------------------
+
+GEVENT_PROBE = textwrap.dedent("""
+    import sys
+    if sys.argv[2] == "patched":
+        from gevent import monkey
+        monkey.patch_all()
+    import json, socket, time
+    import gevent
+    from gameday.resolver import ResolveError, ServiceResolver
+
+    ok = ServiceResolver("127.0.0.1", int(sys.argv[1])).resolve(sys.argv[3])
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a DNS server that never answers
+    silent.bind(("127.0.0.1", 0))
+    dead = ServiceResolver("127.0.0.1", silent.getsockname()[1], timeout_s=0.5)
+    ticks = []
+
+    def ticker():
+        end = time.monotonic() + 0.7
+        while time.monotonic() < end:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.01)
+
+    def waiter():
+        try:
+            dead.lookup("api.gameday.test")
+            return "answered"
+        except ResolveError as e:
+            return str(e)
+
+    g1, g2 = gevent.spawn(ticker), gevent.spawn(waiter)
+    gevent.joinall([g1, g2])
+    gap = max(b - a for a, b in zip(ticks, ticks[1:]))
+    print(json.dumps({"ok": ok, "max_gap_s": gap, "waiter": g2.value}))
+""")
 
 
-def _fail(msg):
-    raise AssertionError(msg)
+def _probe(server, name, mode) -> dict:
+    out = subprocess.run([sys.executable, "-c", GEVENT_PROBE, str(server.port), mode, name],
+                         capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_health_status_changes_only_after_failure_threshold_consecutive_results():
-    from types import SimpleNamespace
+def test_resolver_cooperates_with_gevent(dns):
+    ctx, server = dns
+    name = SIMPLE
+    upsert_a(ctx, name, addresses(ctx)[0], ctx.profile.dns_ttl_s)
+    wait_until_served(server, name, [addresses(ctx)[0]])
+    patched = _probe(server, name, "patched")
+    assert patched["ok"] == [addresses(ctx)[0]]
+    assert "no answer within 0.5s" in patched["waiter"], patched
+    # a resolver waiting on a silent server must not stop the other greenlets (Locust users)
+    assert patched["max_gap_s"] < 0.25, patched
+    # the same probe without monkey-patching blocks: proves the probe can tell
+    assert _probe(server, name, "unpatched")["max_gap_s"] >= 0.4
 
-    from gameday.environments.local.healthchecks import CheckState, Route53HealthCheckers
 
-    events = SimpleNamespace(emitted=[])
-    events.emit = lambda kind, **f: events.emitted.append(f)
-    checkers = Route53HealthCheckers.__new__(Route53HealthCheckers)
-    checkers.ctx = SimpleNamespace(events=events)
-    c = CheckState("hc", {"FailureThreshold": 3, "IPAddress": "127.0.1.1", "Port": 80}, "us-east-1")
-    for ok in (False, False, True, False, False):
-        checkers._record(c, ok, "x")
-    assert c.healthy, "a broken streak must restart the count"
-    checkers._record(c, False, "x")
-    assert not c.healthy and len(events.emitted) == 1
-    for ok in (True, True):
-        checkers._record(c, ok, "x")
-    assert not c.healthy
-    checkers._record(c, True, "x")
-    assert c.healthy
-    inverted = CheckState("inv", {"FailureThreshold": 1, "Inverted": True}, None)
-    checkers._record(inverted, True, "x")
-    assert not inverted.healthy
-    disabled = CheckState("dis", {"FailureThreshold": 1, "Disabled": True}, None)
-    checkers._record(disabled, False, "x")
-    assert disabled.healthy
+# -- the data plane outlives the control plane ------------------------------------------------------------
+
+def _moto_pid(ctx, region: str) -> int:
+    port = ctx.moto_urls[region].rsplit(":", 1)[1]
+    for pid in descendants(os.getpid()):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(m in argv for m in (b"moto.server", b"gameday.environments.local.moto_main")) and port.encode() in argv:
+            return pid
+    raise AssertionError(f"no moto server child for {region} on port {port}")
+
+
+def test_keeps_answering_last_good_zone_while_route53_api_hangs(dns):
+    """Last in the module: it freezes the shared Route 53 moto. A second DNS server on the same
+    zone shows the adapter side of the rule (test_route53_model has the rule): a hung API call
+    blocks neither the answers nor stop(); the shared server shows recovery and changes flowing."""
+    ctx, server = dns
+    old, new = addresses(ctx)
+    upsert_a(ctx, SIMPLE, new, 0)
+    wait_until_served(server, SIMPLE, [new])
+    ctx.dns_port = 0  # the second server takes a port of its own
+    try:
+        second = Route53DnsServer(ctx).start()
+    finally:
+        ctx.dns_port = server.port
+    fresh = ServiceResolver("127.0.0.1", second.port, honour_ttl=False)
+    pid = _moto_pid(ctx, "us-east-1")
+    since = last_seq(ctx)
+    os.kill(pid, signal.SIGSTOP)  # hung API: calls time out
+    try:
+        answers = []
+
+        @eventually(1.0 + 3 * REFRESH_TIMEOUT_S + 2, 0.05)
+        def failing_for_a_while():
+            answers.append(fresh.lookup(SIMPLE).addresses)
+            st = second.status()
+            assert st["refresh_failures"] >= 1 and st["last_refresh_age_s"] >= 1.0, st
+
+        failing_for_a_while()
+        # every answer meanwhile came from the last good copy of the zone
+        assert len(answers) > 3 and all(a == [new] for a in answers), answers
+        failing = [e for e in ctx.events.since(since, "dns_refresh") if e["state"] == "failing"]
+        assert failing and "serving" in failing[0], failing
+        t0 = time.monotonic()
+        second.stop()
+        second.stop()  # idempotent
+        assert time.monotonic() - t0 < REFRESH_TIMEOUT_S + 1.5, "stop() waited on the hung API"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    @eventually(3 * REFRESH_TIMEOUT_S + 2)
+    def recovered():
+        assert server.status()["refresh_failures"] == 0
+        assert ctx.events.since(since, "dns_refresh")[-1]["state"] == "ok"
+
+    recovered()
+    upsert_a(ctx, SIMPLE, old, 0)  # and changes flow again
+    wait_until_served(server, SIMPLE, [old])
+    json.dumps(server.status())

@@ -1,5 +1,11 @@
-"""The ECS service scheduler and the reference service: real task processes, moto's ECS API,
-real load balancers, the AWS router's API faults.
+"""The ECS service scheduler's adapter and the reference service, end to end: real task
+processes, moto's ECS API, real load balancers, the AWS router's API faults.
+
+The scheduling rules themselves (desired count and min/max, AZ spread and which AZ a replacement
+goes to, provisioning time, launch throttling, target tracking, the scale-in victim) are checked
+on model time in test_ecs_model.py; here is what only real processes show: a stopped task's
+process really dies and a replacement really listens, the lost AZ's processes are killed at once,
+moto records what the model decided, orphans of an earlier scheduler are stopped.
 
 One environment for the module (moto per region, router, scheduler, load balancers); each test
 leaves its region steady (desired tasks running and healthy) for the next.
@@ -18,22 +24,25 @@ import pytest
 import requests
 
 from gameday.assertions.eventually import eventually
-from gameday.environments.local.ecs import REASON_EXITED, STOP_GRACE_S, EcsReconciler, Task
+from gameday.environments.local.ecs import REASON_EXITED, REASON_ORPHAN, STOP_GRACE_S, EcsReconciler
 from gameday.environments.local.loadbalancer import LoadBalancers
 from gameday.environments.local.router import AwsRouter
 from gameday.config import load_config
 from gameday.net import free_port_on_all
 from tests.support import alive, descendants, provisioned_context
 
-CFG = load_config(None, overrides={"service": {"desired_tasks": 2, "min_tasks": 2, "max_tasks": 3}})
+# a short provisioning: the exact rule is test_ecs_model's; here only that replacements wait for it
+CFG = load_config(None, overrides={"service": {"desired_tasks": 2, "min_tasks": 2, "max_tasks": 3},
+                                   "profiles": {"local": {"task_provisioning_s": 0.5}}})
 PROFILE = CFG.profile("local")
 # A python task process on two busy cores: start to listening in about 0.4-1 s; give it 5 s.
 TASK_START_BUDGET_S = 5.0
 # stop (or loss) -> the scheduler notices -> replacement listening -> the LB's first passing check
-REPLACE_S = PROFILE.reconcile_interval_s + TASK_START_BUDGET_S + 2 * PROFILE.health_check_interval_s + 1.0
+REPLACE_S = PROFILE.reconcile_interval_s + PROFILE.task_provisioning_s + TASK_START_BUDGET_S + 2 * PROFILE.health_check_interval_s + 1.0
 # a target that stops answering: unhealthy_threshold failed checks, each up to the check timeout
 UNHEALTHY_S = (PROFILE.unhealthy_threshold + 1) * (PROFILE.health_check_interval_s + max(0.2, PROFILE.health_check_interval_s)) + 1.0
 MEASURED: dict[str, float] = {}
+ORPHANS: dict[str, dict] = {}   # group -> the task left in us-east-1's moto before start(), described after it
 
 
 @dataclass
@@ -52,11 +61,13 @@ def env():
         router = AwsRouter(ctx).start()
         ctx.lb_port = free_port_on_all(list(ctx.lb_addresses.values()))
         ecs = EcsReconciler(ctx)
+        orphans = _leave_orphans(ctx)
         lbs = None
         try:
             t0 = time.monotonic()
             ecs.start()
             MEASURED["start_returns_s"] = time.monotonic() - t0
+            ORPHANS.update(_after_start(ctx, orphans))
             lbs = LoadBalancers(ctx, ecs).start()
             e = Env(ctx, router, ecs, lbs)
             for r in CFG.regions:
@@ -73,6 +84,30 @@ def env():
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
+
+def _leave_orphans(ctx) -> dict[str, str]:
+    """What an earlier scheduler that died would leave: a RUNNING task of the service with no
+    process, and one task of another group that is not the scheduler's business."""
+    ecs = ctx.internal_client("ecs", "us-east-1")
+    out = {}
+    for group in ("service:gameday-service", "family:someone-else"):
+        arn = ecs.run_task(cluster="gameday", taskDefinition="gameday-service", count=1, launchType="FARGATE",
+                           group=group)["tasks"][0]["taskArn"]
+        out[arn] = group
+    return out
+
+
+def _after_start(ctx, orphans: dict[str, str]) -> dict[str, dict]:
+    """The orphans as start() left them; then the other group's task goes, so that moto lists
+    exactly the scheduler's tasks as RUNNING again."""
+    ecs = ctx.internal_client("ecs", "us-east-1")
+    described = ecs.describe_tasks(cluster="gameday", tasks=list(orphans))["tasks"]
+    out = {orphans[t["taskArn"]]: t for t in described}
+    for arn, group in orphans.items():
+        if group != "service:gameday-service":
+            ecs.stop_task(cluster="gameday", task=arn, reason="test cleanup")
+    return out
+
 
 def tasks(e: Env, region: str) -> list[dict]:
     return e.ecs.status()[region]["tasks"]
@@ -137,47 +172,45 @@ def test_tasks_are_spread_over_azs_and_visible_in_ecs(env):
     MEASURED["task_start_to_running_s"] = max(t["running_after_s"] for r in CFG.regions for t in tasks(env, r))
 
 
-def test_stop_task_with_boto3_kills_the_process_and_a_replacement_starts(env):
+def test_a_task_stopped_with_boto3_and_one_whose_process_dies_are_both_replaced(env):
+    """One replacement round for both ways a task ends: stop_task through the API (its process
+    gets SIGTERM) and a process that dies by itself (its task is stopped in moto)."""
     region = "us-west-2"
     running, _ = steady(env, region)
-    victim = running[0]
+    stopped, died = running
     since = last_seq(env)
     t0 = time.monotonic()
-    env.ctx.customer_client("ecs", region).stop_task(cluster="gameday", task=victim["task_arn"], reason="gameday test")
+    env.ctx.customer_client("ecs", region).stop_task(cluster="gameday", task=stopped["task_arn"], reason="gameday test")
+    os.kill(died["pid"], signal.SIGKILL)
 
-    _, gone_s = eventually(lambda: _assert_dead(victim["pid"]), deadline_s=PROFILE.reconcile_interval_s + STOP_GRACE_S + 2,
+    _, gone_s = eventually(lambda: _assert_dead(stopped["pid"]), deadline_s=PROFILE.reconcile_interval_s + STOP_GRACE_S + 2,
                            what="stopped task's process exits", started=t0)
-    now_running, replaced_s = steady(env, region, deadline_s=REPLACE_S)
-    replaced_s = time.monotonic() - t0
+    now_running, _ = steady(env, region, deadline_s=REPLACE_S)
     MEASURED["stop_task_to_process_gone_s"] = gone_s
-    MEASURED["stop_task_to_replacement_healthy_s"] = replaced_s
-    assert victim["task_id"] not in {t["task_id"] for t in now_running}
-    assert {t["az"] for t in now_running} == set(CFG.az_names(region))  # the replacement refills the AZ
-    stopped = describe(env, region, victim["task_arn"])
-    assert stopped["lastStatus"] == "STOPPED" and stopped["stoppedReason"] == "gameday test"
-    evs = ecs_events(env, since, "task_stopped")
-    assert [ev["reason"] for ev in evs if ev["task"] == victim["task_id"]] == ["gameday test"]
-    assert len(ecs_events(env, since, "task_started")) == 1
+    MEASURED["stop_task_to_replacements_healthy_s"] = time.monotonic() - t0
+    assert not {stopped["task_id"], died["task_id"]} & {t["task_id"] for t in now_running}
+    assert {t["az"] for t in now_running} == set(CFG.az_names(region))  # the replacements refill both AZs
+    d = describe(env, region, stopped["task_arn"])
+    assert d["lastStatus"] == "STOPPED" and d["stoppedReason"] == "gameday test"
+    d = describe(env, region, died["task_arn"])
+    assert d["lastStatus"] == "STOPPED" and d["desiredStatus"] == "STOPPED", d["lastStatus"]
+    assert d["stoppedReason"].startswith(REASON_EXITED), d["stoppedReason"]
+    reasons = {ev["task"]: ev["reason"] for ev in ecs_events(env, since, "task_stopped")}
+    assert reasons[stopped["task_id"]] == "gameday test" and reasons[died["task_id"]].startswith(REASON_EXITED)
+    assert len(ecs_events(env, since, "task_started")) == 2
+    # replacements are provisioned before they run (the model's rule, carried out on real time)
+    assert all(t["running_after_s"] >= PROFILE.task_provisioning_s for t in now_running), now_running
+
+
+def test_tasks_an_earlier_scheduler_left_are_stopped_at_start(env):
+    mine = ORPHANS["service:gameday-service"]
+    assert mine["lastStatus"] == "STOPPED" and mine["stoppedReason"] == REASON_ORPHAN
+    other = ORPHANS["family:someone-else"]
+    assert other["desiredStatus"] == "RUNNING" and not other.get("stoppedReason")   # not the service's: left alone
 
 
 def _assert_dead(pid: int) -> None:
     assert alive({pid}) == set(), f"pid {pid} still alive"
-
-
-def test_a_task_process_that_dies_is_recorded_stopped_and_replaced(env):
-    region = "us-west-2"
-    running, _ = steady(env, region)
-    victim = running[-1]
-    os.kill(victim["pid"], signal.SIGKILL)
-
-    def recorded_stopped():
-        d = describe(env, region, victim["task_arn"])
-        assert d["lastStatus"] == "STOPPED" and d["desiredStatus"] == "STOPPED", d["lastStatus"]
-        assert d["stoppedReason"].startswith(REASON_EXITED), d["stoppedReason"]
-
-    eventually(recorded_stopped, deadline_s=PROFILE.reconcile_interval_s * 4 + 2, what="dead task STOPPED in moto")
-    now_running, _ = steady(env, region)
-    assert victim["task_id"] not in {t["task_id"] for t in now_running}
 
 
 def test_losing_an_az_stops_its_tasks_and_places_replacements_elsewhere(env):
@@ -199,11 +232,7 @@ def test_losing_an_az_stops_its_tasks_and_places_replacements_elsewhere(env):
     finally:
         env.ecs.set_az_available(region, az_a, True)  # the full-name form
     assert env.ecs.status()[region]["unavailable_azs"] == []
-    # ECS does not move running tasks back; the next placement goes to the emptiest AZ
-    victim = now_running[0]
-    env.ctx.customer_client("ecs", region).stop_task(cluster="gameday", task=victim["task_arn"], reason="rebalance")
-    after, _ = steady(env, region)
-    assert {t["az"] for t in after} == {az_a, az_b}
+    # where later placements go once the AZ is back (the emptiest AZ) is test_ecs_model's table
 
 
 def test_unknown_az_is_refused(env):
@@ -341,47 +370,7 @@ def _matched(env: Env, rule_id: str) -> int:
     return next(r["matched"] for r in env.router.status()["api_faults"] if r["id"] == rule_id)
 
 
-# -- target tracking (the decision alone; the update_service path is the clamp test's) -----------------------------
-
-def test_target_tracking_scales_out_to_the_target_and_in_one_task_at_a_time(env):
-    cfg = load_config(None, overrides={"service": {"desired_tasks": 2, "min_tasks": 2, "max_tasks": 4,
-                                                   "scale_out_requests_per_task_s": 5}})
-    rec = EcsReconciler(dataclasses.replace(env.ctx, config=cfg))  # never started: only its decisions run
-    region = "us-east-1"
-    st = rec.regions[region]
-    period = PROFILE.period_s
-
-    def running(n: int) -> None:
-        st.tasks = {f"t{i}": Task(arn=f"arn:t{i}", task_id=f"t{i}", region=region, az=CFG.az_names(region)[i % 2],
-                                  port=0, state="RUNNING") for i in range(n)}
-
-    def traffic(rate: float, window: float, tick: float = 0.5) -> None:
-        """`rate` requests/s for the last `window` seconds, sampled every `tick` as the scheduler does."""
-        st.samples.clear()
-        now = time.monotonic()
-        rec._started_mono = st.last_scaled = now - 10 * period
-        for k in range(int(window / tick), -1, -1):
-            for _ in range(int(rate * tick)):
-                rec.report_requests(region, 1)  # what the load balancer reports, request by request
-            rec._sample(st, now - k * tick)
-
-    running(2)
-    traffic(40, period)  # 20 requests/s per task, target 5
-    new, reason = rec._target_tracking(st, 2)
-    assert new == 4 and "target tracking" in reason  # ceil(40 / 5) = 8, capped at max_tasks
-    assert rec._target_tracking(st, 4) is None  # just scaled: a full new window first
-
-    running(4)
-    traffic(0, 3 * period)
-    assert rec._target_tracking(st, 4)[0] == 3  # quiet: one task fewer, not straight to min
-    running(3)
-    traffic(10, 3 * period)  # 3.3/s per task: under target, but 10/s on 2 tasks would be above 90% of it
-    assert rec._target_tracking(st, 3) is None
-    running(2)
-    traffic(0, 3 * period)
-    assert rec._target_tracking(st, 2) is None  # never below min_tasks
-    assert env.ecs._target_tracking(env.ecs.regions[region], 2) is None  # disabled when the target is 0
-
+# -- the task's process: argv and environment ------------------------------------------------------------------
 
 def test_a_users_own_service_command_gets_its_placeholders_filled(env):
     cfg = load_config(None, overrides={"service": {"command": [

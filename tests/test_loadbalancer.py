@@ -200,6 +200,33 @@ def _seen(p: RegionProxy, expected: list) -> None:
     eventually(check, deadline_s=3, what="the proxy's request reports")
 
 
+def test_proxy_adds_its_target_time_to_the_targets_server_timing(proxy):
+    """Server-Timing (W3C): the load balancer's `target` entry (forward -> the target's last byte,
+    ALB's TargetResponseTime) comes first, the target's own entries are kept, in one header."""
+    class Timed(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Server-Timing", "app;dur=1.50")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = _Target(("127.0.0.1", 0), Timed)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    proxy.test["servers"].append(srv)
+    plain, plain_t = _target("plain")
+    proxy.test["servers"].append(plain)
+    proxy.test["healthy"][:] = [Target("timed", "127.0.0.1", srv.server_address[1], "a", state="healthy")]
+    target, _, app = _get(proxy).headers["Server-Timing"].partition(", ")
+    assert app == "app;dur=1.50"
+    name, _, dur = target.partition(";dur=")
+    assert name == "target" and 0 < float(dur) < 3000
+    proxy.test["healthy"][:] = [plain_t]   # a target that reports nothing: the entry alone
+    assert _get(proxy).headers["Server-Timing"].startswith("target;dur=")
+
+
 def test_proxy_502_when_the_target_fails_and_target_5xx_is_the_targets(proxy):
     srv, bad = _target("bad", status=500)
     proxy.test["servers"].append(srv)

@@ -274,7 +274,7 @@ def set_record(env, address: str, ttl: int) -> None:
 def test_history_counts_match_locust_exactly(local_env, tmp_path):
     ep = local_env.endpoints
     with LoadRunner(tmp_path, endpoints=ep, shape="constant", surge_region="us-west-2", surge_rate=30,
-                    region_mix={"us-east-1": 15}, follower_rate=10, hold_s=3) as load:
+                    region_mix={"us-east-1": 15}, follower_rate=10, hold_s=3, surge_op_mix="") as load:
         pids = {load.master.pid, *(w.pid for w in load.workers)}
         load.wait()
     assert load.returncodes["master"] == 0 and alive(pids) == set()          # nothing left behind

@@ -127,6 +127,40 @@ def test_upstream_pool_forwards_to_loopback_upstreams(no_outside_connection):
     assert no_outside_connection == []
 
 
+def test_upstream_pool_shares_keep_alive_connections_between_threads():
+    """A front door runs one thread per client connection: an upstream connection must outlive the
+    thread that opened it, or every new client connection opens a new upstream one (moto then
+    gets a connection storm and drops SYNs: issue 17's tail). Per-thread connections open 8 here."""
+    server = LoopbackServer("127.0.0.1", 0, _Echo).start("echo")
+    pool = UpstreamPool(timeout_s=5)
+    try:
+        for i in range(8):   # eight short-lived threads one after the other, as client connections come and go
+            t = threading.Thread(target=pool.request, args=("127.0.0.1", server.port, "GET", f"/{i}", b"", {}))
+            t.start()
+            t.join()
+        assert pool.opened == 1
+        # concurrent requests each need a connection; afterwards they are all reused
+        gate = threading.Barrier(4)
+
+        def concurrent() -> None:
+            gate.wait()
+            assert pool.request("127.0.0.1", server.port, "GET", "/c", b"", {})[0] == 200
+
+        threads = [threading.Thread(target=concurrent) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        opened = pool.opened
+        assert 1 <= opened <= 4
+        for _ in range(10):
+            assert pool.request("127.0.0.1", server.port, "GET", "/again", b"", {})[0] == 200
+        assert pool.opened == opened
+    finally:
+        pool.close()
+        server.stop()
+
+
 def test_upstream_pool_takes_the_networks_it_may_reach():
     # a pool for an environment without the limit (none exists today) connects where it is told
     pool = UpstreamPool(timeout_s=1, allowed=None)

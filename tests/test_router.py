@@ -53,6 +53,15 @@ def test_requests_reach_the_region_they_are_signed_for(routed):
     assert "Item" not in ctx.internal_client("dynamodb", "us-east-1").get_item(TableName="gameday-items", Key={"pk": {"S": "routed"}})
 
 
+def test_a_routed_answer_says_how_long_moto_took(routed):
+    """Server-Timing `moto` (W3C): the service passes it on, so benchmarks/bench_latency.py splits a
+    request's time between the service, the router and moto."""
+    ctx, _router = routed
+    meta = _client(ctx, "dynamodb").list_tables()["ResponseMetadata"]
+    name, _, dur = meta["HTTPHeaders"]["server-timing"].partition(";dur=")
+    assert name == "moto" and 0 < float(dur) < 5000
+
+
 def test_route53_lives_in_us_east_1_whatever_region_signs(routed):
     ctx, _ = routed
     # a Lambda in us-west-2 with AWS_ENDPOINT_URL signs Route 53 calls for us-west-2

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gameday import aws
+from gameday.clock import SYSTEM_CLOCK, Clock
 from gameday.config import GamedayConfig, TimeProfile
 from gameday.events import EventLog
 
@@ -54,6 +55,8 @@ class LocalContext:
     dns_port: int = 0
     network: NetworkState = field(default_factory=NetworkState)
     provisioned: Provisioned | None = None  # set by the supervisor after provision()
+    # every component reads the time from here and waits on it; tests hand a FakeClock
+    clock: Clock = field(default=SYSTEM_CLOCK)
 
     @property
     def logs_dir(self) -> Path:

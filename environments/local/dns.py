@@ -2,7 +2,9 @@
 copy of the zone, refreshed from Route 53's API every REFRESH_INTERVAL_S and kept when a refresh
 fails (name servers keep answering when the control plane is impaired), and answers by Route
 53's routing policies (simple, weighted, failover, multivalue), with health from
-`Route53DnsServer.health`, a callable HealthCheckId -> bool.
+`Route53DnsServer.health`, a callable HealthCheckId -> bool. The rules (answer selection, the
+zone copy's refresh) are the pure model in route53_model.py; this is its adapter: sockets, the
+poll thread on `ctx.clock`, Route 53 API calls, events.
 
 The routing rules modelled, and what is not modelled: docs/local-environment.md, "Route 53's
 data plane: the DNS server".
@@ -10,21 +12,19 @@ data plane: the DNS server".
 
 from __future__ import annotations
 
-import ast
 import logging
 import random
-import re
 import socketserver
 import threading
-import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
-from dnslib import QTYPE, RCODE, RR, A
+from dnslib import QTYPE, RCODE
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 from tenacity import retry, stop_after_delay, wait_fixed
 
 from gameday.environments.local.context import LocalContext
+# the rules live in the model; re-exported here, where their users import them from
+from gameday.environments.local.route53_model import (  # noqa: F401
+    CNAME_MAX_HOPS, MULTIVALUE_MAX, Event, Health, RecordSet, Zone, ZoneCopy, always_healthy, eligible, pick)
 from gameday import aws
 
 log = logging.getLogger("gameday.dns")
@@ -32,222 +32,10 @@ log = logging.getLogger("gameday.dns")
 REFRESH_INTERVAL_S = 0.25  # how often the zone copy is refreshed from Route 53's API (one moto call each)
 REFRESH_TIMEOUT_S = 1.0    # one poll's budget; the poll loop itself is the retry
 START_TIMEOUT_S = 10.0     # first zone load (the server does not answer before it has a zone)
-MULTIVALUE_MAX = 8         # Route 53 answers with up to eight healthy multivalue records
-CNAME_MAX_HOPS = 8
-
-Health = Callable[[str], bool]
-
-
-def _always_healthy(_health_check_id: str) -> bool:
-    return True
 
 
 class DnsServerError(Exception):
     """The DNS server cannot start (no zone, port in use); the message says which and why."""
-
-
-# -- the zone model ----------------------------------------------------------------------------------
-
-def _route53_name(name: str) -> str:
-    """A Route 53 name as this model keys it: lower case (DNS names are case-insensitive), octal
-    escapes decoded (Route 53 returns * as \\052), final dot."""
-    name = re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1), 8)), name).lower()
-    return name if name.endswith(".") else name + "."
-
-
-def _route53_value(rtype: str, value: str) -> str:
-    # moto 5.2.5 returns its default SOA value as the repr of a dict: "{'Value': '...'}"
-    if rtype == "SOA" and value.startswith("{"):
-        try:
-            value = ast.literal_eval(value)["Value"]
-        except (ValueError, SyntaxError, KeyError, TypeError):
-            pass
-    # Route 53 accepts host names with or without the final dot; in zone-file syntax a name
-    # without it would be relative
-    if rtype in ("NS", "CNAME", "PTR") and not value.endswith("."):
-        value += "."
-    return value
-
-
-@dataclass(frozen=True)
-class RecordSet:
-    """One Route 53 resource record set, with its answers pre-built for the DNS wire."""
-
-    name: str                         # lower-case FQDN with the final dot
-    rtype: str                        # "A", "AAAA", "CNAME", ...
-    ttl: int
-    values: tuple[str, ...]
-    rrs: tuple[RR, ...] = field(repr=False, compare=False)
-    set_identifier: str | None = None
-    weight: int | None = None
-    failover: str | None = None       # "PRIMARY" | "SECONDARY"
-    health_check_id: str | None = None
-    multivalue: bool = False
-
-    @property
-    def policy(self) -> str:
-        if self.failover:
-            return "failover"
-        if self.weight is not None:
-            return "weighted"
-        if self.multivalue:
-            return "multivalue"
-        return "simple"
-
-    def healthy(self, health: Health) -> bool:
-        return self.health_check_id is None or bool(health(self.health_check_id))
-
-    def rrs_for(self, owner: str) -> list[RR]:
-        """Answers owned by `owner` (differs from self.name only for a wildcard match)."""
-        if owner == self.name:
-            return list(self.rrs)
-        return [RR(owner, rr.rtype, rclass=rr.rclass, ttl=rr.ttl, rdata=rr.rdata) for rr in self.rrs]
-
-    @classmethod
-    def from_route53(cls, rs: dict) -> "RecordSet":
-        """From one ResourceRecordSets item; ValueError when this model cannot serve it."""
-        name, rtype = _route53_name(rs["Name"]), rs["Type"]
-        if "AliasTarget" in rs:
-            raise ValueError("alias records are not modelled")
-        for key in ("Region", "GeoLocation", "GeoProximityLocation", "CidrRoutingConfig"):
-            if key in rs:
-                raise ValueError(f"{key} routing is not modelled")
-        ttl = int(rs.get("TTL", 300))
-        values = tuple(_route53_value(rtype, r["Value"]) for r in rs.get("ResourceRecords", []))
-        if rtype == "A":
-            rrs = tuple(RR(name, QTYPE.A, ttl=ttl, rdata=A(v)) for v in values)  # the hot type: no parser
-        else:
-            rrs = tuple(rr for v in values for rr in RR.fromZone(f"{name} {ttl} IN {rtype} {v}"))
-        return cls(name=name, rtype=rtype, ttl=ttl, values=values, rrs=rrs,
-                   set_identifier=rs.get("SetIdentifier"),
-                   weight=int(rs["Weight"]) if "Weight" in rs else None,
-                   failover=rs.get("Failover"), health_check_id=rs.get("HealthCheckId"),
-                   multivalue=bool(rs.get("MultiValueAnswer", False)))
-
-
-def eligible(sets: tuple[RecordSet, ...], health: Health) -> list[tuple[RecordSet, float]]:
-    """The record sets of one name+type group that Route 53 may answer with now, each with
-    its relative chance."""
-    policy = sets[0].policy
-    if policy == "simple":
-        return [(sets[0], 1.0)]
-    if policy == "weighted":
-        nonzero = [s for s in sets if s.weight]
-        zero = [s for s in sets if not s.weight]
-        # weight-0 record sets are considered only when no non-zero one is healthy
-        live = [s for s in nonzero if s.healthy(health)] or [s for s in zero if s.healthy(health)]
-        live = live or nonzero or zero  # all unhealthy: all are treated as healthy
-        if not any(s.weight for s in live):
-            return [(s, 1.0) for s in live]
-        return [(s, float(s.weight)) for s in live if s.weight]
-    if policy == "failover":
-        ordered = [s for s in sets if s.failover == "PRIMARY"] + [s for s in sets if s.failover != "PRIMARY"]
-        for s in ordered:
-            if s.healthy(health):
-                return [(s, 1.0)]
-        return [(ordered[0], 1.0)]  # both unhealthy: the primary
-    live = [s for s in sets if s.healthy(health)] or list(sets)  # multivalue
-    return [(s, 1.0) for s in live]
-
-
-def pick(sets: tuple[RecordSet, ...], health: Health, rng: random.Random) -> list[RecordSet]:
-    """The record sets one DNS answer is made of."""
-    choices = eligible(sets, health)
-    policy = sets[0].policy
-    if policy == "weighted" and len(choices) > 1:
-        return rng.choices([s for s, _ in choices], weights=[w for _, w in choices])
-    if policy == "multivalue" and len(choices) > MULTIVALUE_MAX:
-        return rng.sample([s for s, _ in choices], MULTIVALUE_MAX)
-    return [s for s, _ in choices]
-
-
-class Zone:
-    """An immutable copy of a hosted zone, answering queries. Swapped whole on refresh, so the
-    query path needs no lock."""
-
-    def __init__(self, apex: str, record_sets: Iterable[RecordSet], skipped: list[str] | None = None):
-        self.apex = _route53_name(apex)
-        groups: dict[tuple[str, str], list[RecordSet]] = {}
-        for rs in record_sets:
-            groups.setdefault((rs.name, rs.rtype), []).append(rs)
-        self.groups: dict[tuple[str, str], tuple[RecordSet, ...]] = {k: tuple(v) for k, v in groups.items()}
-        self.types_at: dict[str, list[str]] = {}
-        for name, rtype in self.groups:
-            self.types_at.setdefault(name, []).append(rtype)
-        # a name exists if it owns records or has descendants that do (empty non-terminals)
-        self.names: set[str] = set()
-        for name in self.types_at:
-            while name.endswith(self.apex) and name not in self.names:
-                self.names.add(name)
-                name = name.split(".", 1)[1] if name != self.apex else ""
-        self.skipped = skipped or []
-        soa = self.groups.get((self.apex, "SOA"))
-        self.negative_soa: list[RR] = []
-        if soa and soa[0].rrs:
-            rr = soa[0].rrs[0]
-            # RFC 2308: negative answers are cached for min(SOA TTL, SOA MINIMUM)
-            neg_ttl = min(rr.ttl, getattr(rr.rdata, "times", (rr.ttl,))[-1])
-            self.negative_soa = [RR(rr.rname, rr.rtype, rclass=rr.rclass, ttl=neg_ttl, rdata=rr.rdata)]
-
-    @classmethod
-    def from_route53(cls, apex: str, items: list[dict]) -> "Zone":
-        sets, skipped = [], []
-        for item in items:
-            try:
-                sets.append(RecordSet.from_route53(item))
-            except Exception as e:  # noqa: BLE001 - one unservable record must not hide the zone
-                ident = f"{item.get('Name')} {item.get('Type')}" + (
-                    f" ({item['SetIdentifier']})" if item.get("SetIdentifier") else "")
-                skipped.append(f"{ident}: {e}")
-        return cls(apex, sets, skipped)
-
-    def contains(self, qname: str) -> bool:
-        return qname == self.apex or qname.endswith("." + self.apex)
-
-    def _wildcard_for(self, qname: str) -> str | None:
-        """RFC 4592: a name that does not exist matches *.<its closest existing ancestor>."""
-        parent = qname
-        while parent != self.apex:
-            parent = parent.split(".", 1)[1]
-            if parent in self.names:
-                wildcard = "*." + parent
-                return wildcard if wildcard in self.types_at else None
-        return None
-
-    def query(self, qname: str, qtype: str, health: Health, rng: random.Random) -> tuple[int, list[RR], list[RR]]:
-        """(rcode, answer, authority) for a lower-case qname inside the zone."""
-        answer: list[RR] = []
-        owner = qname
-        for _ in range(CNAME_MAX_HOPS):
-            source = owner
-            if source not in self.names:
-                source = self._wildcard_for(owner)
-                if source is None:
-                    return (RCODE.NXDOMAIN if not answer else RCODE.NOERROR), answer, self.negative_soa
-            types = self.types_at.get(source, [])
-            wanted = types if qtype == "ANY" else [qtype] if qtype in types else []
-            if not wanted and "CNAME" in types and qtype != "CNAME":
-                cname = pick(self.groups[(source, "CNAME")], health, rng)[0]
-                answer += cname.rrs_for(owner)
-                target = _route53_name(str(cname.rrs[0].rdata.label)) if cname.rrs else ""
-                if not self.contains(target):
-                    return RCODE.NOERROR, answer, []
-                owner = target
-                continue
-            for rtype in wanted:
-                for rs in pick(self.groups[(source, rtype)], health, rng):
-                    rrs = rs.rrs_for(owner)
-                    answer += rng.sample(rrs, len(rrs)) if len(rrs) > 1 else rrs  # all values, random order
-            return RCODE.NOERROR, answer, ([] if answer else self.negative_soa)
-        return RCODE.SERVFAIL, answer, []  # CNAME loop
-
-    def view(self, health: Health, rtype: str = "A") -> dict[str, list[str]]:
-        """name -> every value an answer may carry now (for status and change events)."""
-        out = {}
-        for (name, t), sets in self.groups.items():
-            if t == rtype:
-                out[name] = sorted({v for s, _ in eligible(sets, health) for v in s.values})
-        return out
 
 
 # -- the DNS server ------------------------------------------------------------------------------------
@@ -261,7 +49,7 @@ class _ZoneResolver(BaseResolver):
         owner = self.owner
         owner._count_query()
         reply = request.reply(ra=0, aa=1)  # authoritative, no recursion (as Route 53's name servers)
-        zone = owner._zone
+        zone = owner._copy.zone  # swapped whole on refresh: no lock on the query path
         try:
             qname = str(request.q.qname).lower()
             if zone is None or not zone.contains(qname):
@@ -315,7 +103,7 @@ class Route53DnsServer:
             raise DnsServerError("Route 53 DNS needs a provisioned hosted zone (ctx.provisioned is None)")
         self.ctx = ctx
         self.zone_id = ctx.provisioned.hosted_zone_id
-        self.health: Health = health or _always_healthy
+        self.health: Health = health or always_healthy
         self.refresh_interval_s = refresh_interval_s
         self.port = 0
         self._endpoint = ctx.moto_urls[aws.ROUTE53_HOME]
@@ -323,12 +111,7 @@ class Route53DnsServer:
         # timeout: the poll loop is the retry, and stop() must not wait on a long call.
         self._route53 = aws.client("route53", aws.ROUTE53_HOME, self._endpoint,
                                    retries=0, timeout_s=REFRESH_TIMEOUT_S)
-        self._zone: Zone | None = None
-        self._raw: list[dict] | None = None
-        self._views: dict[str, list[str]] = {}
-        self._last_ok: float | None = None
-        self._failures = 0
-        self._last_error: str | None = None
+        self._copy = ZoneCopy()  # the zone as last read, and the answers last published
         self._queries = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -351,7 +134,7 @@ class Route53DnsServer:
         except Exception as e:  # noqa: BLE001 - one clear line for whoever started us
             raise DnsServerError(f"Route 53 DNS: cannot read hosted zone {self.zone_id} from {self._endpoint} "
                                  f"within {START_TIMEOUT_S:.0f}s: {e}") from None
-        self._views = self._zone.view(self.health)
+        self._copy.publish(self.health)  # the baseline later changes are events against
         self._bind()
         for srv, proto in zip(self._servers, ("udp", "tcp")):
             t = threading.Thread(target=srv.server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -400,41 +183,24 @@ class Route53DnsServer:
 
     # -- refreshing the zone copy ---------------------------------------------------------------------
     def _poll_loop(self) -> None:
-        while not self._stop.wait(self.refresh_interval_s):
+        clock = self.ctx.clock
+        while not clock.wait(self._stop, self.refresh_interval_s):
             try:
-                self._refresh()
-                if self._failures:
-                    self.ctx.events.emit("dns_refresh", state="ok", after_failures=self._failures,
-                                         zone_age_s=round(time.monotonic() - self._last_ok, 3))
-                self._failures, self._last_error = 0, None
+                events = self._refresh()
             except Exception as e:  # noqa: BLE001 - the data plane keeps the last good zone
-                self._failures += 1
-                self._last_error = f"{type(e).__name__}: {e}"
-                if self._failures == 1:
-                    self.ctx.events.emit("dns_refresh", state="failing", error=self._last_error,
-                                         serving="last good copy of the zone")
+                events = self._copy.refresh_failed(f"{type(e).__name__}: {e}", clock.monotonic())
             # health can change the answers while the zone (or the API) does not
-            self._publish_changes()
+            for kind, fields in events + self._copy.publish(self.health):
+                self.ctx.events.emit(kind, **fields)
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> list[Event]:
         items: list[dict] = []
         for page in self._route53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=self.zone_id):
             items.extend(page["ResourceRecordSets"])
-        if items != self._raw:
-            apex = self._zone.apex if self._zone else self._route53.get_hosted_zone(Id=self.zone_id)["HostedZone"]["Name"]
-            self._zone = Zone.from_route53(apex, items)
-            self._raw = items
-        self._last_ok = time.monotonic()
-
-    def _publish_changes(self) -> None:
-        views = self._zone.view(self.health)
-        if views == self._views:
-            return
-        for name in sorted(views.keys() | self._views.keys()):
-            old, new = self._views.get(name, []), views.get(name, [])
-            if old != new:
-                self.ctx.events.emit("dns_change", name=name, type="A", old=old, new=new)
-        self._views = views
+        apex = None
+        if self._copy.zone is None:
+            apex = self._route53.get_hosted_zone(Id=self.zone_id)["HostedZone"]["Name"]
+        return self._copy.refreshed(items, self.ctx.clock.monotonic(), apex)
 
     # -- observing -----------------------------------------------------------------------------------
     def _count_query(self) -> None:
@@ -442,18 +208,19 @@ class Route53DnsServer:
             self._queries += 1
 
     def answers(self) -> dict[str, list[str]]:
-        return dict(self._views)
+        return dict(self._copy.views)
 
     def status(self) -> dict:
-        zone = self._zone
+        copy = self._copy
+        zone = copy.zone
         return {
             "port": self.port,
             "zone": zone.apex if zone else None,
             "hosted_zone_id": self.zone_id,
             "answers": self.answers(),
-            "last_refresh_age_s": round(time.monotonic() - self._last_ok, 3) if self._last_ok else None,
-            "refresh_failures": self._failures,
-            "last_error": self._last_error,
+            "last_refresh_age_s": copy.age(self.ctx.clock.monotonic()),
+            "refresh_failures": copy.failures,
+            "last_error": copy.last_error,
             "queries": self._queries,
             "record_sets": sum(len(g) for g in zone.groups.values()) if zone else 0,
             "skipped": list(zone.skipped) if zone else [],

@@ -1,8 +1,12 @@
 """The ECS service scheduler of every region: real task processes behind moto's ECS API. Each
 task is a real process (or, through another TaskLauncher, a container) and a task in moto's ECS.
-Every reconcile interval the scheduler notices tasks that died or were stopped through the API,
-keeps the service's desired count within its min/max, and starts replacements in the available
-AZs, as ECS's service scheduler and Fargate do; `set_az_available` loses (and restores) an AZ.
+
+This is the adapter: the rules (desired count, AZ spread, a lost AZ, provisioning, launch
+throttling, target tracking, which task a scale-in stops) are the pure model in ecs_model.py.
+Every reconcile interval the scheduler observes each region (task processes that ended, tasks
+stopped through the API, the service's desiredCount), hands that to the model with the clock's
+time, and carries out what it decides: run_task and a process, SIGTERM/SIGKILL and stop_task,
+update_service, timeline events. Time is `ctx.clock`'s (waits included), so a FakeClock drives it.
 
 The reconcile loop step by step, task states, placement and what is turned off in moto's task
 model: docs/local-environment.md, "ECS: the service scheduler".
@@ -11,13 +15,9 @@ model: docs/local-environment.md, "ECS: the service scheduler".
 from __future__ import annotations
 
 import logging
-import math
-import os
 import socket
 import subprocess
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +25,11 @@ from typing import Protocol
 import requests
 
 from gameday.environments.local.context import LocalContext
+from gameday.environments.local.ecs_model import (  # noqa: F401 - re-exported: callers import them from here
+    LAUNCH_BACKOFF_BASE_S, LAUNCH_BACKOFF_MAX_S, REASON_API, REASON_AZ, REASON_EXITED, REASON_NOT_LISTENING,
+    REASON_ORPHAN, REASON_SCALE_IN, REASON_SHUTDOWN, REASON_SPAWN, TASK_START_TIMEOUT_S, Decision, Launch,
+    MarkRunning, ServiceModel, ServicePolicy, SetDesired, StopTask, Unplaceable,
+)
 from gameday import aws, procs
 from gameday.net import free_port
 
@@ -32,20 +37,8 @@ log = logging.getLogger("gameday.ecs")
 
 TASK_HOST = "127.0.0.1"
 AZ_TAG = "gameday:availability-zone"
-TASK_START_TIMEOUT_S = 30.0    # a task process not listening by then is stopped and replaced
 STOP_GRACE_S = 2.0             # SIGTERM -> SIGKILL (ECS's stopTimeout, compressed from 30 s)
-LAUNCH_BACKOFF_BASE_S = 0.5    # delay after the first task that fails before running, doubling ...
-LAUNCH_BACKOFF_MAX_S = 10.0    # ... up to this
-READY_POLL_S = 0.02
-
-REASON_EXITED = "Essential container in task exited"
-REASON_API = "Task stopped through the ECS API"
-REASON_AZ = "Availability zone {az} is unavailable: task stopped"
-REASON_SCALE_IN = "Scaling activity initiated by (deployment {deployment})"
-REASON_NOT_LISTENING = "Task failed to start: container did not listen on its port within {s:g}s"
-REASON_SPAWN = "CannotStartContainerError: {error}"
-REASON_SHUTDOWN = "Service scheduler shut down (environment stopped)"
-REASON_ORPHAN = "Task has no process (left by an earlier scheduler)"
+READY_POLL_S = 0.02            # how often a PENDING task's port is tried
 
 
 @dataclass(frozen=True)
@@ -128,6 +121,9 @@ class ProcessLauncher:
 
 @dataclass
 class Task:
+    """A live task as the adapter holds it: its ECS identity, port and process. Its lifecycle
+    (PROVISIONING/PENDING/RUNNING) is the model's TaskRecord; `state` mirrors it for readers."""
+
     arn: str
     task_id: str
     region: str
@@ -135,8 +131,8 @@ class Task:
     port: int
     proc: TaskHandle | None = None
     state: str = "PENDING"            # PENDING -> RUNNING -> STOPPED
-    started_at: float = field(default_factory=time.time)   # wall clock, for people
-    spawned_mono: float = field(default_factory=time.monotonic)
+    started_at: float = 0.0           # epoch seconds (the clock's), for people
+    spawned_mono: float = 0.0         # the clock's monotonic time at launch
     running_after_s: float | None = None
     stopped_reason: str = ""
     provisioning_s: float = 0.0       # modelled Fargate provisioning before it may run (replacements)
@@ -152,16 +148,8 @@ class Task:
 class _Region:
     name: str
     azs: list[str]
-    tasks: dict[str, Task] = field(default_factory=dict)        # live tasks (PENDING or RUNNING) by id
-    unavailable_azs: set[str] = field(default_factory=set)
-    desired: int = 0
-    deployment: str = ""
-    requests: int = 0                                          # since the last tick's sample
-    samples: deque = field(default_factory=deque)              # (monotonic time, requests in the tick)
-    last_scaled: float = 0.0                                   # monotonic
-    failures: int = 0                                          # tasks in a row that failed before running
-    next_launch_at: float = 0.0                                # monotonic
-    unplaceable: bool = False
+    model: ServiceModel
+    tasks: dict[str, Task] = field(default_factory=dict)        # live tasks by id (the model's live set)
 
 
 class EcsReconciler:
@@ -174,7 +162,11 @@ class EcsReconciler:
         self.cluster = prov.cluster if prov else "gameday"
         self.service = prov.service if prov else "gameday-service"
         self.family = prov.task_family if prov else "gameday-service"
-        self.regions: dict[str, _Region] = {r: _Region(r, self.cfg.az_names(r)) for r in self.cfg.regions}
+        policy = ServicePolicy.from_config(self.svc, ctx.profile)
+        self.regions: dict[str, _Region] = {}
+        for r in self.cfg.regions:
+            azs = self.cfg.az_names(r)
+            self.regions[r] = _Region(r, azs, ServiceModel(policy, list(azs)))
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -182,8 +174,10 @@ class EcsReconciler:
         self._stopped = False
         self._procs: set[TaskHandle] = set()   # every task not yet reaped
         self._procs_lock = threading.Lock()
-        self._started_mono = time.monotonic()
         self._tick_errors: dict[str, tuple[str, float]] = {}
+
+    def _now(self) -> float:
+        return self.ctx.clock.monotonic()
 
     # -- AWS ------------------------------------------------------------------------------------------
     def _ecs(self, region: str):
@@ -204,7 +198,7 @@ class EcsReconciler:
             self._configure_moto(region)
             self._stop_orphans(region)
             # the first launches: spawned now (one region's tasks boot while the next region is
-            # set up), healthy when the load balancer says so
+            # set up), healthy when the load balancer says so; the model gives them no provisioning
             self._tick(region)
         self._thread = threading.Thread(target=self._loop, name="ecs-scheduler", daemon=True)
         self._thread.start()
@@ -222,7 +216,7 @@ class EcsReconciler:
         with self._lock:
             victims = [t for st in self.regions.values() for t in st.tasks.values()]
             for t in victims:
-                self._mark_stopped(t, REASON_SHUTDOWN)
+                self._forget(t, REASON_SHUTDOWN)
         with self._procs_lock:
             pending = list(self._procs)
         # every process at once: SIGTERM, SIGKILL after the grace period
@@ -236,6 +230,13 @@ class EcsReconciler:
                 self._ecs(t.region).stop_task(cluster=self.cluster, task=t.arn, reason=REASON_SHUTDOWN)
             except Exception:  # noqa: BLE001 - moto may already be gone at teardown
                 pass
+
+    def _forget(self, t: Task, reason: str) -> None:
+        """Shutdown: the task leaves the adapter's and the model's live sets (caller holds the lock)."""
+        st = self.regions[t.region]
+        st.model.stopped(t.task_id, reason, self._now())
+        st.tasks.pop(t.task_id, None)
+        t.state, t.stopped_reason = "STOPPED", reason
 
     def _stop_orphans(self, region: str) -> None:
         """Tasks of this service RUNNING in moto with no process (an earlier scheduler's): stop them."""
@@ -260,58 +261,43 @@ class EcsReconciler:
                     self._tick_errors.pop(region, None)
                 except Exception as e:  # noqa: BLE001 - one bad tick (moto busy) must not end scheduling
                     self._log_tick_error(region, e)
-            self._wake.wait(interval)
+            self.ctx.clock.wait(self._wake, interval)
             self._wake.clear()
 
     def _log_tick_error(self, region: str, e: Exception) -> None:
         # a moto that is down fails every tick: the traceback once, then a line every 30 s
         msg = f"{type(e).__name__}: {e}"
         last = self._tick_errors.get(region)
-        now = time.monotonic()
+        now = self._now()
         if last is None or last[0] != msg or now - last[1] > 30:
             self._tick_errors[region] = (msg, now)
             log.error("ECS scheduler tick for %s failed: %s", region, msg, exc_info=last is None)
 
     def _tick(self, region: str) -> None:
+        """Observe the region, let the model decide, carry it out."""
         st = self.regions[region]
-        self._sample(st, time.monotonic())
         with self._lock:
             live = list(st.tasks.values())
-
         # 1. processes that ended by themselves
+        exited = {}
         for t in live:
-            rc = t.proc.poll() if t.proc else None
-            if t.proc is not None and rc is not None:
-                self._stop_task(t, f"{REASON_EXITED} (exit code {rc})", kill=None, api=True)
-
-        # 2. tasks stopped by anyone through the API
+            rc = t.proc.poll() if t.proc is not None else None
+            if rc is not None:
+                exited[t.task_id] = rc
+        # 2. tasks stopped by anyone through the API (moto no longer lists them RUNNING)
         running = set(self._running_arns(region))
+        gone = [t for t in live if t.arn not in running and t.task_id not in exited]
+        reasons = self._stopped_reasons(region, [t.arn for t in gone]) if gone else {}
+        api_stopped = {t.task_id: reasons.get(t.arn) or REASON_API for t in gone}
+        # 3. the service's desired count as the API has it
+        api_desired, deployment = self._service_desired(region)
         with self._lock:
-            gone = [t for t in st.tasks.values() if t.arn not in running]
-        if gone:
-            reasons = self._stopped_reasons(region, [t.arn for t in gone])
-            for t in gone:
-                self._stop_task(t, reasons.get(t.arn) or REASON_API, kill="term", api=False)
-
-        # 3. the service's desired count, inside min/max, plus target tracking
-        desired = self._desired(region)
-
-        # 4. match it
-        with self._lock:
-            live = list(st.tasks.values())
-        if len(live) < desired:
-            self._launch_missing(st, desired - len(live))
-        elif len(live) > desired:
-            self._scale_in(st, len(live) - desired)
-
-    def _sample(self, st: _Region, now: float) -> None:
-        """The requests the load balancer reported since the last tick, as one sample at `now`."""
-        with self._lock:
-            st.samples.append((now, st.requests))
-            st.requests = 0
-            window = 3 * self.ctx.profile.period_s
-            while st.samples and st.samples[0][0] < now - window:
-                st.samples.popleft()
+            if self._stopped:
+                return
+            decisions = st.model.tick(self._now(), exited=exited, api_stopped=api_stopped,
+                                      api_desired=api_desired, deployment=deployment)
+        # 4. the model's decisions: stops, the corrected desired count, launches
+        self._carry_out(st, decisions)
 
     def _running_arns(self, region: str) -> list[str]:
         pages = self._ecs(region).get_paginator("list_tasks").paginate(cluster=self.cluster, desiredStatus="RUNNING")
@@ -327,96 +313,62 @@ class EcsReconciler:
             log.exception("describe_tasks for stopped tasks in %s failed", region)
         return out
 
-    # -- desired count ----------------------------------------------------------------------------------
-    def _desired(self, region: str) -> int:
-        st = self.regions[region]
-        ecs = self._ecs(region)
-        found = ecs.describe_services(cluster=self.cluster, services=[self.service])["services"]
+    def _service_desired(self, region: str) -> tuple[int | None, str]:
+        """(desiredCount, deployment id); (None, "") when the service was deleted."""
+        found = self._ecs(region).describe_services(cluster=self.cluster, services=[self.service])["services"]
         if not found or found[0].get("status") != "ACTIVE":
-            # the service was deleted: ECS drains its tasks; nothing to keep within min/max
-            with self._lock:
-                st.desired = 0
-            return 0
-        svc = found[0]
-        api_desired = int(svc["desiredCount"])
-        deployments = svc.get("deployments") or []
-        lo, hi = self.svc.min_tasks, self.svc.max_tasks
-        desired = min(max(api_desired, lo), hi)
-        reason = None
-        if desired != api_desired:
-            reason = f"desired count {api_desired} outside min/max capacity {lo}..{hi}"
-        tracked = self._target_tracking(st, desired)
-        if tracked is not None:
-            desired, reason = tracked
-        with self._lock:
-            st.deployment = deployments[0]["id"] if deployments else f"ecs-svc/{self.service}"
-        if desired != api_desired:
-            ecs.update_service(cluster=self.cluster, service=self.service, desiredCount=desired)
-            self.ctx.events.emit("ecs", action="scaled", region=region, old=api_desired, new=desired, reason=reason)
-        with self._lock:
-            st.desired = desired
-        return desired
+            return None, ""
+        deployments = found[0].get("deployments") or []
+        return int(found[0]["desiredCount"]), deployments[0]["id"] if deployments else f"ecs-svc/{self.service}"
 
-    def _rate(self, st: _Region, window_s: float) -> float | None:
-        """Requests/s over the last window_s, or None before the scheduler has watched that long."""
-        now = time.monotonic()
-        if now - max(self._started_mono, st.last_scaled) < window_s:
-            return None
+    # -- carrying out decisions -------------------------------------------------------------------------
+    def _carry_out(self, st: _Region, decisions: list[Decision]) -> None:
+        for d in decisions:
+            if isinstance(d, StopTask):
+                self._carry_out_stop(st, d)
+            elif isinstance(d, MarkRunning):
+                self._carry_out_running(st, d)
+            elif isinstance(d, SetDesired):
+                self._ecs(st.name).update_service(cluster=self.cluster, service=self.service, desiredCount=d.new)
+                self.ctx.events.emit("ecs", action="scaled", region=st.name, old=d.old, new=d.new, reason=d.reason)
+            elif isinstance(d, Unplaceable):
+                self.ctx.events.emit("ecs", action="unable_to_place", region=st.name, reason=d.reason, missing=d.missing)
+            elif isinstance(d, Launch):
+                with self._lock:
+                    # a launch that failed earlier in this tick throttles the rest
+                    go = not self._stopped and st.model.may_launch(self._now())
+                if go:
+                    self._launch(st, d)
+
+    def _carry_out_running(self, st: _Region, d: MarkRunning) -> None:
         with self._lock:
-            n = sum(c for t, c in st.samples if t >= now - window_s)
-        return n / window_s
-
-    def _target_tracking(self, st: _Region, desired: int) -> tuple[int, str] | None:
-        """Application Auto Scaling target tracking on requests per task: scale out as soon as one
-        period's rate per task is above target (to the capacity that brings it back to target),
-        scale in one task at a time only after three periods well below it (AWS scales in
-        cautiously: 90% of target, longer window, cooldown)."""
-        target = self.svc.scale_out_requests_per_task_s
-        if target <= 0:
-            return None
-        period = self.ctx.profile.period_s
-        with self._lock:
-            running = sum(1 for t in st.tasks.values() if t.state == "RUNNING")
-        if running == 0:
-            return None
-        rate = self._rate(st, period)
-        if rate is not None and rate / running > target and desired < self.svc.max_tasks:
-            new = min(self.svc.max_tasks, max(desired + 1, math.ceil(rate / target)))
-            st.last_scaled = time.monotonic()
-            return new, f"target tracking: {rate / running:.1f} requests/s per task > target {target:g}"
-        rate_in = self._rate(st, 3 * period)
-        if rate_in is not None and desired > self.svc.min_tasks and rate_in / (desired - 1) < 0.9 * target:
-            st.last_scaled = time.monotonic()
-            return desired - 1, f"target tracking: {rate_in / running:.1f} requests/s per task well below target {target:g}"
-        return None
-
-    # -- placement -----------------------------------------------------------------------------------------
-    def _pick_az(self, st: _Region) -> str | None:
-        available = [a for a in st.azs if a not in st.unavailable_azs]
-        if not available:
-            return None
-        counts = {a: 0 for a in available}
-        for t in st.tasks.values():
-            if t.az in counts:
-                counts[t.az] += 1
-        return min(available, key=lambda a: (counts[a], st.azs.index(a)))
-
-    def _launch_missing(self, st: _Region, n: int) -> None:
-        if time.monotonic() < st.next_launch_at:
-            return
-        for _ in range(n):
-            with self._lock:
-                if self._stopped:
-                    return
-                az = self._pick_az(st)
-            if az is None:
-                if not st.unplaceable:
-                    st.unplaceable = True
-                    self.ctx.events.emit("ecs", action="unable_to_place", region=st.name,
-                                         reason="no available availability zone", missing=n)
+            t = st.tasks.get(d.task_id)
+            if t is None:
                 return
-            st.unplaceable = False
-            self._launch(st, az)
+            t.state, t.running_after_s = "RUNNING", d.after_s
+        self.ctx.events.emit("ecs", action="task_running", region=st.name, task=d.task_id, az=d.az, after_s=d.after_s)
+
+    def _carry_out_stop(self, st: _Region, d: StopTask) -> None:
+        """kill: "term" (SIGTERM, SIGKILL after the grace period, in the background), "kill"
+        (SIGKILL now) or "none" (already dead: reaped). api: also stop the task in moto."""
+        with self._lock:
+            t = st.tasks.pop(d.task_id, None)
+            if t is None:
+                return
+            t.state, t.stopped_reason = "STOPPED", d.reason
+        if t.proc is not None:
+            if d.kill == "kill":
+                self._reap(t.proc, 0)
+            else:
+                threading.Thread(target=self._reap, args=(t.proc, STOP_GRACE_S if d.kill == "term" else 0),
+                                 name=f"ecs-stop-{t.task_id[:8]}", daemon=True).start()
+        if d.api:
+            try:
+                self._ecs(t.region).stop_task(cluster=self.cluster, task=t.arn, reason=d.reason)
+            except Exception:  # noqa: BLE001 - the next tick sees it still RUNNING in moto and retries
+                log.exception("stop_task %s in %s failed", t.task_id, t.region)
+        self.ctx.events.emit("ecs", action="task_stopped", region=t.region, task=t.task_id, az=t.az, reason=d.reason,
+                             exit_code=t.proc.returncode if t.proc else None)
 
     def _task_argv(self, region: str, task_id: str, az: str, port: int) -> list[str]:
         values = {"port": str(port), "region": region, "table": self.cfg.dynamodb.table,
@@ -444,132 +396,72 @@ class EcsReconciler:
             env["AWS_ENDPOINT_URL"] = self.ctx.router_url
         return env
 
-    def _launch(self, st: _Region, az: str) -> Task | None:
-        region = st.name
-        ecs = self._ecs(region)
-        resp = ecs.run_task(
+    def _run_task(self, st: _Region, az: str) -> str:
+        resp = self._ecs(st.name).run_task(
             cluster=self.cluster, taskDefinition=self.family, count=1, launchType="FARGATE",
-            startedBy=st.deployment or f"ecs-svc/{self.service}", group=f"service:{self.service}",
+            startedBy=st.model.deployment or f"ecs-svc/{self.service}", group=f"service:{self.service}",
             tags=[{"key": AZ_TAG, "value": az}],
         )
         if not resp.get("tasks"):
-            raise RuntimeError(f"run_task in {region} placed no task: {resp.get('failures')}")
-        arn = resp["tasks"][0]["taskArn"]
+            raise RuntimeError(f"run_task in {st.name} placed no task: {resp.get('failures')}")
+        return resp["tasks"][0]["taskArn"]
+
+    def _launch(self, st: _Region, d: Launch) -> Task | None:
+        region, az = st.name, d.az
+        arn = self._run_task(st, az)
         task_id = arn.rsplit("/", 1)[-1]
         port = free_port(TASK_HOST)
-        task = Task(arn=arn, task_id=task_id, region=region, az=az, port=port,
-                    # the first placements, made inside start(), are the deployment the environment
-                    # starts from; later ones are replacements and scale-outs
-                    provisioning_s=self.ctx.profile.task_provisioning_s if self._thread is not None else 0.0)
+        task = Task(arn=arn, task_id=task_id, region=region, az=az, port=port, started_at=self.ctx.clock.time(),
+                    spawned_mono=self._now(), provisioning_s=d.provisioning_s)
         log_path = self.ctx.logs_dir / f"task-{region}-{task_id}.log"
         try:
             task.proc = self.launcher.launch(TaskSpec(region, task_id, az, port, self._task_argv(region, task_id, az, port),
                                                       self._task_env(region, task_id, az, port), log_path))
         except OSError as e:
-            ecs.stop_task(cluster=self.cluster, task=arn, reason=REASON_SPAWN.format(error=e))
-            self._failed_before_running(st)
-            self.ctx.events.emit("ecs", action="task_stopped", region=region, task=task_id, az=az,
-                                 reason=REASON_SPAWN.format(error=e))
+            reason = REASON_SPAWN.format(error=e)
+            self._ecs(region).stop_task(cluster=self.cluster, task=arn, reason=reason)
+            with self._lock:
+                st.model.launch_failed(self._now())
+            self.ctx.events.emit("ecs", action="task_stopped", region=region, task=task_id, az=az, reason=reason)
             return None
         with self._procs_lock:
             self._procs.add(task.proc)
         with self._lock:
-            if self._stopped:  # stop() ran meanwhile: this one is ours to kill
-                stopped = True
-            else:
+            stopped = self._stopped   # stop() ran meanwhile: this one is ours to kill
+            if not stopped:
                 st.tasks[task_id] = task
-                stopped = False
+                after = st.model.launched(task_id, az, task.spawned_mono, d.provisioning_s)
         if stopped:
             self._reap(task.proc, 0)
             return None
         self.ctx.events.emit("ecs", action="task_started", region=region, task=task_id, az=az,
                              port=port, pid=task.proc.pid, reason="service scheduler", **task.proc.info())
-        threading.Thread(target=self._watch_ready, args=(task,), name=f"ecs-ready-{task_id[:8]}",
+        threading.Thread(target=self._watch_ready, args=(st, task), name=f"ecs-ready-{task_id[:8]}",
                          daemon=True).start()
+        self._carry_out(st, after)   # its AZ was lost while it launched
         return task
 
-    def _watch_ready(self, task: Task) -> None:
-        """PENDING -> RUNNING once the process accepts connections on its port, and not before
-        the profile's task_provisioning_s for tasks launched after start(): Fargate provisions an
-        ENI and pulls the image before a replacement runs (tens of seconds in AWS), which is why
-        stopping every task of a service is an outage and not a blip."""
-        provisioning = task.provisioning_s
-        if provisioning > 0 and self._stop.wait(provisioning):
+    def _watch_ready(self, st: _Region, task: Task) -> None:
+        """Tell the model once the task's process accepts connections on its port; the model makes
+        it RUNNING (not before its provisioning is over) or, past the start timeout, stops it."""
+        if task.provisioning_s > 0 and self.ctx.clock.wait(self._stop, task.provisioning_s):
             return
-        deadline = task.spawned_mono + provisioning + TASK_START_TIMEOUT_S
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            if task.state != "PENDING" or task.proc.poll() is not None:
-                return  # stopped meanwhile, or died: the tick handles it
+        while not self._stop.is_set():
+            with self._lock:
+                if task.task_id not in st.tasks or task.state != "PENDING":
+                    return   # stopped meanwhile (the model's start timeout included)
+            if task.proc.poll() is not None:
+                return       # died: the tick sees it
             try:
                 with socket.create_connection((TASK_HOST, task.port), timeout=0.2):
                     pass
             except OSError:
-                self._stop.wait(READY_POLL_S)
+                self.ctx.clock.wait(self._stop, READY_POLL_S)
                 continue
-            st = self.regions[task.region]
             with self._lock:
-                if task.state != "PENDING":
-                    return
-                task.state = "RUNNING"
-                task.running_after_s = round(time.monotonic() - task.spawned_mono, 3)
-                st.failures = 0
-            self.ctx.events.emit("ecs", action="task_running", region=task.region, task=task.task_id, az=task.az,
-                                 after_s=task.running_after_s)
+                decisions = st.model.listening(task.task_id, self._now())
+            self._carry_out(st, decisions)
             return
-        if not self._stop.is_set() and task.state == "PENDING":
-            self._stop_task(task, REASON_NOT_LISTENING.format(s=TASK_START_TIMEOUT_S), kill="term", api=True)
-
-    def _failed_before_running(self, st: _Region) -> None:
-        with self._lock:
-            st.failures += 1
-            delay = min(LAUNCH_BACKOFF_MAX_S, LAUNCH_BACKOFF_BASE_S * 2 ** (st.failures - 1))
-            st.next_launch_at = time.monotonic() + delay
-
-    def _scale_in(self, st: _Region, n: int) -> None:
-        for _ in range(n):
-            with self._lock:
-                if not st.tasks:
-                    return
-                counts: dict[str, int] = {}
-                for t in st.tasks.values():
-                    counts[t.az] = counts.get(t.az, 0) + 1
-                # keep the AZs balanced: take from the fullest AZ, a task not yet running first, then the newest
-                victim = max(st.tasks.values(),
-                             key=lambda t: (counts[t.az], t.state == "PENDING", t.spawned_mono))
-            self._stop_task(victim, REASON_SCALE_IN.format(deployment=st.deployment), kill="term", api=True)
-
-    # -- stopping tasks ------------------------------------------------------------------------------------
-    def _mark_stopped(self, t: Task, reason: str) -> bool:
-        """The one place a task leaves the live set; False if something else stopped it first."""
-        with self._lock:
-            if t.state == "STOPPED":
-                return False
-            if t.state == "PENDING" and not reason.startswith(REASON_SHUTDOWN):
-                if reason.startswith(REASON_EXITED) or reason.startswith("Task failed to start"):
-                    self._failed_before_running(self.regions[t.region])
-            t.state = "STOPPED"
-            t.stopped_reason = reason
-            self.regions[t.region].tasks.pop(t.task_id, None)
-            return True
-
-    def _stop_task(self, t: Task, reason: str, *, kill: str | None, api: bool) -> None:
-        """kill: "term" (SIGTERM, SIGKILL after the grace period, in the background), "kill"
-        (SIGKILL now) or None (already dead). api: also stop the task in moto."""
-        if not self._mark_stopped(t, reason):
-            return
-        if t.proc is not None:
-            if kill == "kill":
-                self._reap(t.proc, 0)
-            else:
-                threading.Thread(target=self._reap, args=(t.proc, STOP_GRACE_S if kill == "term" else 0),
-                                 name=f"ecs-stop-{t.task_id[:8]}", daemon=True).start()
-        if api:
-            try:
-                self._ecs(t.region).stop_task(cluster=self.cluster, task=t.arn, reason=reason)
-            except Exception:  # noqa: BLE001 - the next tick sees it still RUNNING in moto and retries
-                log.exception("stop_task %s in %s failed", t.task_id, t.region)
-        self.ctx.events.emit("ecs", action="task_stopped", region=t.region, task=t.task_id, az=t.az, reason=reason,
-                             exit_code=t.proc.returncode if t.proc else None)
 
     def _reap(self, proc: TaskHandle, grace_s: float) -> None:
         try:
@@ -594,44 +486,42 @@ class EcsReconciler:
         name = self._az_name(region, az)
         st = self.regions[region]
         with self._lock:
-            was = name not in st.unavailable_azs
-            if available:
-                st.unavailable_azs.discard(name)
-            else:
-                st.unavailable_azs.add(name)
-            victims = [] if available else [t for t in st.tasks.values() if t.az == name]
-        if was != available:
+            changed, decisions = st.model.set_az_available(name, available, self._now())
+        if changed:
             self.ctx.events.emit("ecs", action="az_available" if available else "az_unavailable",
-                                 region=region, az=name, tasks_lost=len(victims))
-        for t in victims:
-            self._stop_task(t, REASON_AZ.format(az=name), kill="kill", api=True)
+                                 region=region, az=name, tasks_lost=len(decisions))
+        self._carry_out(st, decisions)   # the lost AZ's tasks: SIGKILL, no grace
         self._wake.set()  # replacements now, not at the next tick
 
     def targets(self, region: str) -> list[Target]:
+        st = self.regions[region]
         with self._lock:
-            return [Target(t.task_id, t.az, TASK_HOST, t.port)
-                    for t in self.regions[region].tasks.values() if t.state == "RUNNING"]
+            return [Target(t.task_id, t.az, TASK_HOST, t.port) for t in st.tasks.values()
+                    if t.task_id in st.model.tasks and st.model.tasks[t.task_id].running]
 
     def report_requests(self, region: str, n: int = 1) -> None:
         st = self.regions.get(region)
         if st is None:
             return
         with self._lock:
-            st.requests += n
+            st.model.add_requests(n)
 
     def status(self) -> dict:
         with self._lock:
+            now = self._now()
             out = {}
             for region, st in self.regions.items():
+                m = st.model
                 tasks = sorted(st.tasks.values(), key=lambda t: t.spawned_mono)
-                backoff = max(0.0, st.next_launch_at - time.monotonic())
+                infos = [{**t.info(), "state": m.phase(t.task_id, now) if t.task_id in m.tasks else t.state}
+                         for t in tasks]
                 out[region] = {
-                    "desired": st.desired,
-                    "running": sum(1 for t in tasks if t.state == "RUNNING"),
-                    "pending": sum(1 for t in tasks if t.state == "PENDING"),
+                    "desired": m.desired,
+                    "running": sum(1 for i in infos if i["state"] == "RUNNING"),
+                    "pending": sum(1 for i in infos if i["state"] != "RUNNING"),   # PROVISIONING or PENDING
                     "min": self.svc.min_tasks, "max": self.svc.max_tasks,
-                    "tasks": [t.info() for t in tasks],
-                    "unavailable_azs": sorted(st.unavailable_azs),
-                    "launch_backoff_s": round(backoff, 2),
+                    "tasks": infos,
+                    "unavailable_azs": sorted(m.unavailable_azs),
+                    "launch_backoff_s": round(m.backoff_s(now), 2),
                 }
             return out

@@ -3,7 +3,9 @@ checks but does not run them; this probes every health check that monitors an en
 address (HTTP or TCP, Route 53's timeouts compressed with the profile's interval), changes its
 status after FailureThreshold consecutive results the other way, and answers
 `is_healthy(health_check_id)`, which the DNS server's answers follow. Every status change is a
-`route53_health` event on the timeline.
+`route53_health` event on the timeline. The status rule (FailureThreshold, Inverted, Disabled,
+the probe schedule) is `HealthCheckModel` in route53_model.py; this adapter probes on loopback
+and waits on `ctx.clock`.
 
 The rules followed and how the local profile compresses them: docs/local-environment.md, "Route
 53 health checkers".
@@ -15,10 +17,10 @@ import http.client
 import logging
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
 
 from gameday.environments.local.context import LocalContext
+from gameday.environments.local.route53_model import HealthCheckModel, HealthTransition
 
 log = logging.getLogger("gameday.healthchecks")
 
@@ -32,18 +34,21 @@ PROBED_TYPES = ("HTTP", "TCP")
 
 @dataclass
 class CheckState:
+    """One health check being probed: its model (the status) and its thread."""
+
     health_check_id: str
-    config: dict
+    model: HealthCheckModel
     region: str | None
-    healthy: bool = True
-    streak: int = 0                   # consecutive results disagreeing with the current status
-    probes: int = 0
-    failures: int = 0
-    last_result: str | None = None
-    last_probe_ts: float | None = None
-    changed_ts: float | None = None
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
     thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> dict:
+        return self.model.config
+
+    @property
+    def healthy(self) -> bool:
+        return self.model.healthy
 
 
 class Route53HealthCheckers:
@@ -100,15 +105,15 @@ class Route53HealthCheckers:
             "checks": {c.health_check_id: {
                 "region": c.region, "healthy": c.healthy, "type": c.config.get("Type"),
                 "target": f"{c.config.get('IPAddress')}:{c.config.get('Port')}{c.config.get('ResourcePath', '')}",
-                "failure_threshold": c.config.get("FailureThreshold", 3), "probes": c.probes,
-                "failures": c.failures, "last_result": c.last_result} for c in checks},
+                "failure_threshold": c.model.threshold, "probes": c.model.probes,
+                "failures": c.model.failures, "last_result": c.model.last_result} for c in checks},
             "skipped": dict(self._skipped),
             "last_error": self._last_error,
         }
 
     # -- the list of health checks --------------------------------------------------------------------------
     def _refresh_loop(self) -> None:
-        while not self._stop.wait(self.refresh_interval_s):
+        while not self.ctx.clock.wait(self._stop, self.refresh_interval_s):
             try:
                 self._refresh()
                 self._last_error = None
@@ -133,7 +138,10 @@ class Route53HealthCheckers:
                                           f"{'IP address' if config.get('IPAddress') else 'domain name'} "
                                           f"is not probed (HTTP/TCP on an IP address are)")
                     continue
-                state = CheckState(hid, config, self._region_of.get(config["IPAddress"]))
+                model = HealthCheckModel(config, self.interval_s, started=self.ctx.clock.monotonic())
+                state = CheckState(hid, model, self._region_of.get(config["IPAddress"]))
+                if not model.healthy:  # disabled and inverted: unhealthy without a probe
+                    self._emit(state, HealthTransition(False, model.last_result, model.threshold, model.started))
                 state.thread = threading.Thread(target=self._check_loop, args=(state,),
                                                 name=f"route53-hc-{state.region or hid[:8]}", daemon=True)
                 self._checks[hid] = state
@@ -141,13 +149,15 @@ class Route53HealthCheckers:
 
     # -- one checker ---------------------------------------------------------------------------------------
     def _check_loop(self, c: CheckState) -> None:
-        next_at = time.monotonic()
+        clock = self.ctx.clock
         while not (c.stop.is_set() or self._stop.is_set()):
+            due = c.model.next_due(clock.monotonic())
+            if due is None:  # disabled: Route 53 sends no requests
+                return
+            if clock.wait(c.stop, due - clock.monotonic()) or self._stop.is_set():
+                return
             ok, detail = self._probe(c)
             self._record(c, ok, detail)
-            next_at = max(next_at + self.interval_s, time.monotonic())
-            if c.stop.wait(max(0.0, next_at - time.monotonic())):
-                return
 
     def _probe(self, c: CheckState) -> tuple[bool, str]:
         cfg = c.config
@@ -178,24 +188,15 @@ class Route53HealthCheckers:
             conn.close()
 
     def _record(self, c: CheckState, ok: bool, detail: str) -> None:
-        cfg = c.config
-        if cfg.get("Inverted"):
-            ok, detail = not ok, f"inverted: {detail}"
-        if cfg.get("Disabled"):
-            ok, detail = True, f"disabled (Route 53 considers it healthy): {detail}"
-        threshold = int(cfg.get("FailureThreshold") or 3)
-        c.probes += 1
-        c.failures += 0 if ok else 1
-        c.last_result, c.last_probe_ts = detail, time.time()
-        if ok == c.healthy:
-            c.streak = 0
+        if c.stop.is_set():  # deleted or replaced while probing: its result no longer counts
             return
-        c.streak += 1
-        if c.streak < threshold or c.stop.is_set():
-            return
-        c.healthy, c.streak, c.changed_ts = ok, 0, time.time()
+        transition = c.model.observe(ok, self.ctx.clock.monotonic(), detail)
+        if transition is not None:
+            self._emit(c, transition)
+
+    def _emit(self, c: CheckState, t: HealthTransition) -> None:
         log.info("health check %s (%s) is now %s: %s", c.health_check_id, c.region,
-                 "healthy" if ok else "unhealthy", detail)
+                 "healthy" if t.healthy else "unhealthy", t.reason)
         self.ctx.events.emit("route53_health", health_check_id=c.health_check_id, region=c.region,
-                             healthy=ok, reason=detail, failure_threshold=threshold,
-                             target=f"{cfg.get('IPAddress')}:{cfg.get('Port')}")
+                             healthy=t.healthy, reason=t.reason, failure_threshold=t.failure_threshold,
+                             target=f"{c.config.get('IPAddress')}:{c.config.get('Port')}")

@@ -6,14 +6,16 @@ Lambda environment, so a handler written for real Lambda runs unchanged; Lambda'
 retries and concurrency apply. Every attempt is a `lambda_invocation` event on the timeline (a
 cold start also emits `lambda_init`).
 
+The rules (the event queue, retries and throttles, which environment takes an event, warm reuse
+vs cold start, provisioned environments, discards) are lambda_model.py's, on `ctx.clock`; this
+file keeps the processes, the SNS endpoint, the threads and the records.
+
 How each of Lambda's behaviours is modelled, the handler forms and the placeholders of the
 function's environment variables: docs/local-environment.md, "SNS -> Lambda: the Lambda runner".
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import json
 import logging
 import platform
@@ -26,7 +28,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gameday.environments.local import lambda_model as model
 from gameday.environments.local.context import LocalContext
+from gameday.environments.local.lambda_model import INIT_ON_DEMAND, INIT_PROVISIONED  # noqa: F401 - public names
 from gameday import procs
 from gameday.aws import LOCAL_ACCOUNT_ID, LOCAL_CREDENTIALS
 from gameday.config import PLACEHOLDER_RE, ConfigError
@@ -47,8 +51,6 @@ LOG_LINE_MAX_CHARS = 2000
 # with 4 a burst of OK notifications cold-started extra environments mid-surge and starved the
 # clients being measured; 2 keeps the overlap a handler must survive without that.
 UNRESERVED_CONCURRENCY = 2
-INIT_ON_DEMAND = "on-demand"                      # AWS_LAMBDA_INITIALIZATION_TYPE, as Lambda spells them
-INIT_PROVISIONED = "provisioned-concurrency"
 # Keys Lambda sets itself and refuses in a function's configuration (plus the endpoint URL,
 # which is how the local environment reaches its AWS).
 RESERVED_ENV_KEYS = frozenset({
@@ -105,9 +107,10 @@ def alarm_of(message: str) -> dict | None:
 
 # -- the worker process, seen from the runner -------------------------------------------------------
 class _Worker:
-    def __init__(self, proc: subprocess.Popen):
+    def __init__(self, proc: subprocess.Popen, clock):
         self.proc = proc
-        self.spawned = time.monotonic()
+        self.clock = clock
+        self.spawned = clock.monotonic()
         self.messages: queue.Queue = queue.Queue()
         self.ready = False
         self.init_s: float | None = None      # spawn -> ready: interpreter start + handler import
@@ -135,14 +138,16 @@ class _Worker:
         self.messages.put(None)  # EOF: the process is gone
 
     def next(self, deadline: float) -> dict | None | str:
-        """The next message, None at EOF, or "timeout" once the monotonic deadline passes."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return "timeout"
-        try:
-            return self.messages.get(timeout=remaining)
-        except queue.Empty:
-            return "timeout"
+        """The next message, None at EOF, or "timeout" once the clock's monotonic deadline passes."""
+        while True:
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            try:
+                # short real slices: under a FakeClock the deadline passes when a test advances it
+                return self.messages.get(timeout=min(remaining, 0.1))
+            except queue.Empty:
+                continue
 
     def send(self, msg: dict) -> None:
         self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
@@ -160,10 +165,11 @@ class _Worker:
 
 @dataclass
 class _Slot:
-    """One execution environment's place: at most one invocation runs in it at a time."""
+    """One execution environment's place: at most one invocation runs in it at a time (the model's
+    SlotState says which); its thread runs the attempts the model starts there."""
     index: int
     worker: _Worker | None = None
-    in_flight: str | None = None
+    starts: queue.Queue = field(default_factory=queue.Queue)   # (job, model.Start) | None to stop
 
 
 @dataclass
@@ -217,33 +223,31 @@ class LambdaRunner:
         else:
             code_dir = Path.cwd()  # the team's repository: `mypkg.failover:handler` imports from it
         self.code_dir = code_dir
-        # Lambda's reserved concurrency: 1 = one invocation at a time (later ones queue); unreserved =
-        # up to UNRESERVED_CONCURRENCY at once (or the provisioned number, if more), each in its own
-        # execution environment
-        provisioned = spec.provisioned_concurrency
-        if provisioned is not None and spec.reserved_concurrency is not None and provisioned > spec.reserved_concurrency:
-            raise ConfigError(f"failover.provisioned_concurrency ({provisioned}) cannot exceed "
-                              f"failover.reserved_concurrency ({spec.reserved_concurrency}), as in Lambda")
-        self.concurrency = spec.reserved_concurrency or max(UNRESERVED_CONCURRENCY, provisioned or 0)
-        # Lambda's provisioned concurrency: environments initialised by start(), before any event. By
-        # default all of them: an environment that cold-starts when a surge's notifications overlap
-        # imports boto3 (~2.6 s of CPU) on a saturated 2-core machine, delays the failover and starves
-        # the clients being measured (tests/test_byo_failover.py failed 1 run in 5 that way).
-        # provisioned_concurrency = 0 keeps Lambda's on-demand cold start observable.
-        self.provisioned = self.concurrency if provisioned is None else provisioned
+        # Reserved and provisioned concurrency (model.concurrency_for): by default every environment is
+        # initialised by start(), before any event: one that cold-starts when a surge's notifications
+        # overlap imports boto3 (~2.6 s of CPU) on a saturated 2-core machine, delays the failover and
+        # starves the clients being measured (tests/test_byo_failover.py failed 1 run in 5 that way).
+        try:
+            self.concurrency, self.provisioned = model.concurrency_for(
+                spec.reserved_concurrency, spec.provisioned_concurrency, UNRESERVED_CONCURRENCY)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        self.model = model.AsyncInvocationModel(self._async_spec())
         reserved = sorted(set(spec.environment) & RESERVED_ENV_KEYS)
         if reserved:
             raise ConfigError(f"failover.environment: reserved keys cannot be set (Lambda sets them): {', '.join(reserved)}")
         self.function_arn = f"arn:aws:lambda:{self.region}:{LOCAL_ACCOUNT_ID}:function:{FUNCTION_NAME}"
 
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Job]] = []
-        self._seq = itertools.count()
+        self._cond = threading.Condition()     # guards the model, the jobs and the records
+        self._jobs: dict[str, _Job] = {}        # queued or running, by request id
         self._records: list[dict] = []
+        self._discarded: list[dict] = []
         self._slots = [_Slot(i) for i in range(self.concurrency)]
         self._init_error: dict | None = None
         self._started = False
         self._stopped = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()          # the scheduler polls the model again
         self._dispatchers: list[threading.Thread] = []
         self._server: LoopbackServer | None = None
         self.subscriptions: dict[str, str] = {}   # region -> subscription ARN
@@ -252,6 +256,22 @@ class LambdaRunner:
         # A broken function, set by the lambda_fault fault (faults/lambda_fault.py) through the
         # control API: {"mode": "error" | "timeout" | "delay", "delay_s": float | None}, read per attempt.
         self.fault: dict | None = None
+
+    def _async_spec(self) -> model.AsyncSpec:
+        spec = self.ctx.config.failover
+        retries = spec.maximum_retry_attempts
+        if retries is None:
+            retries = min(model.AWS_MAXIMUM_RETRY_ATTEMPTS, len(self.retry_delays_s))
+        # the profile compresses Lambda's retry minutes; throttle backoff (1 s .. 5 min in AWS) by as much
+        scale = (self.retry_delays_s[0] / model.AWS_RETRY_DELAYS_S[0]) if self.retry_delays_s else 1.0
+        try:
+            return model.AsyncSpec(
+                concurrency=self.concurrency, provisioned=self.provisioned,
+                retry_delays_s=self.retry_delays_s, maximum_retry_attempts=retries,
+                maximum_event_age_s=spec.maximum_event_age_s or model.AWS_MAXIMUM_EVENT_AGE_S,
+                throttle_first_s=model.AWS_THROTTLE_FIRST_S * scale, throttle_max_s=model.AWS_THROTTLE_MAX_S * scale)
+        except ValueError as e:  # e.g. maximum_retry_attempts with no profile.lambda_retry_delays_s
+            raise ConfigError(f"failover: {e}") from None
 
     # -- the Lambda environment --------------------------------------------------------------------
     def placeholder_values(self) -> dict[str, str]:
@@ -301,7 +321,7 @@ class LambdaRunner:
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_INITIALIZATION_TYPE": initialization_type,
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{FUNCTION_NAME}",
-            "AWS_LAMBDA_LOG_STREAM_NAME": f"{time.strftime('%Y/%m/%d')}/[$LATEST]{uuid.uuid4().hex}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": f"{time.strftime('%Y/%m/%d', time.gmtime(ctx.clock.time()))}/[$LATEST]{uuid.uuid4().hex}",
             "AWS_EXECUTION_ENV": f"AWS_Lambda_python{'.'.join(platform.python_version_tuple()[:2])}",
             "LAMBDA_TASK_ROOT": str(self.code_dir),
             "LAMBDA_RUNTIME_DIR": str(WORKER_PATH.parent),
@@ -330,24 +350,13 @@ class LambdaRunner:
             return self
         self._started = True
         self.function_environment()  # a placeholder without a value here is a config error, said now
-        # The provisioned execution environments, initialised side by side before the first event
-        # (dispatchers start after: only one thread may read a worker's messages).
-        provisioned = self._slots[:self.provisioned]
-        try:
-            for slot in provisioned:
-                slot.worker = self._spawn_worker(self._initialization_type(slot))
-            errors = [self._await_ready(slot.worker, trigger="start", slot=slot) for slot in provisioned]
-            error = next((e for e in errors if e is not None), None)
-            if error is not None:
-                log.warning("failover Lambda %s failed to initialise: %s: %s",
-                            self.handler, error["type"], error["message"])
-        except LambdaRunnerStopped:
-            pass
-        for s in self._slots:
-            t = threading.Thread(target=self._dispatch_loop, args=(s,), name=f"lambda-dispatcher-{s.index}",
-                                 daemon=True)
+        self._prewarm()
+        threads = [threading.Thread(target=self._slot_loop, args=(s,), name=f"lambda-slot-{s.index}", daemon=True)
+                   for s in self._slots]
+        threads.append(threading.Thread(target=self._schedule_loop, name="lambda-scheduler", daemon=True))
+        for t in threads:
             t.start()
-            self._dispatchers.append(t)
+        self._dispatchers.extend(threads)
         self._server = LoopbackServer("127.0.0.1", 0, self._http_handler()).start("lambda-sns-endpoint")
         if self.ctx.provisioned is not None:
             for region, topic_arn in self.ctx.provisioned.topic_arns.items():
@@ -357,13 +366,34 @@ class LambdaRunner:
                 self._sub_by_topic[topic_arn] = sub["SubscriptionArn"]
         return self
 
+    def _prewarm(self) -> None:
+        """The provisioned execution environments (model.prewarm), initialised side by side before
+        the first event (the slot threads start after: only one thread may read a worker's messages)."""
+        inits = self.model.prewarm()
+        try:
+            for init in inits:
+                self._slots[init.slot].worker = self._spawn_worker(init.initialization_type)
+            errors = [self._await_ready(self._slots[i.slot].worker, trigger="start", slot=self._slots[i.slot])
+                      for i in inits]
+        except LambdaRunnerStopped:
+            return
+        with self._cond:
+            for init, error in zip(inits, errors):
+                self.model.initialised(init.slot, ok=error is None)
+        error = next((e for e in errors if e is not None), None)
+        if error is not None:
+            log.warning("failover Lambda %s failed to initialise: %s: %s", self.handler, error["type"], error["message"])
+
     def stop(self) -> None:
         with self._cond:
             if self._stopped or not self._started:
                 self._stopped = True
+                self._stop.set()
                 return
             self._stopped = True
+            self._stop.set()
             self._cond.notify_all()
+        self._wake.set()
         for region, arn in list(self.subscriptions.items()):
             try:  # so a later Publish does not POST to a closed port
                 self.ctx.internal_client("sns", region).unsubscribe(SubscriptionArn=arn)
@@ -372,14 +402,15 @@ class LambdaRunner:
         if self._server is not None:
             self._server.stop()
         for slot in self._slots:
-            self._kill_worker(slot)  # wakes a dispatcher waiting on an invocation
+            slot.starts.put(None)
+            self._kill_worker(slot)  # wakes a slot thread waiting on an invocation
         for t in self._dispatchers:
             t.join(timeout=10)
         for slot in self._slots:
             self._kill_worker(slot)
         with self._cond:
-            pending, self._heap = self._heap, []
-        for _, _, job in pending:
+            pending = [self._jobs.pop(rid) for rid in self.model.drain() if rid in self._jobs]
+        for job in pending:
             if job.future is not None and not job.future.done():
                 job.future.set_exception(LambdaRunnerStopped("the Lambda runner stopped before this invocation ran"))
 
@@ -390,8 +421,8 @@ class LambdaRunner:
         if not self._started or self._stopped:
             raise RuntimeError("LambdaRunner is not running")
         fut: Future = Future()
-        self._enqueue(_Job(request_id=str(uuid.uuid4()), event=event, invocation_type="RequestResponse",
-                           received_ts=time.time(), future=fut), delay_s=0.0)
+        self._enqueue(_Job(request_id=str(uuid.uuid4()), event=event, invocation_type=model.SYNC,
+                           received_ts=self.ctx.clock.time(), future=fut))
         return fut.result(timeout=wait_s if wait_s is not None else INIT_TIMEOUT_S + self.timeout_s + 60)
 
     def invoke_async(self, event: dict, region: str | None = None) -> str:
@@ -399,13 +430,18 @@ class LambdaRunner:
         if not self._started or self._stopped:
             raise RuntimeError("LambdaRunner is not running")
         rid = str(uuid.uuid4())
-        self._enqueue(_Job(request_id=rid, event=event, invocation_type="Event", received_ts=time.time(),
-                           region=region), delay_s=0.0)
+        self._enqueue(_Job(request_id=rid, event=event, invocation_type=model.ASYNC, received_ts=self.ctx.clock.time(),
+                           region=region))
         return rid
 
     def invocations(self) -> list[dict]:
         with self._cond:
             return [dict(r) for r in self._records]
+
+    def discarded(self) -> list[dict]:
+        """The events Lambda dropped (retries exhausted or too old), as their invocation records."""
+        with self._cond:
+            return [dict(r) for r in self._discarded]
 
     def status(self) -> dict:
         with self._cond:
@@ -418,6 +454,7 @@ class LambdaRunner:
                 if w is not None and w.proc.poll() is None:
                     workers.append({"slot": slot.index, "pid": w.pid, "state": "warm" if w.ready else "initializing",
                                     "invocations": w.invocations, "init_s": w.init_s})
+            in_flight = self.model.in_flight()
             first = workers[0] if workers else None
             return {
                 "handler": self.handler,
@@ -435,9 +472,12 @@ class LambdaRunner:
                 "workers": workers,
                 "init_error": self._init_error,
                 "notifications": self.notifications,
-                "queued": len(self._heap),
-                "in_flight": next((s.in_flight for s in self._slots if s.in_flight), None),
-                "in_flight_all": [s.in_flight for s in self._slots if s.in_flight],
+                "queued": self.model.queued(),
+                "in_flight": in_flight[0] if in_flight else None,
+                "in_flight_all": in_flight,
+                "discarded": len(self._discarded),
+                "maximum_retry_attempts": self.model.spec.maximum_retry_attempts,
+                "maximum_event_age_s": self.model.spec.maximum_event_age_s,
                 "attempts": len(self._records),
                 "by_outcome": by_outcome,
                 "cold_starts": sum(1 for r in self._records if r.get("cold_start")),
@@ -481,67 +521,78 @@ class LambdaRunner:
             return
         with self._cond:
             self.notifications += 1
-        self._enqueue(_Job(request_id=str(uuid.uuid4()), event=event, invocation_type="Event",
-                           received_ts=time.time(), region=topic_arn.split(":")[3], topic_arn=topic_arn,
+        self._enqueue(_Job(request_id=str(uuid.uuid4()), event=event, invocation_type=model.ASYNC,
+                           received_ts=self.ctx.clock.time(), region=topic_arn.split(":")[3], topic_arn=topic_arn,
                            message_id=body.get("MessageId"), sns_timestamp=body.get("Timestamp"),
-                           alarm=alarm_of(body.get("Message", ""))), delay_s=0.0)
+                           alarm=alarm_of(body.get("Message", ""))))
 
-    # -- scheduling ------------------------------------------------------------------------------------
-    def _enqueue(self, job: _Job, delay_s: float) -> None:
+    # -- scheduling: the model decides, the scheduler thread and the slot threads carry it out -------------
+    def _enqueue(self, job: _Job) -> None:
         with self._cond:
             if self._stopped:
                 if job.future is not None:
                     job.future.set_exception(LambdaRunnerStopped("the Lambda runner is stopped"))
                 return
-            heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._seq), job))
-            self._cond.notify_all()
+            self._jobs[job.request_id] = job
+            self.model.enqueue(job.request_id, self.ctx.clock.monotonic(), job.invocation_type)
+        self._wake.set()
 
-    def _warm(self, slot: _Slot) -> bool:
-        w = slot.worker
-        return w is not None and w.ready and w.proc.poll() is None
-
-    def _may_take(self, slot: _Slot) -> bool:
-        """Lambda routes an invocation to an idle warm execution environment before it starts a
-        new one: a slot without a warm worker leaves the job to an idle warm one (under the lock)."""
-        return self._warm(slot) or not any(s is not slot and s.in_flight is None and self._warm(s) for s in self._slots)
-
-    def _dispatch_loop(self, slot: _Slot) -> None:
-        while True:
+    def _schedule_loop(self) -> None:
+        clock = self.ctx.clock
+        while not self._stop.is_set():
+            self._wake.clear()  # before polling: a wake-up during the poll is not lost
             with self._cond:
-                while not self._stopped:
-                    if self._heap:
-                        wait = self._heap[0][0] - time.monotonic()
-                        if wait <= 0 and self._may_take(slot):
-                            break
-                        self._cond.wait(timeout=wait if wait > 0 else 0.05)
-                    else:
-                        self._cond.wait()
                 if self._stopped:
                     return
-                _, _, job = heapq.heappop(self._heap)
-                slot.in_flight = job.request_id
-                self._cond.notify_all()  # the other slots re-check: this one is busy now
+                decisions = self.model.poll(clock.monotonic())
+                due = self.model.next_due()
+                for d in decisions:
+                    if isinstance(d, model.Start):
+                        job = self._jobs[d.request_id]
+                        job.attempt = d.attempt
+                        self._slots[d.slot].starts.put((job, d))
+                    elif isinstance(d, model.Discard):
+                        self._discard(d)
+            clock.wait(self._wake, None if due is None else due - clock.monotonic())
+
+    def _discard(self, d: model.Discard) -> None:
+        """Lambda drops the event (under the lock). Its record is kept (discarded(), status) and put on
+        the timeline as a `lambda_discard` event (what an on-failure destination would receive)."""
+        job = self._jobs.pop(d.request_id, None)
+        record = {**d.record(), "function_arn": self.function_arn, "region": getattr(job, "region", None),
+                  "message_id": getattr(job, "message_id", None), "alarm": getattr(job, "alarm", None)}
+        self._discarded.append(record)
+        log.info("lambda event %s discarded: %s after %d attempt(s), %.1f s old", d.request_id, d.condition,
+                 d.approximate_invoke_count, d.age_s)
+        # RetriesExhausted is also marked on the last attempt's record; both get the discard's own event
+        self.ctx.events.emit("lambda_discard", **record)
+
+    def _slot_loop(self, slot: _Slot) -> None:
+        while True:
+            item = slot.starts.get()
+            if item is None or self._stopped:
+                return
+            job, start = item
             try:
-                record = self._attempt(job, slot)
+                record = self._attempt(job, slot, start)
             except LambdaRunnerStopped as e:
                 if job.future is not None and not job.future.done():
                     job.future.set_exception(e)
                 return
             except Exception as e:  # noqa: BLE001 - one bad attempt must not stop the Lambda service
                 log.exception("lambda attempt %s failed inside the runner", job.request_id)
+                self._kill_worker(slot)
+                with self._cond:
+                    self._attempt_ended(job, model.CRASH)
                 if job.future is not None and not job.future.done():
                     job.future.set_exception(e)
                 continue
-            finally:
-                with self._cond:
-                    slot.in_flight = None
-                    self._cond.notify_all()
-            if job.future is not None:
+            if job.future is not None and not job.future.done():
                 job.future.set_result(record)
 
     # -- one attempt ------------------------------------------------------------------------------------
     def _initialization_type(self, slot: _Slot) -> str:
-        return INIT_PROVISIONED if slot.index < self.provisioned else INIT_ON_DEMAND
+        return self.model.initialization_type(slot.index)
 
     def _spawn_worker(self, initialization_type: str = INIT_ON_DEMAND) -> _Worker:
         with self._cond:
@@ -552,7 +603,7 @@ class LambdaRunner:
             proc = procs.spawn([procs.python(), "-P", str(WORKER_PATH)],
                                log_path=self.ctx.logs_dir / "lambda-worker.log", env=env, cwd=self.code_dir,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-            return _Worker(proc)
+            return _Worker(proc, self.ctx.clock)
 
     def _await_ready(self, w: _Worker, trigger: str, slot: _Slot) -> dict | None:
         """Wait for the worker's init phase. Returns None when ready, else the init error
@@ -574,19 +625,19 @@ class LambdaRunner:
             elif msg["type"] == "ready":
                 w.ready = True
                 w.init_ms = msg.get("init_ms")
-                w.init_s = round(time.monotonic() - w.spawned, 4)
+                w.init_s = round(self.ctx.clock.monotonic() - w.spawned, 4)
                 break
             elif msg["type"] == "init_error":
                 error = {k: msg["error"].get(k) for k in ("type", "message")}
                 break
         self.ctx.events.emit("lambda_init", trigger=trigger, initialization_type=self._initialization_type(slot),
                              ok=error is None, pid=w.pid,
-                             init_s=round(time.monotonic() - w.spawned, 4), import_ms=w.init_ms, error=error,
+                             init_s=round(self.ctx.clock.monotonic() - w.spawned, 4), import_ms=w.init_ms, error=error,
                              handler=self.handler)
         with self._cond:
             self._init_error = error
         if error is not None:
-            w.pending_logs.append(f"INIT_REPORT Init Duration: {(time.monotonic() - w.spawned) * 1000:.2f} ms"
+            w.pending_logs.append(f"INIT_REPORT Init Duration: {(self.ctx.clock.monotonic() - w.spawned) * 1000:.2f} ms"
                                   f"\tPhase: init\tStatus: error\tError Type: {error['type']}")
             w.kill()
             with self._cond:
@@ -617,12 +668,10 @@ class LambdaRunner:
         return {"cleared": was is not None}
 
     def _wait_unless_stopped(self, seconds: float) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._stopped, timeout=seconds)
-            if self._stopped:
-                raise LambdaRunnerStopped("the Lambda runner stopped during an injected fault")
+        if self.ctx.clock.wait(self._stop, seconds):
+            raise LambdaRunnerStopped("the Lambda runner stopped during an injected fault")
 
-    def _injected_fault_attempt(self, job: _Job, slot: _Slot) -> dict | None:
+    def _injected_fault_attempt(self, job: _Job, slot: _Slot, start: model.Start) -> dict | None:
         """Apply an injected fault to this attempt: a finished record ("error": the attempt fails;
         "timeout": it runs the whole timeout and its execution environment is stopped, as Lambda
         does), or None to run the attempt normally (after "delay": it starts late)."""
@@ -634,35 +683,37 @@ class LambdaRunner:
             return None
         rid = job.request_id
         if fault["mode"] == "error":
-            return self._finish(job, "error", duration_s=0.0, cold=False, init_s=None,
+            return self._finish(job, model.ERROR, duration_s=0.0, cold=False, init_s=None,
                                 logs=[f"START RequestId: {rid} Version: $LATEST",
                                       f"RequestId: {rid} Error: gameday injected fault (lambda_fault error)",
                                       f"END RequestId: {rid}"],
                                 error={"type": "GamedayInjectedFault", "message": "lambda_fault: injected error"},
-                                start_ts=time.time())
-        t0, start_ts = time.monotonic(), time.time()
+                                start_ts=self.ctx.clock.time())
+        clock = self.ctx.clock
+        t0, start_ts = clock.monotonic(), clock.time()
         self._wait_unless_stopped(self.timeout_s)
-        elapsed = time.monotonic() - t0
+        elapsed = clock.monotonic() - t0
         self._kill_worker(slot)
-        return self._finish(job, "timeout", duration_s=elapsed, cold=False, init_s=None, start_ts=start_ts,
+        return self._finish(job, model.TIMEOUT, duration_s=elapsed, cold=False, init_s=None, start_ts=start_ts,
                             logs=[f"START RequestId: {rid} Version: $LATEST",
-                                  f"{_iso_now()} {rid} Task timed out after {elapsed:.2f} seconds",
+                                  f"{_iso(clock.time())} {rid} Task timed out after {elapsed:.2f} seconds",
                                   f"END RequestId: {rid}"],
                             error={"type": "Sandbox.Timedout",
                                    "message": f"Task timed out after {self.timeout_s:.2f} seconds (lambda_fault timeout)"})
 
-    def _attempt(self, job: _Job, slot: _Slot) -> dict:
-        injected = self._injected_fault_attempt(job, slot)
+    def _attempt(self, job: _Job, slot: _Slot, start: model.Start) -> dict:
+        injected = self._injected_fault_attempt(job, slot, start)
         if injected is not None:
             return injected
-        w, cold, init_s, logs, failed = self._ready_worker(job, slot)
+        w, cold, init_s, logs, failed = self._ready_worker(job, slot, start)
         if failed is not None:
             return failed
         rid = job.request_id
         logs.append(f"START RequestId: {rid} Version: $LATEST")
-        deadline_ms = int(time.time() * 1000 + self.timeout_s * 1000)
-        t_send = time.monotonic()
-        deadline = t_send + self.timeout_s
+        clock = self.ctx.clock
+        deadline_ms = int(clock.time() * 1000 + self.timeout_s * 1000)
+        t_send = clock.monotonic()
+        deadline = t_send + self.timeout_s  # the timeout counts from the invoke phase, after any init
         try:
             w.send({"type": "invoke", "request_id": rid, "event": job.event, "deadline_ms": deadline_ms,
                     "invoked_function_arn": self.function_arn})
@@ -682,25 +733,27 @@ class LambdaRunner:
                 break
         return self._answered(job, w, msg, t_send, cold=cold, init_s=init_s, logs=logs)
 
-    def _ready_worker(self, job: _Job, slot: _Slot) -> tuple[_Worker, bool, float | None, list[str], dict | None]:
-        """The slot's worker, started and initialised if need be: (worker, cold, init_s, logs so far,
-        the finished record when the init failed, else None)."""
+    def _ready_worker(self, job: _Job, slot: _Slot, start: model.Start
+                      ) -> tuple[_Worker, bool, float | None, list[str], dict | None]:
+        """The slot's worker, started and initialised if the model says cold (or its process died
+        between invocations): (worker, cold, init_s, logs so far, the finished record when the init
+        failed, else None)."""
         cold = False
         init_s = None
         w = slot.worker
-        if w is None or w.proc.poll() is not None:
+        if start.cold or w is None or w.proc.poll() is not None:
             if w is not None:
                 self._kill_worker(slot)
             # an on-demand environment's first invocation, or any after a timeout or crash stopped
             # one (Lambda re-runs the init in the next invocation, provisioned or not)
             cold = True
-            w = slot.worker = self._spawn_worker(self._initialization_type(slot))
+            w = slot.worker = self._spawn_worker(start.initialization_type)
         logs: list[str] = []
         if not w.ready:
             error = self._await_ready(w, trigger="invoke", slot=slot)
             logs.extend(w.pending_logs)
             if error is not None:
-                return w, cold, init_s, logs, self._finish(job, "error", duration_s=0.0, cold=True, init_s=w.init_s,
+                return w, cold, init_s, logs, self._finish(job, model.INIT_ERROR, duration_s=0.0, cold=True, init_s=w.init_s,
                                                            error=error, logs=logs, worker_pid=w.pid)
             init_s = w.init_s
             w.pending_logs.clear()
@@ -711,28 +764,29 @@ class LambdaRunner:
     def _timed_out(self, job: _Job, slot: _Slot, w: _Worker, t_send: float, *, cold: bool,
                    init_s: float | None, logs: list[str]) -> dict:
         rid = job.request_id
-        elapsed = time.monotonic() - t_send
+        clock = self.ctx.clock
+        elapsed = clock.monotonic() - t_send
         self._kill_worker(slot)  # Lambda stops the execution environment at the timeout
-        logs.append(f"{_iso_now()} {rid} Task timed out after {elapsed:.2f} seconds")
+        logs.append(f"{_iso(clock.time())} {rid} Task timed out after {elapsed:.2f} seconds")
         logs.append(f"END RequestId: {rid}")
         logs.append(f"REPORT RequestId: {rid}\tDuration: {elapsed * 1000:.2f} ms\t"
                     f"Memory Size: {MEMORY_SIZE_MB} MB\tStatus: timeout")
-        return self._finish(job, "timeout", duration_s=elapsed, cold=cold, init_s=init_s, logs=logs,
+        return self._finish(job, model.TIMEOUT, duration_s=elapsed, cold=cold, init_s=init_s, logs=logs,
                             error={"type": "Sandbox.Timedout",
                                    "message": f"Task timed out after {self.timeout_s:.2f} seconds"},
-                            start_ts=time.time() - elapsed, worker_pid=w.pid)
+                            start_ts=clock.time() - elapsed, worker_pid=w.pid)
 
     def _exited(self, job: _Job, slot: _Slot, w: _Worker, t_send: float, *, cold: bool,
                 init_s: float | None, logs: list[str]) -> dict:
         rid = job.request_id
-        elapsed = time.monotonic() - t_send
+        elapsed = self.ctx.clock.monotonic() - t_send
         code = w.proc.wait()
         self._kill_worker(slot)
         if self._stopped:
             raise LambdaRunnerStopped("the Lambda runner stopped during the invocation")
         logs.append(f"RequestId: {rid} Error: Runtime exited with error: exit status {code}")
         logs.append(f"END RequestId: {rid}")
-        return self._finish(job, "error", duration_s=elapsed, cold=cold, init_s=init_s, logs=logs,
+        return self._finish(job, model.CRASH, duration_s=elapsed, cold=cold, init_s=init_s, logs=logs,
                             error={"type": "Runtime.ExitError",
                                    "message": f"Runtime exited with error: exit status {code}"},
                             worker_pid=w.pid)
@@ -740,7 +794,7 @@ class LambdaRunner:
     def _answered(self, job: _Job, w: _Worker, msg: dict, t_send: float, *, cold: bool,
                   init_s: float | None, logs: list[str]) -> dict:
         rid = job.request_id
-        round_trip_ms = (time.monotonic() - t_send) * 1000
+        round_trip_ms = (self.ctx.clock.monotonic() - t_send) * 1000
         duration_ms = float(msg.get("duration_ms") or 0.0)
         logs.append(f"END RequestId: {rid}")
         report = (f"REPORT RequestId: {rid}\tDuration: {duration_ms:.2f} ms\tBilled Duration: "
@@ -753,39 +807,52 @@ class LambdaRunner:
                       start_ts=msg.get("started_at"), worker_pid=w.pid,
                       overhead_ms=round(round_trip_ms - duration_ms, 3))
         if msg.get("ok"):
-            return self._finish(job, "ok", result=msg.get("result"), **common)
+            return self._finish(job, model.OK, result_value=msg.get("result"), **common)
         err = msg.get("error") or {}
-        return self._finish(job, "error", error={"type": err.get("type"), "message": err.get("message")}, **common)
+        return self._finish(job, model.ERROR, error={"type": err.get("type"), "message": err.get("message")}, **common)
 
-    def _finish(self, job: _Job, outcome: str, *, duration_s: float, cold: bool, init_s: float | None,
-                logs: list[str], error: dict | None = None, result=None, start_ts: float | None = None,
+    def _attempt_ended(self, job: _Job, result: str) -> tuple[float | None, str | None]:
+        """Tell the model (under the lock) how the attempt ended: (retry delay or None, the discard
+        condition or None). A job that will not run again leaves the table."""
+        decisions = self.model.finished(job.request_id, self.ctx.clock.monotonic(), result)
+        retry = next((d for d in decisions if isinstance(d, model.Retry)), None)
+        discard = next((d for d in decisions if isinstance(d, model.Discard)), None)
+        if retry is None:
+            self._jobs.pop(job.request_id, None)
+        if discard is not None:
+            self._discard(discard)
+        self._wake.set()
+        return (retry.delay_s if retry is not None else None), (discard.condition if discard is not None else None)
+
+    def _finish(self, job: _Job, result: str, *, duration_s: float, cold: bool, init_s: float | None,
+                logs: list[str], error: dict | None = None, result_value=None, start_ts: float | None = None,
                 worker_pid: int | None = None, overhead_ms: float | None = None) -> dict:
-        retry_in = None
-        if (outcome != "ok" and job.invocation_type == "Event" and job.attempt <= len(self.retry_delays_s)
-                and not self._stopped):
-            retry_in = self.retry_delays_s[job.attempt - 1]
+        """The attempt's record, on the timeline; `result` is what the attempt came to (model.OK,
+        ERROR, TIMEOUT, CRASH, INIT_ERROR), the model says the outcome and what happens next."""
+        outcome = model.outcome_of(result)
         record = {
             "request_id": job.request_id, "attempt": job.attempt, "invocation_type": job.invocation_type,
             "outcome": outcome, "duration_s": round(duration_s, 4), "cold_start": cold, "init_s": init_s,
-            "error": error, "result": _truncate_result(result) if outcome == "ok" else None,
+            "error": error, "result": _truncate_result(result_value) if outcome == "ok" else None,
             "logs": _truncate_logs(logs), "alarm": job.alarm, "region": job.region, "topic_arn": job.topic_arn,
             "message_id": job.message_id, "sns_timestamp": job.sns_timestamp,
             "received_ts": round(job.received_ts, 4), "start_ts": round(start_ts, 4) if start_ts else None,
-            "end_ts": round(time.time(), 4), "overhead_ms": overhead_ms, "worker_pid": worker_pid,
-            "will_retry": retry_in is not None, "retry_in_s": retry_in,
+            "end_ts": round(self.ctx.clock.time(), 4), "overhead_ms": overhead_ms, "worker_pid": worker_pid,
         }
-        ev = self.ctx.events.emit("lambda_invocation", **record)
-        with self._cond:
+        with self._cond:  # one step: the retry cannot start before this record is on the timeline
+            retry_in, discarded = self._attempt_ended(job, result)
+            if self._stopped:
+                retry_in = None
+            record.update(will_retry=retry_in is not None, retry_in_s=retry_in)
+            if discarded is not None:
+                record["discarded"] = discarded
+            ev = self.ctx.events.emit("lambda_invocation", **record)
             self._records.append(ev)
         if outcome != "ok":
             log.info("lambda %s attempt %d: %s %s%s", job.request_id, job.attempt, outcome,
                      (error or {}).get("type"), f"; retry in {retry_in:g}s" if retry_in is not None else "")
-        if retry_in is not None:
-            nxt = _Job(**{**job.__dict__, "attempt": job.attempt + 1, "future": None})
-            self._enqueue(nxt, delay_s=retry_in)
         return dict(ev)
 
 
-def _iso_now() -> str:
-    t = time.time()
+def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"

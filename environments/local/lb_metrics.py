@@ -6,8 +6,9 @@ and HTTPCode_ELB_5XX_Count (published only when non-zero, as ALB does), TargetRe
 Counts go into sub-buckets of `step_s` (profile.metric_flush_s) aligned to wall-clock multiples,
 so none straddles an alarm period's boundary, and each flush publishes every closed bucket in
 one batched put_metric_data per region: one moto call per region per flush, not one per request.
-`LbMetrics` is the aggregation (pure, on the caller's clock); `MetricsFlusher` is the thread
-that closes buckets just after they end and publishes them.
+`LbMetrics` is the aggregation (pure: every method takes the time `now`, none reads a clock);
+`MetricsFlusher` is the thread that closes buckets just after they end and publishes them,
+reading the time from and waiting on the context's clock.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
+from gameday.clock import SYSTEM_CLOCK, Clock
+
 log = logging.getLogger("gameday.lb")
 MAX_DATA_PER_CALL = 500   # put_metric_data's limit of MetricData entries per call
+FLUSH_DELAY_S = 0.01      # after a bucket's end: a request answered at its last instant is counted
 
 
 @dataclass
@@ -44,7 +47,12 @@ class LbMetrics:
         self.total_requests: dict[str, int] = {r: 0 for r in regions}
 
     def bucket_start(self, now: float) -> float:
+        """Start of the sub-bucket holding `now`: [k * step, (k + 1) * step)."""
         return math.floor(now / self.step_s) * self.step_s
+
+    def next_close(self, now: float) -> float:
+        """When the sub-bucket open at `now` is closed and can be published."""
+        return self.bucket_start(now) + self.step_s + FLUSH_DELAY_S
 
     def record_request(self, region: str, now: float, status: int, *, target_error: bool,
                        response_s: float | None) -> None:
@@ -113,8 +121,9 @@ class MetricsFlusher:
     within a few ms of the period's end. Publishes nothing until armed (see LoadBalancers)."""
 
     def __init__(self, metrics: LbMetrics, *, lb_name: Callable[[str], str], healthy_now: Callable[[str], int],
-                 put: Callable[[str, list[dict]], None]):
+                 put: Callable[[str, list[dict]], None], clock: Clock = SYSTEM_CLOCK):
         self.metrics = metrics
+        self.clock = clock
         self.lb_name, self.healthy_now, self.put = lb_name, healthy_now, put
         self.armed = threading.Event()
         self._stop = threading.Event()
@@ -127,7 +136,7 @@ class MetricsFlusher:
     def flush(self, final: bool = False, now: float | None = None) -> None:
         if not self.armed.is_set():
             return
-        now = time.time() if now is None else now
+        now = self.clock.time() if now is None else now
         for region in self.metrics.total_requests:
             done = self.metrics.take_closed(region, now, final)
             data = self.metrics.metric_data(self.lb_name(region), done, self.healthy_now(region), now)
@@ -150,10 +159,9 @@ class MetricsFlusher:
             pass
 
     def _loop(self) -> None:
-        step = self.metrics.step_s
         while not self._stop.is_set():
-            now = time.time()
-            if self._stop.wait((math.floor(now / step) + 1) * step - now + 0.01):
+            now = self.clock.time()
+            if self.clock.wait(self._stop, self.metrics.next_close(now) - now):
                 return
             try:
                 self.flush()

@@ -94,7 +94,7 @@ class RegionProxy:
             try:
                 status, headers, data = self.pool.request(target.host, target.port, h.command, h.path, body,
                                                           forward_headers(h))
-                h.send_raw(status, data, headers)
+                h.send_raw(status, data, with_target_time(headers, time.time() - t0))
                 target_error = status >= 500
             except (OSError, http.client.HTTPException) as e:
                 status = 502
@@ -110,3 +110,18 @@ class RegionProxy:
                     self._hold.wait(HOLD_POLL_S)
             finally:
                 self.held -= 1
+
+
+def with_target_time(headers: list[tuple[str, str]], target_s: float) -> list[tuple[str, str]]:
+    """The target's headers with the load balancer's `target` entry added to Server-Timing (W3C;
+    ALB's TargetResponseTime: from forwarding the request to the target's last byte), so a client
+    sees the load balancer's own share as its total minus this (benchmarks/bench_latency.py)."""
+    entry = f"target;dur={target_s * 1000:.2f}"
+    out, merged = [], False
+    for k, v in headers:
+        if not merged and k.lower() == "server-timing":
+            k, v, merged = "Server-Timing", f"{entry}, {v}", True
+        out.append((k, v))
+    if not merged:
+        out.append(("Server-Timing", entry))
+    return out

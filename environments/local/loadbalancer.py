@@ -45,11 +45,11 @@ class LoadBalancers:
         # checks, would otherwise publish HealthyHostCount 0 and fire the health alarms (and the
         # failover) at every start, which is a deployment artefact, not the steady state.
         self.flusher = MetricsFlusher(self.metrics, lb_name=ctx.config.lb_name, healthy_now=self._healthy_count,
-                                      put=self._put_metric_data)
+                                      put=self._put_metric_data, clock=ctx.clock)
         self._lock = threading.Lock()   # guards the target groups
         self._stop = threading.Event()
         self._health_thread: threading.Thread | None = None
-        pool = UpstreamPool(timeout_s=10)
+        self.pool = pool = UpstreamPool(timeout_s=10)
         self.proxies: dict[str, RegionProxy] = {
             r: RegionProxy(r, ctx.lb_addresses[r], ctx.lb_port, pool=pool,
                            healthy_targets=lambda r=r: self._healthy(r), blocked=lambda r=r: self._blocked(r),
@@ -73,6 +73,7 @@ class LoadBalancers:
         if self._health_thread is not None:
             self._health_thread.join(timeout=5)
         self.flusher.stop()
+        self.pool.close()
 
     def arm_metrics(self) -> None:
         self.flusher.arm()
@@ -133,9 +134,10 @@ class LoadBalancers:
     def _health_tick(self) -> float:
         """Check every target that is due; the time of the next due check (epoch s)."""
         self._sync_targets()
+        clock = self.ctx.clock
         next_due = []
         for region, group in self.groups.items():
-            now = time.time()
+            now = clock.time()
             with self._lock:
                 due = group.due(now)
             for t in due:
@@ -146,11 +148,11 @@ class LoadBalancers:
                     change = group.observe(t.key, ok, now)
                 if change is not None:
                     self._emit(region, change)
-            now = time.time()
+            now = clock.time()
             with self._lock:
                 self.metrics.record_healthy(region, now, group.healthy_count())
                 next_due.append(group.next_due(now))
-        return min(next_due, default=time.time() + self.ctx.profile.health_check_interval_s)
+        return min(next_due, default=clock.time() + self.ctx.profile.health_check_interval_s)
 
     def _emit(self, region: str, change: Transition) -> None:
         # the timeline has every target becoming healthy, and a healthy target going unhealthy
@@ -160,15 +162,15 @@ class LoadBalancers:
             self.ctx.events.emit("target_health", region=region, target=t.key, az=t.az, healthy=change.healthy)
 
     def _health_loop(self) -> None:
-        interval = self.ctx.profile.health_check_interval_s
+        interval, clock = self.ctx.profile.health_check_interval_s, self.ctx.clock
         while not self._stop.is_set():
             try:
                 wake_at = self._health_tick()
             except Exception:  # noqa: BLE001 - one bad tick must not end health checking
                 log.exception("health check tick failed")
-                wake_at = time.time() + interval
+                wake_at = clock.time() + interval
             # new tasks register between checks: look for them at least every interval
-            self._stop.wait(min(max(0.0, wake_at - time.time()), interval))
+            clock.wait(self._stop, min(max(0.0, wake_at - clock.time()), interval))
 
     # -- introspection ------------------------------------------------------------------------------
     def status(self) -> dict:

@@ -1,6 +1,13 @@
 """Create the seed architecture's AWS resources in the regions' moto servers, exactly as a
 CloudFormation/Terraform stack would: through ordinary API calls.
 
+The calls are data first (`plan`: per moto server, the API calls in order, with `{"$ref": name}`
+where a call needs an id an earlier call returned), then carried out by one of two transports
+that make the same calls: `provision(ctx)` over HTTP against running servers (component tests),
+or each moto server itself before it serves (`MotoServer.start(plan=...)`, the stack's cold
+start: no sockets, and both regions at once on two cores). `provisioned(ctx, results)` turns
+what the calls returned into the names and ids every component reads.
+
 The service name's Route 53 records follow `route53.routing` (docs/failover.md):
 - simple: one A record at the initial region's load balancer (the seed);
 - weighted: one A record per region, SetIdentifier (the region name unless configured) and
@@ -17,8 +24,9 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from gameday.aws import LOCAL_ACCOUNT_ID
+from gameday.aws import LOCAL_ACCOUNT_ID, ROUTE53_HOME
 from gameday.environments.local.context import LocalContext, Provisioned
+from gameday.environments.local.moto_main import apply_plan
 from gameday.config import GamedayConfig
 
 NAMESPACE = "AWS/ApplicationELB"
@@ -29,50 +37,55 @@ def topic_arn(region: str, name: str) -> str:
     return f"arn:aws:sns:{region}:{LOCAL_ACCOUNT_ID}:{name}"
 
 
-def _provision_region(ctx: LocalContext, region: str) -> tuple[str, dict[str, str]]:
-    """One region's table, topic, alarms and ECS service; returns (topic ARN, alarm key -> name)."""
-    cfg, prof = ctx.config, ctx.profile
-    ddb = ctx.internal_client("dynamodb", region)
-    ddb.create_table(
-        TableName=cfg.dynamodb.table,
-        KeySchema=[{"AttributeName": TABLE_KEY, "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": TABLE_KEY, "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
-    sns = ctx.internal_client("sns", region)
-    topic = sns.create_topic(Name=cfg.sns.topic_name)["TopicArn"]
+def _call(service: str, region: str, op: str, params: dict, save: str | None = None,
+          pick: tuple[str, ...] = ()) -> dict:
+    """One API call of a plan; `save` keeps the answer's value at path `pick` under that name."""
+    out = {"service": service, "region": region, "op": op, "params": params}
+    if save:
+        out.update(save=save, pick=list(pick))
+    return out
 
-    cw = ctx.internal_client("cloudwatch", region)
-    alarm_names: dict[str, str] = {}
-    for key, spec in cfg.alarms.items():
-        if not spec.enabled:
-            continue
-        name = cfg.alarm_name(region, key)
-        alarm_names[key] = name
-        cw.put_metric_alarm(
-            AlarmName=name,
-            AlarmDescription=f"gameday {key} alarm for {region}",
-            Namespace=NAMESPACE, MetricName=spec.metric,
-            Dimensions=[{"Name": "LoadBalancer", "Value": cfg.lb_name(region)}],
-            Statistic=spec.statistic, Period=prof.period_s,
-            EvaluationPeriods=prof.evaluation_periods, DatapointsToAlarm=prof.datapoints_to_alarm,
-            Threshold=spec.threshold, ComparisonOperator=spec.comparison,
-            TreatMissingData=spec.treat_missing_data,
-            ActionsEnabled=True, AlarmActions=[topic], OKActions=[topic],
-        )
 
-    ecs = ctx.internal_client("ecs", region)
-    ecs.create_cluster(clusterName="gameday")
-    ecs.register_task_definition(
-        family="gameday-service",
-        containerDefinitions=[{"name": "service", "image": "gameday/reference-service",
-                               "memory": 256, "cpu": 256, "essential": True,
-                               "portMappings": [{"containerPort": 8080}]}],
-    )
-    ecs.create_service(cluster="gameday", serviceName="gameday-service", taskDefinition="gameday-service",
-                       desiredCount=cfg.service.desired_tasks)
-    return topic, alarm_names
+def _region_calls(cfg: GamedayConfig, prof, region: str) -> list[dict]:
+    """One region's table, topic, alarms and ECS service."""
+    topic = {"$ref": f"topic:{region}"}
+    calls = [
+        _call("dynamodb", region, "create_table", {
+            "TableName": cfg.dynamodb.table,
+            "KeySchema": [{"AttributeName": TABLE_KEY, "KeyType": "HASH"}],
+            "AttributeDefinitions": [{"AttributeName": TABLE_KEY, "AttributeType": "S"}],
+            "BillingMode": "PAY_PER_REQUEST",
+            "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}}),
+        _call("sns", region, "create_topic", {"Name": cfg.sns.topic_name}, save=f"topic:{region}", pick=("TopicArn",)),
+    ]
+    for key, name in alarm_names(cfg, region).items():
+        spec = cfg.alarms[key]
+        calls.append(_call("cloudwatch", region, "put_metric_alarm", {
+            "AlarmName": name, "AlarmDescription": f"gameday {key} alarm for {region}",
+            "Namespace": NAMESPACE, "MetricName": spec.metric,
+            "Dimensions": [{"Name": "LoadBalancer", "Value": cfg.lb_name(region)}],
+            "Statistic": spec.statistic, "Period": prof.period_s,
+            "EvaluationPeriods": prof.evaluation_periods, "DatapointsToAlarm": prof.datapoints_to_alarm,
+            "Threshold": spec.threshold, "ComparisonOperator": spec.comparison,
+            "TreatMissingData": spec.treat_missing_data,
+            "ActionsEnabled": True, "AlarmActions": [topic], "OKActions": [topic]}))
+    calls += [
+        _call("ecs", region, "create_cluster", {"clusterName": "gameday"}),
+        _call("ecs", region, "register_task_definition", {
+            "family": "gameday-service",
+            "containerDefinitions": [{"name": "service", "image": "gameday/reference-service",
+                                      "memory": 256, "cpu": 256, "essential": True,
+                                      "portMappings": [{"containerPort": 8080}]}]}),
+        _call("ecs", region, "create_service", {
+            "cluster": "gameday", "serviceName": "gameday-service", "taskDefinition": "gameday-service",
+            "desiredCount": cfg.service.desired_tasks}),
+    ]
+    return calls
+
+
+def alarm_names(cfg: GamedayConfig, region: str) -> dict[str, str]:
+    """Alarm key (config) -> AlarmName of the enabled alarms of `region`."""
+    return {key: cfg.alarm_name(region, key) for key, spec in cfg.alarms.items() if spec.enabled}
 
 
 def health_check_config(ctx: LocalContext, region: str) -> dict:
@@ -112,31 +125,55 @@ def route53_record_sets(cfg: GamedayConfig, addresses: dict[str, str], ttl: int,
     return out
 
 
-def provision(ctx: LocalContext) -> Provisioned:
-    cfg, prof = ctx.config, ctx.profile
-    # Regions in parallel: each region's moto loads its service backends on first use (most of
-    # the cost), and the two processes do that on two cores at once.
-    with ThreadPoolExecutor(len(cfg.regions)) as pool:
-        done = dict(zip(cfg.regions, pool.map(lambda r: _provision_region(ctx, r), cfg.regions)))
-    topics = {r: t for r, (t, _) in done.items()}
-    alarm_names = {r: a for r, (_, a) in done.items()}
-
-    r53 = ctx.internal_client("route53", "us-east-1")
-    zone = r53.create_hosted_zone(Name=cfg.route53.zone, CallerReference=str(uuid.uuid4()))
-    zone_id = zone["HostedZone"]["Id"].split("/")[-1]
-    health_check_ids: dict[str, str] = {}
+def _route53_calls(ctx: LocalContext) -> list[dict]:
+    """The hosted zone, the failover health checks (tagged with their load balancer's name) and
+    the service name's records, all in Route 53's home region."""
+    cfg, home = ctx.config, ROUTE53_HOME
+    zone = {"Name": cfg.route53.zone, "CallerReference": str(uuid.uuid4())}
+    calls = [_call("route53", home, "create_hosted_zone", zone, save="zone", pick=("HostedZone", "Id"))]
+    health_check_ids: dict[str, dict] = {}
     if cfg.route53.routing == "failover":
         for region in cfg.regions:
-            hc = r53.create_health_check(CallerReference=f"gameday-{region}-{uuid.uuid4()}",
-                                         HealthCheckConfig=health_check_config(ctx, region))
-            health_check_ids[region] = hc["HealthCheck"]["Id"]
-            r53.change_tags_for_resource(ResourceType="healthcheck", ResourceId=health_check_ids[region],
-                                         AddTags=[{"Key": "Name", "Value": f"gameday-{cfg.lb_name(region)}"}])
-    r53.change_resource_record_sets(
-        HostedZoneId=zone_id,
-        ChangeBatch={"Comment": f"gameday: {cfg.route53.routing} routing", "Changes": [
+            ref = f"health_check:{region}"
+            health_check_ids[region] = {"$ref": ref}
+            calls += [
+                _call("route53", home, "create_health_check", {
+                    "CallerReference": f"gameday-{region}-{uuid.uuid4()}",
+                    "HealthCheckConfig": health_check_config(ctx, region)}, save=ref, pick=("HealthCheck", "Id")),
+                _call("route53", home, "change_tags_for_resource", {
+                    "ResourceType": "healthcheck", "ResourceId": {"$ref": ref},
+                    "AddTags": [{"Key": "Name", "Value": f"gameday-{cfg.lb_name(region)}"}]}),
+            ]
+    calls.append(_call("route53", home, "change_resource_record_sets", {
+        "HostedZoneId": {"$ref": "zone"},
+        "ChangeBatch": {"Comment": f"gameday: {cfg.route53.routing} routing", "Changes": [
             {"Action": "UPSERT", "ResourceRecordSet": rs} for rs in route53_record_sets(
-                cfg, ctx.lb_addresses, prof.dns_ttl_s, cfg.initial_region, health_check_ids)]},
-    )
-    return Provisioned(hosted_zone_id=zone_id, topic_arns=topics, alarm_names=alarm_names,
-                       health_check_ids=health_check_ids)
+                cfg, ctx.lb_addresses, ctx.profile.dns_ttl_s, cfg.initial_region, health_check_ids)]}}))
+    return calls
+
+
+def plan(ctx: LocalContext) -> dict[str, list[dict]]:
+    """moto server (its region) -> the calls to make there, in order. Route 53's calls go to its
+    home region's server, after that region's own resources."""
+    out: dict[str, list[dict]] = {r: _region_calls(ctx.config, ctx.profile, r) for r in ctx.config.regions}
+    out.setdefault(ROUTE53_HOME, []).extend(_route53_calls(ctx))
+    return out
+
+
+def provisioned(ctx: LocalContext, results: dict[str, str]) -> Provisioned:
+    """What every component reads, from the values the plan's calls saved."""
+    cfg = ctx.config
+    return Provisioned(
+        hosted_zone_id=results["zone"].split("/")[-1],
+        topic_arns={r: results[f"topic:{r}"] for r in cfg.regions},
+        alarm_names={r: alarm_names(cfg, r) for r in cfg.regions},
+        health_check_ids={r: results[f"health_check:{r}"] for r in cfg.regions if f"health_check:{r}" in results})
+
+
+def provision(ctx: LocalContext) -> Provisioned:
+    """The plan over HTTP, against moto servers that already serve (one thread per server: each
+    loads its service backends on first use, most of the cost, on its own core)."""
+    plans = plan(ctx)
+    with ThreadPoolExecutor(len(plans)) as pool:
+        parts = list(pool.map(lambda calls: apply_plan(calls, ctx.internal_client), plans.values()))
+    return provisioned(ctx, {k: v for part in parts for k, v in part.items()})

@@ -6,6 +6,11 @@ conditional write on the item's version (`aws:rep:updatetime`). Per-direction pa
 lag and a drop_fraction mutation knob are the harness's handles on it. Checkers that compare
 replicas must ignore `aws:rep:*` attributes: use `strip_replication_attributes()`.
 
+This module is the adapter: stream reading, the conditional writes in moto, threads, events. It
+reads the time from `ctx.clock` and waits on it; the rules (versions, per-direction queues, lag
+due times, pause/resume, drops, last writer wins, repair decisions, status numbers) are the pure
+model in `replication_model.py`, tested on a fake clock (tests/test_replication_model.py).
+
 The AWS semantics followed (with their sources), how versions are made unique and ordered, how
 races are repaired, and the timeline events: docs/local-environment.md, "DynamoDB global-table
 replication".
@@ -17,23 +22,23 @@ import logging
 import math
 import random
 import threading
-import time
-from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gameday.environments.local.context import LocalContext
+# the rules (versions, queues, lag, pause, last writer wins, repairs) are the pure model's
+from gameday.environments.local.replication_model import (FAILED, REPLICATED, RETRY, SUPERSEDED, Direction, Op,
+                                                          RegionVersions, Repair, delete_request,
+                                                          mark_delete_request, newest_per_key, put_request,
+                                                          strip_replication_attributes)
 from gameday.events import iso
 
-log = logging.getLogger("gameday.replication")
+# strip_replication_attributes is re-exported: checkers comparing replicas import it from here
+__all__ = ["GlobalTableReplicator", "strip_replication_attributes"]
 
-REP_PREFIX = "aws:rep:"
-REP_UPDATETIME = "aws:rep:updatetime"
-REP_UPDATEREGION = "aws:rep:updateregion"
-REP_DELETING = "aws:rep:deleting"
+log = logging.getLogger("gameday.replication")
 
 POLL_INTERVAL_S = 0.05       # get_records when the last page was not full
 IDLE_POLL_INTERVAL_S = 0.2   # ... and when the last poll found nothing: every poll is a moto call (~4 ms CPU)
@@ -42,49 +47,13 @@ SHARD_REFRESH_S = 10.0       # look for new shards even when none closed
 APPLY_WORKERS = 4            # concurrent conditional writes per destination (HTTP round trips overlap)
 APPLY_BATCH = 200            # operations taken from the queues per round
 RETRY_BACKOFF_S = 0.2        # after a destination call failed for a reason other than the condition
-RECENT_LOCAL_IMAGES = 50_000 # per region: images of recent local writes, for repairs
 
-_VERSION_DIGITS = 7          # aws:rep:updatetime decimals: 6 for microseconds + 1 for the region rank
-_VERSION_SCALE = 10 ** _VERSION_DIGITS
-_MICRO = 10                  # one microsecond in version units
-
-
-def strip_replication_attributes(item: dict | None) -> dict | None:
-    """An item without the replication system attributes (what the application wrote)."""
-    if item is None:
-        return None
-    return {k: v for k, v in item.items() if not k.startswith(REP_PREFIX)}
-
-
-def version_to_number(version: int) -> str:
-    """Version (microseconds x 10 + region rank) -> aws:rep:updatetime, a Number in seconds."""
-    return f"{version // _VERSION_SCALE}.{version % _VERSION_SCALE:0{_VERSION_DIGITS}d}"
-
-
-def number_to_version(number: str) -> int:
-    return int(Decimal(number).scaleb(_VERSION_DIGITS))
-
-
-def _stamp(image: dict | None) -> int | None:
-    if not image or REP_UPDATETIME not in image:
-        return None
-    try:
-        return number_to_version(image[REP_UPDATETIME]["N"])
-    except (KeyError, ArithmeticError, ValueError):
-        return None
-
-
-def _key_id(keys: dict) -> tuple:
-    # Keys is {"pk": {"S": "k1"}}; values are str, or bytes for B: hashable either way
-    return tuple((name, *next(iter(value.items()))) for name, value in sorted(keys.items()))
+_RETRYABLE_CODES = {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+                    "InternalServerError", "InternalFailure", "ServiceUnavailable", "TransactionConflictException"}
 
 
 def _is_conditional_failure(e: ClientError) -> bool:
     return e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
-_RETRYABLE_CODES = {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
-                    "InternalServerError", "InternalFailure", "ServiceUnavailable", "TransactionConflictException"}
 
 
 def _is_retryable(e: Exception) -> bool:
@@ -97,93 +66,17 @@ def _is_retryable(e: Exception) -> bool:
     return False
 
 
-@dataclass(slots=True)
-class _Op:
-    """One user write to carry from its source region to one destination."""
-
-    source: str
-    key_id: tuple
-    keys: dict
-    version: int
-    image: dict | None          # the item without aws:rep:* attributes; None for a delete
-    # Both on the monotonic clock, so that a step of the wall clock cannot shift them:
-    seen_at: float              # when the follower read the record: the write had happened by then
-    written_at: float           # the write as the replicator knows it: seen_at minus the record's age
-                                # when read (stream time -> wall clock at the read, never negative)
-
-
-@dataclass(slots=True)
-class _Repair:
-    """Restore a local write that a replicated, older write replaced in a race."""
-
-    key_id: tuple
-    keys: dict
-    wrong_version: int          # version of the write that must be undone
-    wrong_was_remove: bool      # it deleted the item (so the item is absent now)
-    winner_version: int
-    winner_image: dict | None   # None: the winner is a delete
-    wrong_source: str
-
-
-@dataclass
-class _Direction:
-    source: str
-    destination: str
-    rng: random.Random
-    queue: deque = field(default_factory=deque)
-    paused: bool = False
-    # written_at of each op taken off the queue and not finished yet: the destination may already
-    # show the write while its put_item is returning, and until _finish runs the direction is
-    # still behind by that write's age (not by the last finished write's lag)
-    flying: list = field(default_factory=list)
-    replicated: int = 0
-    dropped: int = 0
-    superseded: int = 0
-    repaired: int = 0
-    failed: int = 0
-    last_lag_s: float = 0.0
-    last_applied_at: float | None = None
-    window_max_lag_s: float = 0.0
-    window_applied: int = 0
-
-    @property
-    def name(self) -> str:
-        return f"{self.source}->{self.destination}"
-
-    @property
-    def in_flight(self) -> int:
-        return len(self.flying)
-
-    def oldest_unapplied(self) -> float | None:
-        """written_at of the oldest write read and not yet applied (queued or in flight)."""
-        unapplied = list(self.flying)
-        if self.queue:
-            unapplied.append(self.queue[0].written_at)
-        return min(unapplied, default=None)
-
-    def lag_at(self, now: float) -> float:
-        """How far the destination is behind at `now` (time.monotonic(), the clock of written_at):
-        the age of the oldest write not applied yet, else the lag of the last one applied."""
-        oldest = self.oldest_unapplied()
-        return self.last_lag_s if oldest is None else max(now - oldest, self.last_lag_s)
-
-
 @dataclass
 class _Region:
+    """A region as the adapter follows it: its stream position, and the model's view of its items
+    (`versions`, guarded by `lock`)."""
+
     name: str
-    rank: int
+    versions: RegionVersions
     stream_arn: str = ""
     shards: dict[str, str] = field(default_factory=dict)      # open shard id -> iterator
     last_seq: dict[str, str] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
-    # max version seen in this region's stream, in stream order (the follower's view)
-    seen: dict[tuple, int] = field(default_factory=dict)
-    # max version known to be in (or deleted from) this region: seen + what the applier wrote
-    known: dict[tuple, int] = field(default_factory=dict)
-    # key -> (version, image|None) of recent local writes that are the newest seen for the key
-    local_winners: OrderedDict = field(default_factory=OrderedDict)
-    repairs: deque = field(default_factory=deque)
-    unrepaired: int = 0
     wake: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -194,12 +87,12 @@ class GlobalTableReplicator:
         self.table = ctx.config.dynamodb.table
         self.regions = list(ctx.config.regions)
         ranks = {r: i for i, r in enumerate(sorted(self.regions))}
-        self._regions = {r: _Region(r, ranks[r]) for r in self.regions}
+        self._regions = {r: _Region(r, RegionVersions(r, ranks[r])) for r in self.regions}
         self._directions = {
-            (s, d): _Direction(s, d, random.Random(f"{seed}:{s}->{d}"))
+            (s, d): Direction(s, d, random.Random(f"{seed}:{s}->{d}"))
             for s in self.regions for d in self.regions if s != d
         }
-        self._lock = threading.Lock()      # queues and direction counters
+        self._lock = threading.Lock()      # the directions (queues and counters)
         self._extra_lag_s = float(ctx.config.dynamodb.replication_lag_s)
         # the harness's own mutation tests start an environment whose replication is broken
         self._drop_fraction = float(ctx.config.dynamodb.mutation_drop_fraction)
@@ -210,7 +103,7 @@ class GlobalTableReplicator:
         self._error_logged_at: dict[str, float] = {}
 
     # -- knobs ----------------------------------------------------------------------------------
-    def _direction(self, source: str, destination: str) -> _Direction:
+    def _direction(self, source: str, destination: str) -> Direction:
         for r in (source, destination):
             if r not in self._regions:
                 raise ValueError(f"unknown region {r!r}: replication runs between {self.regions}")
@@ -222,9 +115,8 @@ class GlobalTableReplicator:
         """Hold every write from source to destination until resume() (per direction)."""
         d = self._direction(source, destination)
         with self._lock:
-            was = d.paused
-            d.paused = True
-        if not was:
+            changed = d.pause()
+        if changed:
             self.ctx.events.emit("replication", action="pause", source=source, destination=destination,
                                  direction=d.name)
 
@@ -232,17 +124,15 @@ class GlobalTableReplicator:
         """Apply the held writes, in the order they were written, then keep replicating."""
         d = self._direction(source, destination)
         with self._lock:
-            was = d.paused
-            d.paused = False
-            backlog = len(d.queue)
-        if was:
+            backlog = d.resume()
+        if backlog is not None:
             self.ctx.events.emit("replication", action="resume", source=source, destination=destination,
                                  direction=d.name, backlog=backlog)
         self._regions[destination].wake.set()
 
     def set_lag(self, seconds: float) -> None:
         """Extra delay before a write is applied in another region: at least that long after the
-        write (counted from when the replicator read it off the stream, see _apply_loop)."""
+        write (counted from when the replicator read it off the stream: Op.due_at)."""
         seconds = float(seconds)
         if not math.isfinite(seconds) or seconds < 0:
             raise ValueError(f"replication lag must be a number of seconds >= 0, got {seconds!r}")
@@ -308,41 +198,25 @@ class GlobalTableReplicator:
         applied: held, delayed or in flight), paused, replicated (applied), dropped (drop_fraction),
         superseded (a newer version was already there: nothing to write), repaired (local writes
         restored after a race), failed (rejected by DynamoDB for good), last_applied_at."""
-        now = time.monotonic()
+        now = self.ctx.clock.monotonic()
         with self._lock:
-            return {
-                d.name: {
-                    "lag_s": round(d.lag_at(now), 4),
-                    "pending": len(d.queue) + d.in_flight,
-                    "paused": d.paused,
-                    "replicated": d.replicated,
-                    "dropped": d.dropped,
-                    "superseded": d.superseded,
-                    "repaired": d.repaired,
-                    "failed": d.failed,
-                    "last_applied_at": iso(d.last_applied_at) if d.last_applied_at else None,
-                }
-                for d in self._directions.values()
-            }
+            out = {d.name: d.status(now) for d in self._directions.values()}
+        for v in out.values():
+            v["last_applied_at"] = iso(v["last_applied_at"]) if v["last_applied_at"] else None
+        return out
 
     def _monitor(self) -> None:
         period = float(self.ctx.profile.period_s)
-        while not self._stop.wait(period):
-            now = time.monotonic()
+        while not self.ctx.clock.wait(self._stop, period):
+            now = self.ctx.clock.monotonic()
             with self._lock:
-                samples = []
-                for d in self._directions.values():
-                    lag = max(d.window_max_lag_s, d.lag_at(now) if d.oldest_unapplied() is not None else 0.0)
-                    samples.append(dict(direction=d.name, lag_s=round(lag, 4), pending=len(d.queue) + d.in_flight,
-                                        paused=d.paused, applied=d.window_applied))
-                    d.window_max_lag_s = 0.0
-                    d.window_applied = 0
+                samples = [d.sample(now) for d in self._directions.values()]
             for s in samples:
                 self.ctx.events.emit("replication_lag", **s)
 
     def _log_error(self, where: str, e: Exception) -> None:
         # at most one line per place and 5 s: a stopped moto must not flood the log
-        now = time.monotonic()
+        now = self.ctx.clock.monotonic()
         if now - self._error_logged_at.get(where, -1e9) >= 5.0:
             self._error_logged_at[where] = now
             log.warning("replication %s: %s: %s", where, type(e).__name__, e)
@@ -400,7 +274,7 @@ class GlobalTableReplicator:
 
     def _follow(self, region: _Region) -> None:
         streams = self._streams(region.name)
-        next_refresh = time.monotonic() + SHARD_REFRESH_S
+        next_refresh = self.ctx.clock.monotonic() + SHARD_REFRESH_S
         while not self._stop.is_set():
             full_page = got_any = False
             for sid, iterator in list(region.shards.items()):
@@ -415,11 +289,11 @@ class GlobalTableReplicator:
                         self._reopen_shard(region, sid)
                     except (ClientError, BotoCoreError) as e2:
                         self._log_error(f"get_shard_iterator {region.name}", e2)
-                    self._stop.wait(RETRY_BACKOFF_S)
+                    self.ctx.clock.wait(self._stop, RETRY_BACKOFF_S)
                     continue
                 except BotoCoreError as e:
                     self._log_error(f"get_records {region.name}", e)
-                    self._stop.wait(RETRY_BACKOFF_S)
+                    self.ctx.clock.wait(self._stop, RETRY_BACKOFF_S)
                     continue
                 records = out.get("Records", [])
                 if records:
@@ -434,201 +308,106 @@ class GlobalTableReplicator:
                     del region.shards[sid]
                     region.closed.add(sid)
                     next_refresh = 0.0
-            if time.monotonic() >= next_refresh:
+            if self.ctx.clock.monotonic() >= next_refresh:
                 try:
                     self._refresh_shards(region)
                 except (ClientError, BotoCoreError) as e:
                     self._log_error(f"describe_stream {region.name}", e)
-                next_refresh = time.monotonic() + SHARD_REFRESH_S
+                next_refresh = self.ctx.clock.monotonic() + SHARD_REFRESH_S
             if not full_page:
-                self._stop.wait(POLL_INTERVAL_S if got_any else IDLE_POLL_INTERVAL_S)
-
-    def _local_version(self, region: _Region, written_us: int, previous: int | None) -> int:
-        version = written_us * _MICRO + region.rank
-        if previous is not None and version <= previous:
-            # same millisecond, or just after a replicated write: still newer than what it overwrote
-            version = (previous // _MICRO) * _MICRO + region.rank
-            if version <= previous:
-                version += _MICRO
-        return version
+                self.ctx.clock.wait(self._stop, POLL_INTERVAL_S if got_any else IDLE_POLL_INTERVAL_S)
 
     def _process(self, region: _Region, records: list[dict]) -> None:
-        """Classify each record of a region's stream: the replicator's own writes are only
-        bookkeeping; the application's writes are versioned and queued for the other regions."""
-        outgoing: list[_Op] = []
+        """Hand a page of a region's stream to the model; queue the application's writes it
+        returns for every other region (each direction draws its drops)."""
         # The page was just read: every write in it had happened by now (the moment the
-        # configured lag counts from, see _apply_loop).
-        seen_at, seen_wall = time.monotonic(), time.time()
+        # configured lag counts from, Op.due_at).
+        seen_at, seen_wall = self.ctx.clock.monotonic(), self.ctx.clock.time()
         with region.lock:
-            for rec in records:
-                body = rec["dynamodb"]
-                event = rec["eventName"]
-                keys = body["Keys"]
-                kid = _key_id(keys)
-                new, old = body.get("NewImage"), body.get("OldImage")
-                previous = region.seen.get(kid)
-                if event == "REMOVE":
-                    own_version = _stamp(old) if old and REP_DELETING in old else None
-                else:
-                    own_version = _stamp(new)
-                    if own_version is not None and own_version == _stamp(old):
-                        own_version = None  # an application update that kept the version: not ours
-                if own_version is not None:
-                    if previous is not None and own_version < previous:
-                        self._schedule_repair(region, kid, keys, own_version, event == "REMOVE", previous,
-                                              (new or old or {}).get(REP_UPDATEREGION, {}).get("S", "?"))
-                    else:
-                        region.seen[kid] = own_version
-                        region.local_winners.pop(kid, None)  # the item now carries its version
-                    if own_version > region.known.get(kid, -1):
-                        region.known[kid] = own_version
-                    continue
-                created = body.get("ApproximateCreationDateTime")
-                # whole microseconds (moto's are whole milliseconds): no float rounding surprises
-                written_us = round((created.timestamp() if created is not None else seen_wall) * 1_000_000)
-                version = self._local_version(region, written_us, previous)
-                region.seen[kid] = version
-                if version > region.known.get(kid, -1):
-                    region.known[kid] = version
-                image = strip_replication_attributes(new) if event != "REMOVE" else None
-                region.local_winners[kid] = (version, image)
-                region.local_winners.move_to_end(kid)
-                if len(region.local_winners) > RECENT_LOCAL_IMAGES:
-                    region.local_winners.popitem(last=False)
-                age_when_seen = max(0.0, seen_wall - written_us / 1_000_000)
-                outgoing.append(_Op(region.name, kid, keys, version, image, seen_at, seen_at - age_when_seen))
+            unrepaired = region.versions.unrepaired
+            outgoing = region.versions.classify(records, seen_at, seen_wall)
+            lost = region.versions.unrepaired - unrepaired
+            repairs_waiting = bool(region.versions.repairs)
+        if lost:
+            log.warning("replication %s: %d key(s) overwritten by an older replicated write whose newer local "
+                        "image is no longer kept: cannot restore them", region.name, lost)
+        if repairs_waiting:
+            region.wake.set()
         if not outgoing:
             return
         woken: set[str] = set()
         with self._lock:
-            fraction = self._drop_fraction
             for d in self._directions.values():
-                if d.source != region.name:
-                    continue
-                for op in outgoing:
-                    # one draw per write and direction, whatever the fraction: same seed, same losses
-                    if d.rng.random() < fraction:
-                        d.dropped += 1
-                        continue
-                    d.queue.append(op)
-                woken.add(d.destination)
+                if d.source == region.name:
+                    d.offer(outgoing, self._drop_fraction)
+                    woken.add(d.destination)
         for name in woken:
             self._regions[name].wake.set()
 
-    def _schedule_repair(self, region: _Region, kid: tuple, keys: dict, wrong_version: int, wrong_was_remove: bool,
-                         winner_version: int, wrong_source: str) -> None:
-        winner = region.local_winners.get(kid)
-        if winner is None or winner[0] != winner_version:
-            region.unrepaired += 1
-            log.warning("replication %s: key %s was overwritten by an older replicated write and the newer "
-                        "local image is no longer kept: cannot restore it", region.name, kid)
-            return
-        region.repairs.append(_Repair(kid, keys, wrong_version, wrong_was_remove, winner_version, winner[1],
-                                      wrong_source))
-        region.wake.set()
-
     # -- applying at a destination --------------------------------------------------------------------
+    def _take_due(self, incoming: list[Direction]) -> tuple[list[tuple[Direction, Op]], float | None]:
+        now, lag = self.ctx.clock.monotonic(), self._extra_lag_s
+        batch: list[tuple[Direction, Op]] = []
+        next_due: float | None = None
+        with self._lock:
+            for d in incoming:
+                ops, due = d.take_due(now, lag, APPLY_BATCH - len(batch))
+                batch += [(d, op) for op in ops]
+                if due is not None:
+                    next_due = due if next_due is None else min(next_due, due)
+        return batch, next_due
+
     def _apply_loop(self, region: _Region) -> None:
         incoming = [d for d in self._directions.values() if d.destination == region.name]
         pool = self._pools[region.name]
+        clock = self.ctx.clock
         while not self._stop.is_set():
-            now = time.monotonic()
-            lag = self._extra_lag_s
-            batch: list[tuple[_Direction, _Op]] = []
-            next_due: float | None = None
-            with self._lock:
-                for d in incoming:
-                    if d.paused:
-                        continue
-                    while d.queue and len(batch) < APPLY_BATCH:
-                        op = d.queue[0]
-                        # The configured lag counts from the moment the follower read the record
-                        # (monotonic), not from the stream's ApproximateCreationDateTime: AWS
-                        # documents that time as rounded down to the second, and on the wall clock
-                        # it moves when the clock is stepped, so lag counted from it could apply a
-                        # write up to a second too early. The read is the earliest moment the
-                        # replicator knows the write had happened, so "applied >= lag after the
-                        # write" holds by construction; the lag is then extra delay on top of the
-                        # time it took to read the record (<= one poll), as replication's own
-                        # latency comes on top of it on AWS. Measured lag (lag_s) still counts from
-                        # the write, as CloudWatch's ReplicationLatency does.
-                        due = op.seen_at + lag
-                        if due > now:
-                            next_due = due if next_due is None else min(next_due, due)
-                            break
-                        d.queue.popleft()
-                        d.flying.append(op.written_at)
-                        batch.append((d, op))
+            batch, next_due = self._take_due(incoming)
             with region.lock:
-                repairs = list(region.repairs)
-                region.repairs.clear()
+                repairs = region.versions.take_repairs()
             if not batch and not repairs:
-                timeout = POLL_INTERVAL_S if next_due is None else max(0.001, min(POLL_INTERVAL_S, next_due - now))
-                region.wake.wait(timeout)
+                wait_s = POLL_INTERVAL_S if next_due is None else min(POLL_INTERVAL_S, next_due - clock.monotonic())
+                clock.wait(region.wake, max(0.001, wait_s))
                 region.wake.clear()
                 continue
-            # Within a round only the newest write per key matters: the others lose anyway.
-            newest: dict[tuple, tuple[_Direction, _Op]] = {}
-            for d, op in batch:
-                cur = newest.get(op.key_id)
-                if cur is None or op.version > cur[1].version:
-                    if cur is not None:
-                        self._finish(cur[0], cur[1], "superseded")
-                    newest[op.key_id] = (d, op)
-                else:
-                    self._finish(d, op, "superseded")
-            futures = [pool.submit(self._apply_one, region, d, op) for d, op in newest.values()]
+            newest, losers = newest_per_key(batch)
+            for d, op in losers:
+                self._finish(d, op, SUPERSEDED)
+            futures = [pool.submit(self._apply_one, region, d, op) for d, op in newest]
             wait(futures)
-            retrying = [f for f in futures if f.exception() is not None or f.result() == "retry"]
+            retrying = [f for f in futures if f.exception() is not None or f.result() == RETRY]
             for f in futures:
                 if f.exception() is not None:
                     self._log_error(f"apply in {region.name}", f.exception())
             for rep in repairs:
                 self._repair(region, rep)
             if retrying:
-                self._stop.wait(RETRY_BACKOFF_S)
+                clock.wait(self._stop, RETRY_BACKOFF_S)
 
-    def _finish(self, d: _Direction, op: _Op, outcome: str) -> None:
-        now, now_wall = time.monotonic(), time.time()
+    def _finish(self, d: Direction, op: Op, outcome: str) -> None:
+        now, now_wall = self.ctx.clock.monotonic(), self.ctx.clock.time()
         with self._lock:
-            d.flying.remove(op.written_at)
-            if outcome == "retry":
-                d.queue.appendleft(op)
-                return
-            if outcome == "failed":
-                d.failed += 1
-            elif outcome == "replicated":
-                d.replicated += 1
-                d.last_applied_at = now_wall
-                d.last_lag_s = max(0.0, now - op.written_at)
-                d.window_max_lag_s = max(d.window_max_lag_s, d.last_lag_s)
-                d.window_applied += 1
-            elif outcome == "superseded":
-                d.superseded += 1
+            d.finish(op, outcome, now, now_wall)
 
-    def _note_known(self, region: _Region, kid: tuple, version: int) -> None:
-        with region.lock:
-            if version > region.known.get(kid, -1):
-                region.known[kid] = version
-
-    def _apply_one(self, region: _Region, d: _Direction, op: _Op) -> str:
-        outcome = "retry"
+    def _apply_one(self, region: _Region, d: Direction, op: Op) -> str:
+        outcome = RETRY
         try:
             with region.lock:
-                newer_known = region.known.get(op.key_id, -1) >= op.version
+                newer_known = region.versions.has_newer(op.key_id, op.version)
             if newer_known:
-                outcome = "superseded"
+                outcome = SUPERSEDED
             elif op.image is not None:
                 outcome = self._put(region, op.keys, op.image, op.version, op.source, None)
             else:
                 outcome = self._delete(region, op.keys, op.version, op.source, None)
-            if outcome != "retry":
-                self._note_known(region, op.key_id, op.version)
+            if outcome != RETRY:
+                with region.lock:
+                    region.versions.note_known(op.key_id, op.version)
             return outcome
         except (ClientError, BotoCoreError) as e:
             self._log_error(f"apply {d.name}", e)
             if not _is_retryable(e):
-                outcome = "failed"  # e.g. a ValidationException: retrying cannot help
+                outcome = FAILED  # e.g. a ValidationException: retrying cannot help
             return outcome
         finally:
             self._finish(d, op, outcome)
@@ -638,84 +417,56 @@ class GlobalTableReplicator:
 
     def _put(self, region: _Region, keys: dict, image: dict, version: int, source: str,
              expect: int | str | None) -> str:
-        """Conditional put of a versioned image. expect None: LWW (only over an older version);
-        an int: only over exactly that version; "absent": only if the item does not exist."""
-        number = version_to_number(version)
-        item = {**image, REP_UPDATETIME: {"N": number}, REP_UPDATEREGION: {"S": source}}
-        names = {"#ut": REP_UPDATETIME}
-        if expect is None:
-            cond, values = "attribute_not_exists(#ut) OR #ut < :v", {":v": {"N": number}}
-        elif expect == "absent":
-            names = {"#k": next(iter(keys))}
-            cond, values = "attribute_not_exists(#k)", None
-        else:
-            cond, values = "#ut = :e", {":e": {"N": version_to_number(expect)}}
-        kw = dict(TableName=self.table, Item=item, ConditionExpression=cond, ExpressionAttributeNames=names)
-        if values:
-            kw["ExpressionAttributeValues"] = values
+        """Conditional put of a versioned image (replication_model.put_request says which)."""
         try:
-            self._ddb(region.name).put_item(**kw)
-            return "replicated"
+            self._ddb(region.name).put_item(**put_request(self.table, keys, image, version, source, expect))
+            return REPLICATED
         except ClientError as e:
             if _is_conditional_failure(e):
-                return "superseded"
+                return SUPERSEDED
             raise
 
     def _delete(self, region: _Region, keys: dict, version: int, source: str, expect: int | None) -> str:
         """Replicated delete as 2017.11.29 did it: mark the item (aws:rep:deleting, new version),
         then delete it if still marked with that version."""
-        number = version_to_number(version)
-        names = {"#del": REP_DELETING, "#ut": REP_UPDATETIME, "#ur": REP_UPDATEREGION}
-        values = {":t": {"BOOL": True}, ":v": {"N": number}, ":r": {"S": source}}
-        if expect is None:
-            names["#k"] = next(iter(keys))
-            cond = "attribute_exists(#k) AND (attribute_not_exists(#ut) OR #ut < :v)"
-        else:
-            cond = "#ut = :e"
-            values[":e"] = {"N": version_to_number(expect)}
         ddb = self._ddb(region.name)
         try:
-            ddb.update_item(TableName=self.table, Key=keys, UpdateExpression="SET #del = :t, #ut = :v, #ur = :r",
-                            ConditionExpression=cond, ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+            ddb.update_item(**mark_delete_request(self.table, keys, version, source, expect))
         except ClientError as e:
             if not _is_conditional_failure(e):
                 raise
             # absent (already deleted: the delete holds) or newer: either way nothing to write;
             # the caller records the version as a tombstone so an older put cannot resurrect it
-            return "replicated" if "Item" not in ddb.get_item(TableName=self.table, Key=keys, ConsistentRead=True) \
-                else "superseded"
+            return REPLICATED if "Item" not in ddb.get_item(TableName=self.table, Key=keys, ConsistentRead=True) \
+                else SUPERSEDED
         try:
-            ddb.delete_item(TableName=self.table, Key=keys, ConditionExpression="#ut = :v AND attribute_exists(#del)",
-                            ExpressionAttributeNames={"#ut": REP_UPDATETIME, "#del": REP_DELETING},
-                            ExpressionAttributeValues={":v": {"N": number}})
+            ddb.delete_item(**delete_request(self.table, keys, version))
         except ClientError as e:
             if not _is_conditional_failure(e):
                 raise
-            return "superseded"  # written again in between: that write is newer
-        return "replicated"
+            return SUPERSEDED  # written again in between: that write is newer
+        return REPLICATED
 
-    def _repair(self, region: _Region, rep: _Repair) -> None:
+    def _repair(self, region: _Region, rep: Repair) -> None:
         with region.lock:
-            if region.seen.get(rep.key_id) != rep.winner_version:
-                return  # something newer was written since; its own record decides
+            plan = region.versions.repair_plan(rep)
+        if plan is None:
+            return
+        action, expect = plan
         try:
-            if rep.winner_image is not None:
-                outcome = self._put(region, rep.keys, rep.winner_image, rep.winner_version, region.name,
-                                    "absent" if rep.wrong_was_remove else rep.wrong_version)
-            elif not rep.wrong_was_remove:
-                outcome = self._delete(region, rep.keys, rep.winner_version, region.name, rep.wrong_version)
+            if action == "put":
+                outcome = self._put(region, rep.keys, rep.winner_image, rep.winner_version, region.name, expect)
             else:
-                return
+                outcome = self._delete(region, rep.keys, rep.winner_version, region.name, expect)
         except (ClientError, BotoCoreError) as e:
             self._log_error(f"repair in {region.name}", e)
-            if _is_retryable(e):
-                with region.lock:
-                    region.repairs.append(rep)
-            else:
-                with region.lock:
-                    region.unrepaired += 1
+            with region.lock:
+                if _is_retryable(e):
+                    region.versions.repairs.append(rep)
+                else:
+                    region.versions.unrepaired += 1
             return
-        if outcome == "replicated":
+        if outcome == REPLICATED:
             log.info("replication %s: restored key %s (a replicated older write had replaced a newer local write)",
                      region.name, rep.key_id)
             d = self._directions.get((rep.wrong_source, region.name))

@@ -97,6 +97,7 @@ class AwsRouter:
             self._blocked.clear()
             self._unblocked.notify_all()
         self.server.stop()
+        self.pool.close()
 
     # -- faults -------------------------------------------------------------------------------
     def add_fault(self, **spec) -> dict:
@@ -174,11 +175,15 @@ class AwsRouter:
         if service and self._rules and self._apply_faults(h, region, service, body):
             return
         host, port = upstream.removeprefix("http://").split(":")
+        t0 = time.perf_counter()
         try:
             status, headers, data = self.pool.request(host, int(port), h.command, h.path, body, forward_headers(h))
         except OSError as e:
             h.send_json(503, {"message": f"gameday router: {region} endpoint unreachable: {e}"})
             return
+        # moto's share of the call (Server-Timing, W3C): the service passes it on, so a benchmark
+        # can split a request's time between the layers (benchmarks/bench_latency.py)
+        headers.append(("Server-Timing", f"moto;dur={(time.perf_counter() - t0) * 1000:.2f}"))
         h.send_raw(status, data, headers)
 
     def _apply_faults(self, h: QuietHandler, region: str, service: str, body: bytes) -> bool:

@@ -2,10 +2,12 @@
 together, and tears everything down. The control API that drives the running stack is
 environments/local/control_api.py.
 
-Start order (each part needs the ones before it):
-  moto per region (in parallel) -> router -> provision -> DNS server -> replication
-  -> ECS tasks -> load balancers -> alarm evaluator -> Lambda runner (subscribes to SNS)
-  -> control API.
+Start order (each part needs the ones before it; parts on one line start side by side):
+  moto per region, each provisioned in-process before it serves (environments/local/moto_main.py)
+    | router (needs only the servers' addresses) | component modules imported
+  -> ECS tasks -> load balancers -> targets healthy -> metrics armed
+    | DNS server | replication | Lambda runner (spawns its provisioned workers, subscribes to SNS)
+  -> Route 53 health checkers (failover routing) -> alarm evaluator -> control API.
 
 `gameday up` runs a LocalStack in the foreground; `LocalEnvironment` (environments.local)
 runs `gameday up --json` as a child process and talks to this control API.
@@ -19,14 +21,15 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gameday.environments.local.context import LocalContext
-from gameday.environments.local.control_api import ControlApi
 from gameday.environments.local.moto_region import MotoServer
-from gameday.environments.local.provision import provision
-from gameday.config import GamedayConfig
-from gameday.events import EventLog
 from gameday.net import free_port, free_port_on_all, region_address
+
+if TYPE_CHECKING:   # imported where used: the moto servers are spawned before this process loads them
+    from gameday.config import GamedayConfig
+    from gameday.environments.local.context import LocalContext
+    from gameday.environments.local.control_api import ControlApi
 
 log = logging.getLogger("gameday.stack")
 
@@ -66,51 +69,74 @@ class LocalStack:
         self.ctx.events.emit("environment", action="ready", timings=self.timings)
         return self
 
+    # the stop order is the reverse of this one, whatever order the parallel starts finished in
+    _ORDER = ("router", "dns", "replication", "ecs", "load_balancers", "route53_health_checks", "alarms", "lambda")
+
     def _start(self) -> None:
-        from gameday.environments.local.alarms import AlarmEvaluator
-        from gameday.environments.local.dns import Route53DnsServer
-        from gameday.environments.local.ecs import EcsReconciler
-        from gameday.environments.local.lambda_runner import LambdaRunner
-        from gameday.environments.local.loadbalancer import LoadBalancers
-        from gameday.environments.local.replication import GlobalTableReplicator
-
         ctx = self._start_aws()
-        self.dns = self._run("dns", Route53DnsServer(ctx))
-        self.replication = self._run("replication", GlobalTableReplicator(ctx))
-        self.ecs = self._run("ecs", EcsReconciler(ctx, self.task_launcher()))
-        self.lbs = self._run("load_balancers", LoadBalancers(ctx, self.ecs))
-        self._timed("targets_healthy", self._wait_targets_healthy)
-        self.lbs.arm_metrics()
-
+        # Two independent lines, side by side: the service (ECS tasks -> load balancers -> targets
+        # healthy: the longest, started first) and the parts that only need AWS provisioned
+        # (DNS, replication, the Lambda runner spawning its provisioned workers).
+        self.replication = self._component("replication", ctx)
+        self.dns = self._component("dns", ctx)
+        with ThreadPoolExecutor(4, thread_name_prefix="stack-start") as pool:
+            started = [pool.submit(self._start_service, ctx), pool.submit(self._run, "dns", self.dns),
+                       pool.submit(self._run, "replication", self.replication)]
+            if self.config.failover_function:  # failover routing needs none (unless failover.enabled says so)
+                started.append(pool.submit(self._run, "lambda", self.lambdas))
+            errors = [f.exception() for f in started]
+        self.components.sort(key=lambda c: self._ORDER.index(c[0]))
+        if any(errors):
+            raise next(e for e in errors if e)
         if ctx.provisioned.health_check_ids:
             # failover routing: Route 53's health checkers, probing the load balancers now that they
             # serve, decide which record the DNS server answers with
             from gameday.environments.local.healthchecks import Route53HealthCheckers
             self.healthchecks = self._run("route53_health_checks", Route53HealthCheckers(ctx))
             self.dns.health = self.healthchecks.is_healthy
+        # after the targets are healthy and the metrics armed: no alarm sees the empty start
+        self.alarms = self._run("alarms", self._component("alarms", ctx))
+        self.control = self._component_classes()["control_api"](self).start()
 
-        self.alarms = self._run("alarms", AlarmEvaluator(ctx))
-        self.lambdas = LambdaRunner(ctx)
-        if self.config.failover_function:  # failover routing needs none (unless failover.enabled says so)
-            self._run("lambda", self.lambdas)
-        self.control = ControlApi(self).start()
+    @staticmethod
+    def _component_classes() -> dict:
+        """The component classes (imported here, first while the moto servers start: _start_aws)."""
+        from gameday.environments.local.alarms import AlarmEvaluator
+        from gameday.environments.local.control_api import ControlApi
+        from gameday.environments.local.dns import Route53DnsServer
+        from gameday.environments.local.ecs import EcsReconciler
+        from gameday.environments.local.lambda_runner import LambdaRunner
+        from gameday.environments.local.loadbalancer import LoadBalancers
+        from gameday.environments.local.replication import GlobalTableReplicator
+
+        return {"alarms": AlarmEvaluator, "control_api": ControlApi, "dns": Route53DnsServer, "ecs": EcsReconciler,
+                "lambda": LambdaRunner, "load_balancers": LoadBalancers, "replication": GlobalTableReplicator}
+
+    def _component(self, name: str, ctx: LocalContext):
+        return self._component_classes()[name](ctx)
+
+    def _start_service(self, ctx: LocalContext) -> None:
+        classes = self._component_classes()
+        self.ecs = self._run("ecs", classes["ecs"](ctx, self.task_launcher()))
+        self.lbs = self._run("load_balancers", classes["load_balancers"](ctx, self.ecs))
+        self._timed("targets_healthy", self._wait_targets_healthy)
+        self.lbs.arm_metrics()
 
     def _start_aws(self) -> LocalContext:
-        """moto per region (in parallel), the context every component gets, the AWS router,
-        and what the architecture needs in AWS (provisioned through the router)."""
-        from gameday.environments.local.router import AwsRouter
-
+        """moto per region (in parallel), each provisioned in-process before it serves with what
+        the architecture needs in AWS; the context every component gets; the AWS router."""
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        logs = self.run_dir / "logs"
         # Route 53's control plane is in us-east-1 whatever regions the service runs in.
         regions = list(dict.fromkeys([*cfg.regions, "us-east-1"]))
-        self.moto = {r: MotoServer(r, logs) for r in regions}
-
-        def start_motos():
-            with ThreadPoolExecutor(len(self.moto)) as pool:
-                list(pool.map(lambda m: m.start(), self.moto.values()))
-        self._timed("moto", start_motos)
+        t0 = time.monotonic()
+        # spawned first: each server imports moto (the longest part of its start) while this
+        # process imports the rest and prepares what to provision
+        self.moto = {r: MotoServer(r, self.run_dir / "logs").launch(with_plan=True) for r in regions}
+        from gameday.environments.local import provision
+        from gameday.environments.local.context import LocalContext
+        from gameday.environments.local.router import AwsRouter
+        from gameday.events import EventLog
 
         lb_addresses = {r: region_address(i) for i, r in enumerate(cfg.regions)}
         self.ctx = ctx = LocalContext(
@@ -121,8 +147,20 @@ class LocalStack:
             lb_port=cfg.local.lb_port or free_port_on_all(list(lb_addresses.values())),
             dns_port=cfg.local.dns_port or free_port(),
         )
-        self.router = self._run("router", AwsRouter(ctx))
-        ctx.provisioned = self._timed("provision", lambda: provision(ctx))
+        plans = provision.plan(ctx)
+        for r, m in self.moto.items():
+            m.send_plan(plans.get(r, []))
+        with ThreadPoolExecutor(len(self.moto)) as pool:
+            starting = [pool.submit(m.wait_ready) for m in self.moto.values()]
+            # meanwhile (the servers are other processes): this process loads what it runs next
+            self.router = self._run("router", AwsRouter(ctx))
+            self._component_classes()
+            for f in starting:
+                f.result()
+        self.timings["moto_provisioned"] = round(time.monotonic() - t0, 3)
+        self.progress(f"moto servers provisioned and serving in {self.timings['moto_provisioned']:.2f}s")
+        ctx.provisioned = provision.provisioned(ctx, {k: v for m in self.moto.values() for k, v in m.results.items()})
+        self.lambdas = self._component("lambda", ctx)
         return ctx
 
     def _run(self, name: str, component):

@@ -1,0 +1,113 @@
+"""Provisioning in-process (each moto server makes provision.plan()'s calls itself before it
+serves: the stack's cold start) leaves moto exactly as provisioning over HTTP does (component
+tests, tests/support.py): the same resources with the same attributes, compared through the
+AWS APIs the components and tests read. Ids moto draws at random (hosted zone, health checks)
+are compared by what they point at."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from gameday.config import load_config
+from gameday.environments.local import provision
+from gameday.environments.local.context import LocalContext
+from gameday.environments.local.moto_region import MotoServer, MotoServerError
+from gameday.events import EventLog
+from gameday.net import free_port_on_all, region_address
+
+VOLATILE = {"CreationDateTime", "AlarmConfigurationUpdatedTimestamp", "StateUpdatedTimestamp",
+            "StateTransitionedTimestamp", "LatestStreamLabel", "LatestStreamArn", "TableId", "createdAt",
+            "registeredAt", "updatedAt", "id", "CallerReference", "Id", "HealthCheckId", "ResponseMetadata",
+            "deployments", "events", "StateReasonData", "StateReason", "HealthCheckVersion"}
+
+
+def _context(cfg, servers: dict[str, MotoServer], run_dir: Path) -> LocalContext:
+    lb = {r: region_address(i) for i, r in enumerate(cfg.regions)}
+    return LocalContext(config=cfg, profile=cfg.profile("local"), run_dir=run_dir,
+                        events=EventLog(run_dir / "events.jsonl"), moto_urls={r: s.url for r, s in servers.items()},
+                        lb_addresses=lb, lb_port=free_port_on_all(list(lb.values())))
+
+
+def _strip(value):
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def snapshot(ctx: LocalContext, prov) -> dict:
+    """What the components and tests read of the provisioned resources, random ids left out
+    (a health check is named by its region, through its tag)."""
+    cfg, out = ctx.config, {}
+    for r in cfg.regions:
+        ecs = ctx.internal_client("ecs", r)
+        out[r] = {
+            "table": ctx.internal_client("dynamodb", r).describe_table(TableName=cfg.dynamodb.table)["Table"],
+            "topics": ctx.internal_client("sns", r).list_topics()["Topics"],
+            "alarms": ctx.internal_client("cloudwatch", r).describe_alarms()["MetricAlarms"],
+            "clusters": ecs.describe_clusters(clusters=["gameday"])["clusters"],
+            "services": ecs.describe_services(cluster="gameday", services=["gameday-service"])["services"],
+            "task_definition": ecs.describe_task_definition(taskDefinition="gameday-service")["taskDefinition"]}
+    r53 = ctx.internal_client("route53", "us-east-1")
+    region_of = {hc_id: r for r, hc_id in prov.health_check_ids.items()}
+    checks = r53.list_health_checks()["HealthChecks"]
+    out["route53"] = {
+        "zones": r53.list_hosted_zones()["HostedZones"],
+        "records": [{**rs, "health_check_of": region_of.get(rs.get("HealthCheckId"))} for rs in
+                    r53.list_resource_record_sets(HostedZoneId=prov.hosted_zone_id)["ResourceRecordSets"]],
+        "health_checks": {region_of[c["Id"]]: {
+            "check": c, "tags": r53.list_tags_for_resource(ResourceType="healthcheck", ResourceId=c["Id"])
+            ["ResourceTagSet"]["Tags"]} for c in checks}}
+    return _strip(json.loads(json.dumps(out, default=str)))
+
+
+def _servers(cfg, run_dir: Path) -> dict[str, MotoServer]:
+    return {r: MotoServer(r, run_dir / "logs") for r in dict.fromkeys([*cfg.regions, "us-east-1"])}
+
+
+@pytest.mark.parametrize("routing", ["simple", "failover"])
+def test_in_process_provisioning_equals_provisioning_over_http(routing):
+    cfg = load_config(None, {"route53": {"routing": routing}, "failover": {"failback": "automatic"}})
+    run_dir = Path(tempfile.mkdtemp(prefix="gameday-provision-"))
+    in_proc, over_http = _servers(cfg, run_dir / "in"), _servers(cfg, run_dir / "http")
+    try:
+        ctx_in, ctx_http = _context(cfg, in_proc, run_dir / "in"), _context(cfg, over_http, run_dir / "http")
+        ctx_http.lb_port = ctx_in.lb_port   # the health checks' port is part of what is compared
+        plans = provision.plan(ctx_in)
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda r: in_proc[r].start(plan=plans.get(r)), in_proc))
+            list(pool.map(lambda s: s.start(), over_http.values()))
+        prov_in = provision.provisioned(ctx_in, {k: v for s in in_proc.values() for k, v in s.results.items()})
+        prov_http = provision.provision(ctx_http)
+        assert prov_in.topic_arns == prov_http.topic_arns and prov_in.alarm_names == prov_http.alarm_names
+        assert set(prov_in.health_check_ids) == set(prov_http.health_check_ids) == (
+            set(cfg.regions) if routing == "failover" else set())
+        got, want = snapshot(ctx_in, prov_in), snapshot(ctx_http, prov_http)
+        assert got == want
+        # the comparison sees what matters: every resource is there
+        assert want["us-west-2"]["table"]["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+        assert len(want["us-east-1"]["alarms"]) == len(prov_http.alarm_names["us-east-1"]) > 0
+        assert want["us-west-2"]["services"][0]["desiredCount"] == cfg.service.desired_tasks
+        assert {rs["Type"] for rs in want["route53"]["records"]} >= {"A", "NS", "SOA"}
+    finally:
+        for s in [*in_proc.values(), *over_http.values()]:
+            s.stop()
+
+
+def test_a_failing_provisioning_call_is_one_clear_error_naming_the_region_and_log():
+    run_dir = Path(tempfile.mkdtemp(prefix="gameday-provision-"))
+    server = MotoServer("us-west-2", run_dir / "logs")
+    bad = [{"service": "dynamodb", "region": "us-west-2", "op": "create_table",
+            "params": {"TableName": "t", "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                       "AttributeDefinitions": [], "BillingMode": "PAY_PER_REQUEST"}}]
+    names_region_and_log = r"moto server for us-west-2 exited with 1; see .*moto-us-west-2\.log"
+    with pytest.raises(MotoServerError, match=names_region_and_log) as e:
+        server.start(plan=bad)
+    assert "ValidationException" in str(e.value) or "ClientError" in str(e.value)
+    assert server.proc.poll() is not None
