@@ -259,7 +259,7 @@ def test_retries_and_discards_follow_the_injected_clock_and_the_config(env, knob
     # past its delay, so the schedule takes a second of wall time. Catches an adapter that waits on
     # the machine's clock (the retry would come minutes later), a retry not delayed by 60 s, and
     # failover.maximum_retry_attempts / maximum_event_age_s not reaching the model (a third attempt,
-    # no discard record, no timeline note for an event that aged out).
+    # no discard record, no lambda_discard event naming the event's region).
     ctx, _, _ = env
     spec = ctx.config.failover
     cfg = _config(handler=spec.handler, code_dir=spec.code_dir, timeout_s=PROBE_TIMEOUT_S,
@@ -268,7 +268,7 @@ def test_retries_and_discards_follow_the_injected_clock_and_the_config(env, knob
     clock = FakeClock()
     runner = LambdaRunner(dataclasses.replace(ctx, config=cfg, profile=aws_delays, clock=clock)).start()
     try:
-        rid = runner.invoke_async({"mode": "raise", "key": f"fake-clock-{condition}"})
+        rid = runner.invoke_async({"mode": "raise", "key": f"fake-clock-{condition}"}, region="us-east-1")
         first, _ = eventually(lambda: _records(runner, request_id=rid) or _fail("no attempt yet"),
                               deadline_s=MARGIN_S, what="first attempt")
         assert [(r["attempt"], r["retry_in_s"]) for r in first] == [(1, 60.0)]
@@ -286,6 +286,7 @@ def test_retries_and_discards_follow_the_injected_clock_and_the_config(env, knob
             assert (recs[1]["will_retry"], recs[1]["discarded"]) == (False, condition)
         drops = [e for e in ctx.events.since(0, kind="lambda_discard") if e.get("request_id") == rid]
         assert [(e["condition"], e["approximate_invoke_count"]) for e in drops] == [(condition, 2)]
+        assert drops[0]["function_arn"] and drops[0]["region"] == "us-east-1"   # which function, whose event
         assert [(r["attempt"], r["outcome"]) for r in _records(runner, request_id=rid)] == [(1, "error"), (2, "error")]
         assert [(d["request_id"], d["condition"], d["approximate_invoke_count"]) for d in runner.discarded()] == \
             [(rid, condition, 2)]

@@ -817,10 +817,10 @@ class LambdaRunner:
         decisions = self.model.finished(job.request_id, self.ctx.clock.monotonic(), result)
         retry = next((d for d in decisions if isinstance(d, model.Retry)), None)
         discard = next((d for d in decisions if isinstance(d, model.Discard)), None)
-        if retry is None:
-            self._jobs.pop(job.request_id, None)
         if discard is not None:
-            self._discard(discard)
+            self._discard(discard)   # leaves the table too, after its region and alarm went into the record
+        elif retry is None:
+            self._jobs.pop(job.request_id, None)
         self._wake.set()
         return (retry.delay_s if retry is not None else None), (discard.condition if discard is not None else None)
 
