@@ -397,8 +397,12 @@ def test_configured_lag_on_the_injected_clock_delays_application_exactly(ctx, re
         clock.advance(0.001)
         eventually(lambda: ensure(value(ctx, WEST, key) == "slow"), deadline_s=deadline(ctx),
                    what="lagged write applied once the fake clock reaches seen + lag")
-        st = second.status()[f"{EAST}->{WEST}"]
-        assert st["lag_s"] == pytest.approx(lag, abs=0.002) and st["pending"] == 0, st
+
+        def accounted():   # the write lands in moto first, then the direction books it: wait for both
+            st = second.status()[f"{EAST}->{WEST}"]
+            assert st["last_applied_at"] is not None and st["pending"] == 0, st
+            assert st["lag_s"] == pytest.approx(lag, abs=0.002), st
+        eventually(accounted, deadline_s=deadline(ctx), what="the applied write in the direction's status")
     finally:
         second.stop()
     events = [e for e in ctx.events.since(0, "replication") if e.get("action") == "set_lag"]
