@@ -582,15 +582,17 @@ def read_replicas(env, *, table: str | None = None, key_attr: str = "pk", value_
     return out
 
 
-def replication_backlog(env) -> int:
+def replication_backlog(env, *, paused: bool = True) -> int:
     """Replicated writes read from the streams but not applied yet, over every direction (0 when
-    the environment does not report replication)."""
+    the environment does not report replication); `paused=False` leaves out paused directions
+    (their backlog waits for a resume, not for time)."""
     try:
         rep = (env.status() or {}).get("replication") or {}
     except Exception:  # noqa: BLE001 - an observation, not a check: no backlog known
         return 0
     dirs = rep.get("directions", rep) if isinstance(rep, dict) else {}
-    return sum(int(v.get("pending") or 0) for v in dirs.values() if isinstance(v, dict))
+    return sum(int(v.get("pending") or 0) for v in dirs.values()
+               if isinstance(v, dict) and (paused or not v.get("paused")))
 
 
 def replicas_converge(env, started: float | None = None, deadline: float | None = None, *, interval_s: float = 0.25,

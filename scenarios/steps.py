@@ -105,11 +105,8 @@ def drained(env, *, deadline_s: float, started: float) -> None:
     check scans once the backlog it can see is gone, not every 0.25 s meanwhile. A paused direction
     never drains: the scan then tells what it lacks. Not a check: the scans below are the evidence."""
     def idle() -> None:
-        rep = (env.status() or {}).get("replication") or {}
-        dirs = rep.get("directions", rep) if isinstance(rep, dict) else {}
-        dirs = {k: v for k, v in dirs.items() if isinstance(v, dict)}
-        busy = [k for k, v in dirs.items() if (v.get("pending") or 0) > 0 and not v.get("paused")]
-        assert not busy, f"replication still applying {busy}"
+        busy = replication_backlog(env, paused=False)
+        assert not busy, f"replication still applying {busy} write(s)"
 
     try:
         eventually(idle, deadline_s=deadline_s, started=started, interval_s=0.05, what="replication backlog applied",
