@@ -555,31 +555,55 @@ def read_replicas(env, *, table: str | None = None, key_attr: str = "pk", value_
     """Every region's table as {region: {key: value}}, scanned through the observer clients with
     pagination (strongly consistent within each region). The value is the item's `value_attr`
     (the reference service's attribute); an item without it, or value_attr=None, gives the whole
-    item minus the key."""
-    from boto3.dynamodb.types import TypeDeserializer   # not at import time: reports import this package
+    item minus the key.
 
-    des = TypeDeserializer()
+    The regions are scanned side by side (one moto server each, so one per core), and with
+    value_attr only the key and that attribute are asked for (ProjectionExpression): moto
+    serialises every attribute it returns, and the two together take a scenario's final scan of
+    a few thousand items from ~2.4 s to under 1 s on 2 cores. A region where some item lacks
+    value_attr (a service of its own shape) is scanned again whole, for the whole-item answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
     table = table or (getattr(env, "endpoints", None) or {}).get("table") or env.config.dynamodb.table
-    out: dict[str, dict] = {}
-    for region in regions or env.regions:
-        ddb = env.observer("dynamodb", region)
+    wanted = list(regions or env.regions)
+    clients = {r: env.observer("dynamodb", r) for r in wanted}   # made here: creating clients is not thread-safe
+
+    def one(region: str) -> dict:
         kwargs: dict = {"TableName": table, "ConsistentRead": consistent}
         if page_size:
             kwargs["PaginationConfig"] = {"PageSize": page_size}
-        items: dict = {}
-        for page in ddb.get_paginator("scan").paginate(**kwargs):
-            for raw in page.get("Items", []):
-                item = {k: des.deserialize(v) for k, v in raw.items()}
-                key = item.pop(key_attr, None)
-                if key is None:
-                    continue
-                key = str(_plain(key))
-                if value_attr is not None and value_attr in item:
-                    items[key] = _plain(item[value_attr])
-                else:
-                    items[key] = _plain(item)
-        out[region] = items
-    return out
+        if value_attr is not None:
+            items = _scan(clients[region], {**kwargs, "ProjectionExpression": "#k, #v",
+                                            "ExpressionAttributeNames": {"#k": key_attr, "#v": value_attr}},
+                          key_attr, value_attr)
+            if items is not None:
+                return items
+        return _scan(clients[region], kwargs, key_attr, value_attr, whole=True)
+
+    with ThreadPoolExecutor(max(1, len(wanted))) as pool:
+        return dict(zip(wanted, pool.map(one, wanted)))
+
+
+def _scan(ddb, kwargs: dict, key_attr: str, value_attr: str | None, whole: bool = False) -> dict | None:
+    """{key: value} of one region's scan; None when an item lacks value_attr and `whole` is False."""
+    from boto3.dynamodb.types import TypeDeserializer   # not at import time: reports import this package
+
+    des = TypeDeserializer()
+    items: dict = {}
+    for page in ddb.get_paginator("scan").paginate(**kwargs):
+        for raw in page.get("Items", []):
+            item = {k: des.deserialize(v) for k, v in raw.items()}
+            key = item.pop(key_attr, None)
+            if key is None:
+                continue
+            key = str(_plain(key))
+            if value_attr is not None and value_attr in item:
+                items[key] = _plain(item[value_attr])
+            elif not whole:
+                return None
+            else:
+                items[key] = _plain(item)
+    return items
 
 
 def replication_backlog(env, *, paused: bool = True) -> int:

@@ -1,5 +1,6 @@
 """A region's moto server as the harness starts it (environments/local/moto_main.py: access log
-off, the dispatcher's per-request module scan and method listing cached) side by side with plain
+off, the dispatcher's per-request module scan and method listing cached, forked from a zygote
+that warmed moto, the start-up's objects frozen out of the collector's sight) side by side with plain
 `python -m moto.server`, the baseline, in the same run: the same request mix against each, in
 alternating rounds, measuring the server process's CPU time per request (utime + stime from
 /proc, so what the client does is not counted) and the client's wall time per request.
@@ -18,6 +19,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from botocore.config import Config
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results_io import record  # noqa: E402
-from gameday.environments.local.moto_region import MotoServer  # noqa: E402
+from gameday.environments.local.moto_region import MotoFleet, MotoServer  # noqa: E402
 from gameday import procs  # noqa: E402
 
 REGION = "us-east-1"
@@ -75,7 +77,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds per server (default 3)")
     ap.add_argument("--requests", type=int, default=400, help="mix rounds per measurement, 4 requests each (default 400)")
     args = ap.parse_args()
-    servers = {"harness": MotoServer(REGION).start(), "baseline": MotoServer(REGION, module="moto.server").start()}
+    # the harness's server as the stack starts it: forked from the fleet's zygote
+    fleet = MotoFleet([REGION], Path(tempfile.mkdtemp(prefix="gameday-bench-moto-"))).launch()
+    fleet.send_plans({})
+    servers = {"harness": fleet.wait_ready().servers[REGION], "baseline": MotoServer(REGION, module="moto.server").start()}
     try:
         for s in servers.values():
             prepare(s.url)
@@ -85,8 +90,8 @@ def main() -> None:
                 runs[name].append(measure(s, args.requests))
                 print(f"round {r + 1} {name}: {runs[name][-1]}", flush=True)
     finally:
-        for s in servers.values():
-            s.stop()
+        servers["baseline"].stop()
+        fleet.stop()
     med = {k: {m: statistics.median(x[m] for x in v) for m in ("server_cpu_ms_per_request", "wall_ms_per_request")}
            for k, v in runs.items()}
     ratio_cpu = round(med["harness"]["server_cpu_ms_per_request"] / med["baseline"]["server_cpu_ms_per_request"], 3)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -291,6 +292,10 @@ def pytest_argv(paths: list[str], run: Path, env: str, *, k: Optional[str], conf
     ini = next((f for f in PYTEST_INI_FILES if Path(f).is_file()), None)
     if ini is not None:
         argv += ["-c", ini]
+    if importlib.util.find_spec("xdist") is not None:
+        # scenarios share one session-scoped environment and run in order: never across workers,
+        # even where the directory's pytest configuration asks for -n (gameday's own does)
+        argv += ["-n", "0"]
     if k:
         argv += ["-k", k]
     if config:

@@ -95,7 +95,12 @@ def env(pytestconfig: pytest.Config, gameday_config, run_dir):
     """The environment under test, started once per session and torn down at the end."""
     kind = _opt(pytestconfig, "gameday_env") or "local"
     if kind == "aws":
-        yield from _aws_env(pytestconfig, gameday_config, run_dir)
+        try:
+            yield from _aws_env(pytestconfig, gameday_config, run_dir)
+        finally:
+            from gameday.loadgen.runner import join_pending_reports
+
+            join_pending_reports()
         return
     if kind == "docker":
         e = _docker_env(pytestconfig, gameday_config, run_dir)
@@ -107,9 +112,14 @@ def env(pytestconfig: pytest.Config, gameday_config, run_dir):
         e = LocalEnvironment(gameday_config, run_dir, failover_handler=_opt(pytestconfig, "gameday_failover_handler"))
         e.start()
     pytestconfig.stash[ENV_KEY] = e
+    from gameday.loadgen.runner import close_park, join_pending_reports, open_park
+
+    open_park()   # Locust processes importing while the first scenario sets up (loadgen.runner.LocustPark)
     try:
         yield e
     finally:
+        close_park()
+        join_pending_reports()   # the last scenario's Locust report (the load fixture does not wait)
         e.stop()
 
 
@@ -279,6 +289,8 @@ def load(scenario, env):
     from gameday.loadgen.runner import load_fixture
     from gameday.progress import announce_loads
 
-    for factory in load_fixture(env, scenario.dir):   # one factory; the loop resumes load_fixture's clean-up
+    # join=False: Locust's master writes its own report for ~1 s after the history is closed; that
+    # overlaps the next scenario, and the env fixture waits for every report before it ends
+    for factory in load_fixture(env, scenario.dir, join=False):   # one factory; the loop resumes its clean-up
         announce_loads(factory, env)
         yield factory

@@ -565,7 +565,7 @@ def _parse_lines(lines: list[str], rel: str) -> list[dict]:
             recs = json.loads("[" + ",".join(chunk) + "]")
         except ValueError:
             recs = None   # a blank or bad line somewhere: parse this chunk line by line to name it
-        if recs is None or any(type(r) is not dict for r in recs):
+        if recs is None or set(map(type, recs)) != {dict}:
             recs = [_parse_line(line, rel, start + i + 1) for i, line in enumerate(chunk) if line.strip()]
         out += recs
     return out
@@ -602,7 +602,7 @@ def read_history(path: Path | str, rel: str | None = None, *, validate: bool = F
     checks and tests; readers that need a field check it themselves)."""
     lines = read_lines(path, rel)
     recs, name = lines.records, rel or str(path)
-    if validate or not all(_HISTORY_V1_KEYS.isdisjoint(e) for e in recs):
+    if validate or not all(map(_HISTORY_V1_KEYS.isdisjoint, recs)):   # map: no Python frame per entry
         _checked(recs, name, "history", validate_op if validate else None)
     return lines
 

@@ -12,6 +12,7 @@ example: docs/load.md, "The runner".
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -29,7 +30,8 @@ from gameday.loadgen import history as hist
 from gameday.loadgen.context import check_targets
 from gameday.loadgen.plan import LoadInputError, LoadPlan, build_plan, to_argv
 
-__all__ = ["LoadRunner", "LoadFactory", "LoadInputError", "LoadRunError", "start_load", "load_fixture"]
+__all__ = ["LoadRunner", "LoadFactory", "LoadInputError", "LoadRunError", "start_load", "load_fixture",
+           "join_pending_reports", "open_park", "close_park"]
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
@@ -113,8 +115,7 @@ class LoadRunner:
         else:
             state_file = self._state_file
         port = free_port()
-        common = [procs.python(), "-m", "locust", "-f", str(LOCUSTFILE), "--gameday-state", str(state_file),
-                  "--loglevel", "INFO"]
+        common = ["-f", str(LOCUSTFILE), "--gameday-state", str(state_file), "--loglevel", "INFO"]
         master_argv = common + [
             "--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
             "--expect-workers", str(self.workers_wanted), "--expect-workers-max-wait", f"{self.start_timeout_s:g}",
@@ -124,11 +125,10 @@ class LoadRunner:
         env = {"PYTHONUNBUFFERED": "1"}
         self.started_at = time.time()
         try:
-            self.master = procs.spawn(master_argv, log_path=self.out_dir / "master.log", env=env)
+            self.master = _locust(master_argv, self.out_dir / "master.log", env)
             for i in range(self.workers_wanted):
-                self.workers.append(procs.spawn(
-                    common + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
-                    log_path=self.out_dir / f"worker-{i}.log", env=env))
+                worker = common + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+                self.workers.append(_locust(worker, self.out_dir / f"worker-{i}.log", env))
             self._wait_running()
         except BaseException:
             self._kill_all()
@@ -381,6 +381,92 @@ def start_load(target, out_dir: Path | str, **options) -> LoadRunner:
     return LoadRunner(out_dir, endpoints=endpoints, state_file=state_file, **options).start()
 
 
+class LocustPark:
+    """Locust processes started ahead of their runs (loadgen/parked.py): a run takes parked ones
+    for its master and workers, and the park starts their replacements at once, so their imports
+    (~1 s of a 2-core machine per process) overlap whatever comes before the next run (the end of
+    a scenario, the environment settling) instead of delaying its load. Only while open (the
+    pytest plugin opens it for a session's scenarios); otherwise every run spawns its own."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self.parked: list[subprocess.Popen] = []
+        self._lock = threading.Lock()
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self.parked) < self.size:
+            self.parked.append(procs.spawn([procs.python(), "-m", "gameday.loadgen.parked"], stdin=subprocess.PIPE,
+                                           env={"PYTHONUNBUFFERED": "1"}))
+
+    def launch(self, argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen | None:
+        """`locust <argv>` in a parked process (None when none is alive: the caller spawns)."""
+        with self._lock:
+            while self.parked:
+                proc = self.parked.pop(0)
+                command = {"argv": argv, "log": str(log_path), "env": {**os.environ, **env}, "cwd": os.getcwd()}
+                try:
+                    proc.stdin.write((json.dumps(command) + "\n").encode())
+                    proc.stdin.close()
+                except (BrokenPipeError, ValueError):   # it died parked: its replacement is spawned below
+                    procs.terminate(proc)
+                    continue
+                self._fill()
+                return proc
+            self._fill()
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            for proc in self.parked:
+                try:
+                    proc.stdin.close()   # end of input: a parked process exits by itself
+                except (BrokenPipeError, ValueError):
+                    pass
+            for proc in self.parked:
+                procs.terminate(proc, grace_s=2)
+            self.parked.clear()
+
+
+_PARK: LocustPark | None = None
+
+
+def open_park(size: int = 2) -> None:
+    """Keep `size` Locust processes parked for the runs of this process (default: a master and
+    a worker, what one run takes); close_park() ends them."""
+    global _PARK
+    if _PARK is None:
+        _PARK = LocustPark(size)
+
+
+def close_park() -> None:
+    global _PARK
+    park, _PARK = _PARK, None
+    if park is not None:
+        park.close()
+
+
+def _locust(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    """`python -m locust <argv>`, in a parked process when the park has one."""
+    park = _PARK
+    if park is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        proc = park.launch(argv, log_path, env)
+        if proc is not None:
+            return proc
+    return procs.spawn([procs.python(), "-m", "locust", *argv], log_path=log_path, env=env)
+
+
+_REPORTS_PENDING: list["LoadRunner"] = []   # stopped runs whose Locust master may still write its report
+
+
+def join_pending_reports(timeout_s: float | None = None) -> None:
+    """Wait until every run a LoadFactory closed with join=False has its Locust processes exited
+    (their CSV and HTML reports written)."""
+    while _REPORTS_PENDING:
+        _REPORTS_PENDING.pop().join(timeout_s)
+
+
 class LoadFactory:
     """What a `load` fixture hands a scenario: start(**options) -> a started LoadRunner writing into
     the scenario's directory (the first load) or <dir>/load-<n> (more loads). close() stops every
@@ -398,7 +484,10 @@ class LoadFactory:
         self.runs.append(run)
         return run
 
-    def close(self) -> None:
+    def close(self, join: bool = True) -> None:
+        """Stop every run and merge their histories; with join=False, return before Locust's
+        masters have written their own reports (~1 s of CSV and HTML after the history is closed):
+        join_pending_reports() waits for them later."""
         errors = []
         for r in self.runs:
             try:
@@ -406,7 +495,7 @@ class LoadFactory:
             except Exception as e:  # noqa: BLE001 - stop every run, then report
                 errors.append(e)
         for r in self.runs:
-            r.join()
+            r.join() if join else _REPORTS_PENDING.append(r)
         if len(self.runs) > 1:
             parts = [p for r in self.runs for p in hist.part_files(r.out_dir)]
             hist.merge_files(parts, self.out_dir / hist.MERGED_NAME)
@@ -420,10 +509,11 @@ class LoadFactory:
         self.close()
 
 
-def load_fixture(env, out_dir: Path | str) -> Iterator[LoadFactory]:
-    """Body of a pytest fixture: `yield from load_fixture(env, scenario_dir)`."""
+def load_fixture(env, out_dir: Path | str, *, join: bool = True) -> Iterator[LoadFactory]:
+    """Body of a pytest fixture: `yield from load_fixture(env, scenario_dir)`. join=False: the
+    fixture's end does not wait for Locust's reports (see LoadFactory.close)."""
     factory = LoadFactory(env, out_dir)
     try:
         yield factory
     finally:
-        factory.close()
+        factory.close(join=join)

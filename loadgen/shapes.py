@@ -87,10 +87,36 @@ class GamedayShape(LoadTestShape):
             if time.time() - self.t0 < self.plan.duration_s + END_GRACE_S and not over_cap \
                     and not GamedayShape.stop_requested:
                 return self.total, max(1, self.total), self.classes
-            self.ending = True
-            return 0, max(1, self.total), self.classes  # stop every user after its current request
+            self._end_users(runner)
         self._drain(runner)
         return None
+
+    def _end_users(self, runner) -> None:
+        """Every user stops after its in-flight request: what a tick returning 0 users makes Locust
+        do, done here so that the drain follows at once rather than at the next tick (Locust ticks
+        a shape once a second: an end over two ticks cost every run 1-2 s)."""
+        self.ending = True
+        runner.start(user_count=0, spawn_rate=max(1, self.total), user_classes=self.classes)
+
+    def end_now(self, runner) -> None:
+        """A stop asked for (SIGUSR1, in its own greenlet): end the run now, as the shape's own end
+        does (users stop, drain, then quit), instead of at the next tick up to a second later.
+        Before the run is planned, or while it already ends, the flag alone does it."""
+        GamedayShape.stop_requested = True
+        loop = getattr(runner, "shape_greenlet", None)
+        if self.plan is None or self.ending or loop is None:
+            return
+        loop.kill(block=True)   # Locust's shape loop, asleep between two ticks
+        runner.shape_greenlet = None
+        runner.shape_last_tick = None
+        self._end_users(runner)
+        self._drain(runner)
+        log.info("gameday load: shape ended on request")
+        opts = runner.environment.parsed_options
+        if opts is not None and opts.headless:
+            runner.quit()
+        else:
+            runner.stop()
 
     def _drain(self, runner) -> None:
         """Wait (bounded) until no user runs, then until every live worker has reported its stats."""

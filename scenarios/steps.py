@@ -63,10 +63,16 @@ def followers(history: list[dict]) -> list[dict]:
     return [e for e in history if e.get("role") == "dns"]
 
 
-def clients_follow(scenario, run, region: str, *, started: float, evidence_s: float = 4.0) -> float:
+# How long the followers must be answered by the new region: longer than a request's timeout (the
+# load's 2 s), so the requests that were still hanging on the lost region have ended by then. The
+# recovery's own evidence (whole 2 s buckets back at the SLO) is end_load's wait, not this one.
+FOLLOW_EVIDENCE_S = 2.5
+
+
+def clients_follow(scenario, run, region: str, *, started: float, evidence_s: float = FOLLOW_EVIDENCE_S) -> float:
     """The DNS followers are answered by `region` (at least half their rate over 1 s windows) and
-    keep being answered there for `evidence_s`, longer than a request's timeout (2 s), so requests
-    that were still hanging on the lost region have completed and the recovery is in the history. Returns the seconds from `started` to the first such window."""
+    keep being answered there for `evidence_s` (FOLLOW_EVIDENCE_S). Returns the seconds from
+    `started` to the first such window."""
     d = scenario.deadlines
     since: list[float] = []
 
@@ -115,6 +121,33 @@ def drained(env, *, deadline_s: float, started: float) -> None:
         pass   # the convergence check below waits out the same deadline and says what differs
 
 
+def followers_rto(scenario, env, history: list[dict], *, fault_wall: float, region: str):
+    """The followers' recovery time on `region` (checkers.rto). 2 s buckets: at the followers' 10
+    requests/s a 1 s bucket is 10 operations, and one straggler (a read of a key written to the
+    lost region, failing at its 2 s timeout) would decide a whole bucket against a 95% SLO."""
+    return rto(followers(history), fault_wall, slo=env.config.budgets.rto_slo, region=region,
+               deadline_s=scenario.deadlines.rto_s, bucket_s=2.0)
+
+
+def end_load(scenario, env, run, *, fault_wall: float, healthy_region: str | None = None) -> None:
+    """Stop the load; with healthy_region, first keep it on until the followers' recovery time can
+    be told from the history (a whole 2 s bucket back at the SLO, or the rto deadline passed): the
+    load's end is the history's end, and an rto cut short is "unknown" instead of a number. A
+    stop ends the run at once (loadgen.shapes.end_now), so this wait is the evidence, not slack."""
+    if healthy_region is not None:
+        def told() -> None:
+            r = followers_rto(scenario, env, run.history(), fault_wall=fault_wall, region=healthy_region)
+            assert r.valid != "unknown", r.detail
+
+        started = time.monotonic() - (time.time() - fault_wall)
+        try:
+            eventually(told, deadline_s=scenario.deadlines.rto_s, started=started, interval_s=0.25,
+                       what="the followers' recovery in the history", why_deadline="the profile's rto deadline")
+        except AssertionError:
+            pass   # the rto check itself says what the history shows
+    run.stop()
+
+
 def data_checks(scenario, env, history: list[dict], *, fault_wall: float, healthy_region: str | None,
                 budget: float, window: tuple[float, float] | None = None) -> None:
     """Replicas converge, then: no acknowledged write lost, no divergent key, read-your-writes,
@@ -151,7 +184,5 @@ def data_checks(scenario, env, history: list[dict], *, fault_wall: float, health
     if healthy_region is not None:
         # 2 s buckets: at the followers' 10 requests/s a 1 s bucket is 10 operations, and one straggler
         # (a read of a key written to the lost region) would decide a whole bucket against a 95% SLO
-        r = rto(followers(history), fault_wall, slo=cfg.budgets.rto_slo, region=healthy_region,
-                deadline_s=scenario.deadlines.rto_s, bucket_s=2.0)
         scenario.budget("rto_s", round(scenario.deadlines.rto_s, 1))
-        scenario.check(r)
+        scenario.check(followers_rto(scenario, env, history, fault_wall=fault_wall, region=healthy_region))

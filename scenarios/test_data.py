@@ -12,7 +12,7 @@ from gameday.assertions.eventually import eventually
 from gameday.assertions.failover import alarm_fires, describe_alarm, dns_answers_region, lambda_invoked, read_replicas
 from gameday.faults import block_region, pause_replication
 from gameday.scenarios.baseline import point_record_at
-from gameday.scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, clients_follow, data_checks, load_hold_s,
+from gameday.scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, clients_follow, data_checks, end_load, load_hold_s,
                              needs_failover_function, other_region, start_surge)
 
 pytestmark = pytest.mark.scenario
@@ -47,7 +47,7 @@ def test_replication_paused_during_failover(env, scenario, nemesis, load):
                     "metrics": {}})
     scenario.note(f"rpo_s={rpo_s} unreplicated_writes_at_failover={len(missing)}")
     scenario.expect("clients_follow", lambda: clients_follow(scenario, run, dst, started=started))
-    run.stop()
+    end_load(scenario, env, run, fault_wall=wall, healthy_region=dst)
     nemesis.rollback_all()      # replication resumes: the backlog must arrive
     data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst,
                 budget=env.config.budgets.absorbed_error_rate)
@@ -88,9 +88,19 @@ def test_failback_after_heal(env, scenario, nemesis, load):
                                                          why_deadline="(evaluation periods + 1) x period + margin"))
     back = time.monotonic()
     if policy == "manual":
-        # the policy says a human fails back: the function must not have done it on its own
+        # the policy says a human fails back: the function must not have done it on its own. Its
+        # answer to the alarm's OK notification is the evidence: once that invocation has ended,
+        # DNS must still answer dst a TTL (and a margin) later. Without a timeline of invocations
+        # (the aws environment) DNS is watched for the whole client-follow time instead.
+        watch_s = d.client_follow_s
+        if env.config.failover_function:
+            try:
+                lambda_invoked(env, started=healed, outcome="any", region=src, alarm_state="OK", deadline=d.lambda_s)
+                watch_s = env.profile.dns_ttl_s + 0.5
+            except AssertionError:
+                pass
         try:
-            moved = dns_answers_region(env, src, started=time.monotonic(), deadline=d.client_follow_s)
+            moved = dns_answers_region(env, src, started=time.monotonic(), deadline=watch_s)
         except AssertionError:
             moved = None
         scenario.check({"name": "failback_policy_manual", "valid": moved is None,

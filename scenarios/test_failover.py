@@ -13,8 +13,8 @@ import pytest
 from gameday.assertions.eventually import eventually
 from gameday.assertions.failover import alarm_fires, dns_answers_region, health_check_unhealthy, lambda_invoked
 from gameday.faults import api_fault, block_region, stop_tasks
-from gameday.scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, clients_follow, data_checks, dns_moved_once, load_hold_s,
-                             needs_failover_function, other_region, start_surge)
+from gameday.scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, clients_follow, data_checks, dns_moved_once, end_load,
+                             load_hold_s, needs_failover_function, other_region, start_surge)
 
 pytestmark = pytest.mark.scenario
 
@@ -43,7 +43,7 @@ def test_surge_fails_over(env, scenario, nemesis, load):
     dst = other_region(env, src)
     run, started, wall = start_surge(scenario, load, src)
     _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="request-count", started=started)
-    run.stop()
+    end_load(scenario, env, run, fault_wall=wall, healthy_region=dst)
     data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst,
                 budget=env.config.budgets.absorbed_error_rate)
     scenario.verdict()
@@ -87,7 +87,7 @@ def _fault_fails_over(scenario, env, nemesis, load, fault_for, *, heals_itself: 
         scenario.verdict()
         return
     _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="healthy-hosts", started=started)
-    run.stop()
+    end_load(scenario, env, run, fault_wall=wall, healthy_region=dst)
     nemesis.rollback_all()
     data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst,
                 budget=env.config.budgets.error_rate)
@@ -120,7 +120,7 @@ def test_route53_throttled_lambda_retries(env, scenario, nemesis, load):
     scenario.check({"name": "route53_throttled", "valid": throttled >= 3,
                     "detail": f"{throttled} ChangeResourceRecordSets calls throttled before one went through"
                               + ("" if throttled >= 3 else " (expected 3: the fault did not bite)")})
-    run.stop()
+    end_load(scenario, env, run, fault_wall=wall, healthy_region=dst)
     data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst,
                 budget=env.config.budgets.absorbed_error_rate)
     scenario.verdict()
@@ -182,7 +182,7 @@ def test_control_plane_region_lost(env, scenario, nemesis, load):
         _failover_story(scenario, env, run, src=src, dst=dst, alarm_key="healthy-hosts", started=started)
         scenario.note("failover routing stayed on Route 53's data plane: DNS moved to "
                       f"{dst} with us-east-1's control plane down")
-        run.stop()
+        end_load(scenario, env, run, fault_wall=wall, healthy_region=dst)
         nemesis.rollback_all()
         data_checks(scenario, env, run.history(), fault_wall=wall, healthy_region=dst, budget=env.config.budgets.error_rate)
         scenario.verdict()

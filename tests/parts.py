@@ -37,6 +37,8 @@ from typing import Callable, Iterable
 
 import pytest
 
+from tests.scheduling import group_and_order
+
 LOG_DIR = Path(__file__).resolve().parent / "artifacts" / "parts"   # git-ignored
 NO_PROVISION_ENV = "GAMEDAY_NO_PROVISION"
 REQUIRE_ENV = "GAMEDAY_REQUIRE_PARTS"
@@ -372,6 +374,7 @@ def pytest_configure(config: pytest.Config) -> None:
                    f"the session when it can, else the test is skipped naming what to install (fails when CI=true)")
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the xdist_group markers it adds
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         marker = item.get_closest_marker("needs")
@@ -379,6 +382,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if unknown:
             raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.needs{tuple(unknown)}: no such part "
                                     f"(known: {', '.join(PARTS)})")
+    parts = session_parts(config)
+    group_and_order(config, items, lambda item: bool(parts.needs(item)))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

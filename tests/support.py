@@ -13,6 +13,37 @@ from gameday.config import GamedayConfig, load_config
 from gameday.events import EventLog
 from gameday.net import region_address
 
+# A gameday.toml fragment for the tests that run whole scenarios in a subprocess to prove a verdict
+# (a broken handler fails, a team's handler passes, the CLI tells the story): the request-count
+# alarm at 100 per period instead of the seed's 500, so the surge (1.5x) is 30 requests/s instead
+# of 150. Their evidence is the verdict and the check that names the fault, which does not depend
+# on the rate; at a fifth of the load two such runs share 2 cores (pytest -n 2) with the CPU the
+# seed's rate would take for one. The seed's rate keeps its own end-to-end runs (test_local_e2e,
+# the docker suite, benchmarks/bench_suite.py).
+# ([alarms] replaces the seed's alarms as a whole: the other two are written out as the seed has them.)
+LIGHT_LOAD = """
+[alarms.request-count]
+metric = "RequestCount"
+statistic = "Sum"
+threshold = 100
+comparison = "GreaterThanThreshold"
+treat_missing_data = "notBreaching"
+
+[alarms.target-5xx]
+metric = "HTTPCode_Target_5XX_Count"
+statistic = "Sum"
+threshold = 50
+comparison = "GreaterThanThreshold"
+treat_missing_data = "notBreaching"
+
+[alarms.healthy-hosts]
+metric = "HealthyHostCount"
+statistic = "Minimum"
+threshold = 1
+comparison = "LessThanThreshold"
+treat_missing_data = "breaching"
+"""
+
 
 @contextlib.contextmanager
 def provisioned_context(config: GamedayConfig | None = None, run_dir: Path | None = None,

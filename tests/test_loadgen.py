@@ -26,6 +26,7 @@ from gameday.net import free_port
 from gameday.loadgen import history as hist
 from gameday.loadgen.pacing import Pacer
 from gameday.loadgen.plan import LoadInputError, build_plan
+from gameday.loadgen import runner as runner_mod
 from gameday.loadgen.runner import LoadRunner
 from tests.support import alive, descendants
 
@@ -271,6 +272,44 @@ def set_record(env, address: str, ttl: int) -> None:
 
 
 @pytest.mark.needs_env
+def test_a_stop_mid_run_ends_at_once_and_history_and_locust_agree(local_env, tmp_path):
+    """stop() (SIGUSR1) ends the run in the same moment, not at Locust's next shape tick, and the
+    drain still counts every request: each invoke has its completion, Locust's totals match."""
+    ep = local_env.endpoints
+    with LoadRunner(tmp_path, endpoints=ep, shape="constant", surge_region="us-west-2", surge_rate=40,
+                    follower_rate=10, hold_s=30, surge_op_mix="") as load:
+        load.wait_rate("us-west-2", 20, deadline_s=10)
+        load.stop()
+    assert load.returncodes["master"] == 0
+    # ended by the stop itself (shapes.GamedayShape.end_now), not by the next shape tick
+    assert "gameday load: shape ended on request" in (tmp_path / "master.log").read_text()
+    assert_history_matches_locust(load)
+    h = load.history()
+    assert {e["id"] for e in h if e["type"] == "invoke"} == {e["id"] for e in completions(h)}
+
+
+def test_a_run_from_parked_locust_processes_is_a_run_like_any_other(local_env, tmp_path):
+    """open_park(): the run's master and worker are processes that imported Locust beforehand
+    (loadgen/parked.py); they run the same command line, write the same logs and history, and
+    close_park() leaves no process behind."""
+    before = descendants(os.getpid())
+    runner_mod.open_park(2)
+    try:
+        parked = {p.pid for p in runner_mod._PARK.parked}
+        with LoadRunner(tmp_path, endpoints=local_env.endpoints, shape="constant", surge_region="us-west-2",
+                        surge_rate=20, follower_rate=5, hold_s=2, surge_op_mix="") as load:
+            used = {load.master.pid, *(w.pid for w in load.workers)}
+            load.wait()
+        assert used == parked, "the run did not take the parked processes"
+        assert len(runner_mod._PARK.parked) == 2, "the park did not start replacements"
+        assert load.returncodes["master"] == 0
+        assert "Starting Locust" in (tmp_path / "master.log").read_text()
+        assert_history_matches_locust(load)
+    finally:
+        runner_mod.close_park()
+    assert alive(descendants(os.getpid()) - before) == set()
+
+
 def test_history_counts_match_locust_exactly(local_env, tmp_path):
     ep = local_env.endpoints
     with LoadRunner(tmp_path, endpoints=ep, shape="constant", surge_region="us-west-2", surge_rate=30,

@@ -7,14 +7,16 @@ generator records, or the speed-up silently disappears."""
 from __future__ import annotations
 
 import random
+from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gameday.assertions.checkers import (INF, Placement, error_budget, lost_acked_writes, placement, read_your_writes,
                                          rto)
 from gameday.assertions.protocol import ErrorBudget, LostAckedWrites, ReadYourWrites, Rto, RunView, compose
-from tests.test_checkers import REPLICA_SETS, T0, E, W, both, odd_histories
+from tests.test_checkers import REPLICA_SETS, T0, E, W, Hist, _lost_numbers, _ref_lost_numbers, both, odd_histories
 
 
 def _verdicts(h, replicas, fault_at, bucket_s, region, window):
@@ -100,3 +102,37 @@ def test_a_run_view_reads_its_history_once_for_every_part():
              "budget": error_budget(h, budget=0.5, window=(T0, INF)), "rto": rto(h, T0 + 0.5)}
     assert {n: (r.valid, r.detail, r.metrics) for n, r in res.results.items()} == \
            {n: (r.valid, r.detail, r.metrics) for n, r in alone.items()}
+
+
+@pytest.mark.parametrize("bad_time", [None, INF, -INF, float("nan")], ids=["finite", "inf", "-inf", "nan"])
+@pytest.mark.parametrize("bucket_s", [1.0, 0.0, -1.0])
+def test_rto_from_the_placement_says_the_same_on_times_it_cannot_bucket(bad_time, bucket_s):
+    """rto's column pass over a Placement (every completion bucketed at once, those before the fault
+    dropped by their negative bucket) hands times it cannot bucket (+-inf, nan) and buckets that are
+    not positive to the entry-by-entry reading: a completion at -inf (before any fault) is skipped
+    there, not an error; nan and +inf raise the same error; so does a bucket of 0 s."""
+    h = _recorded_history(60)
+    if bad_time is not None:
+        next(e for e in h[20:] if e["type"] != "invoke")["time"] = bad_time
+    p = placement(h)
+    assert p.exact
+    for region in (None, E):
+        assert _verdicts(p, both({}), 0.2, bucket_s, region, None)["rto"] == \
+               _verdicts(h, both({}), 0.2, bucket_s, region, None)["rto"]
+
+
+@pytest.mark.parametrize("written,final,same", [
+    ("5", 5, True), (5, "5", True), (5.0, 5, True), (5, 5, True), ("v", "v", True),
+    (True, 1, False), (1, True, False), (5, 6, False), ("5", "5.0", False), (None, "None", False),
+    ([1], [1.0], False), (Decimal("1.10"), Decimal("1.1"), False), (float("nan"), float("nan"), True),
+])
+def test_a_write_and_a_final_value_are_one_value_when_their_canonical_forms_are(written, final, same):
+    """lost_acked_writes compares a write's value with a replica's final one as canonical values (the
+    history's and the table's spellings of one value agree); a str with a str or an int with an int
+    is compared as it is, which must say the same: True is not 1, "5" is 5. Checked against the
+    reference implementation, from the history and from its Placement."""
+    h = Hist().w("k", written, 0, 0.1).w("j", "x", 0.2, 0.3).build()
+    replicas = both({"k": final, "j": "x"})
+    expected = _ref_lost_numbers(h, replicas)
+    assert expected[1] == (0 if same else 1)
+    assert _lost_numbers(h, replicas) == _lost_numbers(placement(h), replicas) == expected

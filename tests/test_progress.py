@@ -27,11 +27,13 @@ import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from gameday.config import load_config
+from tests.support import LIGHT_LOAD
 from gameday.runlog import upgrade
 from gameday.progress import (CLEAR_LINE, Follower, Output, Setting, Story, live_line_wanted, mode_of, story,
                               verdict_lines)
 
 REPO = Path(__file__).resolve().parents[1]
+XDIST_SPREAD = True   # each test is its own `gameday run`: pytest-xdist may run them apart (tests/scheduling.py)
 DATA = REPO / "tests" / "data" / "progress"
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 STEP = re.compile(r"^\s+\+(\d+\.\d)s  (.*)$")
@@ -393,8 +395,10 @@ def run_gameday(tmp_path: Path, *args: str, tty: bool = False, ci: bool = False)
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "FORCE_COLOR", "PY_COLORS")}
     if ci:
         env["CI"] = "true"
+    cfg = tmp_path / "gameday.toml"
+    cfg.write_text(LIGHT_LOAD)   # a fifth of the seed's rate (tests/support.py): the story is the same
     argv = [sys.executable, "-m", "gameday.cli", "run", "-k", "surge_fails_over", "--run-dir", str(tmp_path / "run"),
-            *args]
+            "--config", str(cfg), *args]
     lines: list[tuple[float, str]] = []
     if tty:
         master, slave = pty.openpty()
@@ -473,7 +477,7 @@ def test_surge_story_is_told_live_through_a_pipe(tmp_path):
     dns = [json.loads(ln) for ln in (run / "timeline.jsonl").read_text().splitlines() if '"dns_change"' in ln]
     assert abs((dns[0]["time"] - t0) - offsets[idx[4]]) <= 0.06
     loads = [json.loads(ln) for ln in (run / "env" / "events.jsonl").read_text().splitlines() if '"kind": "load"' in ln]
-    assert len(loads) == 1 and "regional us-east-1 150/s" in loads[0]["rates"]
+    assert len(loads) == 1 and "regional us-east-1 30/s" in loads[0]["rates"]   # 1.5 x 100 per 5 s
 
 
 @pytest.mark.slow

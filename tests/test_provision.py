@@ -1,5 +1,5 @@
 """Provisioning in-process (each moto server makes provision.plan()'s calls itself before it
-serves: the stack's cold start) leaves moto exactly as provisioning over HTTP does (component
+serves: the stack's cold start, every region's server forked from one zygote: MotoFleet) leaves moto exactly as provisioning over HTTP does (component
 tests, tests/support.py): the same resources with the same attributes, compared through the
 AWS APIs the components and tests read. Ids moto draws at random (hosted zone, health checks)
 are compared by what they point at."""
@@ -16,7 +16,7 @@ import pytest
 from gameday.config import load_config
 from gameday.environments.local import provision
 from gameday.environments.local.context import LocalContext
-from gameday.environments.local.moto_region import MotoServer, MotoServerError
+from gameday.environments.local.moto_region import MotoFleet, MotoServer, MotoServerError
 from gameday.events import EventLog
 from gameday.net import free_port_on_all, region_address
 
@@ -67,22 +67,28 @@ def snapshot(ctx: LocalContext, prov) -> dict:
     return _strip(json.loads(json.dumps(out, default=str)))
 
 
+def _regions(cfg) -> list[str]:
+    return list(dict.fromkeys([*cfg.regions, "us-east-1"]))
+
+
 def _servers(cfg, run_dir: Path) -> dict[str, MotoServer]:
-    return {r: MotoServer(r, run_dir / "logs") for r in dict.fromkeys([*cfg.regions, "us-east-1"])}
+    return {r: MotoServer(r, run_dir / "logs") for r in _regions(cfg)}
 
 
 @pytest.mark.parametrize("routing", ["simple", "failover"])
 def test_in_process_provisioning_equals_provisioning_over_http(routing):
     cfg = load_config(None, {"route53": {"routing": routing}, "failover": {"failback": "automatic"}})
     run_dir = Path(tempfile.mkdtemp(prefix="gameday-provision-"))
-    in_proc, over_http = _servers(cfg, run_dir / "in"), _servers(cfg, run_dir / "http")
+    # in-process as the stack does it: every region's server forked from one zygote (MotoFleet)
+    fleet, over_http = MotoFleet(_regions(cfg), run_dir / "in" / "logs").launch(), _servers(cfg, run_dir / "http")
+    in_proc = fleet.servers
     try:
         ctx_in, ctx_http = _context(cfg, in_proc, run_dir / "in"), _context(cfg, over_http, run_dir / "http")
         ctx_http.lb_port = ctx_in.lb_port   # the health checks' port is part of what is compared
-        plans = provision.plan(ctx_in)
+        fleet.send_plans(provision.plan(ctx_in))
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda r: in_proc[r].start(plan=plans.get(r)), in_proc))
             list(pool.map(lambda s: s.start(), over_http.values()))
+        fleet.wait_ready()
         prov_in = provision.provisioned(ctx_in, {k: v for s in in_proc.values() for k, v in s.results.items()})
         prov_http = provision.provision(ctx_http)
         assert prov_in.topic_arns == prov_http.topic_arns and prov_in.alarm_names == prov_http.alarm_names
@@ -96,7 +102,8 @@ def test_in_process_provisioning_equals_provisioning_over_http(routing):
         assert want["us-west-2"]["services"][0]["desiredCount"] == cfg.service.desired_tasks
         assert {rs["Type"] for rs in want["route53"]["records"]} >= {"A", "NS", "SOA"}
     finally:
-        for s in [*in_proc.values(), *over_http.values()]:
+        fleet.stop()
+        for s in over_http.values():
             s.stop()
 
 
@@ -111,3 +118,19 @@ def test_a_failing_provisioning_call_is_one_clear_error_naming_the_region_and_lo
         server.start(plan=bad)
     assert "ValidationException" in str(e.value) or "ClientError" in str(e.value)
     assert server.proc.poll() is not None
+
+
+def test_a_failing_call_in_one_forked_region_is_one_clear_error_and_stops_the_whole_fleet():
+    run_dir = Path(tempfile.mkdtemp(prefix="gameday-provision-"))
+    fleet = MotoFleet(["us-east-1", "us-west-2"], run_dir / "logs").launch()
+    bad = [{"service": "dynamodb", "region": "us-west-2", "op": "create_table",
+            "params": {"TableName": "t", "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                       "AttributeDefinitions": [], "BillingMode": "PAY_PER_REQUEST"}}]
+    fleet.send_plans({"us-west-2": bad})
+    with pytest.raises(MotoServerError, match=r"moto server for us-west-2 exited with 1; see .*moto-us-west-2\.log") as e:
+        fleet.wait_ready()
+    assert "ValidationException" in str(e.value) or "ClientError" in str(e.value)
+    # the region that was fine is stopped too, and so is the zygote: nothing is left running
+    assert fleet.proc.poll() is not None
+    east = fleet.servers["us-east-1"].proc
+    assert east is None or east.poll() is not None

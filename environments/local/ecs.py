@@ -18,6 +18,7 @@ import logging
 import socket
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,7 @@ from typing import Protocol
 import requests
 
 from gameday.environments.local.context import LocalContext
+from gameday.environments.local.zygote import SERVICE_MODULE
 from gameday.environments.local.ecs_model import (  # noqa: F401 - re-exported: callers import them from here
     LAUNCH_BACKOFF_BASE_S, LAUNCH_BACKOFF_MAX_S, REASON_API, REASON_AZ, REASON_EXITED, REASON_NOT_LISTENING,
     REASON_ORPHAN, REASON_SCALE_IN, REASON_SHUTDOWN, REASON_SPAWN, TASK_START_TIMEOUT_S, Decision, Launch,
@@ -113,9 +115,19 @@ class ProcessTask:
 
 
 class ProcessLauncher:
-    """The local environment's launcher: each task is `spec.argv` run as a host process."""
+    """The local environment's launcher: each task is `spec.argv` run as a host process. With a
+    task zygote (environments/local/zygote.py), the built-in service's tasks (`python -m
+    gameday.sut.service ARGS`) are forked from it, its imports done once; any other command is
+    spawned as given."""
+
+    def __init__(self, zygote=None):
+        self.zygote = zygote   # zygote.TaskZygote | None
 
     def launch(self, spec: TaskSpec) -> ProcessTask:
+        if self.zygote is not None and spec.argv[:3] == [procs.python(), "-m", SERVICE_MODULE]:
+            if self.zygote.running:
+                return ProcessTask(self.zygote.launch(spec.argv[3:], spec.env, spec.log_path))
+            log.warning("the task zygote exited (see %s): task %s is spawned", self.zygote.log_path, spec.task_id)
         return ProcessTask(procs.spawn(spec.argv, spec.log_path, env=spec.env))
 
 
@@ -175,6 +187,16 @@ class EcsReconciler:
         self._procs: set[TaskHandle] = set()   # every task not yet reaped
         self._procs_lock = threading.Lock()
         self._tick_errors: dict[str, tuple[str, float]] = {}
+        self._target_listeners: list = []
+
+    def on_targets_changed(self, listener) -> None:
+        """Call `listener()` (no arguments, quick: it may run under the scheduler's lock) whenever
+        targets() changes: a task became RUNNING or left. The load balancers check a new target at once."""
+        self._target_listeners.append(listener)
+
+    def _targets_changed(self) -> None:
+        for listener in self._target_listeners:
+            listener()
 
     def _now(self) -> float:
         return self.ctx.clock.monotonic()
@@ -194,15 +216,20 @@ class EcsReconciler:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> "EcsReconciler":
-        for region in self.regions:
-            self._configure_moto(region)
-            self._stop_orphans(region)
-            # the first launches: spawned now (one region's tasks boot while the next region is
-            # set up), healthy when the load balancer says so; the model gives them no provisioning
-            self._tick(region)
+        # the regions side by side (each is a few calls to its own moto server): moto set up, the
+        # first launches made, healthy when the load balancer says so (the model gives them no
+        # provisioning)
+        with ThreadPoolExecutor(len(self.regions), thread_name_prefix="ecs-start") as pool:
+            for started in [pool.submit(self._start_region, r) for r in self.regions]:
+                started.result()
         self._thread = threading.Thread(target=self._loop, name="ecs-scheduler", daemon=True)
         self._thread.start()
         return self
+
+    def _start_region(self, region: str) -> None:
+        self._configure_moto(region)
+        self._stop_orphans(region)
+        self._tick(region)
 
     def stop(self) -> None:
         with self._lock:
@@ -346,6 +373,7 @@ class EcsReconciler:
             if t is None:
                 return
             t.state, t.running_after_s = "RUNNING", d.after_s
+        self._targets_changed()
         self.ctx.events.emit("ecs", action="task_running", region=st.name, task=d.task_id, az=d.az, after_s=d.after_s)
 
     def _carry_out_stop(self, st: _Region, d: StopTask) -> None:
@@ -356,6 +384,7 @@ class EcsReconciler:
             if t is None:
                 return
             t.state, t.stopped_reason = "STOPPED", d.reason
+        self._targets_changed()
         if t.proc is not None:
             if d.kill == "kill":
                 self._reap(t.proc, 0)
@@ -378,7 +407,7 @@ class EcsReconciler:
             for k, v in values.items():
                 argv = [a.replace("{" + k + "}", v) for a in argv]
             return argv
-        return [procs.python(), "-m", "gameday.sut.service", "--port", values["port"], "--region", region,
+        return [procs.python(), "-m", SERVICE_MODULE, "--port", values["port"], "--region", region,
                 "--table", values["table"], "--endpoint", values["endpoint"], "--task-id", task_id, "--az", az]
 
     def _task_env(self, region: str, task_id: str, az: str, port: int) -> dict[str, str]:

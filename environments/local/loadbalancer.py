@@ -48,6 +48,11 @@ class LoadBalancers:
                                       put=self._put_metric_data, clock=ctx.clock)
         self._lock = threading.Lock()   # guards the target groups
         self._stop = threading.Event()
+        # set when the scheduler's targets change: a registered target gets its first check at
+        # once, not at the next round (ALB: registered, it "must pass one health check")
+        self._targets_changed = threading.Event()
+        if ecs is not None and hasattr(ecs, "on_targets_changed"):
+            ecs.on_targets_changed(self._targets_changed.set)
         self._health_thread: threading.Thread | None = None
         self.pool = pool = UpstreamPool(timeout_s=10)
         self.proxies: dict[str, RegionProxy] = {
@@ -68,6 +73,7 @@ class LoadBalancers:
 
     def stop(self) -> None:
         self._stop.set()
+        self._targets_changed.set()
         for proxy in self.proxies.values():
             proxy.stop()
         if self._health_thread is not None:
@@ -169,8 +175,10 @@ class LoadBalancers:
             except Exception:  # noqa: BLE001 - one bad tick must not end health checking
                 log.exception("health check tick failed")
                 wake_at = clock.time() + interval
-            # new tasks register between checks: look for them at least every interval
-            clock.wait(self._stop, min(max(0.0, wake_at - clock.time()), interval))
+            # new tasks register between checks: the scheduler says so (and they are looked for at
+            # least every interval, for a scheduler that cannot say)
+            clock.wait(self._targets_changed, min(max(0.0, wake_at - clock.time()), interval))
+            self._targets_changed.clear()
 
     # -- introspection ------------------------------------------------------------------------------
     def status(self) -> dict:

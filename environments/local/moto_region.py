@@ -1,5 +1,11 @@
 """One moto server process per region: the honest model of a region's AWS control plane,
-and twice the throughput of one process on two cores (docs/architecture.md, measured facts)."""
+and twice the throughput of one process on two cores (docs/architecture.md, measured facts).
+
+`MotoServer` starts one region's server as a process of its own (tests, benchmarks); `MotoFleet`
+(the stack's cold start) starts one process that imports moto once and forks every region's
+server from it (moto_main.fork_servers): still one server process per region, the import paid
+once instead of once per region.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import time
 from pathlib import Path
 
 from gameday import procs
+from gameday.environments.local.zygote import ZygoteReader
 from gameday.net import free_port
 
 HARNESS_MODULE = "gameday.environments.local.moto_main"
@@ -110,10 +117,7 @@ class MotoServer:
         _ready()
 
     def _log_tail(self, n: int = 12) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:]) if self.log_path else ""
-        except OSError:
-            return ""
+        return _tail(self.log_path, n) if self.log_path else ""
 
     def stop(self) -> None:
         procs.terminate(self.proc)
@@ -123,3 +127,85 @@ class MotoServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class MotoFleet:
+    """Every region's moto server, forked from one zygote process that imported moto once:
+    launch() (the zygote imports and warms moto), send_plans() (each region's provisioning
+    calls), wait_ready() (every server provisioned and serving), stop()."""
+
+    def __init__(self, regions: list[str], logs_dir: Path, host: str = "127.0.0.1"):
+        self.servers = {r: MotoServer(r, logs_dir, host=host) for r in regions}
+        self.logs_dir = Path(logs_dir)
+        self.host = host
+        self.proc: subprocess.Popen | None = None   # the zygote
+        self._t0 = 0.0
+        self.reader: ZygoteReader | None = None   # the zygote's messages: servers ready, servers exited
+
+    @property
+    def log_path(self) -> Path:
+        return self.logs_dir / "moto-zygote.log"
+
+    def launch(self) -> "MotoFleet":
+        self._t0 = time.monotonic()
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        argv = [procs.python(), "-m", HARNESS_MODULE, "-H", self.host, "--logs-dir", str(self.logs_dir)]
+        for region, server in self.servers.items():
+            argv += ["--fork", region, str(server.port)]
+        self.proc = procs.spawn(argv, self.log_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.reader = ZygoteReader(self.proc.stdout, "moto-fleet")
+        return self
+
+    def send_plans(self, plans: dict[str, list[dict]]) -> None:
+        try:
+            self.proc.stdin.write(json.dumps({r: plans.get(r, []) for r in self.servers}).encode())
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass   # it exited before reading: wait_ready() says so, with its log
+
+    def wait_ready(self, timeout_s: float = 60.0) -> "MotoFleet":
+        """Every server's ready line (each region's own, the zygote's stdout), or a MotoServerError
+        naming the region (and its log) that exited, or the zygote's log if it died itself."""
+        deadline = time.monotonic() + timeout_s
+        waiting = set(self.servers)
+        while waiting:
+            msg = self.reader.next(deadline - time.monotonic())
+            if msg is None:
+                self._fail(None, f"not serving after {timeout_s:.0f}s" if time.monotonic() >= deadline
+                           else f"exited with {self._zygote_code()}")
+            server = self.servers[msg["region"]]
+            if "exited" in msg:
+                self._fail(server, f"exited with {msg['exited']}")
+            server.proc, server.results = msg["handle"], msg["results"]
+            server.started_s = time.monotonic() - self._t0
+            waiting.discard(server.region)
+        return self
+
+    def _zygote_code(self) -> int | None:
+        try:
+            return self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _fail(self, server: MotoServer | None, why: str) -> None:
+        self.stop()
+        if server is None:
+            raise MotoServerError(f"moto servers for {', '.join(self.servers)} {why}; see {self.log_path}:\n"
+                                  f"{_tail(self.log_path)}")
+        raise MotoServerError(f"moto server for {server.region} {why}; see {server.log_path}:\n{server._log_tail()}")
+
+    def stop(self) -> None:
+        """Each server (SIGTERM its group, reaped by the zygote), then the zygote, which exits once
+        its servers have."""
+        for server in self.servers.values():
+            server.stop()
+        procs.terminate(self.proc)
+        if self.reader is not None:
+            self.reader.thread.join(timeout=5)
+
+
+def _tail(path: Path, n: int = 12) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""

@@ -3,9 +3,12 @@ together, and tears everything down. The control API that drives the running sta
 environments/local/control_api.py.
 
 Start order (each part needs the ones before it; parts on one line start side by side):
-  moto per region, each provisioned in-process before it serves (environments/local/moto_main.py)
-    | router (needs only the servers' addresses) | component modules imported
-  -> ECS tasks -> load balancers -> targets healthy -> metrics armed
+  moto per region, forked from one zygote that imported moto once, each provisioned in-process
+  before it serves (moto_region.MotoFleet, moto_main.py) | the task zygote importing what the
+  built-in service's tasks load (zygote.py) | router (needs only the servers' addresses) |
+  component modules imported, the SDK models they read loaded
+  -> ECS tasks (regions side by side) -> load balancers -> targets healthy (each checked as soon
+     as it registers) -> metrics armed
     | DNS server | replication | Lambda runner (spawns its provisioned workers, subscribes to SNS)
   -> Route 53 health checkers (failover routing) -> alarm evaluator -> control API.
 
@@ -23,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gameday.environments.local.moto_region import MotoServer
+from gameday.environments.local.moto_region import MotoFleet, MotoServer
 from gameday.net import free_port, free_port_on_all, region_address
 
 if TYPE_CHECKING:   # imported where used: the moto servers are spawned before this process loads them
@@ -42,6 +45,8 @@ class LocalStack:
         self.run_dir = Path(run_dir)
         self.progress = progress or (lambda msg: None)
         self.moto: dict[str, MotoServer] = {}
+        self.fleet: MotoFleet | None = None
+        self.task_zygote = None   # zygote.TaskZygote: the built-in service's tasks fork from it
         self.components: list[tuple[str, object]] = []
         self.ctx: LocalContext | None = None
         self.control: ControlApi | None = None
@@ -117,7 +122,12 @@ class LocalStack:
 
     def _start_service(self, ctx: LocalContext) -> None:
         classes = self._component_classes()
-        self.ecs = self._run("ecs", classes["ecs"](ctx, self.task_launcher()))
+        launcher = self.task_launcher()
+        if launcher is None and self.task_zygote is not None:
+            from gameday.environments.local.ecs import ProcessLauncher
+
+            launcher = ProcessLauncher(self.task_zygote)
+        self.ecs = self._run("ecs", classes["ecs"](ctx, launcher))
         self.lbs = self._run("load_balancers", classes["load_balancers"](ctx, self.ecs))
         self._timed("targets_healthy", self._wait_targets_healthy)
         self.lbs.arm_metrics()
@@ -130,9 +140,11 @@ class LocalStack:
         # Route 53's control plane is in us-east-1 whatever regions the service runs in.
         regions = list(dict.fromkeys([*cfg.regions, "us-east-1"]))
         t0 = time.monotonic()
-        # spawned first: each server imports moto (the longest part of its start) while this
-        # process imports the rest and prepares what to provision
-        self.moto = {r: MotoServer(r, self.run_dir / "logs").launch(with_plan=True) for r in regions}
+        # spawned first: the zygote imports moto (the longest part of a server's start) once for
+        # every region's server while this process imports the rest and prepares what to provision
+        self.fleet = MotoFleet(regions, self.run_dir / "logs").launch()
+        self.moto = self.fleet.servers
+        self._start_task_zygote()
         from gameday.environments.local import provision
         from gameday.environments.local.context import LocalContext
         from gameday.environments.local.router import AwsRouter
@@ -147,21 +159,36 @@ class LocalStack:
             lb_port=cfg.local.lb_port or free_port_on_all(list(lb_addresses.values())),
             dns_port=cfg.local.dns_port or free_port(),
         )
-        plans = provision.plan(ctx)
-        for r, m in self.moto.items():
-            m.send_plan(plans.get(r, []))
-        with ThreadPoolExecutor(len(self.moto)) as pool:
-            starting = [pool.submit(m.wait_ready) for m in self.moto.values()]
+        self.fleet.send_plans(provision.plan(ctx))
+        with ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(self.fleet.wait_ready)
             # meanwhile (the servers are other processes): this process loads what it runs next
             self.router = self._run("router", AwsRouter(ctx))
             self._component_classes()
-            for f in starting:
-                f.result()
+            self._load_sdk_models(ctx)
+            starting.result()
         self.timings["moto_provisioned"] = round(time.monotonic() - t0, 3)
         self.progress(f"moto servers provisioned and serving in {self.timings['moto_provisioned']:.2f}s")
         ctx.provisioned = provision.provisioned(ctx, {k: v for m in self.moto.values() for k, v in m.results.items()})
         self.lambdas = self._component("lambda", ctx)
         return ctx
+
+    def _start_task_zygote(self) -> None:
+        """Where tasks are host processes of the built-in service: one process imports what they
+        load while the moto servers start (measured: started once this process had loaded its own
+        instead, the moto servers were ready sooner but the first launches waited for it)."""
+        if self.task_launcher() is None and not self.config.service.command:
+            from gameday.environments.local.zygote import TaskZygote
+
+            self.task_zygote = TaskZygote(self.run_dir / "logs" / "task-zygote.log").start()
+
+    # what the components' first calls would load (botocore reads a service's model once per session:
+    # gameday.aws has one), read while the moto servers start rather than after
+    _SDK_SERVICES = ("ecs", "dynamodb", "dynamodbstreams", "sns", "cloudwatch", "route53")
+
+    def _load_sdk_models(self, ctx: LocalContext) -> None:
+        for service in self._SDK_SERVICES:
+            ctx.internal_client(service, self.config.regions[0])   # making a client sends nothing
 
     def _run(self, name: str, component):
         """Start one component (timed), kept for status() and the reverse-order stop()."""
@@ -179,7 +206,7 @@ class LocalStack:
 
         need = self.config.service.min_tasks
 
-        @retry(stop=stop_after_delay(30), wait=wait_fixed(0.05), reraise=True)
+        @retry(stop=stop_after_delay(30), wait=wait_fixed(0.01), reraise=True)   # a status() read: cheap
         def healthy():
             st = self.lbs.status()
             missing = {r: s["healthy"] for r, s in st.items() if s["healthy"] < need}
@@ -199,8 +226,10 @@ class LocalStack:
                 comp.stop()
             except Exception:  # noqa: BLE001 - keep tearing the rest down
                 log.exception("stopping %s failed", name)
-        for m in self.moto.values():
-            m.stop()
+        if self.task_zygote is not None:   # after the scheduler stopped its tasks
+            self.task_zygote.stop()
+        if self.fleet is not None:
+            self.fleet.stop()
         if self.ctx:
             self.ctx.events.emit("environment", action="stopped")
             self.ctx.events.close()

@@ -1,0 +1,41 @@
+"""The README's main job, `gameday run`, end to end on the embedded local environment: the whole
+built-in suite at the seed's rate, as a user runs it (CI's one real run of the whole suite on
+`--env local`; tests/test_docker_env.py has the docker one). It is also the mutation tests'
+reference at the seed's rate: a harness that fails everything would fail here, while
+tests/test_mutations.py proves each broken handler fails (at a fifth of that rate, where
+test_byo_failover's working handlers and test_progress's reference run pass).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.needs_env, pytest.mark.slow]
+
+BUILTIN = {"surge_fails_over", "region_blackhole_fails_over", "all_tasks_stopped_fails_over",
+           "route53_throttled_lambda_retries", "task_loss_is_absorbed", "replication_paused_during_failover",
+           "failback_after_heal", "control_plane_region_lost"}
+
+
+def test_the_whole_builtin_suite_passes_on_the_reference_system(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "gameday.cli", "run", "--quiet", "--run-dir", str(run_dir)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert (run_dir / "summary.json").exists(), f"no summary.json; gameday run said:\n{out}"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    outcomes = {s["name"]: s["outcome"] for s in summary["scenarios"]}
+    assert set(outcomes) == BUILTIN, f"the suite ran {sorted(outcomes)}"
+    assert set(outcomes.values()) == {"passed"}, f"{outcomes}\n{out}"
+    assert proc.returncode == 0 and summary["passed"] is True, out
+    assert (run_dir / "report.html").is_file()
+    surge = next(s for s in summary["scenarios"] if s["name"] == "surge_fails_over")["metrics"]
+    assert surge["failover_s"] is not None and surge["lost_acked_writes"] == 0 and surge["acked_writes"] > 0, surge
+    for s in summary["scenarios"]:   # no acknowledged write lost anywhere
+        assert not s["metrics"].get("lost_acked_writes"), (s["name"], s["metrics"])
