@@ -9,7 +9,10 @@ loadgroup --no-loadscope-reorder`).
   test (a worker that finished early would otherwise stop it under the other's docker tests);
 - a module is one unit, so its module-scoped fixtures (an environment, a built wheel) are made
   once, unless it says `XDIST_SPREAD = True`: its tests are independent runs (each its own
-  `gameday run`), each one a unit, so they balance the workers' last minutes;
+  `gameday run`), each one a unit, so they balance the workers' last minutes; or it names its
+  group, `XDIST_GROUP = "machine-parts"` (tests/test_main_job.py): the two whole-suite runs, local
+  and docker, then run one after the other, never side by side (two of them beside a third
+  scenario run starved moto on 2 cores: read timeouts, failovers missed);
 - the longest units go first (xdist would order them by test count): the parts unit, then
   modules marked `slow`, then the spread tests, then modules that start an environment
   (`needs_env`), then the rest in collection order.
@@ -33,13 +36,15 @@ def _unit(item: pytest.Item, needs_part) -> str | None:
     if needs_part(item):
         return PARTS_GROUP
     module = _module(item)
+    if module is not None and getattr(module, "XDIST_GROUP", None):
+        return module.XDIST_GROUP
     if module is not None and not getattr(module, "XDIST_SPREAD", False):
         return module.__name__
     return None
 
 
 def _rank(item: pytest.Item, needs_part) -> int:
-    if needs_part(item):
+    if needs_part(item) or getattr(_module(item), "XDIST_GROUP", None) == PARTS_GROUP:
         return 0
     spread = getattr(_module(item), "XDIST_SPREAD", False)
     if item.get_closest_marker("slow") is not None:

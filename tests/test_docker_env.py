@@ -22,6 +22,7 @@ from gameday.assertions.eventually import eventually
 from gameday.environments.docker import DockerEnvironment, images
 from gameday.environments.docker.cleanup import RUN_LABEL
 from gameday.environments.docker.preflight import DockerUnavailable, docker_client
+from tests.support import LIGHT_LOAD
 from gameday.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,8 +257,10 @@ def test_scenario_suite_passes_on_docker(tmp_path, client):
     log = tmp_path / "gameday-run.log"
     t0 = time.monotonic()
     # its own process group: on a timeout the whole tree (gameday run -> pytest -> gameday up) goes
-    proc = procs.spawn([sys.executable, "-m", "gameday.cli", "run", "--env", "docker", "--run-dir", str(run_dir)],
-                       log_path=log, cwd=REPO)
+    config = tmp_path / "gameday.toml"
+    config.write_text(LIGHT_LOAD)   # the docker environment's evidence does not depend on the rate (tests/support.py)
+    proc = procs.spawn([sys.executable, "-m", "gameday.cli", "run", "--env", "docker", "-c", str(config),
+                        "--run-dir", str(run_dir)], log_path=log, cwd=REPO)
     try:
         proc.wait(timeout=SUITE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -310,7 +313,7 @@ def test_user_image_that_acks_unstored_writes_fails_the_scenario(tmp_path, clien
     dockerfile = f"FROM {base}\nCMD {json.dumps(['/bin/sh', '-c', cmd])}\n"
     client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=user_tag, network_mode="none", rm=True)
     config = tmp_path / "gameday.toml"
-    config.write_text(f'[docker]\nimage = "{user_tag}"\n')
+    config.write_text(f'[docker]\nimage = "{user_tag}"\n' + LIGHT_LOAD)
     run_dir = tmp_path / "run"
     try:
         proc = subprocess.run([sys.executable, "-m", "gameday.cli", "run", "--env", "docker", "-c", str(config),

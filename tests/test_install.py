@@ -97,6 +97,12 @@ def test_init_then_the_builtin_surge_passes_from_the_teams_directory(team):
     repo, env = team["repo"], team["env"]
     r = _ok(_run([team["gameday"], "init"], repo, env, 60), "gameday init")
     assert "skipped scenarios/__init__.py: exists" in r.stdout and "wrote   scenarios/test_example.py" in r.stdout
+    # the team tunes its alarm as teams do: the request-count threshold at a fifth of the seed's
+    # (tests/support.py LIGHT_LOAD: what the verdict proves does not depend on the rate)
+    toml = repo / "gameday.toml"
+    text = toml.read_text()
+    assert text.count("threshold = 500") == 1, "gameday init's request-count alarm changed: update this test"
+    toml.write_text(text.replace("threshold = 500", "threshold = 100"))
     r = _ok(_run([team["gameday"], "run", "-k", "surge_fails_over"], repo, env, 400), "gameday run -k surge_fails_over")
     summary = json.loads((repo / "reports" / "runs" / "latest" / "summary.json").read_text())
     assert summary["passed"] and [s["name"] for s in summary["scenarios"]] == ["surge_fails_over"], summary

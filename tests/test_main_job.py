@@ -17,6 +17,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.needs_env, pytest.mark.slow]
+# on the worker of the docker suite (tests/scheduling.py): one whole-suite run at a time
+XDIST_GROUP = "machine-parts"
 
 BUILTIN = {"surge_fails_over", "region_blackhole_fails_over", "all_tasks_stopped_fails_over",
            "route53_throttled_lambda_retries", "task_loss_is_absorbed", "replication_paused_during_failover",
