@@ -55,6 +55,8 @@ def _opt(config: pytest.Config, name: str) -> str | None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario: a resilience scenario (the nightly suite)")
     config.addinivalue_line("markers", "needs_env: needs a running environment (started by the env fixture)")
+    config.addinivalue_line("markers", "alarms(key, ...): the alarms (gameday.toml keys) the scenario's story relies on: "
+                                       "the baseline waits for those to be out of ALARM (without it: every alarm)")
     config.addinivalue_line("markers", "capability(name, ...): skip the scenario unless the environment offers "
                             "these fault primitives (Environment.capabilities)")
     handler = _opt(config, "gameday_failover_handler")
@@ -225,7 +227,9 @@ def scenario(request: pytest.FixtureRequest, env, run_dir):
     env.control("POST", "/events", {"kind": "scenario", "action": "start", "name": name})
     progress = request.config.stash.get(PROGRESS_KEY, None)
     try:
-        rec.note(f"baseline restored in {restore_baseline(env, rec.deadlines):.1f}s")
+        relies_on = request.node.get_closest_marker("alarms")
+        took = restore_baseline(env, rec.deadlines, alarms=tuple(relies_on.args) if relies_on else None)
+        rec.note(f"baseline restored in {took:.1f}s")
         if progress is not None:
             progress.begin(env, rec, run_dir, request.config.pluginmanager.get_plugin("terminalreporter"))
         yield rec

@@ -52,18 +52,25 @@ def alarm_states(env) -> dict[str, dict[str, str]]:
     return out
 
 
-def restore_baseline(env, deadlines: Deadlines | None = None) -> float:
-    """Return the seconds it took; raise AssertionError naming what did not settle."""
+def restore_baseline(env, deadlines: Deadlines | None = None, alarms: tuple[str, ...] | None = None) -> float:
+    """Return the seconds it took; raise AssertionError naming what did not settle. `alarms`: the
+    alarms (config keys, e.g. "healthy-hosts") the next scenario's story relies on; only those
+    must be out of ALARM (None: every alarm). An alarm the previous scenario left in ALARM then
+    returns to OK during the next one: CloudWatch evaluates it at the period after its metric
+    calmed down, up to (evaluation periods + 1) x period later, which a scenario that does not
+    use it need not wait for (its OK notification reaches the function as any OK does)."""
     d = deadlines or Deadlines.from_profile(env.profile, env.config)
     t0 = time.monotonic()
     point_record_at(env, env.config.initial_region)
     need = env.config.service.min_tasks
     initial_ip = env.endpoints["regions"][env.config.initial_region]["lb_address"]
     resolver = env.resolver(honour_ttl=False)
+    watched = {name for names in env.endpoints["alarm_names"].values() for key, name in names.items()
+               if alarms is None or key in alarms}
 
     def settled() -> None:
         problems: list[str] = []
-        firing = {r: [n for n, s in st.items() if s == "ALARM"] for r, st in alarm_states(env).items()}
+        firing = {r: [n for n, s in st.items() if s == "ALARM" and n in watched] for r, st in alarm_states(env).items()}
         problems += [f"{r} alarms in ALARM: {names}" for r, names in firing.items() if names]
         st = env.status()
         for r, lb in st.get("load_balancers", {}).items():

@@ -129,14 +129,35 @@ def followers_rto(scenario, env, history: list[dict], *, fault_wall: float, regi
                deadline_s=scenario.deadlines.rto_s, bucket_s=2.0)
 
 
+HANGING_S = 0.5   # a follower request unanswered this long is hanging (answered ones take milliseconds)
+
+
+def hanging_followers(history: list[dict], *, older_than_s: float) -> int:
+    """Followers' requests invoked more than `older_than_s` ago and not completed yet."""
+    now = time.time()
+    open_since: dict = {}
+    for e in followers(history):
+        if e.get("type") == "invoke":
+            open_since[e.get("id")] = e["time"]
+        else:
+            open_since.pop(e.get("id"), None)
+    return sum(1 for t in open_since.values() if now - t > older_than_s)
+
+
 def end_load(scenario, env, run, *, fault_wall: float, healthy_region: str | None = None) -> None:
     """Stop the load; with healthy_region, first keep it on until the followers' recovery time can
-    be told from the history (a whole 2 s bucket back at the SLO, or the rto deadline passed): the
-    load's end is the history's end, and an rto cut short is "unknown" instead of a number. A
-    stop ends the run at once (loadgen.shapes.end_now), so this wait is the evidence, not slack."""
+    be told from the history (a whole 2 s bucket back at the SLO and no follower request hanging,
+    or the rto deadline passed): the load's end is the history's end, and an rto cut short is
+    "unknown" instead of a number. A stop ends the run at once (loadgen.shapes.end_now), so this
+    wait is the evidence, not slack."""
     if healthy_region is not None:
         def told() -> None:
-            r = followers_rto(scenario, env, run.history(), fault_wall=fault_wall, region=healthy_region)
+            history = run.history()
+            # a request hanging on the lost region fails at its timeout, after the stop: it belongs to
+            # the evidence, so the load ends only once none hangs (a request is answered in ms here)
+            hanging = hanging_followers(history, older_than_s=HANGING_S)
+            assert not hanging, f"{hanging} follower request(s) still hanging"
+            r = followers_rto(scenario, env, history, fault_wall=fault_wall, region=healthy_region)
             assert r.valid != "unknown", r.detail
 
         started = time.monotonic() - (time.time() - fault_wall)

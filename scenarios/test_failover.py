@@ -94,12 +94,14 @@ def _fault_fails_over(scenario, env, nemesis, load, fault_for, *, heals_itself: 
     scenario.verdict()
 
 
+@pytest.mark.alarms("healthy-hosts")   # a request-count alarm still in ALARM from a surge need not be OK first
 def test_region_blackhole_fails_over(env, scenario, nemesis, load):
     """The initial region's load balancer stops answering (connections hang): its targets fail
     their health checks, HealthyHostCount falls below 1, the health alarm fails the service over."""
     _fault_fails_over(scenario, env, nemesis, load, lambda region: block_region(region, data_plane=True, mode="hang"))
 
 
+@pytest.mark.alarms("healthy-hosts")   # a request-count alarm still in ALARM from a surge need not be OK first
 def test_all_tasks_stopped_fails_over(env, scenario, nemesis, load):
     """Every task of the initial region is stopped with ECS StopTask: replacements need their
     provisioning time, HealthyHostCount is 0 meanwhile, and the health alarm fails over."""
@@ -162,6 +164,7 @@ def dns_moves_before_the_function_gives_up(scenario, env, src: str, dst: str, *,
     return moved, time.monotonic() - t0
 
 
+@pytest.mark.alarms("healthy-hosts")   # a request-count alarm still in ALARM from a surge need not be OK first
 def test_control_plane_region_lost(env, scenario, nemesis, load):
     """us-east-1 is lost, data plane and AWS API endpoint, and with it Route 53's control plane
     (Route 53 changes are made in us-east-1 only). A failover function that changes records
