@@ -146,9 +146,10 @@ def hanging_followers(history: list[dict], *, older_than_s: float) -> int:
 
 def end_load(scenario, env, run, *, fault_wall: float, healthy_region: str | None = None) -> None:
     """Stop the load; with healthy_region, first keep it on until the followers' recovery time can
-    be told from the history (a whole 2 s bucket back at the SLO and no follower request hanging,
-    or the rto deadline passed): the load's end is the history's end, and an rto cut short is
-    "unknown" instead of a number. A stop ends the run at once (loadgen.shapes.end_now), so this
+    be told from the history (a whole 2 s bucket back at the SLO and no follower request hanging)
+    and the followers have been served for one alarm period since (as long as the steady state
+    before the fault), or the rto deadline passed: the load's end is the history's end, and an
+    rto cut short is "unknown" instead of a number. A stop ends the run at once (loadgen.shapes.end_now), so this
     wait is the evidence, not slack."""
     if healthy_region is not None:
         def told() -> None:
@@ -159,6 +160,12 @@ def end_load(scenario, env, run, *, fault_wall: float, healthy_region: str | Non
             assert not hanging, f"{hanging} follower request(s) still hanging"
             r = followers_rto(scenario, env, history, fault_wall=fault_wall, region=healthy_region)
             assert r.valid != "unknown", r.detail
+            # as much recovered service after the fault as steady state before it (one alarm
+            # period): the error budget is a share of the run, and a run cut at the first
+            # recovered bucket weighs the outage against an arbitrary tail
+            recovered_for = time.time() - fault_wall - (r.metrics.get("rto_s") or 0.0)
+            assert r.valid is False or recovered_for >= env.profile.period_s, \
+                f"recovered for {recovered_for:.1f}s of the {env.profile.period_s:g}s (one period) of evidence"
 
         started = time.monotonic() - (time.time() - fault_wall)
         try:
