@@ -17,9 +17,9 @@ from gameday.net import region_address
 # (a broken handler fails, a team's handler passes, the CLI tells the story): the request-count
 # alarm at 100 per period instead of the seed's 500, so the surge (1.5x) is 30 requests/s instead
 # of 150. Their evidence is the verdict and the check that names the fault, which does not depend
-# on the rate; at a fifth of the load two such runs share 2 cores (pytest -n 2) with the CPU the
+# on the rate; at a fifth of the load such runs share 2 cores (pytest -n 3) with the CPU the
 # seed's rate would take for one. The seed's rate keeps its own end-to-end runs (test_local_e2e,
-# the docker suite, benchmarks/bench_suite.py).
+# test_loadgen, benchmarks/bench_suite.py: the whole suite, alone).
 # ([alarms] replaces the seed's alarms as a whole: the other two are written out as the seed has them.)
 LIGHT_LOAD = """
 [alarms.request-count]
