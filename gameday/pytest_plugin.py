@@ -93,7 +93,7 @@ def run_dir(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
-def env(pytestconfig: pytest.Config, gameday_config, run_dir):
+def env(request: pytest.FixtureRequest, pytestconfig: pytest.Config, gameday_config, run_dir):
     """The environment under test, started once per session and torn down at the end."""
     kind = _opt(pytestconfig, "gameday_env") or "local"
     if kind == "aws":
@@ -116,7 +116,8 @@ def env(pytestconfig: pytest.Config, gameday_config, run_dir):
     pytestconfig.stash[ENV_KEY] = e
     from gameday.loadgen.runner import close_park, join_pending_reports, open_park
 
-    open_park()   # Locust processes importing while the first scenario sets up (loadgen.runner.LocustPark)
+    if sum(1 for item in request.session.items if "load" in getattr(item, "fixturenames", ())) > 1:
+        open_park()   # Locust processes importing while a scenario ends, for the next (loadgen.runner.LocustPark)
     try:
         yield e
     finally:

@@ -135,10 +135,13 @@ def _register_chaos_tab(environment) -> None:
 
 def _request_stop() -> None:
     log.info("gameday load: stop requested: draining")
-    GamedayShape.stop_requested = True
     shape = getattr(_env, "shape_class", None)   # Locust's name: it holds the shape instance
     if isinstance(shape, GamedayShape) and _env.runner is not None:
-        gevent.spawn(shape.end_now, _env.runner)   # not in the signal callback: it waits
+        # not in the signal callback: it waits. end_now sets the flag itself, with nothing in
+        # between: set here, the shape's loop could see it first and end by its own tick
+        gevent.spawn(shape.end_now, _env.runner)
+    else:
+        GamedayShape.stop_requested = True
 
 
 def _on_flush(environment, msg, **_kw) -> None:

@@ -222,7 +222,8 @@ def test_block_region_from_the_chaos_tab_fails_over_and_recovers(web_env, browse
         t_click = time.monotonic()
         page.locator("[data-testid=chaos-inject-block_region]").click()
         row = page.locator("[data-testid^=chaos-fault-block_region-]")
-        row.wait_for()
+        # the row appears "pending" while the fault is injected, then turns "active"
+        page.locator("[data-testid^=chaos-fault-block_region-][data-state=active]").wait_for()
         assert row.get_attribute("data-state") == "active"
         fault_id = row.get_attribute("data-testid").removeprefix("chaos-fault-")
         seen: dict[str, float] = {}
