@@ -50,6 +50,7 @@ class GamedayShape(LoadTestShape):
         self.classes = []
         self.total = 0
         self.ending = False
+        self.ended_on_request = False   # end_now is ending the run: the ticks leave it alone
         GamedayShape.stop_requested = False
 
     def reset_time(self):
@@ -62,6 +63,8 @@ class GamedayShape(LoadTestShape):
     def tick(self):
         runner = self.runner
         env = runner.environment
+        if self.ended_on_request:
+            return runner.shape_last_tick   # the same answer: Locust changes nothing meanwhile
         if self.plan is None:
             try:
                 self.plan = context.prepare_run(env.parsed_options, distributed=isinstance(runner, MasterRunner))
@@ -106,17 +109,18 @@ class GamedayShape(LoadTestShape):
         loop = getattr(runner, "shape_greenlet", None)
         if self.plan is None or self.ending or loop is None:
             return
-        loop.kill(block=True)   # Locust's shape loop, asleep between two ticks
-        runner.shape_greenlet = None
-        runner.shape_last_tick = None
+        self.ended_on_request = True
         self._end_users(runner)
         self._drain(runner)
         log.info("gameday load: shape ended on request")
+        # only now: a headless Locust ends the run as soon as its shape loop ends (its main joins
+        # the loop, then quits), which would cut the drain short
+        loop.kill(block=True)
+        runner.shape_greenlet = None
+        runner.shape_last_tick = None
         opts = runner.environment.parsed_options
-        if opts is not None and opts.headless:
-            runner.quit()
-        else:
-            runner.stop()
+        if opts is None or not opts.headless:
+            runner.stop()   # the web UI's run: nobody joins the loop
 
     def _drain(self, runner) -> None:
         """Wait (bounded) until no user runs, then until every live worker has reported its stats."""
