@@ -494,8 +494,11 @@ class LoadFactory:
                 r.stop()
             except Exception as e:  # noqa: BLE001 - stop every run, then report
                 errors.append(e)
-        for r in self.runs:
-            r.join() if join else _REPORTS_PENDING.append(r)
+        if join:
+            for r in self.runs:
+                r.join()
+        else:
+            _REPORTS_PENDING.extend(self.runs)
         if len(self.runs) > 1:
             parts = [p for r in self.runs for p in hist.part_files(r.out_dir)]
             hist.merge_files(parts, self.out_dir / hist.MERGED_NAME)

@@ -149,8 +149,8 @@ def end_load(scenario, env, run, *, fault_wall: float, healthy_region: str | Non
     be told from the history (a whole 2 s bucket back at the SLO and no follower request hanging)
     and the followers have been served for one alarm period since (as long as the steady state
     before the fault), or the rto deadline passed: the load's end is the history's end, and an
-    rto cut short is "unknown" instead of a number. A stop ends the run at once (loadgen.shapes.end_now), so this
-    wait is the evidence, not slack."""
+    rto cut short is "unknown" instead of a number. A stop ends the run at once
+    (loadgen.shapes.end_now), so this wait is the evidence, not slack."""
     if healthy_region is not None:
         def told() -> None:
             history = run.history()
@@ -210,7 +210,5 @@ def data_checks(scenario, env, history: list[dict], *, fault_wall: float, health
     scenario.check(eb)
     scenario.metric("error_rate", eb.metrics.get("error_rate"))
     if healthy_region is not None:
-        # 2 s buckets: at the followers' 10 requests/s a 1 s bucket is 10 operations, and one straggler
-        # (a read of a key written to the lost region) would decide a whole bucket against a 95% SLO
         scenario.budget("rto_s", round(scenario.deadlines.rto_s, 1))
         scenario.check(followers_rto(scenario, env, history, fault_wall=fault_wall, region=healthy_region))

@@ -383,7 +383,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.needs{tuple(unknown)}: no such part "
                                     f"(known: {', '.join(PARTS)})")
     parts = session_parts(config)
-    group_and_order(config, items, lambda item: bool(parts.needs(item)))
+    group_and_order(items, lambda item: bool(parts.needs(item)))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

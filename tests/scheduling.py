@@ -43,8 +43,8 @@ def _unit(item: pytest.Item, needs_part) -> str | None:
     return None
 
 
-def _rank(item: pytest.Item, needs_part) -> int:
-    if needs_part(item) or getattr(_module(item), "XDIST_GROUP", None) == PARTS_GROUP:
+def _rank(item: pytest.Item, unit: str | None) -> int:
+    if unit == PARTS_GROUP:
         return 0
     spread = getattr(_module(item), "XDIST_SPREAD", False)
     if item.get_closest_marker("slow") is not None:
@@ -52,17 +52,15 @@ def _rank(item: pytest.Item, needs_part) -> int:
     return 3 if item.get_closest_marker("needs_env") is not None else 4
 
 
-def group_and_order(config: pytest.Config, items: list[pytest.Item], needs_part) -> None:
+def group_and_order(items: list[pytest.Item], needs_part) -> None:
     """Put each item in its unit (an xdist_group marker) and reorder `items` in place, longest first."""
+    unit = {id(item): _unit(item, needs_part) for item in items}
+    rank = {id(item): _rank(item, unit[id(item)]) for item in items}
+    # a unit's tests stay together: a unit ranks as its highest-ranked test
+    unit_rank: dict[str, int] = {}
     for item in items:
-        unit = _unit(item, needs_part)
-        if unit is not None:
-            item.add_marker(pytest.mark.xdist_group(unit))
-    rank = {id(item): _rank(item, needs_part) for item in items}
-    # a module's tests stay together: a module ranks as its highest-ranked test
-    by_module: dict[str, int] = {}
-    for item in items:
-        unit = _unit(item, needs_part)
-        if unit is not None and unit != PARTS_GROUP:
-            by_module[unit] = min(by_module.get(unit, 9), rank[id(item)])
-    items[:] = sorted(items, key=lambda item: by_module.get(_unit(item, needs_part) or "", rank[id(item)]))
+        u = unit[id(item)]
+        if u is not None:
+            item.add_marker(pytest.mark.xdist_group(u))
+            unit_rank[u] = min(unit_rank.get(u, rank[id(item)]), rank[id(item)])
+    items[:] = sorted(items, key=lambda item: unit_rank.get(unit[id(item)], rank[id(item)]))
