@@ -129,11 +129,22 @@ def environment_processes(env: LocalEnvironment) -> dict[int, str]:
     names = {root.pid: "stack (lb, router, replication, metrics, alarms, lambda, dns)"}
     for p in root.children(recursive=True):
         try:
-            cmd = p.cmdline()
+            cmd, comm = p.cmdline(), p.name()
         except psutil.Error:
             continue
         text = " ".join(cmd)
-        if "moto" in text:
+        # a process forked from a zygote keeps the zygote's command line: its name (/proc/PID/comm,
+        # zygote.become_forked_child) says what it is: moto-<region>, task-<region>, lambda-worker
+        forked = comm.split("-", 1)
+        if forked[0] in ("moto", "task") and len(forked) == 2:
+            names[p.pid] = f"{forked[0]} {forked[1]}"
+        elif comm == "lambda-worker":
+            names[p.pid] = "lambda worker"
+        elif "--fork" in cmd:
+            names[p.pid] = "moto zygote"
+        elif "environments.local.zygote" in text:
+            names[p.pid] = "task zygote"
+        elif "moto" in text:
             port = cmd[cmd.index("-p") + 1] if "-p" in cmd else "?"
             names[p.pid] = f"moto {moto_ports.get(port, port)}"
         elif "gameday.sut.service" in text:

@@ -240,3 +240,65 @@ def test_a_registered_target_gets_its_first_health_check_at_once(tmp_path):
 
 def _healthy(lbs: LoadBalancers, region: str) -> None:
     assert lbs.status()[region]["healthy"] == 1, lbs.status()[region]
+
+
+# -- prelaunch: the zygotes start before `gameday up` imports the CLI ------------------------------------------
+
+def test_a_prelaunched_fleet_is_taken_only_by_the_stack_it_was_launched_for(tmp_path):
+    # Catches a stack running a fleet launched for other regions or another run's logs (its servers
+    # would be provisioned for the wrong environment), and a mismatched fleet left running.
+    import json
+
+    from gameday.environments.local import prelaunch
+
+    spec = json.loads(prelaunch.spec_for(["us-east-1"], tmp_path / "logs", task_zygote=False))
+    prelaunch.launch(spec)
+    fleet = prelaunch._launched["fleet"][-1]
+    assert prelaunch.take_fleet(["us-east-1", "us-west-2"], tmp_path / "logs") is None
+    eventually(lambda: _zygote_ended(fleet), deadline_s=5, what="the unmatched fleet stopped")
+    prelaunch.launch(spec)
+    taken = prelaunch.take_fleet(["us-east-1"], tmp_path / "logs")
+    try:
+        assert taken is not None and prelaunch.take_fleet(["us-east-1"], tmp_path / "logs") is None
+    finally:
+        taken.stop()
+
+
+def _zygote_ended(fleet: MotoFleet) -> None:
+    assert fleet.proc.poll() is not None
+
+
+def _descendants(pid: int) -> list[str]:
+    """The command lines of pid's descendants (from /proc)."""
+    parent_of = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := procs.stat_fields(int(entry))) is not None:
+            parent_of[int(entry)] = int(fields[1])
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {p for p, parent in parent_of.items() if parent in frontier}
+        found += sorted(frontier)
+    out = []
+    for p in found:
+        try:
+            out.append(Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            pass
+    return out
+
+
+def test_the_environment_starts_its_zygotes_before_the_cli_and_only_once(tmp_path):
+    # Catches prelaunched zygotes the stack does not take (a second fleet and task zygote would run
+    # beside them: twice the imports on 2 cores) and a prelaunch that does not happen at all.
+    from gameday.environments.local import LocalEnvironment
+
+    env = LocalEnvironment(CFG, tmp_path).start()
+    try:
+        children = _descendants(env.proc.pid)
+        assert env.endpoints["timings"]["moto_head_start"] > 0, env.endpoints["timings"]
+    finally:
+        env.stop()
+    zygotes = [c for c in children if "--fork" in c or "environments.local.zygote" in c]
+    # the forked servers, tasks and Lambda environments keep their zygote's command line: count each once
+    assert len({("moto" if "--fork" in c else "task") for c in zygotes}) == 2
+    assert sum(1 for c in zygotes if "--fork" in c) == 1 + len(CFG.regions), zygotes

@@ -14,6 +14,7 @@ import re
 import textwrap
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -607,3 +608,65 @@ def test_reference_handler_fails_back_on_ok_only_when_automatic_and_the_region_i
         expected = "us-east-1" if failback == "automatic" else "us-west-2"
         assert _a_record(ctx)[0] == ctx.lb_addresses[expected], f"failback={failback}: {recs[-1]['result']}"
     _reset_record(ctx, "us-east-1")
+
+
+FORK_PROBE = '''
+import os
+import sys
+
+import boto3
+
+route53 = boto3.client("route53")
+
+
+def handler(event, context):
+    return {"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(), "path0": sys.path[0],
+            "env": {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "_HANDLER", "LAMBDA_"))},
+            "zones": len(route53.list_hosted_zones()["HostedZones"])}
+'''
+
+
+def test_provisioned_environments_fork_from_the_task_zygote_with_the_lambda_environment(env, tmp_path, monkeypatch):
+    # Catches a forked execution environment that differs from a spawned one: the host's SDK settings
+    # leaking in (AWS_PROFILE, set before the zygote starts, must be scrubbed), the zygote's working
+    # directory or import path instead of the code directory, the protocol not reaching the runner.
+    from gameday.environments.local.zygote import TaskZygote
+
+    ctx, _, _ = env
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "fork_probe.py").write_text(FORK_PROBE)
+    monkeypatch.setenv("AWS_PROFILE", "host-profile-that-does-not-exist")
+    zygote = TaskZygote(tmp_path / "zygote.log").start()
+    monkeypatch.undo()
+    cfg = _config(handler="fork_probe:handler", code_dir=str(tmp_path / "code"), reserved_concurrency=1)
+    runner = LambdaRunner(dataclasses.replace(ctx, config=cfg))
+    runner.zygote = zygote
+    try:
+        runner.start()
+        rec = runner.invoke({"probe": True}, wait_s=MARGIN_S + PROBE_TIMEOUT_S)
+    finally:
+        runner.stop()
+        zygote.stop()
+    assert rec["outcome"] == "ok", rec
+    out = rec["result"]
+    assert out["ppid"] == zygote.proc.pid, "the provisioned environment was not forked from the zygote"
+    assert out["cwd"] == out["path0"] == out["env"]["LAMBDA_TASK_ROOT"] == str(tmp_path / "code")
+    assert out["env"]["AWS_LAMBDA_INITIALIZATION_TYPE"] == "provisioned-concurrency"
+    assert out["env"]["AWS_ENDPOINT_URL"] == ctx.router_url and "AWS_PROFILE" not in out["env"]
+    assert out["zones"] == 1
+    assert not alive({out["pid"]}), "stop() left the forked worker running"
+
+
+def test_a_code_directory_bundling_its_own_sdk_gets_fresh_processes(env, tmp_path):
+    # Catches forking a function that bundles its own boto3 (or any module the zygote has loaded):
+    # it would run the zygote's copy instead of its own.
+    from gameday.environments.local.lambda_runner import shadowed_modules
+
+    (tmp_path / "boto3").mkdir()
+    (tmp_path / "boto3" / "__init__.py").write_text("")
+    (tmp_path / "team_handler.py").write_text("def handler(event, context):\n    return 1\n")
+    assert shadowed_modules(tmp_path) == ["boto3"]
+    (tmp_path / "boto3" / "__init__.py").unlink()
+    (tmp_path / "boto3").rmdir()
+    assert shadowed_modules(tmp_path) == []
+    assert shadowed_modules(Path(__file__).resolve().parents[1]) == [], "the checkout's own gameday is not a copy"

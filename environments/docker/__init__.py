@@ -19,6 +19,7 @@ from gameday.environments.local import LocalEnvironment
 class DockerEnvironment(LocalEnvironment):
     kind = "docker"
     up_args = ("--env", "docker")
+    tasks_are_processes = False   # tasks are containers: no task zygote to prelaunch
 
     def start(self) -> "DockerEnvironment":
         from gameday.environments.docker import images

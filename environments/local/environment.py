@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from gameday.environments.base import Environment
+from gameday.environments.local import prelaunch
 from gameday.environments.local.faults_local import LOCAL_FAULT_DRIVERS
 from gameday import aws, procs
 from gameday.config import GamedayConfig
@@ -29,10 +30,11 @@ class LocalEnvironment(Environment):
     kind = "local"
     capabilities = frozenset({
         "stop_tasks", "lose_az", "block_data_plane", "block_control_plane",
-        "pause_replication", "api_fault", "lambda_fault", "replication_drop",
+        "pause_replication", "api_fault", "lambda_fault", "replication_drop", "fail_responses",
     })
     fault_drivers = LOCAL_FAULT_DRIVERS
     up_args: tuple[str, ...] = ()   # extra `gameday up` arguments (the docker environment: --env docker)
+    tasks_are_processes = True      # the built-in service's tasks fork from a zygote (docker: containers)
 
     def __init__(self, config: GamedayConfig, run_dir: Path, *, config_path: Path | None = None,
                  failover_handler: str | None = None, state_file: Path | None = None):
@@ -70,14 +72,19 @@ class LocalEnvironment(Environment):
         # The child gets the already-validated config as a file, so what runs is what we hold.
         cfg_file = env_dir / "config.json"
         cfg_file.write_text(self.config.model_dump_json(indent=2))
-        argv = [procs.python(), "-m", "gameday.cli", "up", "--json", "--run-dir", str(env_dir),
+        # prelaunch: the moto servers and the task zygote start before the child imports the CLI
+        argv = [procs.python(), "-m", "gameday.environments.local.prelaunch", "up", "--json", "--run-dir", str(env_dir),
                 "--config", str(cfg_file), "--state-file", str(self.state_file)]
         if self.failover_handler:
             argv += ["--failover-handler", self.failover_handler]
         argv += list(self.up_args)
         log = env_dir / "stack.log"
         # stdout answers with the endpoints line; stderr (progress and errors) goes to the log
-        self.proc = procs.spawn(argv, log_path=log, stdout=subprocess.PIPE, env={"PYTHONUNBUFFERED": "1"})
+        regions = list(dict.fromkeys([*self.config.regions, "us-east-1"]))   # as LocalStack: Route 53's home too
+        early = prelaunch.spec_for(regions, env_dir / "logs",
+                                   task_zygote=self.tasks_are_processes and not self.config.service.command)
+        self.proc = procs.spawn(argv, log_path=log, stdout=subprocess.PIPE,
+                                env={"PYTHONUNBUFFERED": "1", prelaunch.ENV_VAR: early})
         deadline = time.monotonic() + START_TIMEOUT_S
         line = b""
         try:

@@ -21,6 +21,7 @@ import logging
 import platform
 import queue
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -200,6 +201,25 @@ def _truncate_logs(lines: list[str]) -> list[str]:
     return out
 
 
+def shadowed_modules(code_dir: Path) -> list[str]:
+    """Top-level modules or packages in `code_dir` that this process has already loaded from
+    elsewhere (this process loads the same libraries as the task zygote: boto3, botocore, ...)."""
+    out = []
+    try:
+        entries = list(code_dir.iterdir())
+    except OSError:
+        return ["(code directory unreadable)"]
+    for entry in entries:
+        name = entry.stem if entry.suffix == ".py" else entry.name if entry.is_dir() else ""
+        module = sys.modules.get(name) if name.isidentifier() else None
+        if module is None:
+            continue
+        loaded = getattr(module, "__file__", None)
+        if loaded is None or not Path(loaded).resolve().is_relative_to(entry.resolve()):
+            out.append(name)
+    return sorted(out)
+
+
 class LambdaRunner:
     def __init__(self, ctx: LocalContext):
         self.ctx = ctx
@@ -223,6 +243,11 @@ class LambdaRunner:
         else:
             code_dir = Path.cwd()  # the team's repository: `mypkg.failover:handler` imports from it
         self.code_dir = code_dir
+        # where provisioned environments fork from (the stack sets its task zygote: zygote.py), unless
+        # the code directory brings its own copy of a module the zygote has loaded (a bundled boto3):
+        # the function must import its own, so those environments start as fresh processes
+        self.zygote = None
+        self.shadowed = shadowed_modules(code_dir)
         # Reserved and provisioned concurrency (model.concurrency_for): by default every environment is
         # initialised by start(), before any event: one that cold-starts when a surge's notifications
         # overlap imports boto3 (~2.6 s of CPU) on a saturated 2-core machine, delays the failover and
@@ -600,9 +625,17 @@ class LambdaRunner:
                 raise LambdaRunnerStopped("the Lambda runner is stopping")
             env = self.lambda_environment(initialization_type)
             env["GAMEDAY_LAMBDA_ENV_KEYS"] = ",".join(k for k in env if k.startswith(("AWS_", "BOTO")))
-            proc = procs.spawn([procs.python(), "-P", str(WORKER_PATH)],
-                               log_path=self.ctx.logs_dir / "lambda-worker.log", env=env, cwd=self.code_dir,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            log_path = self.ctx.logs_dir / "lambda-worker.log"
+            if initialization_type == INIT_PROVISIONED and self.zygote is not None and self.zygote.running \
+                    and not self.shadowed:
+                # a provisioned environment initialises before any event, so how fast its init is
+                # changes no measurement: it forks from the task zygote, whose boto3 and botocore
+                # data are loaded already (~0.35 CPU-s less per environment at a cold start)
+                proc = self.zygote.launch_connected(WORKER_PATH, env, log_path, cwd=self.code_dir,
+                                                    name="lambda-worker", timeout_s=INIT_TIMEOUT_S)
+            else:   # an on-demand cold start pays the whole init, as in Lambda
+                proc = procs.spawn([procs.python(), "-P", str(WORKER_PATH)], log_path=log_path, env=env,
+                                   cwd=self.code_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             return _Worker(proc, self.ctx.clock)
 
     def _await_ready(self, w: _Worker, trigger: str, slot: _Slot) -> dict | None:

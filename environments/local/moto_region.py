@@ -146,6 +146,11 @@ class MotoFleet:
     def log_path(self) -> Path:
         return self.logs_dir / "moto-zygote.log"
 
+    @property
+    def launched_at(self) -> float:
+        """time.monotonic() when launch() ran."""
+        return self._t0
+
     def launch(self) -> "MotoFleet":
         self._t0 = time.monotonic()
         self.logs_dir.mkdir(parents=True, exist_ok=True)

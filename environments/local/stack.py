@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gameday.environments.local import prelaunch
 from gameday.environments.local.moto_region import MotoFleet, MotoServer
 from gameday.net import free_port, free_port_on_all, region_address
 
@@ -142,8 +143,11 @@ class LocalStack:
         t0 = time.monotonic()
         # spawned first: the zygote imports moto (the longest part of a server's start) once for
         # every region's server while this process imports the rest and prepares what to provision
-        self.fleet = MotoFleet(regions, self.run_dir / "logs").launch()
+        self.fleet = (prelaunch.take_fleet(regions, self.run_dir / "logs")
+                      or MotoFleet(regions, self.run_dir / "logs").launch())
         self.moto = self.fleet.servers
+        # > 0: the fleet was launched before this process imported the CLI (prelaunch.py)
+        self.timings["moto_head_start"] = round(max(0.0, t0 - self.fleet.launched_at), 3)
         self._start_task_zygote()
         from gameday.environments.local import provision
         from gameday.environments.local.context import LocalContext
@@ -171,6 +175,7 @@ class LocalStack:
         self.progress(f"moto servers provisioned and serving in {self.timings['moto_provisioned']:.2f}s")
         ctx.provisioned = provision.provisioned(ctx, {k: v for m in self.moto.values() for k, v in m.results.items()})
         self.lambdas = self._component("lambda", ctx)
+        self.lambdas.zygote = self.task_zygote   # provisioned environments fork from it (lambda_runner)
         return ctx
 
     def _start_task_zygote(self) -> None:
@@ -180,7 +185,8 @@ class LocalStack:
         if self.task_launcher() is None and not self.config.service.command:
             from gameday.environments.local.zygote import TaskZygote
 
-            self.task_zygote = TaskZygote(self.run_dir / "logs" / "task-zygote.log").start()
+            log = self.run_dir / "logs" / "task-zygote.log"
+            self.task_zygote = prelaunch.take_task_zygote(log) or TaskZygote(log).start()
 
     # what the components' first calls would load (botocore reads a service's model once per session:
     # gameday.aws has one), read while the moto servers start rather than after
@@ -230,6 +236,7 @@ class LocalStack:
             self.task_zygote.stop()
         if self.fleet is not None:
             self.fleet.stop()
+        prelaunch.discard()   # what a failed start never took
         if self.ctx:
             self.ctx.events.emit("environment", action="stopped")
             self.ctx.events.close()

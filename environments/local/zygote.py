@@ -136,6 +136,47 @@ class ZygoteReader:
         return msg
 
 
+def _read_exactly(conn, n: int) -> bytes:
+    """n bytes from a socket (fewer if it closes or times out): nothing past them is consumed."""
+    got = b""
+    try:
+        while len(got) < n:
+            chunk = conn.recv(n - len(got))
+            if not chunk:
+                break
+            got += chunk
+    except OSError:
+        pass
+    return got
+
+
+class ConnectedProcess(ForkedProcess):
+    """A forked process whose stdin and stdout are one loopback connection to the starter,
+    handled as a Popen with stdin/stdout pipes (binary file objects)."""
+
+    def __init__(self, handle: ForkedProcess, conn):
+        super().__init__(handle.pid)
+        self._handle = handle
+        self.stdin = conn.makefile("wb")
+        self.stdout = conn.makefile("rb")
+        self._conn = conn
+        conn.close()   # the file objects keep the socket open until they are closed
+
+    @property
+    def returncode(self) -> int | None:
+        return self._handle.returncode
+
+    @returncode.setter
+    def returncode(self, value) -> None:
+        pass   # the zygote's handle owns it
+
+    def poll(self) -> int | None:
+        return self._handle.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._handle.wait(timeout)
+
+
 class ZygoteError(OSError):
     """The zygote could not start a task (an OSError: the ECS scheduler treats it as a failed launch)."""
 
@@ -165,9 +206,41 @@ class TaskZygote:
     def launch(self, args: list[str], env: dict[str, str], log_path: Path, timeout_s: float = 30.0) -> ForkedProcess:
         """`python -m gameday.sut.service ARGS` with `env` added to the environment, output to
         log_path: forked from the zygote (which may still be importing: then this waits)."""
+        return self._request({"args": list(args), "env": dict(env), "log": str(log_path)}, timeout_s)
+
+    def launch_connected(self, script: Path, env: dict[str, str], log_path: Path, *, cwd: Path | None = None,
+                         name: str = "script", timeout_s: float = 30.0) -> "ConnectedProcess":
+        """`python -P SCRIPT` forked from the zygote, its stdin and stdout a connection to this
+        process (as Popen's pipes), stderr to log_path, `env` added to the environment."""
+        import secrets
+        import socket
+
+        token = secrets.token_hex(16)
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            listener.settimeout(timeout_s)
+            handle = self._request({"script": str(script), "env": dict(env), "log": str(log_path), "name": name,
+                                    "cwd": str(cwd) if cwd else None,
+                                    "connect": [listener.getsockname()[1], token]}, timeout_s)
+            deadline = time.monotonic() + timeout_s
+            while True:   # only the child knows the token: another local connection is dropped
+                try:
+                    listener.settimeout(max(0.01, deadline - time.monotonic()))
+                    conn, _ = listener.accept()
+                except OSError:
+                    if handle.poll() is None:
+                        os.killpg(handle.pid, signal.SIGKILL)
+                    raise ZygoteError(f"forked {name} (pid {handle.pid}) did not connect within {timeout_s:.0f}s; "
+                                      f"see {log_path}") from None
+                conn.settimeout(max(0.01, deadline - time.monotonic()))
+                if _read_exactly(conn, len(token) + 1) == token.encode() + b"\n":
+                    conn.settimeout(None)
+                    return ConnectedProcess(handle, conn)
+                conn.close()
+
+    def _request(self, payload: dict, timeout_s: float) -> ForkedProcess:
         with self._lock:
             self._next_id += 1
-            line = json.dumps({"id": self._next_id, "args": list(args), "env": dict(env), "log": str(log_path)})
+            line = json.dumps({"id": self._next_id, **payload})
             try:
                 self.proc.stdin.write(line.encode() + b"\n")
                 self.proc.stdin.flush()
@@ -225,8 +298,14 @@ def warm() -> None:
 
     from gameday.sut import service  # noqa: F401
 
-    boto3.session.Session().client("dynamodb", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
-                                   aws_access_key_id="warm", aws_secret_access_key="warm")
+    # the host's profile settings are no business of the warm-up (a profile the host names but does
+    # not have would fail it, and every task with it): the children get them back as they were
+    profiles = {k: os.environ.pop(k) for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE") if k in os.environ}
+    try:
+        boto3.session.Session().client("dynamodb", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+                                       aws_access_key_id="warm", aws_secret_access_key="warm")
+    finally:
+        os.environ.update(profiles)
 
 
 def _fork_task(zygote: int, request: dict, wake_fds: tuple[int, int]) -> int:
@@ -240,15 +319,18 @@ def _fork_task(zygote: int, request: dict, wake_fds: tuple[int, int]) -> int:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in wake_fds:
             os.close(fd)
-        args = request["args"]
-        region = args[args.index("--region") + 1] if "--region" in args[:-1] else ""
-        become_forked_child(zygote, request["log"], f"task-{region}" if region else "task")
-        os.dup2(2, 1)
-        os.environ.update(request["env"])
-        gc.enable()
-        from gameday.sut import service
+        if request.get("script"):
+            code = _run_script(zygote, request)
+        else:
+            args = request["args"]
+            region = args[args.index("--region") + 1] if "--region" in args[:-1] else ""
+            become_forked_child(zygote, request["log"], f"task-{region}" if region else "task")
+            os.dup2(2, 1)
+            os.environ.update(request["env"])
+            gc.enable()
+            from gameday.sut import service
 
-        code = service.main(request["args"])
+            code = service.main(request["args"])
     except SystemExit as e:   # argparse's errors: 2, as `python -m` would exit
         code = exit_code(e)
     except BaseException:  # noqa: BLE001 - the traceback to the task's log, the exit code to the scheduler
@@ -262,6 +344,35 @@ def _fork_task(zygote: int, request: dict, wake_fds: tuple[int, int]) -> int:
             except Exception:  # noqa: BLE001 - exiting anyway
                 pass
         os._exit(code if isinstance(code, int) else 1)   # main() returns an int; anything else is a failure
+
+
+def _run_script(zygote: int, request: dict) -> int:
+    """In a forked child: run request["script"] as `python -P SCRIPT` would, its stdin and stdout
+    a loopback connection back to the starter (launch_connected), in request["cwd"], with
+    request["env"] added to the environment. The command line's own sys.path entry (`python -m`
+    put the zygote's working directory first) is dropped, as -P would not add it."""
+    import runpy
+    import socket
+
+    become_forked_child(zygote, request["log"], request.get("name") or "script")
+    port, token = request["connect"]
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(token.encode() + b"\n")
+    conn.settimeout(None)
+    for fd in (0, 1):
+        os.dup2(conn.fileno(), fd)
+    conn.close()
+    if request.get("cwd"):
+        os.chdir(request["cwd"])
+    os.environ.update(request["env"])
+    if _COMMAND_PATH is not None and _COMMAND_PATH in sys.path:
+        sys.path.remove(_COMMAND_PATH)
+    gc.enable()
+    try:
+        runpy.run_path(request["script"], run_name="__main__")
+    except SystemExit as e:
+        return exit_code(e)
+    return 0
 
 
 def _say(msg: dict) -> None:
@@ -307,7 +418,12 @@ def serve_launches() -> None:
             _say({"id": request["id"], "pid": pid})
 
 
+_COMMAND_PATH: str | None = None   # the sys.path entry `python -m` added for the zygote's command line
+
+
 def main() -> None:
+    global _COMMAND_PATH
+    _COMMAND_PATH = sys.path[0] if sys.path else None
     # the warm-up allocates objects that all live: the collector's passes over them find nothing
     gc.disable()
     warm()
