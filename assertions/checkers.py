@@ -925,3 +925,43 @@ def rto(history: Sequence[dict], fault_time: Any, *, slo: float = 0.95, bucket_s
     if deadline_s is not None:
         detail += f"; {'within' if valid else 'OVER'} the {deadline_s:.1f}s deadline"
     return CheckResult("rto", valid, detail, metrics)
+
+
+def _latencies(history: Any, w0: float, w1: float, region: str | None) -> list[float]:
+    """Completion minus invocation of the operations completed in [w0, w1) (served by `region`,
+    else aimed at it, when given), placed ones only: an operation never completed has no latency."""
+    placed = _exact(history)
+    if placed is not None:
+        rows = zip(placed.invoked, placed.completed, placed.wheres)
+    else:
+        rows = ((o.invoked, o.completed, o.served_by or o.region)
+                for o in iter_operations(_raw(history), unmatched=False))
+    return [c - i for i, c, where in rows
+            if w0 <= c < w1 and i != -INF and (region is None or where == region)]
+
+
+def latency_p99(history: Sequence[dict], *, budget_s: float, window: tuple[Any, Any] | None = None,
+                region: str | None = None, quantile: float = 0.99) -> CheckResult:
+    """The `quantile` (nearest rank; default the 99th percentile) of the operations' latency stays
+    within `budget_s`: every completion, failed ones too (an overloaded task's 503 is quick, a
+    timeout is as long as the client waited), completed inside `window` = (start, end) epoch
+    seconds or ISO times (end None: open), and with `region` served by it (else aimed at it).
+    Unknown when no operation is left to measure."""
+    if not 0 < quantile <= 1:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile!r}")
+    w0 = _as_epoch(window[0], "window start") if window is not None else -INF
+    w1 = (_as_epoch(window[1], "window end") if window is not None and window[1] is not None else INF)
+    lat = sorted(_latencies(history, w0, w1, region))
+    where = (f" served by {region}" if region else "") + (f" in the {w1 - w0:.1f}s window" if w1 < INF else
+                                                           " after the window's start" if w0 > -INF else "")
+    name = f"p{quantile * 100:g}"
+    metrics = {f"{name}_latency_s": None, "latency_requests": len(lat)}
+    if not lat:
+        return CheckResult("latency_p99", UNKNOWN, f"no operation completed{where}", metrics)
+    value = lat[max(0, math.ceil(quantile * len(lat)) - 1)]
+    metrics[f"{name}_latency_s"] = round(value, 4)
+    valid = value <= budget_s
+    slow = sum(1 for x in lat if x > budget_s)
+    detail = (f"{name} latency of {len(lat)} operations{where}: {value:.3f}s, {'within' if valid else 'OVER'} "
+              f"the {budget_s:g}s budget ({slow} slower than it; the slowest {lat[-1]:.3f}s)")
+    return CheckResult("latency_p99", valid, detail, metrics)

@@ -62,7 +62,8 @@ def describe_states(states: Sequence[DnsState], named: Callable[[Sequence[str]],
     parts = []
     for s in states:
         lasted = s.lasted_s(now)
-        held = f" for {lasted:.2f}s" if lasted is not None and s.until is not None else " (current)"
+        held = (" (current)" if lasted is None or s.until is None else
+                f" for {lasted * 1000:.0f} ms" if lasted < 0.1 else f" for {lasted:.2f}s")
         parts.append(f"[{', '.join(s.answer) or 'no answer'}] ({named(s.answer)}){held}")
     return ", then ".join(parts) or "no change"
 

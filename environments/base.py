@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # Fault primitives an environment may offer.
 CAPABILITIES = frozenset({
     "stop_tasks", "lose_az", "block_data_plane", "block_control_plane",
-    "pause_replication", "api_fault", "lambda_fault", "replication_drop",
+    "pause_replication", "api_fault", "lambda_fault", "replication_drop", "fail_responses",
 })
 
 

@@ -19,6 +19,7 @@ from gameday.faults.lambda_fault import LAMBDA_MODES, LambdaFault
 from gameday.faults.nemesis import FaultRecord, Nemesis, RollbackFailed
 from gameday.faults.network import BLOCK_MODES, BlockRegion
 from gameday.faults.replication import PauseReplication, ReplicationDrop
+from gameday.faults.service import FailResponses
 
 
 def stop_tasks(region: str, count: int | None = None, fraction: float | None = None, all: bool = False,
@@ -53,15 +54,21 @@ def lambda_fault(mode: str = "error", delay_s: float | None = None) -> LambdaFau
     return LambdaFault.create(mode=mode, delay_s=delay_s)
 
 
+def fail_responses(region: str, share: float = 0.5, status: int = 500) -> FailResponses:
+    """This share of the requests to `region`'s targets are answered `status` by the target
+    (HTTPCode_Target_5XX_Count), without reaching the service, until rolled back."""
+    return FailResponses.create(region=region, share=share, status=status)
+
+
 def replication_drop(fraction: float) -> ReplicationDrop:
     """Mutation: replication silently drops this share of writes (the checkers must notice)."""
     return ReplicationDrop.create(fraction=fraction)
 
 
 __all__ = [
-    "API_EFFECTS", "BLOCK_MODES", "LAMBDA_MODES", "ApiFault", "BlockRegion", "CapabilityMissing", "Fault",
-    "FaultError", "FaultRecord", "Journal", "JournalError", "LambdaFault", "LoseAz", "Nemesis",
+    "API_EFFECTS", "BLOCK_MODES", "LAMBDA_MODES", "ApiFault", "BlockRegion", "CapabilityMissing", "FailResponses",
+    "Fault", "FaultError", "FaultRecord", "Journal", "JournalError", "LambdaFault", "LoseAz", "Nemesis",
     "PauseReplication", "ReplicationDrop", "RollbackFailed", "StopTasks", "api_fault", "block_region",
-    "fault_classes", "fault_kinds", "lambda_fault", "lose_az", "parse_fault", "pause_replication", "read_journal",
+    "fail_responses", "fault_classes", "fault_kinds", "lambda_fault", "lose_az", "parse_fault", "pause_replication", "read_journal",
     "replication_drop", "stop_tasks",
 ]

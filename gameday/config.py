@@ -114,6 +114,12 @@ class ServiceSpec(_Model):
     scale_out_requests_per_task_s: float = Field(
         0, ge=0, description="target tracking on requests/s per task; 0 disables auto scaling"
     )
+    # Two tasks carry the seed's surge (1.5 x 500 per 5 s = 150/s, plus followers) at about half
+    # their capacity: the seed's scenarios never queue; a region reduced to fewer tasks does.
+    task_capacity_rps: float = Field(
+        150, ge=0, description="requests/s one task of the built-in service serves (its finite CPU): beyond it "
+                               "requests queue, then 503; 0 = unlimited. A team's own service command is not limited"
+    )
 
     @field_validator("name")
     @classmethod
@@ -180,6 +186,10 @@ class FailoverSpec(_Model):
     failback: Literal["manual", "automatic"] = Field(
         "manual", description="after the failing region heals: manual (a human moves the record back; the "
                               "reference Lambda ignores OK) or automatic (the function fails back on the alarm's OK)")
+    failback_hold_periods: int = Field(
+        1, ge=1, description="automatic failback is correct only once the failed region has been healthy (every "
+                             "alarm OK / its health check passing) for this many evaluation periods; the OK itself "
+                             "certifies one, so 1 allows a failback at the OK (assertions/failback.py)")
 
     @field_validator("handler")
     @classmethod
@@ -246,6 +256,8 @@ class BudgetSpec(_Model):
     lost_acked_writes: int = Field(0, ge=0, description="acknowledged writes allowed to be missing after "
                                    "replication converged")
     rto_slo: float = Field(0.95, gt=0, le=1, description="client success rate that counts as recovered")
+    p99_latency_s: float = Field(1.0, gt=0, description="99th percentile of client operation latency on the region "
+                                 "serving the traffic (surviving_region_absorbs_load, after the failover)")
 
 
 class LocalSpec(_Model):
@@ -437,6 +449,10 @@ class GamedayConfig(_Model):
             if fo.failback != "automatic":
                 raise ValueError("route53.routing = failover fails back by itself once the primary's health check "
                                  "is healthy again: set failover.failback = \"automatic\"")
+            if fo.failback_hold_periods > 1 and not self.failover_function:
+                raise ValueError("route53.routing = failover fails back as soon as the primary's health check passes: "
+                                 "failover.failback_hold_periods must be 1 without a failover function (got "
+                                 f"{fo.failback_hold_periods})")
         for var, name, arg in fo.placeholders():
             if name not in FAILOVER_PLACEHOLDERS:
                 raise ValueError(f"failover.environment.{var}: unknown placeholder {{{name}}} (known: "

@@ -191,6 +191,13 @@ class DnsChangeEvent(_Event):
     type: str
     old: list[str]
     new: list[str]
+    # why the answer moved: a change batch applied as it was made, a zone change the DNS server's
+    # poll found (made straight against the API), or health; and what the batch said
+    source: Literal["change", "poll", "health"] | None = None
+    change_id: str | None = None
+    comment: str | None = None
+    changes: list[str] | None = None
+    old_lasted_s: float | None = None   # how long the old answer was published
 
 
 class DnsRefreshEvent(_Event):

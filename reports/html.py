@@ -10,7 +10,8 @@ visibly, with the command that writes it again.
 
 The HTML is in Jinja2 templates (reports/templates/, autoescaped); this module gathers what they show
 and draws the charts. Every band of the timeline's events panel (alarm states, the DNS answer, Route 53
-health) is one BandKind drawn by state_bands/draw_band; fault windows are shaded over every panel."""
+health) is one BandKind drawn by state_bands/draw_band; the tasks panel (RUNNING ECS tasks per region, when
+they change) is replayed from the `ecs` events; fault windows are shaded over every panel."""
 
 from __future__ import annotations
 
@@ -343,6 +344,48 @@ def point_rows(ev: list[dict], w: Window) -> tuple[list[str], list[go.Scatter]]:
     return rows, traces
 
 
+def task_counts(events: list[dict]) -> dict[str, list[tuple[float, int]]]:
+    """RUNNING ECS tasks per region over the run, as (time, count) at each change, from the `ecs`
+    events (task_running adds a task, task_stopped removes it; a task stopped before it ran never counted)."""
+    running: dict[str, set] = {}
+    out: dict[str, list[tuple[float, int]]] = {}
+    for e in events:
+        action = e.get("action") if e["kind"] == "ecs" else None
+        if action not in ("task_running", "task_stopped") or not e.get("region"):
+            continue
+        tasks = running.setdefault(str(e["region"]), set())
+        before = len(tasks)
+        (tasks.add if action == "task_running" else tasks.discard)(e.get("task"))
+        if len(tasks) != before:
+            out.setdefault(str(e["region"]), []).append((_at(e), len(tasks)))
+    return out
+
+
+def task_traces(events: list[dict], w: Window, color: dict[str, str]) -> list[go.Scatter]:
+    """The tasks panel: RUNNING tasks per region as steps over the window, and target tracking's scaling
+    decisions (`ecs` scaled events) as marks; nothing when no region's count changes in the window and
+    nothing scaled (a flat line says nothing the card does not)."""
+    counts = task_counts(events)
+    scaled = [e for e in events if e["kind"] == "ecs" and e.get("action") == "scaled" and _at(e) in w]
+    if not scaled and not any(w.start <= ts <= w.end for pts in counts.values() for ts, _ in pts):
+        return []
+    traces = []
+    for region, pts in sorted(counts.items()):
+        start = [n for ts, n in pts if ts < w.start][-1:] or [0]
+        inside = [(ts, n) for ts, n in pts if w.start <= ts <= w.end]
+        xs = [w.x(w.start)] + [w.x(ts) for ts, _ in inside] + [w.x(w.end)]
+        ys = start + [n for _, n in inside] + [inside[-1][1] if inside else start[0]]
+        traces.append(go.Scatter(x=xs, y=ys, mode="lines", line_shape="hv", name=f"{region} tasks",
+                                 legendgroup=region, line={"color": color.get(region, "#555"), "width": 2},
+                                 hovertemplate=f"{region}: %{{y}} tasks RUNNING at %{{x:+.1f}} s<extra></extra>"))
+    if scaled:
+        traces.append(go.Scatter(x=[w.x(_at(e)) for e in scaled], y=[e.get("new") for e in scaled], mode="markers",
+                                 marker={"symbol": "star", "size": 11, "color": "#333"}, name="desired count set",
+                                 text=[esc(f"{e.get('region')}: desired {e.get('old')} → {e.get('new')}: "
+                                           f"{e.get('reason', '')}") for e in scaled], hoverinfo="text"))
+    return traces
+
+
 def _events_panel(fig: go.Figure, run: Run, ev: list[dict], w: Window, region_color: dict[str, str], row: int) -> int:
     """The bands and marks of the events panel; returns how many rows it has."""
     rows: list[str] = []
@@ -411,8 +454,9 @@ def shade_faults(fig: go.Figure, faults: list[dict], w: Window) -> None:
 
 
 PANEL_TITLES = {"requests": "client requests/s by region (errors: fail + info)", "latency": "latency p50 / p99 (s)",
-                "lag": "replication lag (s)", "events": "alarms · Route 53 answer · Lambda · ECS tasks"}
-PANEL_HEIGHTS = {"requests": 0.34, "latency": 0.24, "lag": 0.14, "events": 0.28}
+                "lag": "replication lag (s)", "tasks": "ECS tasks RUNNING by region (★ desired count set)",
+                "events": "alarms · Route 53 answer · Lambda · ECS tasks"}
+PANEL_HEIGHTS = {"requests": 0.34, "latency": 0.24, "lag": 0.14, "tasks": 0.14, "events": 0.28}   # relative
 
 
 def timeline_figure(run: Run, s: Scenario, faults: list[dict], w: Window) -> go.Figure:
@@ -424,7 +468,8 @@ def timeline_figure(run: Run, s: Scenario, faults: list[dict], w: Window) -> go.
     color = {r: REGION_COLORS[i % len(REGION_COLORS)] for i, r in enumerate(regions)}
     ev = [e for e in run.events if w.start <= _at(e) <= w.end]
     lag = [e for e in ev if e["kind"] == "replication_lag" and isinstance(e.get("lag_s"), (int, float))]
-    panels = ["requests", "latency"] + (["lag"] if lag else []) + ["events"]
+    tasks = task_traces(run.events, w, color)
+    panels = ["requests", "latency"] + (["lag"] if lag else []) + (["tasks"] if tasks else []) + ["events"]
     fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.05,
                         subplot_titles=[PANEL_TITLES[p] for p in panels], row_heights=[PANEL_HEIGHTS[p] for p in panels])
     row = {p: i + 1 for i, p in enumerate(panels)}
@@ -435,9 +480,13 @@ def timeline_figure(run: Run, s: Scenario, faults: list[dict], w: Window) -> go.
                                  text=[f"{e.get('direction', '')} pending {e.get('pending', '?')}" for e in lag],
                                  hovertemplate="lag %{y:.2f} s %{text}<extra></extra>"), row=row["lag"], col=1)
         fig.update_yaxes(rangemode="tozero", row=row["lag"], col=1, title_text="s")
+    for t in tasks:
+        fig.add_trace(t, row=row["tasks"], col=1)
+    if tasks:
+        fig.update_yaxes(rangemode="tozero", dtick=1, row=row["tasks"], col=1, title_text="tasks")
     n_event_rows = _events_panel(fig, run, ev, w, color, row["events"])
     shade_faults(fig, faults, w)
-    fig.update_layout(height=430 + (110 if lag else 0) + 26 * n_event_rows, hovermode="closest", template="plotly_white",
+    fig.update_layout(height=430 + (110 if lag else 0) + (110 if tasks else 0) + 26 * n_event_rows, hovermode="closest", template="plotly_white",
                       margin={"l": 10, "r": 10, "t": 60 + (24 if faults else 0), "b": 40}, font={"size": 12},
                       legend={"orientation": "h", "y": -0.08, "x": 0, "font": {"size": 11}})
     fig.update_yaxes(rangemode="tozero", row=row["requests"], col=1, title_text="req/s")

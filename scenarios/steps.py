@@ -13,7 +13,9 @@ from gameday.assertions.checkers import (divergent_keys, error_budget, lost_acke
                                          rto)
 from gameday.assertions.eventually import eventually
 from gameday.assertions.dns_timeline import dns_states, moved_once
-from gameday.assertions.failover import read_replicas, region_addresses, replicas_converge, replication_backlog
+from gameday.assertions.failback import failback_rule, health_at, moves_back, signals
+from gameday.assertions.failover import (lambda_invoked, read_replicas, region_addresses, replicas_converge,
+                                         replication_backlog)
 
 # DNS-following clients: modest and steady, so their share of successes tells where DNS sends
 # normal traffic (the surge users aim at one region's load balancer directly).
@@ -95,16 +97,106 @@ def clients_follow(scenario, run, region: str, *, started: float, evidence_s: fl
     return took
 
 
-def dns_moved_once(scenario, env, region: str, *, since_wall: float, until_wall: float | None = None) -> None:
+def dns_moved_once(scenario, env, region: str, *, since_wall: float, until_wall: float | None = None,
+                   until_failback: bool = False) -> None:
     """Route 53's answer changed exactly once since `since_wall` (until `until_wall`), straight to
     `region`: a failover that flaps (a function reacting to OK notifications, or to the healthy
     region's alarms) or passes through an intermediate answer (a change made in two calls) is a
-    failure even when it ends on the right region (assertions/dns_timeline.py)."""
+    failure even when it ends on the right region (assertions/dns_timeline.py). With
+    `until_failback` (a scenario that records failback_judged too) it judges the failover itself:
+    a move back to the failed region ends the window, and the failback rule judges that move and
+    what follows."""
     states = dns_states(env.events(kind="dns_change"), name=env.config.service.name)
+    back = moves_back(states, [a for r in env.regions if r != region for a in region_addresses(env, r)],
+                      since_wall=since_wall, until_wall=until_wall) if until_failback else []
+    if back:
+        until_wall = back[0].since - 1e-3
     scenario.check(moved_once(states, region_addresses(env, region), since_wall=since_wall, region=region,
                               until_wall=until_wall,
                               named=lambda answer: ", ".join(sorted({env.region_of_address(a) or "no region"
                                                                      for a in answer})) or "no region"))
+
+
+# after the function's answer to the OK notifications (or Route 53's health check passing), how long
+# a move back can still take to show on the timeline: the record's TTL and this margin
+FAILBACK_MARGIN_S = 0.5
+
+
+def failed_region_signals(env, region: str) -> list:
+    """`region`'s health signals on the timeline (assertions/failback.signals): its alarms that notify
+    the failover topic, or with route53.routing = failover and no function its health check."""
+    if not env.config.failover_function:
+        return signals(env.events(kind="route53_health"), region=region)
+    names = (env.endpoints.get("alarm_names") or {}).get(region) or {}
+    return signals(env.events(kind="alarm"), region=region,
+                   alarms={name: f"{key} alarm" for key, name in names.items()} or None)
+
+
+def _failback_watch_s(scenario, env, region: str, *, since_wall: float) -> float:
+    """Wait until `region` is healthy again (its alarms OK / its health check passing; at most the
+    recovery deadline and one period more) and the function's invocation for the last OK
+    notification has ended (at most the Lambda deadline); return how long DNS must then still be
+    watched for a move back. The extra period: once a surge stops its load balancer publishes no
+    RequestCount at all, and CloudWatch keeps the alarm in ALARM while any datapoint is left in the
+    evaluation range (N + 2 periods) before it treats the missing ones as not breaching (measured:
+    OK 15.8s after the surge's last request, 5s periods)."""
+    d, t0 = scenario.deadlines, time.monotonic()
+
+    def healthy() -> list:
+        sigs = failed_region_signals(env, region)
+        h = health_at(sigs, time.time())
+        assert h.healthy, f"{region}'s {h.blocking[0]} is {h.blocking[1]}"
+        return sigs
+
+    try:
+        sigs, _ = eventually(healthy, deadline_s=d.recovery_s + env.profile.period_s, started=t0, interval_s=0.1,
+                             what=f"{region} healthy again", why_deadline="the recovery deadline + one period")
+    except AssertionError:
+        return env.profile.dns_ttl_s + FAILBACK_MARGIN_S   # still unhealthy: a move back now breaks the rule anyway
+    watch_s = env.profile.dns_ttl_s + FAILBACK_MARGIN_S
+    if not env.config.failover_function:
+        return watch_s
+    last_ok = max((s.time for s in sigs if s.healthy and s.time >= since_wall), default=None)
+    invocations = [e for e in env.events(kind="lambda_invocation") if float(e.get("time", 0)) >= since_wall]
+    if last_ok is None or not invocations:   # no OK notification to wait for / no timeline of invocations
+        return watch_s if last_ok is None else d.client_follow_s
+    try:
+        lambda_invoked(env, started=time.monotonic() - (time.time() - last_ok), deadline=d.lambda_s, outcome="any",
+                       region=region, alarm_state="OK")
+    except AssertionError:
+        return d.client_follow_s
+    return watch_s
+
+
+def failback_judged(scenario, env, region: str, *, since_wall: float, fault_wall: float,
+                    until_wall: float | None = None, wait: bool = True) -> dict:
+    """Record the failback rule (assertions/failback.py) for `region`, the region failed away from,
+    over Route 53's answers from `since_wall` to `until_wall` (None: now; the operator's own failback
+    is left out by ending before it). With `wait`, the evidence first covers the time the function
+    can react to the OK notifications that follow the fault's end: `region` healthy again, the
+    function's invocation for the last OK ended, then the TTL and a margin (FAILBACK_MARGIN_S)."""
+    addresses = region_addresses(env, region)
+    if wait:
+        t0 = time.monotonic()
+        watch_s = _failback_watch_s(scenario, env, region, since_wall=since_wall)
+        t1 = time.monotonic()
+
+        def watched() -> None:
+            """Over at once when a move back shows (the evidence is there), else after watch_s."""
+            states = dns_states(env.events(kind="dns_change"), name=env.config.service.name)
+            if not moves_back(states, addresses, since_wall=since_wall, until_wall=until_wall):
+                assert time.monotonic() - t1 >= watch_s, f"watching DNS for a move back to {region}"
+
+        eventually(watched, deadline_s=watch_s + 1.0, started=t1, interval_s=0.1,
+                   what=f"DNS watched {watch_s:.1f}s for a move back to {region}", why_deadline="TTL + margin")
+        scenario.note(f"failback rule: {time.monotonic() - t0:.1f}s spent for {region} to heal, the function to "
+                      f"answer its OK notifications and DNS to show a move back")
+    fo = env.config.failover
+    states = dns_states(env.events(kind="dns_change"), name=env.config.service.name)
+    return scenario.check(failback_rule(states, failed_region_signals(env, region), region=region,
+                                        addresses=addresses, since_wall=since_wall,
+                                        policy=fo.failback, hold_periods=fo.failback_hold_periods,
+                                        period_s=env.profile.period_s, origin_wall=fault_wall, until_wall=until_wall))
 
 
 def drained(env, *, deadline_s: float, started: float) -> None:

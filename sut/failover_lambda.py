@@ -20,8 +20,13 @@ Policy, per SNS record: NewStateValue "ALARM" fails over. With GAMEDAY_FAILBACK=
 is OK (one alarm recovering while another still fires is not a healed region); otherwise OK
 and INSUFFICIENT_DATA do nothing (failback is a human decision). The failing region is the alarm's (from AlarmArn,
 else the topic's). If the A record points at the failing region it is UPSERTed to the first
-configured region that is not failing; if it already points elsewhere nothing is done, so a
-second delivery of the same alarm is harmless (SNS and Lambda both deliver at least once).
+configured region whose alarms that notify the failover topic (its own region's topic of that
+name) are all OK; if no other region is healthy the record stays put and the log says why (moving
+traffic into a region that is down too would only make things worse). If the record already points
+elsewhere nothing is done: an alarm of a region that has no traffic (the region already failed
+away from, or the healthy region's own alarm while the record points at the other one) changes
+nothing, and a second delivery of the same alarm is harmless (SNS and Lambda both deliver at least
+once).
 
 Route 53 Throttling, PriorRequestNotComplete, 5xx and connection errors are retried with
 exponential backoff and jitter, never past the invocation's remaining time. Errors it cannot
@@ -139,7 +144,22 @@ def _current_a_record(cfg: dict, context) -> dict:
     raise FailoverError(f"A record {cfg['record']} not found in hosted zone {cfg['zone_id']}")
 
 
-def _fail_away_from(failing: str, alarm_name: str, cfg: dict, context) -> dict:
+def _alarms_not_ok(region: str, topic_arn: str | None) -> list[str]:
+    """The alarms of `region` that notify the failover topic (`topic_arn`'s name in that region:
+    alarm actions are same-region) and are not OK; ["<could not read its alarms: ...>"] if
+    CloudWatch there does not answer (a region that cannot be seen is not known to be healthy)."""
+    parts = (topic_arn or "").split(":")
+    topic = ":".join(parts[:3] + [region] + parts[4:]) if len(parts) > 4 else None
+    cloudwatch = boto3.client("cloudwatch", region_name=region, config=route53.meta.config)
+    try:
+        alarms = [a for page in cloudwatch.get_paginator("describe_alarms").paginate() for a in page["MetricAlarms"]
+                  if topic is None or topic in a.get("AlarmActions", [])]
+    except (ClientError, BotoConnectionError, HTTPClientError) as e:
+        return [f"<could not read its alarms: {type(e).__name__}>"]
+    return sorted(a["AlarmName"] for a in alarms if a["StateValue"] != "OK")
+
+
+def _fail_away_from(failing: str, alarm_name: str, topic_arn: str | None, cfg: dict, context) -> dict:
     region_of = {ip: r for r, ip in cfg["addresses"].items()}
     current = _current_a_record(cfg, context)
     current_ip = current["ResourceRecords"][0]["Value"]
@@ -149,9 +169,16 @@ def _fail_away_from(failing: str, alarm_name: str, cfg: dict, context) -> dict:
         logger.info("failover: record %s already points at %s (%s), not at failing %s; nothing to do (alarm %s)",
                     cfg["record"], current_region or "an unknown region", current_ip, failing, alarm_name)
         return {**summary, "action": "none", "current_region": current_region, "current_ip": current_ip}
-    target = next((r for r in cfg["regions"] if r != failing and r in cfg["addresses"]), None)
+    others = [r for r in cfg["regions"] if r != failing and r in cfg["addresses"]]
+    if not others:
+        raise FailoverError(f"no other region to fail over to from {failing} (regions {cfg['regions']})")
+    not_ok = {r: _alarms_not_ok(r, topic_arn) for r in others}
+    target = next((r for r in others if not not_ok[r]), None)
     if target is None:
-        raise FailoverError(f"no healthy region to fail over to from {failing} (regions {cfg['regions']})")
+        why = "; ".join(f"{r}: {', '.join(names)}" for r, names in not_ok.items())
+        logger.warning("failover: %s is failing (%s) but no other region is healthy (%s); record %s stays on %s",
+                       failing, alarm_name, why, cfg["record"], failing)
+        return {**summary, "action": "none", "reason": f"no healthy region: {why}", "current_region": current_region}
     target_ip = cfg["addresses"][target]
     change = _call(context, "change_resource_record_sets", HostedZoneId=cfg["zone_id"], ChangeBatch={
         "Comment": f"failover from {failing} because {alarm_name}",
@@ -167,10 +194,7 @@ def _fail_back_to(home: str, alarm_name: str, topic_arn: str | None, cfg: dict, 
     """Move the record back to `home` if every alarm of that region that notifies this topic (the
     alarms that drive failover) is OK and the record points elsewhere."""
     summary = {"alarm": alarm_name, "home_region": home, "record": cfg["record"]}
-    cloudwatch = boto3.client("cloudwatch", region_name=home, config=route53.meta.config)
-    alarms = [a for page in cloudwatch.get_paginator("describe_alarms").paginate() for a in page["MetricAlarms"]
-              if topic_arn is None or topic_arn in a.get("AlarmActions", [])]
-    firing = sorted(a["AlarmName"] for a in alarms if a["StateValue"] != "OK")
+    firing = _alarms_not_ok(home, topic_arn)
     if firing:
         logger.info("failback: %s is OK but %s not yet; staying put", alarm_name, ", ".join(firing))
         return {**summary, "action": "none", "reason": f"alarms not OK: {firing}"}
@@ -214,5 +238,5 @@ def handler(event, context):
                            name, failing, sorted(cfg["addresses"]))
             actions.append({"action": "ignored", "reason": f"unknown region {failing}", "alarm": name})
             continue
-        actions.append(_fail_away_from(failing, name, cfg, context))
+        actions.append(_fail_away_from(failing, name, sns.get("TopicArn"), cfg, context))
     return {"moved": sum(1 for a in actions if a["action"] in ("moved", "failed_back")), "actions": actions}

@@ -11,8 +11,13 @@ Endpoints (every response carries X-Gameday-Region and X-Gameday-Task):
   GET /items/{key}   -> GetItem (ConsistentRead); 200 the item, 404 when absent
   GET /health        -> 200 {"task","az","region"} (shallow: the load balancer's target health check)
 Every response also carries Server-Timing (W3C): `app` (the task's whole handling, ms), `ddb`
-(its DynamoDB call, retries included) and whatever Server-Timing the AWS endpoint returned.
+(its DynamoDB call, retries included), `queue` (the wait for its turn, below) and whatever
+Server-Timing the AWS endpoint returned.
 Bad input (body not a JSON object, no "value", empty key) -> 400 {"message"}.
+
+A task's CPU is finite: with --task-capacity-rps N (the harness passes service.task_capacity_rps)
+the task serves N requests/s; beyond that requests wait their turn, and one that would wait more
+than --max-queue-wait-s is answered 503 {"error": "OverCapacity"} at once (sut/capacity.py).
 
 Written like a real service, not like a harness part: a plain boto3 client built from its own
 flags and the environment's credentials, botocore's own retries switched off, and its retry
@@ -31,6 +36,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -39,6 +45,8 @@ import time
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
+
+from .capacity import DEFAULT_MAX_WAIT_S, TaskCapacity
 
 log = logging.getLogger("service")
 
@@ -81,13 +89,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retry-cap-s", type=float, default=0.5, help="largest backoff step")
     p.add_argument("--connect-timeout-s", type=float, default=0.5)
     p.add_argument("--read-timeout-s", type=float, default=1.0)
+    p.add_argument("--task-capacity-rps", type=float, default=_env_float("GAMEDAY_TASK_CAPACITY_RPS", 0.0),
+                   help="requests/s this task serves, a model of its finite CPU (sut/capacity.py); beyond it "
+                        "requests queue, and past --max-queue-wait-s they are answered 503. 0 = unlimited "
+                        "(default: $GAMEDAY_TASK_CAPACITY_RPS, else 0)")
+    p.add_argument("--max-queue-wait-s", type=float, default=DEFAULT_MAX_WAIT_S,
+                   help="the longest a request waits for its turn before the task answers 503")
     args = p.parse_args(argv)
     if args.retry_deadline_s <= 0:
         p.error("--retry-deadline-s must be > 0")
+    if args.task_capacity_rps < 0 or args.max_queue_wait_s < 0:
+        p.error("--task-capacity-rps and --max-queue-wait-s must be >= 0")
     problem = endpoint_problem(args.endpoint)
     if problem:
         p.error(problem)
     return args
+
+
+def _env_float(name: str, default: float) -> float:
+    """A number from the task's environment (the docker image's contract passes settings so)."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        return default
 
 
 def endpoint_problem(endpoint: str | None) -> str | None:
@@ -247,12 +272,32 @@ def _json_default(o):
     return str(o)
 
 
+class CapacityGate:
+    """The task's capacity rule (sut/capacity.py) on the real clock, shared by the handler threads
+    (one per load balancer connection)."""
+
+    def __init__(self, rate_rps: float, max_wait_s: float):
+        self.model = TaskCapacity(rate_rps, max_wait_s)
+        self._lock = threading.Lock()
+
+    def enter(self) -> float | None:
+        """Wait for this request's turn; the seconds waited, or None: the queue is full (answer 503)."""
+        if self.model.unlimited:
+            return 0.0
+        with self._lock:
+            wait = self.model.admit(time.monotonic())
+        if wait:
+            time.sleep(wait)   # the model's queueing delay: the requests before this one use the task's CPU
+        return wait
+
+
 class ServiceHandler(BaseHTTPRequestHandler):
     """The endpoints; make_handler binds a store and the task's flags to a subclass (the server
     builds one handler per request from the class)."""
 
     store: DynamoStore
     args: argparse.Namespace
+    capacity: CapacityGate
     identity: dict[str, str]    # response headers naming the task
     writer: dict[str, str]      # what each item stores about its writer
 
@@ -298,6 +343,14 @@ class ServiceHandler(BaseHTTPRequestHandler):
             raise BadRequest(f"body is {n} bytes; at most {MAX_BODY_BYTES}")
         return self.rfile.read(n) if n > 0 else b""
 
+    def _probe(self, path: str) -> bool:
+        """The load balancer's health check, which takes no turn in the task's queue: ALB's probe says
+        ELB-HealthChecker (the local one sends no User-Agent; clients, through the load balancer, send
+        theirs). Its rate is an artefact of the compressed profile (every 0.5 s, not AWS's 10-30 s):
+        counted, it would eat a fifth of a small task's capacity that on AWS it never takes."""
+        agent = self.headers.get("User-Agent")
+        return path == "/health" and (not agent or agent.startswith("ELB-HealthChecker"))
+
     def _key(self, path: str) -> str | None:
         if not path.startswith("/items/") and path != "/items":
             return None
@@ -311,6 +364,13 @@ class ServiceHandler(BaseHTTPRequestHandler):
         _timings.started, _timings.entries = time.perf_counter(), []
         try:
             body = self._body()
+            wait = 0.0 if self._probe(path) else self.capacity.enter()
+            if wait is None:
+                self.send_json(503, {"message": f"task over capacity ({self.args.task_capacity_rps:g} requests/s): "
+                                                f"queue full ({self.args.max_queue_wait_s:g}s)", "error": "OverCapacity"})
+                return
+            if wait:
+                _timing_add("queue", wait)
             if path == "/health" and self.command == "GET":
                 self.send_json(200, {"task": self.args.task_id, "az": self.args.az, "region": self.args.region})
                 return
@@ -373,7 +433,9 @@ class ServiceHandler(BaseHTTPRequestHandler):
 def make_handler(store: DynamoStore, args: argparse.Namespace) -> type[ServiceHandler]:
     identity = {"X-Gameday-Region": args.region, "X-Gameday-Task": args.task_id, "X-Gameday-AZ": args.az}
     writer = {"region": args.region, "task": args.task_id, "az": args.az}
-    return type("Handler", (ServiceHandler,), {"store": store, "args": args, "identity": identity, "writer": writer})
+    capacity = CapacityGate(args.task_capacity_rps, args.max_queue_wait_s)
+    return type("Handler", (ServiceHandler,), {"store": store, "args": args, "identity": identity, "writer": writer,
+                                               "capacity": capacity})
 
 
 class Server(ThreadingHTTPServer):
@@ -401,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    log.info("serving %s table %s on %s:%d (az %s)", args.region, args.table, args.host, args.port, args.az)
+    log.info("serving %s table %s on %s:%d (az %s, capacity %s)", args.region, args.table, args.host, args.port,
+             args.az, f"{args.task_capacity_rps:g} requests/s" if args.task_capacity_rps > 0 else "unlimited")
     try:
         server.serve_forever(poll_interval=0.1)
     finally:

@@ -75,3 +75,52 @@ def too_slow(event, context):
 def raises(event, context):
     """Crashes on every invocation (a bad deploy)."""
     raise RuntimeError("failover handler crashed: KeyError 'GAMEDAY_TARGET_REGION'")
+
+
+def _regions() -> list[str]:
+    raw = os.environ.get("GAMEDAY_REGIONS", "").strip()
+    return json.loads(raw) if raw.startswith("[") else [r.strip() for r in raw.split(",") if r.strip()]
+
+
+def fails_over_on_any_alarm(event, context):
+    """Moves the record away from whichever region's alarm fired, to the other region, without
+    checking that region's alarms or where the record points: the healthy region's own alarm (a
+    5XX burst after the failover) sends traffic back into the region that is down."""
+    if not _is_alarm(event):
+        return {"moved": 0}
+    addresses = json.loads(os.environ["GAMEDAY_REGION_ADDRESSES"])
+    failing = _failing_region(event)
+    _upsert(addresses[next(r for r in addresses if r != failing)])
+    return {"moved": 1, "away_from": failing}
+
+
+def fails_back_on_any_ok(event, context):
+    """The primary/secondary pattern without looking at which alarm recovered: an ALARM of the home
+    region fails over to the other region, and ANY OK notification (of any alarm, of any region)
+    points the record at the home region again, although the home region may still be down."""
+    msg = json.loads(event["Records"][0]["Sns"]["Message"])
+    addresses = json.loads(os.environ["GAMEDAY_REGION_ADDRESSES"])
+    home = os.environ.get("GAMEDAY_HOME_REGION") or _regions()[0]
+    state, region = msg.get("NewStateValue"), _failing_region(event)
+    if state == "OK":
+        _upsert(addresses[home])
+        return {"moved": 1, "to": home, "because": f"{msg.get('AlarmName')} OK"}
+    if state == "ALARM" and region == home:
+        _upsert(addresses[next(r for r in addresses if r != home)])
+        return {"moved": 1, "away_from": home}
+    return {"moved": 0}
+
+
+def fails_back_while_unhealthy(event, context):
+    """Treats every alarm as a blip: fails over away from the alarm's region, waits one record TTL
+    (the clients 'have moved'), then points the record back at that region without asking whether
+    it healed (its alarm still fires): a fixed cooldown instead of a health check."""
+    if not _is_alarm(event):
+        return {"moved": 0}
+    addresses = json.loads(os.environ["GAMEDAY_REGION_ADDRESSES"])
+    failing = _failing_region(event)
+    _upsert(addresses[next(r for r in addresses if r != failing)])
+    cooldown_s = min(float(os.environ["GAMEDAY_RECORD_TTL"]), context.get_remaining_time_in_millis() / 1000.0 - 1.0)
+    time.sleep(max(0.0, cooldown_s))   # the mutation itself: time, not health, decides the failback
+    _upsert(addresses[failing])
+    return {"moved": 2, "back_to": failing}

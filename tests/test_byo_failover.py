@@ -9,7 +9,8 @@ the broken one:
   boto3 client made at import, errors returned as {"statusCode": 500}; broken: a variable left out
   of the config (the failure must quote the handler's own log line);
 - sut/examples/weighted_handler.py: shifts weighted records; broken: weights written back unchanged
-  (tests/byo/broken_handlers.py), and a wrong SetIdentifier in the config;
+  (tests/byo/broken_handlers.py), the weights shifted in two calls (an intermediate answer), and a
+  wrong SetIdentifier in the config;
 - failover routing with Route 53 health checks and no function: the region black-hole must fail
   over (and the surge scenario is skipped with its reason); broken: TCP health checks, which a
   hung load balancer still passes.
@@ -145,6 +146,28 @@ def test_weighted_handler_with_a_wrong_set_identifier_fails(tmp_path):
     # the UPSERT created a new weighted record "us-east-1" of weight 0 and left "east" at 100:
     # Route 53 answers both regions
     assert_caught(rc, results["surge_fails_over"], out, "dns_failover", "weights now us-east-1=0, west=100")
+
+
+def test_weighted_handler_that_shifts_weights_in_two_calls_fails_on_the_intermediate_answer(tmp_path):
+    """The weighted move as two ChangeResourceRecordSets calls (primary weight 0, then secondary weight
+    100): Route 53 applies each batch on its own, so between the calls every weight is 0 and both
+    regions are answered. The DNS server publishes each batch as its own state; dns_moved_once names
+    that answer and how long it lasted (dns_failover itself passes: the answer ends on us-west-2)."""
+    from gameday.assertions.dns_timeline import dns_states
+    from gameday.runlog import read_events
+
+    config = WEIGHTED.replace('handler = "weighted_handler:handler"',
+                              'handler = "tests.byo.broken_handlers:weights_in_two_calls"') \
+        .replace(f'code_dir = "{EXAMPLES}"\n', "")
+    rc, results, out = run_suite(tmp_path, config, "surge_fails_over")
+    assert_caught(rc, results["surge_fails_over"], out, "dns_moved_once",
+                  "[127.0.1.1, 127.0.2.1] (us-east-1, us-west-2) for", "one ChangeBatch")
+    events = read_events(tmp_path / "run" / "env" / "events.jsonl").records
+    both = [e for e in events if e["kind"] == "dns_change" and e["new"] == ["127.0.1.1", "127.0.2.1"]]
+    assert both and both[0]["source"] == "change" and both[0]["comment"] == "failover 1/2: primary weight 0"
+    states = dns_states(events, name="api.gameday.test")
+    lasted = next(s.lasted_s() for s in states if s.since == both[0]["time"])
+    print(f"intermediate state (both regions) lasted {lasted * 1000:.1f} ms")
 
 
 # -- failover routing with health checks, no function -----------------------------------------------------

@@ -1052,3 +1052,52 @@ def test_one_odd_entry_reads_as_the_reference(kind):
         assert _outcome(_rto_buckets, h, fault, 1.0, region) == _outcome(_ref_rto_buckets, h, fault, 1.0, region)
     bad = {"iso-time", "no-time", "bad-type", "timeless-anonymous-invoke", "garbage-latency-no-invoke"}
     assert (_outcome(read_your_writes, h) is HistoryError) == (kind in bad)
+
+
+# -- p99 latency ------------------------------------------------------------------------------------------------
+
+def _latency_history(slow: int, *, slow_s: float = 1.6, region: str = W) -> list[dict]:
+    """100 operations served by `region`, 0.1 s apart, 20 ms each but `slow` of them taking slow_s
+    (one queued behind an overloaded task's backlog), then 50 fast ones served by E (another region)."""
+    from gameday.assertions.checkers import placement  # noqa: F401 - the shared reading, checked below
+
+    h = Hist()
+    for i in range(100):
+        t = i * 0.1
+        h.r(f"k{i}", "v", t, t + (slow_s if i % 10 == 0 and i // 10 < slow else 0.02), region=region)
+    for i in range(50):
+        t = 10 + i * 0.1
+        h.r(f"e{i}", "v", t, t + 5.0 if i == 0 else t + 0.01, region=E)
+    return h.build()
+
+
+@pytest.mark.parametrize("slow, budget, valid", [
+    (0, 1.0, True),     # every operation 20 ms
+    (1, 1.0, True),     # one slow in 100: the p99 (nearest rank: the 99th) is still fast
+    (2, 1.0, False),    # two slow: the 99th of 100 is slow -> over a 1 s budget
+    (2, 2.0, True),     # ... within a 2 s one
+])
+def test_latency_p99_table(slow, budget, valid):
+    from gameday.assertions.checkers import latency_p99, placement
+
+    h = _latency_history(slow)
+    for form in (h, placement(h)):   # the same verdict from the raw history and the shared reading
+        got = latency_p99(form, budget_s=budget, region=W)
+        assert got.valid is valid, got.detail
+        assert got.metrics["latency_requests"] == 100
+    if not valid:
+        assert "OVER the 1s budget" in got.detail and "served by " + W in got.detail
+
+
+def test_latency_p99_window_and_region_select_the_operations():
+    from gameday.assertions.checkers import latency_p99
+
+    h = _latency_history(5)
+    # the slow ones start at 0, 1, ..., 4 s and end by 5.6 s: a window from 6 s sees only fast operations of W
+    late = latency_p99(h, budget_s=1.0, region=W, window=(T0 + 6.0, None))
+    assert late.valid is True and late.metrics["latency_requests"] == 40
+    # E's single 5 s operation among 50: p99 is that one
+    e = latency_p99(h, budget_s=1.0, region=E)
+    assert e.valid is False and e.metrics["p99_latency_s"] == pytest.approx(5.0)
+    assert latency_p99(h, budget_s=1.0, region="eu-west-1").valid == UNKNOWN
+    assert latency_p99(h, budget_s=10.0).valid is True   # every region, p99 of 150

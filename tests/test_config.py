@@ -35,6 +35,9 @@ BAD = [
     ("[service]\nazs = ['a']", "service.azs", "at least 2 AZs"),
     ("[service]\nmin_tasks = 3\ndesired_tasks = 2", "min_tasks <= desired_tasks", ""),
     ("regions = [", "not valid TOML", ""),
+    ("[failover]\nfailback_hold_periods = 0", "failover.failback_hold_periods", "greater than or equal to 1"),
+    ("[route53]\nrouting = 'failover'\n[failover]\nfailback = 'automatic'\nfailback_hold_periods = 2",
+     "failover.failback_hold_periods must be 1", "health check passes"),
 ]
 
 

@@ -446,6 +446,94 @@ def test_tcp_health_checks_pass_a_hung_endpoint_and_fail_a_refusing_one(routed):
     assert [e for e in ctx.events.since(since, "route53_health") if e["health_check_id"] == hid]
 
 
+# -- each change batch its own state (the router tells the DNS server) ---------------------------------------
+
+@pytest.fixture
+def via_router(routed):
+    """The AWS router in front of the module's moto servers (customers' calls, as a failover function
+    makes them), its Route 53 changes told to the DNS server; then customers go straight to moto again."""
+    from gameday.environments.local.router import AwsRouter
+
+    ctx = routed[0]
+    direct = ctx.router_url
+    router = AwsRouter(ctx).start()
+    try:
+        yield router
+    finally:
+        router.stop()
+        ctx.router_url = direct
+
+
+def set_weights(r53, ctx, name: str, weights: dict[str, int], comment: str) -> None:
+    east, west = addresses(ctx)
+    r53.change_resource_record_sets(HostedZoneId=ctx.provisioned.hosted_zone_id, ChangeBatch={
+        "Comment": comment, "Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
+            "Name": name, "Type": "A", "TTL": 1, "SetIdentifier": ident, "Weight": weight,
+            "ResourceRecords": [{"Value": {"east": east, "west": west}[ident]}]}} for ident, weight in weights.items()]})
+
+
+def changes_of(ctx, name: str, since: int) -> list[dict]:
+    return [e for e in ctx.events.since(since, "dns_change") if e["name"] == name]
+
+
+def test_each_change_batch_is_its_own_state_as_soon_as_it_is_made(routed, via_router):
+    """A weighted failover written as two calls (primary weight 0, then secondary weight 1), back to
+    back through the router as a failover function makes them: each batch is served and on the
+    timeline by the time its caller has the answer, the intermediate one (every weight 0: both
+    regions) with a measurable duration. The poll alone (every REFRESH_INTERVAL_S) would show one move."""
+    from gameday import aws
+
+    ctx, _, _, server = routed
+    east, west = addresses(ctx)
+    name = "twocalls.gameday.test."
+    set_weights(ctx.internal_client("route53", "us-east-1"), ctx, name, {"east": 1, "west": 0}, "start")
+    # the poll's own event for it (a query may be answered from the new zone a moment before it)
+    eventually(PROPAGATION_DEADLINE_S)(lambda: changes_of(ctx, name, 0) or _fail("the poll missed the start"))()
+    since = last_seq(ctx)
+    # a function in us-west-2 signs Route 53 for its own region; the router sends it to us-east-1
+    r53 = aws.client("route53", "us-west-2", ctx.router_url, retries=0, cached=False)
+    set_weights(r53, ctx, name, {"east": 0}, "primary weight 0")
+    [first] = changes_of(ctx, name, since)           # no waiting: applied before the call returned
+    assert server.answers()[name] == [east, west]
+    set_weights(r53, ctx, name, {"west": 1}, "secondary weight 1")
+    assert ServiceResolver("127.0.0.1", server.port, honour_ttl=False).lookup(name).addresses == [west]
+    [_, second] = changes_of(ctx, name, since)
+    assert (first["old"], first["new"], first["source"], first["comment"]) == ([east], [east, west], "change",
+                                                                              "primary weight 0")
+    assert first["changes"] == [f"UPSERT {name} A (east) weight 0: {east}"]
+    assert (second["new"], second["source"], second["comment"]) == ([west], "change", "secondary weight 1")
+    lasted = second["time"] - first["time"]           # the intermediate state, from the events alone
+    print(f"intermediate state (both regions) lasted {lasted * 1000:.1f} ms; "
+          f"old_lasted_s {second['old_lasted_s'] * 1000:.1f} ms")
+    assert 0 < lasted < PROPAGATION_BOUND_S
+    assert second["old_lasted_s"] == pytest.approx(lasted, abs=0.05)
+    assert server.status()["changes_applied"] >= 2
+
+
+def test_a_rejected_change_publishes_nothing_and_the_poll_finds_direct_changes(routed, via_router):
+    """A change Route 53 refuses is no state; a change made straight against moto
+    (the harness's own, e.g. the baseline) reaches the answers through the poll, labelled so."""
+    import botocore.exceptions
+    from gameday import aws
+
+    ctx, _, _, server = routed
+    east, west = addresses(ctx)
+    name = "polled.gameday.test."
+    since = last_seq(ctx)
+    applied = server.status()["changes_applied"]
+    # (AWS says InvalidChangeBatch for a DELETE of an absent record; moto 5.2.5 says InvalidInput)
+    with pytest.raises(botocore.exceptions.ClientError, match="InvalidChangeBatch|InvalidInput"):
+        aws.client("route53", "us-east-1", ctx.router_url, retries=0, cached=False).change_resource_record_sets(
+            HostedZoneId=ctx.provisioned.hosted_zone_id, ChangeBatch={"Changes": [{"Action": "DELETE", "ResourceRecordSet": {
+                "Name": "absent.gameday.test.", "Type": "A", "TTL": 1, "ResourceRecords": [{"Value": east}]}}]})
+    assert server.status()["changes_applied"] == applied
+    set_weights(ctx.internal_client("route53", "us-east-1"), ctx, name, {"east": 1, "west": 1}, "direct")
+    eventually(PROPAGATION_DEADLINE_S)(lambda: changes_of(ctx, name, since) or _fail("the poll missed it"))()
+    [change] = changes_of(ctx, name, since)
+    assert (change["new"], change["source"]) == ([east, west], "poll") and "comment" not in change
+    assert server.status()["changes_applied"] == applied
+
+
 # -- inside Locust: gevent ---------------------------------------------------------------------------
 
 GEVENT_PROBE = textwrap.dedent("""

@@ -54,3 +54,9 @@ def test_changes_after_the_window_are_not_judged():
     events = [change(1.0, [EAST]), change(10.0, [WEST]), change(30.0, [EAST])]
     assert moved_once(dns_states(events), [WEST], since_wall=5.0, region="us-west-2", until_wall=20.0)["valid"]
     assert not moved_once(dns_states(events), [WEST], since_wall=5.0, region="us-west-2")["valid"]
+
+
+def test_a_short_intermediate_answer_reads_in_milliseconds():
+    events = [change(1.0, [EAST]), change(10.0, [EAST, WEST]), change(10.013, [WEST])]
+    check = moved_once(dns_states(events), [WEST], since_wall=5.0, region="us-west-2")
+    assert "for 13 ms" in check["detail"], check["detail"]

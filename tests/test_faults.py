@@ -105,6 +105,7 @@ ALL_FAULTS = [
     faults.api_fault("cloudwatch", "*", effect="latency", latency_s=0.2, operation="PutMetricData"),
     faults.lambda_fault("timeout"),
     faults.replication_drop(0.25),
+    faults.fail_responses("us-west-2", share=0.25, status=503),
 ]
 
 

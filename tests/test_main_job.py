@@ -26,7 +26,8 @@ XDIST_GROUP = "machine-parts"
 
 BUILTIN = {"surge_fails_over", "region_blackhole_fails_over", "all_tasks_stopped_fails_over",
            "route53_throttled_lambda_retries", "task_loss_is_absorbed", "replication_paused_during_failover",
-           "failback_after_heal", "control_plane_region_lost"}
+           "failback_after_heal", "control_plane_region_lost", "healthy_region_alarm_noise",
+           "surviving_region_absorbs_load"}
 
 
 def test_the_whole_builtin_suite_passes_on_the_reference_system(tmp_path):

@@ -45,6 +45,7 @@ def failing_checks(result: dict) -> dict[str, str]:
     ("deletes_record", "dns_failover", ""),                           # name stops resolving
     ("too_slow", "lambda_invoked", "Timedout"),                       # killed at its timeout, every retry
     ("raises", "lambda_invoked", "GAMEDAY_TARGET_REGION"),            # the handler's own error is quoted
+    ("fails_back_while_unhealthy", "failback_rule", "request-count alarm was still ALARM"),  # cooldown, not health
 ])
 def test_broken_failover_fails_the_suite(tmp_path, handler, caught_by, says):
     rc, result, out = run_suite(tmp_path, "--failover-handler", f"tests.mutants:{handler}")

@@ -813,3 +813,39 @@ def test_nightly_workflow_runs_the_suite_and_keeps_its_evidence_on_failure():
     locate = next(s for s in steps if "readlink reports/runs/latest" in s.get("run", ""))
     assert steps.index(locate) < steps.index(upload)
     assert wf["permissions"]["checks"] == "write"
+
+
+def test_tasks_over_time_are_drawn_per_region_from_the_ecs_events(stored_run: Path):
+    """The tasks panel replays the `ecs` events: RUNNING tasks per region as steps (from the count
+    when the window opens), and target tracking's scaling decisions as marks."""
+    from gameday.reports.html import scenario_faults, scenario_window, task_counts, timeline_figure
+
+    run = load_run(stored_run)
+    bh = next(s for s in run.scenarios if s.name == BLACKHOLE)
+    t = bh.started + 5
+    before = [{"kind": "ecs", "action": "task_running", "region": "us-west-2", "task": f"w-{i}", "time": bh.started - 60}
+              for i in range(2)]
+    run.events = [e for e in run.events if e["kind"] != "ecs"] + before + [
+        {"kind": "ecs", "action": "scaled", "region": "us-west-2", "old": 2, "new": 4, "reason": "target tracking",
+         "time": t},
+        # started (provisioning) is not RUNNING yet; a task stopped before it ran never counted
+        {"kind": "ecs", "action": "task_started", "region": "us-west-2", "task": "w-2", "time": t + 0.5},
+        {"kind": "ecs", "action": "task_running", "region": "us-west-2", "task": "w-2", "time": t + 2},
+        {"kind": "ecs", "action": "task_running", "region": "us-west-2", "task": "w-3", "time": t + 3},
+        {"kind": "ecs", "action": "task_stopped", "region": "us-west-2", "task": "w-9", "time": t + 3.5},
+        {"kind": "ecs", "action": "task_stopped", "region": "us-west-2", "task": "w-0", "time": t + 4},
+    ]
+    assert [n for _, n in task_counts(run.events)["us-west-2"]] == [1, 2, 3, 4, 3]
+    summary_faults = json.loads((stored_run / "summary.json").read_text())["scenarios"][1]["faults"]
+    faults = scenario_faults(run, bh, summary_faults)
+    w = scenario_window(bh, faults)
+    fig = timeline_figure(run, bh, faults, w)
+    steps = next(tr for tr in fig.data if tr.name == "us-west-2 tasks")
+    assert list(steps.y) == [2, 3, 4, 3, 3] and steps.line.shape == "hv"
+    assert list(steps.x)[1:4] == [7.0, 8.0, 9.0]
+    star = next(tr for tr in fig.data if tr.name == "desired count set")
+    assert list(star.x) == [5.0] and list(star.y) == [4] and "desired 2 → 4" in star.text[0]
+    # nothing changes, nothing scaled in the window: no tasks panel
+    run.events = [e for e in run.events if e["kind"] != "ecs"] + before
+    quiet = timeline_figure(run, bh, faults, w)
+    assert not any(tr.name and tr.name.endswith(" tasks") for tr in quiet.data)

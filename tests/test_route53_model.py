@@ -18,6 +18,9 @@ and API Reference):
            consecutive checks; HealthCheckConfig.FailureThreshold (consecutive checks to change
            the status from unhealthy to healthy or vice versa), Inverted, and Disabled (always
            healthy; to stop traffic to its resource, change Inverted).
+[BATCH]    ChangeResourceRecordSets, "Change batches and transactional changes": Route 53 validates a
+           batch and makes all or none of its changes; each batch is applied and propagated on its
+           own (PENDING, then INSYNC), so clients can be answered from the state between two batches.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ import pytest
 from dnslib import QTYPE, RCODE
 
 from gameday.clock import FakeClock
-from gameday.environments.local.route53_model import (MULTIVALUE_MAX, HealthCheckModel, RecordSet, Zone,
-                                                      ZoneCopy, eligible, pick)
+from gameday.environments.local.route53_model import (MULTIVALUE_MAX, ChangeBatch, HealthCheckModel, RecordSet,
+                                                      Zone, ZoneCopy, eligible, pick)
 
 
 def rs(ident: str, ip: str | None = None, hc: bool = True, **kw) -> RecordSet:
@@ -233,8 +236,103 @@ def test_health_moves_the_published_answer_without_a_zone_change():
     copy.refreshed(items, 0.0, apex="gameday.test.")
     copy.publish(health_of(set()))
     assert copy.publish(health_of({"primary"})) == [
-        ("dns_change", {"name": "f.gameday.test.", "type": "A", "old": ["127.0.1.1"], "new": ["127.0.2.1"]})]
+        ("dns_change", {"name": "f.gameday.test.", "type": "A", "old": ["127.0.1.1"], "new": ["127.0.2.1"],
+                        "source": "health"})]
     assert copy.publish(health_of({"primary"})) == []  # published once
+
+
+# -- each change batch its own state [BATCH] -----------------------------------------------------------------
+
+EAST, WEST = "127.0.1.1", "127.0.2.1"
+
+
+def weighted(east: int, west: int, ttl: int = 1) -> list[dict]:
+    """The service name's two weighted records, as list_resource_record_sets returns them."""
+    return [{"Name": "api.gameday.test.", "Type": "A", "TTL": ttl, "SetIdentifier": ident, "Weight": w,
+             "ResourceRecords": [{"Value": ip}]} for ident, w, ip in (("east", east, EAST), ("west", west, WEST))]
+
+
+def loaded(items: list[dict], now: float = 0.0) -> ZoneCopy:
+    copy = ZoneCopy()
+    copy.refreshed(items, now, apex="gameday.test.")
+    copy.publish(health_of(set()), now)
+    return copy
+
+
+# [BATCH] ChangeResourceRecordSets: Route 53 makes all or none of one batch's changes, and applies each
+# batch on its own. Weights east/west from 1/0; each step (t, how, weights) is a batch the adapter saw
+# ("change": read back before its caller had the answer) or a periodic read ("poll"); the answers
+# published, with their source and how long the old answer lasted
+@pytest.mark.parametrize("steps,published", [
+    # two calls 1 ms apart (primary weight 0, then secondary weight 1): both states, the first answers
+    # every region (all weights 0: equal chances) for 1 ms
+    ([(10.0, "change", (0, 0)), (10.001, "change", (0, 1))],
+     [([EAST, WEST], "change", 10.0), ([WEST], "change", 0.001)]),
+    # the same move in one batch: one state, straight to the secondary
+    ([(10.0, "change", (0, 1))], [([WEST], "change", 10.0)]),
+    # the same two calls seen only by a poll after both (the old server's blind spot): one clean move
+    ([(10.25, "poll", (0, 1))], [([WEST], "poll", 10.25)]),
+    # a poll after a batch already applied reads the same zone: nothing new
+    ([(10.0, "change", (0, 0)), (10.001, "change", (0, 1)), (10.25, "poll", (0, 1))],
+     [([EAST, WEST], "change", 10.0), ([WEST], "change", 0.001)]),
+    # a batch that changes no answer (weights 1/0 -> 2/0) is applied but publishes nothing
+    ([(10.0, "change", (2, 0)), (10.5, "change", (0, 2))], [([WEST], "change", 10.5)]),
+    # a change made straight against the API (no caller the adapter sees), found by the poll
+    ([(3.0, "poll", (1, 1)), (3.25, "poll", (0, 1))], [([EAST, WEST], "poll", 3.0), ([WEST], "poll", 0.25)]),
+])
+def test_each_change_batch_is_published_as_its_own_state(steps, published):
+    clock = FakeClock()
+    start = clock.monotonic()
+    copy = loaded(weighted(1, 0), start)
+    got = []
+    for at, how, (east, west) in steps:
+        clock.advance(start + at - clock.monotonic())
+        if how == "change":
+            events = copy.applied(weighted(east, west), clock.monotonic(), health_of(set()),
+                                  ChangeBatch(comment=f"east {east} west {west}"))
+        else:
+            events = copy.refreshed(weighted(east, west), clock.monotonic()) + copy.publish(
+                health_of(set()), clock.monotonic())
+        got += [(f["new"], f["source"], pytest.approx(f["old_lasted_s"], abs=1e-6)) for _, f in events]
+        assert all(f["comment"] == f"east {east} west {west}" for _, f in events if how == "change")
+    assert got == published
+
+
+def test_health_after_a_batch_is_told_apart_from_the_batch():
+    items = [{"Name": "f.gameday.test.", "Type": "A", "TTL": 1, "SetIdentifier": r.lower(), "Failover": r,
+              "HealthCheckId": f"hc{r.lower()}", "ResourceRecords": [{"Value": ip}]}
+             for r, ip in (("PRIMARY", EAST), ("SECONDARY", WEST))]
+    copy = loaded(items)
+    # a batch changing nothing the answers show, then the primary's health check fails between polls
+    assert copy.applied(list(items), 1.0, health_of(set()), ChangeBatch()) == []
+    [(_, fields)] = copy.publish(health_of({"primary"}), 1.5)
+    assert (fields["new"], fields["source"], fields["old_lasted_s"]) == ([WEST], "health", 1.5)
+
+
+REQUEST = (b'<?xml version="1.0" encoding="UTF-8"?><ChangeResourceRecordSetsRequest '
+           b'xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Comment>failover: east-rc</Comment>'
+           b'<Changes><Change><Action>UPSERT</Action><ResourceRecordSet><Name>api.gameday.test.</Name><Type>A</Type>'
+           b'<SetIdentifier>east</SetIdentifier><Weight>0</Weight><TTL>1</TTL><ResourceRecords><ResourceRecord>'
+           b'<Value>127.0.1.1</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change>'
+           b'<Change><Action>DELETE</Action><ResourceRecordSet><Name>old.gameday.test.</Name><Type>A</Type>'
+           b'<Failover>PRIMARY</Failover><SetIdentifier>p</SetIdentifier><TTL>1</TTL><ResourceRecords>'
+           b'<ResourceRecord><Value>127.0.3.1</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change>'
+           b'</Changes></ChangeBatch></ChangeResourceRecordSetsRequest>')
+RESPONSE = (b'<ChangeResourceRecordSetsResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeInfo>'
+            b'<Id>/change/C2682N5HXP0BZ4</Id><Status>INSYNC</Status></ChangeInfo></ChangeResourceRecordSetsResponse>')
+
+
+@pytest.mark.parametrize("request_body,response_body,fields", [
+    (REQUEST, RESPONSE, {"change_id": "/change/C2682N5HXP0BZ4", "comment": "failover: east-rc", "changes": [
+        "UPSERT api.gameday.test. A (east) weight 0: 127.0.1.1",
+        "DELETE old.gameday.test. A (p) failover PRIMARY: 127.0.3.1"]}),
+    (REQUEST.replace(b"<Comment>failover: east-rc</Comment>", b""), b"", {"changes": [
+        "UPSERT api.gameday.test. A (east) weight 0: 127.0.1.1",
+        "DELETE old.gameday.test. A (p) failover PRIMARY: 127.0.3.1"]}),   # no Comment, no response body
+    (b"<not xml", RESPONSE, {}),                                           # unreadable: nothing claimed
+])
+def test_change_batch_says_what_the_call_said(request_body, response_body, fields):
+    assert ChangeBatch.from_api(request_body, response_body).fields() == fields
 
 
 # -- a health checker ---------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import threading
 import time
 import timeit
 from email.message import Message
@@ -247,6 +248,49 @@ def test_blocking_us_east_1_control_plane_takes_route53_with_it(routed):
         router.unblock_control_plane("us-east-1")
     aws.client("route53", "us-west-2", ctx.router_url, retries=0, cached=False).list_resource_record_sets(
         HostedZoneId=ctx.provisioned.hosted_zone_id)
+
+
+def test_an_accepted_route53_change_is_told_before_its_caller_has_the_answer(routed):
+    """ctx.on_route53_change is called once per ChangeResourceRecordSets Route 53 accepted, with the
+    zone id and the call's bodies, while the caller still waits: a hook slower than the caller's
+    patience would otherwise run after the caller's next call. Reads, refused and throttled changes
+    are no change; a failing hook does not fail the change."""
+    ctx, router = routed
+    zone = ctx.provisioned.hosted_zone_id
+    told: list[tuple[str, bytes, bytes, bool]] = []
+    returned = threading.Event()
+
+    def hook(zone_id: str, request: bytes, response: bytes) -> None:
+        returned.wait(0.2)   # a slow reader: the caller must still be waiting when it is done
+        told.append((zone_id, request, response, returned.is_set()))
+
+    def change(comment: str, action: str = "UPSERT", name: str = "hooked.gameday.test.") -> None:
+        c.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Comment": comment, "Changes": [{
+            "Action": action, "ResourceRecordSet": {"Name": name, "Type": "A", "TTL": 1,
+                                                    "ResourceRecords": [{"Value": "127.0.1.1"}]}}]})
+
+    c = _client(ctx, "route53", "us-west-2")
+    ctx.on_route53_change.append(hook)
+    try:
+        change("first")
+        returned.set()
+        assert [(z, b"<Comment>first</Comment>" in req, b"ChangeInfo" in resp, after) for z, req, resp, after in told] \
+            == [(zone.rsplit("/", 1)[-1], True, True, False)]
+        c.list_resource_record_sets(HostedZoneId=zone)
+        with pytest.raises(botocore.exceptions.ClientError):
+            change("refused", "DELETE", "absent.gameday.test.")
+        rule = router.add_fault(kind="throttle", service="route53", operation="ChangeResourceRecordSets")
+        try:
+            with pytest.raises(botocore.exceptions.ClientError, match="Throttling"):
+                change("throttled")
+        finally:
+            router.remove_fault(rule["id"])
+        assert len(told) == 1
+        ctx.on_route53_change.insert(0, lambda *_: 1 / 0)
+        change("second")   # a failing hook: the change is made, the caller gets Route 53's answer, others run
+        assert len(told) == 2
+    finally:
+        ctx.on_route53_change.clear()
 
 
 def test_bad_fault_specs_are_refused(routed):

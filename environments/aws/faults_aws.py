@@ -384,6 +384,23 @@ class LambdaFaultAlias(Driver):
         return {"alias": spec.lambda_alias, "version": original}
 
 
+class FailResponsesUnsupported(Driver):
+    """fail_responses is a fault of the local model's load balancer: an ALB cannot be told to
+    answer a share of its targets' requests with a 5XX (on AWS, deploy a failing task definition)."""
+
+    def check(self) -> None:
+        raise FaultError(f"fail_responses is not supported on --env aws: an Application Load Balancer cannot "
+                         f"answer a share of {self.fault.region}'s requests with HTTP {self.fault.status} for its "
+                         f"targets; run it with --env local or docker")
+
+    def apply(self) -> dict:
+        self.check()
+        return {}
+
+    def revert(self, applied: dict | None = None) -> dict:
+        return {"note": "fail_responses is never applied on --env aws: nothing to undo"}
+
+
 def _by_backend(kind: str, drivers: dict[str, type[Driver]]):
     """A driver-table entry that picks the driver of the backend the config chose for `kind`."""
 
@@ -404,4 +421,5 @@ AWS_FAULT_DRIVERS: DriverTable = {
     "pause_replication": PauseReplicationFis,
     "api_fault": ApiFaultFis,
     "lambda_fault": _by_backend("lambda_fault", {"alias": LambdaFaultAlias, "fis": LambdaFaultFis}),
+    "fail_responses": FailResponsesUnsupported,
 }

@@ -12,12 +12,14 @@ import fnmatch
 import math
 from dataclasses import dataclass, field
 
-from gameday.faults import block_region, lose_az, pause_replication, stop_tasks
+from gameday.faults import block_region, fail_responses, lose_az, pause_replication, stop_tasks
 from gameday.faults import api_fault as make_api_fault
 from gameday.config import GamedayConfig
 
 FOLLOWER_RPS = 10.0      # scenarios/steps.py
 SURGE_FACTOR = 1.5       # scenarios/steps.py: "1.5x" the alarm threshold per period
+NOISE_SHARE, NOISE_OVERSHOOT = 0.5, 1.6   # scenarios/test_noise.py
+ABSORB_SHARE = 0.8       # scenarios/test_capacity.py: the whole load at 80% of the threshold, following DNS
 
 EXIT_OK, EXIT_PREFLIGHT, EXIT_OVER_CAP = 0, 1, 2
 
@@ -57,7 +59,20 @@ def scenario_catalogue(cfg: GamedayConfig) -> dict[str, tuple[list, dict[str, fl
         "task_loss_is_absorbed": ([stop_tasks(src, count=1), lose_az(src, cfg.service.azs[0])], follow),
         "replication_paused_during_failover": ([pause_replication(src, dst)], surge),
         "failback_after_heal": ([block_region(src, data_plane=True, mode="hang")], follow),
+        "healthy_region_alarm_noise": ([block_region(src, data_plane=True, mode="hang"),
+                                        fail_responses(dst, share=NOISE_SHARE)], {**follow, f"pings {dst}": _noise_rps(cfg)}),
+        "surviving_region_absorbs_load": ([block_region(src, data_plane=True, mode="hang")],
+                                          {"followers (the whole load)": round(ABSORB_SHARE * _threshold_rps(cfg), 2)}),
     }
+
+
+def _noise_rps(cfg: GamedayConfig) -> float:
+    """scenarios/test_noise.noise_rate on the aws profile: pings so that NOISE_SHARE of the healthy
+    region's requests cross the target-5xx threshold NOISE_OVERSHOOT times per period."""
+    alarm = cfg.alarms.get("target-5xx")
+    if alarm is None:
+        return 0.0
+    return round(max(1.0, NOISE_OVERSHOOT * alarm.threshold / cfg.profile("aws").period_s / NOISE_SHARE - FOLLOWER_RPS), 2)
 
 
 def build_plan(env, select: str | None = None) -> list[PlannedScenario]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from gameday import aws
 from gameday.clock import SYSTEM_CLOCK, Clock
@@ -57,6 +58,14 @@ class LocalContext:
     provisioned: Provisioned | None = None  # set by the supervisor after provision()
     # every component reads the time from here and waits on it; tests hand a FakeClock
     clock: Clock = field(default=SYSTEM_CLOCK)
+    # called by the router for each customer ChangeResourceRecordSets that Route 53 accepted, before
+    # the caller has the answer: (hosted zone id, request body, response body). The DNS server
+    # applies the batch then, so a caller's next change cannot overtake it.
+    on_route53_change: list[Callable[[str, bytes, bytes], None]] = field(default_factory=list)
+    # held by the router around each such call (moto's change and the callbacks) and by the DNS
+    # server around each read of the zone: no read falls between a change and its callbacks, and
+    # concurrent callers' batches are applied one at a time, as Route 53 applies them
+    route53_lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def logs_dir(self) -> Path:

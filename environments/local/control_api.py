@@ -21,6 +21,8 @@ Routes (each answers one JSON document):
   GET    /lambda/fault              {"fault": {...} | null}
   DELETE /lambda/fault              {"cleared": bool}
   POST   /ecs/az                    {"region", "az", "available": bool}
+  POST   /lb/fail-responses         {"region", "share": 0 < x <= 1, "status": 5XX = 500} (fault fail_responses)
+  POST   /lb/restore-responses      {"region"}: the failure's counts
 Actions without a result answer {"ok": true}.
 
 Errors: 400 {"error": one line, "field": the body or query field at fault (when one is)} for bad
@@ -103,6 +105,11 @@ class BlockBody(RegionBody):
 class AzBody(RegionBody):
     az: str
     available: bool
+
+
+class FailResponsesBody(RegionBody):
+    share: float = Field(gt=0, le=1)
+    status: int = Field(500, ge=500, le=599)
 
 
 class ReplicationPair(_Body):
@@ -215,6 +222,9 @@ class ControlApi:
         r("/lambda/fault", "DELETE", lambda rq: self.stack.lambdas.clear_fault())
         r("/lambda/fault", "GET", lambda rq: {"fault": self.stack.lambdas.fault})
         r("/ecs/az", "POST", self.ecs_az)
+        r("/lb/fail-responses", "POST", self.fail_responses)
+        r("/lb/restore-responses", "POST",
+          lambda rq: self.stack.lbs.fail_responses(parse(RegionBody, rq, self.regions).region, None))
 
     # -- views --------------------------------------------------------------------------------------
     @property
@@ -283,6 +293,10 @@ class ControlApi:
         with refused_by_component():   # an availability zone the region does not have
             self.stack.ecs.set_az_available(b.region, b.az, b.available)
         return OK
+
+    def fail_responses(self, rq: Request):
+        b = parse(FailResponsesBody, rq, self.regions)
+        return self.stack.lbs.fail_responses(b.region, b.share, b.status)
 
     # -- dispatch -----------------------------------------------------------------------------------------
     def dispatch(self, request: Request) -> Response:

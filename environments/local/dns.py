@@ -1,10 +1,18 @@
 """Route 53's data plane on loopback: an authoritative DNS server for the hosted zone. It holds a
-copy of the zone, refreshed from Route 53's API every REFRESH_INTERVAL_S and kept when a refresh
-fails (name servers keep answering when the control plane is impaired), and answers by Route
-53's routing policies (simple, weighted, failover, multivalue), with health from
-`Route53DnsServer.health`, a callable HealthCheckId -> bool. The rules (answer selection, the
-zone copy's refresh) are the pure model in route53_model.py; this is its adapter: sockets, the
-poll thread on `ctx.clock`, Route 53 API calls, events.
+copy of the zone and answers by Route 53's routing policies (simple, weighted, failover,
+multivalue), with health from `Route53DnsServer.health`, a callable HealthCheckId -> bool.
+
+The copy follows the zone two ways. Each change batch a customer makes (through the AWS router,
+which calls `ctx.on_route53_change` before the caller has Route 53's answer) is read back and
+published at once as its own state, as Route 53 applies each batch on its own: a failover made
+of two calls shows its intermediate answer. And a poll every REFRESH_INTERVAL_S, the safety net,
+finds changes made straight against moto (the harness's own) and answers that move with health;
+a failed poll keeps the last good copy (name servers keep answering when the control plane is
+impaired). The router holds `ctx.route53_lock` from a change to the end of its callbacks and
+every read of the zone here takes it too, so the poll never reads a batch before its own
+callback has published it. The rules (answer selection, the zone copy's refresh and change batches) are the
+pure model in route53_model.py; this is its adapter: sockets, the poll thread on `ctx.clock`, the
+change hook, Route 53 API calls, events.
 
 The routing rules modelled, and what is not modelled: docs/local-environment.md, "Route 53's
 data plane: the DNS server".
@@ -24,7 +32,8 @@ from tenacity import retry, stop_after_delay, wait_fixed
 from gameday.environments.local.context import LocalContext
 # the rules live in the model; re-exported here, where their users import them from
 from gameday.environments.local.route53_model import (  # noqa: F401
-    CNAME_MAX_HOPS, MULTIVALUE_MAX, Event, Health, RecordSet, Zone, ZoneCopy, always_healthy, eligible, pick)
+    CNAME_MAX_HOPS, MULTIVALUE_MAX, ChangeBatch, Event, Health, RecordSet, Zone, ZoneCopy, always_healthy, eligible,
+    pick)
 from gameday import aws
 
 log = logging.getLogger("gameday.dns")
@@ -114,6 +123,7 @@ class Route53DnsServer:
         self._copy = ZoneCopy()  # the zone as last read, and the answers last published
         self._queries = 0
         self._lock = threading.Lock()
+        self.changes_applied = 0
         self._stop = threading.Event()
         self._servers: list[DNSServer] = []  # bound
         self._serving: list[DNSServer] = []  # serve_forever running (shutdown() waits for it)
@@ -134,8 +144,9 @@ class Route53DnsServer:
         except Exception as e:  # noqa: BLE001 - one clear line for whoever started us
             raise DnsServerError(f"Route 53 DNS: cannot read hosted zone {self.zone_id} from {self._endpoint} "
                                  f"within {START_TIMEOUT_S:.0f}s: {e}") from None
-        self._copy.publish(self.health)  # the baseline later changes are events against
+        self._copy.publish(self.health, self.ctx.clock.monotonic())  # the baseline later changes are events against
         self._bind()
+        self.ctx.on_route53_change.append(self.change_committed)
         for srv, proto in zip(self._servers, ("udp", "tcp")):
             t = threading.Thread(target=srv.server.serve_forever, kwargs={"poll_interval": 0.05},
                                  name=f"route53-dns-{proto}", daemon=True)
@@ -173,6 +184,8 @@ class Route53DnsServer:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.change_committed in self.ctx.on_route53_change:
+            self.ctx.on_route53_change.remove(self.change_committed)
         for srv in self._serving:
             srv.server.shutdown()
         for srv in self._servers:
@@ -185,18 +198,44 @@ class Route53DnsServer:
     def _poll_loop(self) -> None:
         clock = self.ctx.clock
         while not clock.wait(self._stop, self.refresh_interval_s):
-            try:
-                events = self._refresh()
-            except Exception as e:  # noqa: BLE001 - the data plane keeps the last good zone
-                events = self._copy.refresh_failed(f"{type(e).__name__}: {e}", clock.monotonic())
-            # health can change the answers while the zone (or the API) does not
-            for kind, fields in events + self._copy.publish(self.health):
-                self.ctx.events.emit(kind, **fields)
+            # one read + publish + emit at a time (this thread, the router's callbacks), so states are
+            # published, and stamped on the timeline, in the order they were read
+            with self.ctx.route53_lock:
+                try:
+                    events = self._refresh()
+                except Exception as e:  # noqa: BLE001 - the data plane keeps the last good zone
+                    events = self._copy.refresh_failed(f"{type(e).__name__}: {e}", clock.monotonic())
+                # health can change the answers while the zone (or the API) does not
+                self._emit(events + self._copy.publish(self.health, clock.monotonic()))
 
-    def _refresh(self) -> list[Event]:
+    def change_committed(self, hosted_zone_id: str, request: bytes, response: bytes) -> None:
+        """A ChangeResourceRecordSets Route 53 accepted (the router calls it before the caller has
+        the answer): read the zone back and publish it now, as the batch's own state."""
+        if hosted_zone_id.rsplit("/", 1)[-1] != self.zone_id.rsplit("/", 1)[-1] or self._stop.is_set():
+            return   # another zone: not served here
+        batch = ChangeBatch.from_api(request, response)
+        with self.ctx.route53_lock:   # held by the router already: an RLock
+            try:
+                items = self._read_zone()
+            except Exception as e:  # noqa: BLE001 - the poll, the safety net, reads it later
+                log.warning("Route 53 DNS: reading the zone back after change %s failed (%s: %s); "
+                            "the next poll applies it", batch.id, type(e).__name__, e)
+                return
+            self.changes_applied += 1
+            self._emit(self._copy.applied(items, self.ctx.clock.monotonic(), self.health, batch))
+
+    def _emit(self, events: list[Event]) -> None:
+        for kind, fields in events:
+            self.ctx.events.emit(kind, **fields)
+
+    def _read_zone(self) -> list[dict]:
         items: list[dict] = []
         for page in self._route53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=self.zone_id):
             items.extend(page["ResourceRecordSets"])
+        return items
+
+    def _refresh(self) -> list[Event]:
+        items = self._read_zone()
         apex = None
         if self._copy.zone is None:
             apex = self._route53.get_hosted_zone(Id=self.zone_id)["HostedZone"]["Name"]
@@ -222,6 +261,7 @@ class Route53DnsServer:
             "refresh_failures": copy.failures,
             "last_error": copy.last_error,
             "queries": self._queries,
+            "changes_applied": self.changes_applied,
             "record_sets": sum(len(g) for g in zone.groups.values()) if zone else 0,
             "skipped": list(zone.skipped) if zone else [],
         }

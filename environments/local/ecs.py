@@ -408,7 +408,8 @@ class EcsReconciler:
                 argv = [a.replace("{" + k + "}", v) for a in argv]
             return argv
         return [procs.python(), "-m", SERVICE_MODULE, "--port", values["port"], "--region", region,
-                "--table", values["table"], "--endpoint", values["endpoint"], "--task-id", task_id, "--az", az]
+                "--table", values["table"], "--endpoint", values["endpoint"], "--task-id", task_id, "--az", az,
+                "--task-capacity-rps", f"{self.svc.task_capacity_rps:g}"]
 
     def _task_env(self, region: str, task_id: str, az: str, port: int) -> dict[str, str]:
         # what the task's runtime gives it: region, endpoint and credentials (the task role's, here
@@ -421,6 +422,9 @@ class EcsReconciler:
             "GAMEDAY_TASK_ID": task_id, "GAMEDAY_AZ": az, "GAMEDAY_PORT": str(port),
             "GAMEDAY_TABLE": self.cfg.dynamodb.table,
         }
+        if not self.svc.command:
+            # the built-in service's modelled CPU (sut/capacity.py); the docker image reads it from here
+            env["GAMEDAY_TASK_CAPACITY_RPS"] = f"{self.svc.task_capacity_rps:g}"
         if self.ctx.router_url:
             env["AWS_ENDPOINT_URL"] = self.ctx.router_url
         return env

@@ -141,6 +141,17 @@ class LambdaFaultDriver(FaultDriver):
         return self.env.control("DELETE", "/lambda/fault")
 
 
+class FailResponsesDriver(FaultDriver):
+    """The region's load balancer answers the share itself, in its targets' name (lb_proxy)."""
+
+    def apply(self) -> dict:
+        f = self.fault
+        return self.env.control("POST", "/lb/fail-responses", {"region": f.region, "share": f.share, "status": f.status})
+
+    def revert(self, applied: dict | None = None) -> dict:
+        return self.env.control("POST", "/lb/restore-responses", {"region": self.fault.region})
+
+
 LOCAL_FAULT_DRIVERS: DriverTable = {
     "stop_tasks": StopTasksDriver,
     "lose_az": LoseAzDriver,
@@ -149,4 +160,5 @@ LOCAL_FAULT_DRIVERS: DriverTable = {
     "replication_drop": ReplicationDropDriver,
     "api_fault": ApiFaultDriver,
     "lambda_fault": LambdaFaultDriver,
+    "fail_responses": FailResponsesDriver,
 }

@@ -6,6 +6,10 @@ healthy, 502 when the chosen target fails mid-request. Every answered request is
 A data-plane block (fault block_region): "refuse" closes the listening socket (connections
 refused), "hang" accepts and never answers until the block is lifted or HANG_MAX_S passes
 (clients time out first).
+
+A response failure (fault fail_responses): a share of the requests routed to a target are answered
+with a 5XX in the target's name (its headers, counted as the target's 5XX) without being forwarded,
+as the tasks of a failing deployment would answer them; which ones is deterministic (ResponseFailure).
 """
 
 from __future__ import annotations
@@ -26,6 +30,32 @@ HOLD_POLL_S = 0.5
 RequestObserver = Callable[[int, bool, "float | None", float], None]
 
 
+class ResponseFailure:
+    """Which requests a fail_responses fault answers with `status`: the n-th request (from 0) fails
+    when floor((n + 1) x share) > floor(n x share), so errors are spread evenly and the first N
+    requests get exactly floor(N x share) of them (a test can predict the counts). Thread-safe."""
+
+    def __init__(self, share: float, status: int = 500):
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be within 0 < share <= 1, got {share!r}")
+        if not 500 <= status <= 599:
+            raise ValueError(f"status must be a 5XX, got {status!r}")
+        self.share, self.status = share, status
+        self.seen = self.failed = 0
+        self._lock = threading.Lock()
+
+    def next_fails(self) -> bool:
+        with self._lock:
+            n = self.seen
+            self.seen += 1
+            fails = int((n + 1) * self.share + 1e-9) > int(n * self.share + 1e-9)
+            self.failed += fails
+            return fails
+
+    def status_dict(self) -> dict:
+        return {"share": self.share, "status": self.status, "requests": self.seen, "failed": self.failed}
+
+
 class RegionProxy:
     def __init__(self, region: str, address: str, port: int, *, healthy_targets: Callable[[], list[Target]],
                  blocked: Callable[[], "str | None"], on_request: RequestObserver, pool: UpstreamPool):
@@ -37,6 +67,7 @@ class RegionProxy:
         self._hold = threading.Condition()
         self._stopping = False
         self.held = 0   # requests held by a "hang" block right now
+        self.failure: ResponseFailure | None = None   # a fail_responses fault in effect
 
     # -- listening socket ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -88,8 +119,15 @@ class RegionProxy:
         target = self.pick()
         status, target_error = 503, False
         region_header = {"X-Gameday-Region": self.region}
+        failure = self.failure
         if target is None:
             h.send_json(503, {"message": f"no healthy targets in {self.region}"}, region_header)
+        elif failure is not None and failure.next_fails():
+            # answered in the target's name and never forwarded: nothing the request asked is done
+            status, target_error = failure.status, True
+            h.send_json(status, {"message": f"injected by gameday (fault fail_responses): HTTP {status}"},
+                        {**region_header, "X-Gameday-Task": target.key, "X-Gameday-AZ": target.az,
+                         "X-Gameday-Fault": "fail_responses"})
         else:
             try:
                 status, headers, data = self.pool.request(target.host, target.port, h.command, h.path, body,

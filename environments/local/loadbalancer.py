@@ -10,6 +10,10 @@ every health change on the timeline (`target_health` events).
 A data-plane block (fault block_region) cuts the region off: clients are refused or held (see
 lb_proxy), and the tasks behind it fail their health checks too (they are cut off from the
 region's network), so HealthyHostCount falls, as in a real regional outage.
+
+A response failure (fault fail_responses) makes a region's proxy answer a share of the requests
+routed to its targets with a 5XX in the target's name (lb_proxy.ResponseFailure): the targets stay
+healthy (their health checks pass) while HTTPCode_Target_5XX_Count rises.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 
 from gameday.environments.local.context import LocalContext
 from gameday.environments.local.lb_metrics import LbMetrics, MetricsFlusher
-from gameday.environments.local.lb_proxy import RegionProxy
+from gameday.environments.local.lb_proxy import RegionProxy, ResponseFailure
 from gameday.environments.local.provision import NAMESPACE
 from gameday.environments.local.target_health import HealthCheckSettings, Target, TargetGroup, Transition
 from gameday.httpfwd import UpstreamPool
@@ -94,6 +98,19 @@ class LoadBalancers:
             else:
                 self.ctx.network.blocked_regions[region] = mode
         proxy.block_changed()
+
+    # -- response failures ----------------------------------------------------------------------------
+    def fail_responses(self, region: str, share: float | None, status: int = 500) -> dict:
+        """Answer `share` of the requests routed to `region`'s targets with `status` (a 5XX, in the
+        targets' name); share None ends it. Returns the failure's counts (the ended one's, if any).
+        ValueError for a share or status out of range."""
+        proxy = self.proxies[region]
+        before = proxy.failure
+        proxy.failure = None if share is None else ResponseFailure(share, status)
+        ended = before.status_dict() if before is not None else None
+        # no event of its own: the nemesis puts the fault's inject and rollback on the timeline
+        return {"region": region, "failing": proxy.failure.status_dict() if proxy.failure else None,
+                "ended": ended}
 
     def _blocked(self, region: str) -> str | None:
         return self.ctx.network.blocked_regions.get(region)
@@ -186,6 +203,7 @@ class LoadBalancers:
             return {region: {
                 "url": self.ctx.lb_url(region),
                 "blocked": self._blocked(region),
+                "failing": self.proxies[region].failure.status_dict() if self.proxies[region].failure else None,
                 "requests": self.metrics.total_requests[region],
                 "healthy": group.healthy_count(),
                 "targets": [{"task": t.key, "az": t.az, "state": t.state, "port": t.port}

@@ -15,7 +15,10 @@ AWS pages the rules follow (Amazon Route 53 Developer Guide):
   primary is unhealthy and the secondary healthy; primary when the secondary is unhealthy),
 - "How Amazon Route 53 determines whether a health check is healthy" and the API reference for
   HealthCheckConfig (FailureThreshold consecutive results to change the status; Inverted;
-  Disabled: always healthy, and Inverted is how to stop traffic to a disabled check's resource).
+  Disabled: always healthy, and Inverted is how to stop traffic to a disabled check's resource),
+- the API reference for ChangeResourceRecordSets, "Change batches and transactional changes"
+  (Route 53 makes all or none of a batch's changes; each batch is applied and propagated on its
+  own, so clients can be answered from the state between two batches).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import ast
 import random
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -244,6 +248,62 @@ class Zone:
         return out
 
 
+# -- one committed change batch ------------------------------------------------------------------------
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]   # the element name without its XML namespace
+
+
+def _child_text(elem: ET.Element, name: str) -> str | None:
+    return next((c.text for c in elem if _local(c.tag) == name), None)
+
+
+@dataclass(frozen=True)
+class ChangeBatch:
+    """What one committed ChangeResourceRecordSets said, for the timeline: the ChangeInfo Id its
+    caller was given, its Comment, and one line per change ("UPSERT api.gameday.test. A (east)
+    weight 0: 127.0.1.1")."""
+
+    id: str | None = None
+    comment: str | None = None
+    changes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_api(cls, request: bytes, response: bytes) -> "ChangeBatch":
+        """From the call's XML request and response bodies; what cannot be read is left out."""
+        try:
+            req = ET.fromstring(request) if request else None
+            resp = ET.fromstring(response) if response else None
+        except ET.ParseError:
+            return cls()
+        comment, changes = None, []
+        for elem in req.iter() if req is not None else ():
+            if _local(elem.tag) == "ChangeBatch":
+                comment = _child_text(elem, "Comment")
+            elif _local(elem.tag) == "Change":
+                changes.append(_describe_change(elem))
+        info = next((e for e in resp.iter() if _local(e.tag) == "ChangeInfo"), None) if resp is not None else None
+        return cls(_child_text(info, "Id") if info is not None else None, comment, tuple(changes))
+
+    def fields(self) -> dict:
+        """The dns_change fields it adds (only those known)."""
+        out = {"change_id": self.id, "comment": self.comment, "changes": list(self.changes) or None}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def _describe_change(change: ET.Element) -> str:
+    rrset = next((c for c in change if _local(c.tag) == "ResourceRecordSet"), None)
+    if rrset is None:
+        return _child_text(change, "Action") or "?"
+    text = {_local(c.tag): c.text for c in rrset}
+    line = f"{_child_text(change, 'Action')} {text.get('Name')} {text.get('Type')}"
+    if text.get("SetIdentifier"):
+        line += f" ({text['SetIdentifier']})"
+    for key in ("Weight", "Failover"):
+        if text.get(key) is not None:
+            line += f" {key.lower()} {text[key]}"
+    values = [v.text for v in rrset.iter() if _local(v.tag) == "Value"]
+    return line + (f": {', '.join(values)}" if values else "")
 
 
 # -- the name servers' copy of the zone --------------------------------------------------------------
@@ -252,7 +312,12 @@ class Zone:
 class ZoneCopy:
     """What the DNS server answers from: the last zone read from Route 53's API, kept whole when a
     refresh fails (name servers keep answering when the control plane is impaired). Each method
-    returns the timeline events the adapter emits."""
+    returns the timeline events the adapter emits.
+
+    Two ways in, as the adapter learns of changes: `applied`, a committed change batch read back
+    before its caller has the answer (each batch is its own state, however soon the next one
+    follows), and `refreshed` + `publish`, the periodic read (changes made without a caller the
+    adapter sees, and answers that move with health)."""
 
     zone: Zone | None = None
     raw: list[dict] | None = None
@@ -260,6 +325,8 @@ class ZoneCopy:
     failures: int = 0                  # consecutive failed refreshes
     last_error: str | None = None
     views: dict[str, list[str]] = field(default_factory=dict)  # answers last published
+    since: dict[str, float] = field(default_factory=dict)      # name -> `now` its published answer began
+    zone_moved: bool = False           # the zone changed since the answers were last published
 
     def refreshed(self, items: list[dict], now: float, apex: str | None = None) -> list[Event]:
         """A refresh read `items` (every ResourceRecordSets item); `apex` is needed for the first."""
@@ -267,13 +334,20 @@ class ZoneCopy:
             name = apex if self.zone is None else self.zone.apex
             if name is None:
                 raise ValueError("the first zone load needs the hosted zone's name (apex)")
-            self.zone, self.raw = Zone.from_route53(name, items), items
+            self.zone, self.raw, self.zone_moved = Zone.from_route53(name, items), items, True
         events: list[Event] = []
         if self.failures:
             events.append(("dns_refresh", {"state": "ok", "after_failures": self.failures,
                                            "zone_age_s": round(now - self.last_ok, 3)}))
         self.last_ok, self.failures, self.last_error = now, 0, None
         return events
+
+    def applied(self, items: list[dict], now: float, health: Health, batch: ChangeBatch | None = None) -> list[Event]:
+        """A committed change batch, the zone read back (`items`) at `now`, before its caller has the
+        answer: Route 53 makes all or none of a batch's changes and applies each batch as it comes,
+        so its answers are published at once as their own state (source "change", with what the
+        batch said), even when the next batch follows a millisecond later."""
+        return self.refreshed(items, now) + self.publish(health, now, batch=batch or ChangeBatch())
 
     def refresh_failed(self, error: str, now: float) -> list[Event]:
         """A refresh failed: keep serving the last good copy; one event when failing starts."""
@@ -286,15 +360,27 @@ class ZoneCopy:
     def age(self, now: float) -> float | None:
         return None if self.last_ok is None else round(now - self.last_ok, 3)
 
-    def publish(self, health: Health) -> list[Event]:
-        """Answers may change with health while the zone does not: a dns_change per name that moved."""
+    def publish(self, health: Health, now: float | None = None, *, batch: ChangeBatch | None = None) -> list[Event]:
+        """The answers now: one dns_change per name whose answer moved, saying why (`source`: "change",
+        a batch applied; "poll", a zone change the periodic read found; "health", the zone unchanged)
+        and, with `now`, how long the old answer was published (`old_lasted_s`)."""
         views = self.zone.view(health) if self.zone else {}
+        source = "change" if batch is not None else "poll" if self.zone_moved else "health"
+        self.zone_moved = False
         if views == self.views:
             return []
-        events = [("dns_change", {"name": name, "type": "A", "old": self.views.get(name, []),
-                                  "new": views.get(name, [])})
-                  for name in sorted(views.keys() | self.views.keys())
-                  if self.views.get(name, []) != views.get(name, [])]
+        events = []
+        for name in sorted(views.keys() | self.views.keys()):
+            old, new = self.views.get(name, []), views.get(name, [])
+            if old == new:
+                continue
+            fields = {"name": name, "type": "A", "old": old, "new": new, "source": source,
+                      **(batch.fields() if batch else {})}
+            if now is not None and name in self.since:
+                fields["old_lasted_s"] = round(now - self.since[name], 6)
+            if now is not None:
+                self.since[name] = now
+            events.append(("dns_change", fields))
         self.views = views
         return events
 

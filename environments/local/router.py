@@ -12,11 +12,17 @@ Operations and error shapes come from botocore's service models (aws_protocols.p
 can name any operation of any service, and botocore parses the error as it would AWS's own.
 Requests that are not SigV4-signed are no customer AWS call: they pass to the control-plane
 home region's moto untouched by API faults.
+
+Each ChangeResourceRecordSets Route 53 accepted is told to `ctx.on_route53_change` (the DNS
+server) before its caller has the answer, under `ctx.route53_lock`: Route 53 applies each change
+batch on its own, and the DNS server publishes each as its own state (environments/local/dns.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import random
 import re
 import threading
@@ -29,6 +35,8 @@ from gameday.environments.local.context import LocalContext
 from gameday.faults.api import API_EFFECTS, ApiEffect
 from gameday.httpfwd import LoopbackServer, QuietHandler, UpstreamPool, forward_headers
 
+log = logging.getLogger("gameday.router")
+
 SCOPE_RE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request")
 # A presigned URL carries the scope in its query string, URL-encoded.
 QUERY_SCOPE_RE = re.compile(r"X-Amz-Credential=[^&%]+%2F\d{8}%2F([a-z0-9-]+)%2F([a-z0-9-]+)%2Faws4_request")
@@ -39,6 +47,9 @@ BLACKHOLE_HOLD_MAX_S = 60.0
 GLOBAL_SERVICE_HOME = {"route53": "us-east-1", "iam": "us-east-1", "cloudfront": "us-east-1"}
 # Where a request that names no region goes: the home of the global control planes.
 UNSIGNED_HOME = "us-east-1"
+# ChangeResourceRecordSets (Route 53's REST API: POST /2013-04-01/hostedzone/{Id}/rrset/), told
+# from the path alone: aws_protocols.identify runs only when fault rules exist.
+ROUTE53_CHANGE_RE = re.compile(r"^/2013-04-01/hostedzone/([^/?]+)/rrset/?(?:\?|$)")
 
 
 @dataclass
@@ -175,16 +186,29 @@ class AwsRouter:
         if service and self._rules and self._apply_faults(h, region, service, body):
             return
         host, port = upstream.removeprefix("http://").split(":")
-        t0 = time.perf_counter()
-        try:
-            status, headers, data = self.pool.request(host, int(port), h.command, h.path, body, forward_headers(h))
-        except OSError as e:
-            h.send_json(503, {"message": f"gameday router: {region} endpoint unreachable: {e}"})
-            return
-        # moto's share of the call (Server-Timing, W3C): the service passes it on, so a benchmark
-        # can split a request's time between the layers (benchmarks/bench_latency.py)
-        headers.append(("Server-Timing", f"moto;dur={(time.perf_counter() - t0) * 1000:.2f}"))
+        change = ROUTE53_CHANGE_RE.match(h.path) if service == "route53" and h.command == "POST" else None
+        with self.ctx.route53_lock if change else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            try:
+                status, headers, data = self.pool.request(host, int(port), h.command, h.path, body, forward_headers(h))
+            except OSError as e:
+                h.send_json(503, {"message": f"gameday router: {region} endpoint unreachable: {e}"})
+                return
+            # moto's share of the call (Server-Timing, W3C): the service passes it on, so a benchmark
+            # can split a request's time between the layers (benchmarks/bench_latency.py)
+            headers.append(("Server-Timing", f"moto;dur={(time.perf_counter() - t0) * 1000:.2f}"))
+            if change and 200 <= status < 300:
+                self._route53_changed(change.group(1), body, data)
         h.send_raw(status, data, headers)
+
+    def _route53_changed(self, zone_id: str, body: bytes, response: bytes) -> None:
+        """A change batch Route 53 accepted: tell whoever follows the zone (the DNS server) before its
+        caller has the answer, so each batch is applied in the order its callers made them."""
+        for callback in list(self.ctx.on_route53_change):
+            try:
+                callback(zone_id, body, response)
+            except Exception:  # noqa: BLE001 - the change is made: its caller gets Route 53's answer
+                log.exception("on_route53_change callback %r failed", callback)
 
     def _apply_faults(self, h: QuietHandler, region: str, service: str, body: bytes) -> bool:
         """Apply the matching rules to one call; True when the call was answered (or dropped) here."""

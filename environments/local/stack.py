@@ -2,14 +2,16 @@
 together, and tears everything down. The control API that drives the running stack is
 environments/local/control_api.py.
 
-Start order (each part needs the ones before it; parts on one line start side by side):
+Start order (each part needs the ones before it; parts on one line start side by side; run by
+LocalEnvironment, both zygotes were launched before this process imported the CLI: prelaunch.py):
   moto per region, forked from one zygote that imported moto once, each provisioned in-process
   before it serves (moto_region.MotoFleet, moto_main.py) | the task zygote importing what the
   built-in service's tasks load (zygote.py) | router (needs only the servers' addresses) |
   component modules imported, the SDK models they read loaded
   -> ECS tasks (regions side by side) -> load balancers -> targets healthy (each checked as soon
      as it registers) -> metrics armed
-    | DNS server | replication | Lambda runner (spawns its provisioned workers, subscribes to SNS)
+    | DNS server | replication | Lambda runner (forks its provisioned workers from the task zygote,
+      subscribes to SNS)
   -> Route 53 health checkers (failover routing) -> alarm evaluator -> control API.
 
 `gameday up` runs a LocalStack in the foreground; `LocalEnvironment` (environments.local)

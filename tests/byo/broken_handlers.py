@@ -27,3 +27,25 @@ def weights_unchanged(event, context):
         "Changes": [{"Action": "UPSERT", "ResourceRecordSet": s} for s in mine]})   # the bug: `wanted` unused
     logger.info("failover done: weights %s", wanted)
     return {"statusCode": 200, "body": json.dumps(wanted)}
+
+
+def _weighted_upsert(set_id, address, weight, comment):
+    route53.change_resource_record_sets(HostedZoneId=os.environ["HOSTED_ZONE_ID"], ChangeBatch={
+        "Comment": comment, "Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
+            "Name": os.environ["RECORD_NAME"], "Type": "A", "TTL": int(os.environ["RECORD_TTL"]),
+            "SetIdentifier": set_id, "Weight": weight, "ResourceRecords": [{"Value": address}]}}]})
+
+
+def weights_in_two_calls(event, context):
+    """The weighted example's move (failing region to weight 0, the other to 100) made as two
+    ChangeResourceRecordSets calls instead of one ChangeBatch: between them every weight is 0 and
+    Route 53 answers every record, the failing region's included."""
+    alarm = json.loads(event["Records"][0]["Sns"]["Message"])
+    region = alarm["AlarmArn"].split(":")[3]
+    if alarm["NewStateValue"] != "ALARM" or region != os.environ["PRIMARY_REGION"]:
+        return {"statusCode": 200, "body": "no action"}
+    _weighted_upsert(os.environ["PRIMARY_SET_ID"], os.environ["PRIMARY_ADDRESS"], 0, "failover 1/2: primary weight 0")
+    _weighted_upsert(os.environ["SECONDARY_SET_ID"], os.environ["SECONDARY_ADDRESS"], 100,
+                     "failover 2/2: secondary weight 100")
+    logger.info("failover done in two calls: %s=0, %s=100", os.environ["PRIMARY_SET_ID"], os.environ["SECONDARY_SET_ID"])
+    return {"statusCode": 200, "body": "weights shifted"}
