@@ -112,9 +112,13 @@ def dns_moved_once(scenario, env, region: str, *, since_wall: float, until_wall:
     if back:
         until_wall = back[0].since - 1e-3
     scenario.check(moved_once(states, region_addresses(env, region), since_wall=since_wall, region=region,
-                              until_wall=until_wall,
-                              named=lambda answer: ", ".join(sorted({env.region_of_address(a) or "no region"
-                                                                     for a in answer})) or "no region"))
+                              until_wall=until_wall, named=region_names(env)))
+
+
+def region_names(env):
+    """answer -> 'us-east-1, us-west-2': the regions a DNS answer's addresses belong to (the
+    `named` of assertions/dns_timeline's messages)."""
+    return lambda answer: ", ".join(sorted({env.region_of_address(a) or "no region" for a in answer})) or "no region"
 
 
 # after the function's answer to the OK notifications (or Route 53's health check passing), how long

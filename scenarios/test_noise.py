@@ -20,7 +20,8 @@ from gameday.assertions.failover import (alarm_fires, alarm_name, dns_answers_re
                                          region_addresses)
 from gameday.faults import block_region, fail_responses
 from gameday.scenarios.steps import (FAILOVER_OPS, FOLLOWER_RPS, clients_follow, data_checks, dns_moved_once, end_load,
-                                     load_hold_s, needs_failover_function, other_region)
+                                     load_hold_s, needs_failover_function, other_region,
+                                     region_names)
 
 pytestmark = pytest.mark.scenario
 
@@ -225,7 +226,7 @@ def test_healthy_region_alarm_noise(env, scenario, nemesis, load):
     scenario.check(stays_on_healthy_region(
         env.events(kind="dns_change"), env.events(kind="lambda_invocation"), name=env.config.service.name,
         healthy=region_addresses(env, dst), region=dst, since_wall=wall, until_wall=time.time(),
-        alarms=env.events(kind="alarm"), named=lambda answer: ", ".join(sorted({env.region_of_address(a) or "no region" for a in answer}))))
+        alarms=env.events(kind="alarm"), named=region_names(env)))
     end_load(scenario, env, run, fault_wall=noise_wall, healthy_region=dst)
     nemesis.rollback_all()
     history, left_out = without_injected_errors(run.history(), region=dst, status=500,

@@ -150,25 +150,21 @@ def _read_exactly(conn, n: int) -> bytes:
     return got
 
 
-class ConnectedProcess(ForkedProcess):
+class ConnectedProcess:
     """A forked process whose stdin and stdout are one loopback connection to the starter,
-    handled as a Popen with stdin/stdout pipes (binary file objects)."""
+    handled as a Popen with stdin/stdout pipes (binary file objects); its exit is the zygote's
+    handle's."""
 
     def __init__(self, handle: ForkedProcess, conn):
-        super().__init__(handle.pid)
         self._handle = handle
+        self.pid = handle.pid
         self.stdin = conn.makefile("wb")
         self.stdout = conn.makefile("rb")
-        self._conn = conn
         conn.close()   # the file objects keep the socket open until they are closed
 
     @property
     def returncode(self) -> int | None:
         return self._handle.returncode
-
-    @returncode.setter
-    def returncode(self, value) -> None:
-        pass   # the zygote's handle owns it
 
     def poll(self) -> int | None:
         return self._handle.poll()
