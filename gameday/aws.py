@@ -46,3 +46,15 @@ def client(service: str, region: str, endpoint_url: str, *, retries: int = 2, ti
         with _lock:
             _cache.setdefault(key, c)
     return c
+
+
+def moto_admin(moto_url: str, name: str, timeout_s: float = 5.0, **body) -> object:
+    """POST one of moto_corrections' admin routes on a region's moto server (the harness telling
+    moto the local model's truth: not an AWS API); its JSON answer. A refused body raises
+    ValueError with moto's one-line reason."""
+    import requests
+
+    r = requests.post(f"{moto_url}/_gameday/{name}", json=body, timeout=timeout_s)
+    if r.status_code != 200:
+        raise ValueError(f"moto admin route {name}: {r.status_code} {r.text.strip()[:300]}")
+    return r.json()

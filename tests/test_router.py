@@ -293,6 +293,38 @@ def test_an_accepted_route53_change_is_told_before_its_caller_has_the_answer(rou
         ctx.on_route53_change.clear()
 
 
+def test_an_accepted_call_of_a_hooked_operation_is_told_with_its_parameters(routed):
+    """ctx.after_aws_call: the callback sees each accepted call of its operation (EC2's form and
+    a JSON protocol's body parsed to parameters) before the caller has the answer; another
+    operation, a refused call and a faulted call are not told; a failing callback fails nothing."""
+    ctx, router = routed
+    told: list = []
+    ctx.after_aws_call("ec2", "CreateVpc", told.append)
+    ctx.after_aws_call("dynamodb", "DescribeTable", told.append)
+    try:
+        ec2 = _client(ctx, "ec2", "us-west-2")
+        vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+        ec2.describe_vpcs(VpcIds=[vpc])
+        with pytest.raises(botocore.exceptions.ClientError):
+            ec2.create_vpc(CidrBlock="not-a-cidr")
+        rule = router.add_fault(kind="error", service="ec2", operation="CreateVpc", status=500)
+        try:
+            with pytest.raises(botocore.exceptions.ClientError):
+                ec2.create_vpc(CidrBlock="10.8.0.0/16")
+        finally:
+            router.remove_fault(rule["id"])
+        _client(ctx, "dynamodb", "us-west-2").describe_table(TableName=ctx.config.dynamodb.table)
+        assert [(c.region, c.service, c.operation) for c in told] == [
+            ("us-west-2", "ec2", "CreateVpc"), ("us-west-2", "dynamodb", "DescribeTable")]
+        assert told[0].params()["CidrBlock"] == "10.9.0.0/16" and vpc.encode() in told[0].response
+        assert told[1].params() == {"TableName": ctx.config.dynamodb.table}
+        ctx.aws_call_hooks[("ec2", "CreateVpc")].insert(0, lambda call: 1 / 0)
+        assert ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+        assert len(told) == 3
+    finally:
+        ctx.aws_call_hooks.clear()
+
+
 def test_bad_fault_specs_are_refused(routed):
     _, router = routed
     with pytest.raises(ValueError, match="rate"):

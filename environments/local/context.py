@@ -34,6 +34,32 @@ class Provisioned:
     task_family: str = "gameday-service"
 
 
+@dataclass(frozen=True)
+class AwsCall:
+    """One customer AWS call that AWS accepted, as the router saw it (ctx.after_aws_call)."""
+
+    region: str           # the region whose endpoint answered (Route 53: us-east-1)
+    service: str          # SigV4 signing name
+    operation: str        # botocore's operation name
+    method: str
+    path: str             # with its query string
+    body: bytes           # the request's body, as sent
+    response: bytes       # AWS's (moto's) answer, as sent
+    status: int
+
+    def params(self) -> dict:
+        """The request's own parameters, flat: a JSON body's object, or a query/EC2 form's
+        fields (`NetworkAclId`, `Egress`, `Filter.1.Name`, ... as strings); a REST call's
+        parameters are in its path (self.path) and, for REST-JSON, its JSON body."""
+        import json
+        from urllib.parse import parse_qsl
+
+        text = self.body.decode("utf-8", "replace")
+        if text.lstrip().startswith("{"):
+            return json.loads(text)
+        return dict(parse_qsl(text or self.path.partition("?")[2], keep_blank_values=True))
+
+
 @dataclass
 class NetworkState:
     """Data-plane reachability, flipped by faults and read by the load balancers and tasks.
@@ -66,6 +92,19 @@ class LocalContext:
     # server around each read of the zone: no read falls between a change and its callbacks, and
     # concurrent callers' batches are applied one at a time, as Route 53 applies them
     route53_lock: threading.RLock = field(default_factory=threading.RLock)
+    # (service, operation) -> callbacks the router calls after each customer call of that operation
+    # that AWS accepted (2xx), before the caller has the answer: how a change made through the AWS
+    # API (a NACL entry, UpdateService, StartExperiment, UpdateAlias) takes effect on the running
+    # system. Register with after_aws_call(); the callback gets one AwsCall.
+    aws_call_hooks: dict[tuple[str, str], list[Callable[["AwsCall"], None]]] = field(default_factory=dict)
+
+    def after_aws_call(self, service: str, operation: str, callback: Callable[["AwsCall"], None]) -> None:
+        """Call `callback(AwsCall)` after each accepted customer call of `service` (the SigV4
+        signing name: "ec2", "ecs", "fis", "lambda", ...) `operation` (botocore's name, e.g.
+        "CreateNetworkAclEntry"). It runs on the router's request thread, before the caller has
+        the answer: keep it short (start a thread for long work). An exception is logged, and the
+        caller still gets AWS's answer (the change is made)."""
+        self.aws_call_hooks.setdefault((service, operation), []).append(callback)
 
     @property
     def logs_dir(self) -> Path:

@@ -184,13 +184,21 @@ def serve(host: str, port: int, plan: list[dict] | None, app=None, region: str |
     server.serve_forever()
 
 
+@functools.cache
+def _corrections():
+    """moto corrected to AWS where the harness relies on it (moto_corrections.py), once per process."""
+    from gameday.environments.local import moto_corrections
+
+    return moto_corrections.install()
+
+
 def dispatcher():
-    """moto's WSGI application, as moto.server.main makes it."""
+    """moto's WSGI application, as moto.server.main makes it, with moto_corrections' admin routes."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     app = DomainDispatcherApplication(create_backend_app)
     app.debug = True
-    return app
+    return _corrections().wrap(app)
 
 
 # The services the harness provisions and calls (provision.py, the components' clients), each with

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 from gameday.environments.local.aws_protocols import (Call, error_response, identify, prepare,
                                                       server_error_code, throttle_error)
-from gameday.environments.local.context import LocalContext
+from gameday.environments.local.context import AwsCall, LocalContext
 from gameday.faults.api import API_EFFECTS, ApiEffect
 from gameday.httpfwd import LoopbackServer, QuietHandler, UpstreamPool, forward_headers
 
@@ -199,7 +199,22 @@ class AwsRouter:
             headers.append(("Server-Timing", f"moto;dur={(time.perf_counter() - t0) * 1000:.2f}"))
             if change and 200 <= status < 300:
                 self._route53_changed(change.group(1), body, data)
+        if service and 200 <= status < 300 and self._hooked(service):
+            self._after_call(h, region, service, body, status, data)
         h.send_raw(status, data, headers)
+
+    def _hooked(self, service: str) -> bool:
+        return any(s == service for s, _ in list(self.ctx.aws_call_hooks))
+
+    def _after_call(self, h: QuietHandler, region: str, service: str, body: bytes, status: int, data: bytes) -> None:
+        """An accepted call of a hooked service: its operation's callbacks (ctx.after_aws_call), before
+        the caller has the answer, so the change has taken effect when the caller learns it is made."""
+        operation = identify(service, h.command, h.path, h.headers, body).operation
+        for callback in list(self.ctx.aws_call_hooks.get((service, operation or ""), ())):
+            try:
+                callback(AwsCall(region, service, operation, h.command, h.path, body, data, status))
+            except Exception:  # noqa: BLE001 - the change is made: its caller gets AWS's answer
+                log.exception("after_aws_call callback %r (%s %s) failed", callback, service, operation)
 
     def _route53_changed(self, zone_id: str, body: bytes, response: bytes) -> None:
         """A change batch Route 53 accepted: tell whoever follows the zone (the DNS server) before its
