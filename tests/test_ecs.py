@@ -91,8 +91,11 @@ def _leave_orphans(ctx) -> dict[str, str]:
     ecs = ctx.internal_client("ecs", "us-east-1")
     out = {}
     for group in ("service:gameday-service", "family:someone-else"):
+        subnets = list(ctx.provisioned.subnet_ids["us-east-1"].values())[:1]
         arn = ecs.run_task(cluster="gameday", taskDefinition="gameday-service", count=1, launchType="FARGATE",
-                           group=group)["tasks"][0]["taskArn"]
+                           group=group, networkConfiguration={"awsvpcConfiguration": {
+                               "subnets": subnets, "securityGroups": [ctx.provisioned.security_group_ids["us-east-1"]]}},
+                           )["tasks"][0]["taskArn"]
         out[arn] = group
     return out
 

@@ -23,7 +23,8 @@ from gameday.net import free_port_on_all, region_address
 VOLATILE = {"CreationDateTime", "AlarmConfigurationUpdatedTimestamp", "StateUpdatedTimestamp",
             "StateTransitionedTimestamp", "LatestStreamLabel", "LatestStreamArn", "TableId", "createdAt",
             "registeredAt", "updatedAt", "id", "CallerReference", "Id", "HealthCheckId", "ResponseMetadata",
-            "deployments", "events", "StateReasonData", "StateReason", "HealthCheckVersion"}
+            "deployments", "events", "StateReasonData", "StateReason", "HealthCheckVersion",
+            "subnets", "securityGroups"}   # ids; the network part of snapshot() compares what they name
 
 
 def _context(cfg, servers: dict[str, MotoServer], run_dir: Path) -> LocalContext:
@@ -53,7 +54,8 @@ def snapshot(ctx: LocalContext, prov) -> dict:
             "alarms": ctx.internal_client("cloudwatch", r).describe_alarms()["MetricAlarms"],
             "clusters": ecs.describe_clusters(clusters=["gameday"])["clusters"],
             "services": ecs.describe_services(cluster="gameday", services=["gameday-service"])["services"],
-            "task_definition": ecs.describe_task_definition(taskDefinition="gameday-service")["taskDefinition"]}
+            "task_definition": ecs.describe_task_definition(taskDefinition="gameday-service")["taskDefinition"],
+            "network": _network(ctx, r)}
     r53 = ctx.internal_client("route53", "us-east-1")
     region_of = {hc_id: r for r, hc_id in prov.health_check_ids.items()}
     checks = r53.list_health_checks()["HealthChecks"]
@@ -65,6 +67,25 @@ def snapshot(ctx: LocalContext, prov) -> dict:
             "check": c, "tags": r53.list_tags_for_resource(ResourceType="healthcheck", ResourceId=c["Id"])
             ["ResourceTagSet"]["Tags"]} for c in checks}}
     return _strip(json.loads(json.dumps(out, default=str)))
+
+
+def _network(ctx: LocalContext, region: str) -> dict:
+    """The account's network, load balancer and function by what they are, not by their ids."""
+    ec2, elb = ctx.internal_client("ec2", region), ctx.internal_client("elbv2", region)
+    vpc_ids = [v["VpcId"] for v in ec2.describe_vpcs(Filters=[{"Name": "tag:gameday:stack", "Values": ["gameday"]}])["Vpcs"]]
+    out = {
+        "vpcs": [v["CidrBlock"] for v in ec2.describe_vpcs(VpcIds=vpc_ids)["Vpcs"]],
+        "subnet_azs": sorted((s["AvailabilityZone"], s["CidrBlock"]) for s in ec2.describe_subnets(
+            Filters=[{"Name": "vpc-id", "Values": vpc_ids}])["Subnets"]),
+        "load_balancers": [(lb["LoadBalancerName"], sorted(z["ZoneName"] for z in lb["AvailabilityZones"]))
+                           for lb in elb.describe_load_balancers()["LoadBalancers"]],
+        "target_groups": [(tg["TargetGroupName"], tg["TargetType"]) for tg in elb.describe_target_groups()["TargetGroups"]]}
+    if region == ctx.config.failover.region:
+        lam = ctx.internal_client("lambda", region)
+        out["functions"] = [(f["FunctionName"], f["Handler"]) for f in lam.list_functions()["Functions"]]
+        out["aliases"] = [(a["Name"], a["FunctionVersion"]) for a in lam.list_aliases(
+            FunctionName=ctx.config.aws.lambda_name)["Aliases"]]
+    return out
 
 
 def _regions(cfg) -> list[str]:
@@ -98,9 +119,12 @@ def test_in_process_provisioning_equals_provisioning_over_http(routing):
         assert got == want
         # the comparison sees what matters: every resource is there
         assert want["us-west-2"]["table"]["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
-        assert len(want["us-east-1"]["alarms"]) == len(prov_http.alarm_names["us-east-1"]) > 0
+        # the configured alarms and the stop condition --env aws runs watch (provision.STOP_CONDITION_ALARM)
+        assert len(want["us-east-1"]["alarms"]) == len(prov_http.alarm_names["us-east-1"]) + 1 > 1
         assert want["us-west-2"]["services"][0]["desiredCount"] == cfg.service.desired_tasks
         assert {rs["Type"] for rs in want["route53"]["records"]} >= {"A", "NS", "SOA"}
+        assert want["us-west-2"]["network"]["aliases"] == [["live", "1"]]
+        assert [az for az, _ in want["us-east-1"]["network"]["subnet_azs"]] == cfg.az_names("us-east-1")
     finally:
         fleet.stop()
         for s in over_http.values():

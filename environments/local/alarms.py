@@ -372,11 +372,22 @@ class AlarmEvaluator:
                 msg_id = self._sns(topic_region).publish(TopicArn=arn, Subject=subject, Message=message)["MessageId"]
                 self.ctx.events.emit("alarm_action", region=region, alarm=alarm, new=new, topic=arn,
                                      message_id=msg_id, after_s=round(self.clock.time() - changed_at, 4))
+                self._record_action(region, alarm, arn, None, message)
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
                 # with retries=0 a timeout may still have delivered; never publish twice
                 log.warning("alarm %s in %s: publishing %s to %s failed: %s", alarm, region, new, arn, e)
                 self.ctx.events.emit("alarm_action", region=region, alarm=alarm, new=new, topic=arn,
                                      error=f"{type(e).__name__}: {e}")
+                self._record_action(region, alarm, arn, f"{type(e).__name__}: {e}", None)
+
+    def _record_action(self, region: str, alarm: str, action: str, error: str | None, message: str | None) -> None:
+        """The alarm's Action history item, in moto (moto_fix_cloudwatch): what happened to the action."""
+        try:
+            aws.moto_admin(self.ctx.moto_urls[region], "cloudwatch_alarm_action", timeout_s=self.call_timeout_s,
+                           region=region, alarm_name=alarm, action=action, error=error, published_message=message)
+        except Exception as e:  # noqa: BLE001 - history is a record; the action itself already ran
+            log.warning("alarm %s in %s: recording action %s in the alarm history failed: %s", alarm, region,
+                        action, e)
 
     # -- reachability -------------------------------------------------------------------------------------------
     def _warn_once(self, region: str, key: str, msg: str) -> None:

@@ -32,6 +32,15 @@ class Provisioned:
     cluster: str = "gameday"
     service: str = "gameday-service"
     task_family: str = "gameday-service"
+    # what the stack stands in for a real account's (provision._network_calls, _lambda_calls)
+    vpc_ids: dict[str, str] = field(default_factory=dict)                 # region -> VPC
+    subnet_ids: dict[str, dict[str, str]] = field(default_factory=dict)   # region -> AZ name -> subnet
+    network_acl_ids: dict[str, str] = field(default_factory=dict)         # region -> the VPC's default ACL
+    security_group_ids: dict[str, str] = field(default_factory=dict)      # region -> the VPC's default group
+    load_balancer_arns: dict[str, str] = field(default_factory=dict)      # region -> ELBv2 load balancer
+    target_group_arns: dict[str, str] = field(default_factory=dict)       # region -> its "ip" target group
+    lambda_arn: str = ""              # the failover function (in cfg.failover.region)
+    lambda_alias_arn: str = ""        # ...:live, the alias the topics invoke
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,15 @@ import logging
 import random
 import socketserver
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from dnslib import QTYPE, RCODE
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 from tenacity import retry, stop_after_delay, wait_fixed
 
 from gameday.environments.local.context import LocalContext
+from gameday.environments.local.moto_fix_route53 import UNSERVED_INSYNC_S
 # the rules live in the model; re-exported here, where their users import them from
 from gameday.environments.local.route53_model import (  # noqa: F401
     CNAME_MAX_HOPS, MULTIVALUE_MAX, ChangeBatch, Event, Health, RecordSet, Zone, ZoneCopy, always_healthy, eligible,
@@ -128,6 +131,8 @@ class Route53DnsServer:
         self._servers: list[DNSServer] = []  # bound
         self._serving: list[DNSServer] = []  # serve_forever running (shutdown() waits for it)
         self._threads: list[threading.Thread] = []
+        # tells Route 53 (moto_fix_route53) which changes are served, off the router's request thread
+        self._insync: ThreadPoolExecutor | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> "Route53DnsServer":
@@ -146,6 +151,9 @@ class Route53DnsServer:
                                  f"within {START_TIMEOUT_S:.0f}s: {e}") from None
         self._copy.publish(self.health, self.ctx.clock.monotonic())  # the baseline later changes are events against
         self._bind()
+        self._insync = ThreadPoolExecutor(1, thread_name_prefix="route53-dns-insync")
+        # from now on this zone's changes are PENDING in GetChange until this server serves them
+        self._tell_route53("route53_dns_follow", zone_ids=[self.zone_id], unserved_insync_s=UNSERVED_INSYNC_S)
         self.ctx.on_route53_change.append(self.change_committed)
         for srv, proto in zip(self._servers, ("udp", "tcp")):
             t = threading.Thread(target=srv.server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -193,6 +201,10 @@ class Route53DnsServer:
         for t in self._threads:
             t.join(timeout=REFRESH_TIMEOUT_S + 2)
         self._servers, self._serving, self._threads = [], [], []
+        if self._insync is not None:
+            self._tell_route53("route53_dns_follow", zone_ids=[])   # nobody serves the zone: nothing stays PENDING
+            self._insync.shutdown(wait=True)
+            self._insync = None
 
     # -- refreshing the zone copy ---------------------------------------------------------------------
     def _poll_loop(self) -> None:
@@ -201,8 +213,12 @@ class Route53DnsServer:
             # one read + publish + emit at a time (this thread, the router's callbacks), so states are
             # published, and stamped on the timeline, in the order they were read
             with self.ctx.route53_lock:
+                read_started_at = time.time()   # moto's clock: the changes submitted before it are in this read
                 try:
                     events = self._refresh()
+                    if self._copy.zone_moved:
+                        self._tell_route53("route53_zone_served", zone_id=self.zone_id,
+                                           read_started_at=read_started_at)
                 except Exception as e:  # noqa: BLE001 - the data plane keeps the last good zone
                     events = self._copy.refresh_failed(f"{type(e).__name__}: {e}", clock.monotonic())
                 # health can change the answers while the zone (or the API) does not
@@ -223,6 +239,23 @@ class Route53DnsServer:
                 return
             self.changes_applied += 1
             self._emit(self._copy.applied(items, self.ctx.clock.monotonic(), self.health, batch))
+        if batch.id:
+            self._tell_route53("route53_change_served", change_id=batch.id)
+
+    def _tell_route53(self, route: str, **body) -> None:
+        """One of moto_fix_route53's admin routes, in order, off the caller's thread; a failure
+        is logged (GetChange then goes INSYNC by its bound instead)."""
+        def send() -> None:
+            try:
+                aws.moto_admin(self._endpoint, route, timeout_s=REFRESH_TIMEOUT_S, **body)
+            except Exception as e:  # noqa: BLE001 - a status report, never the data plane
+                log.warning("Route 53 DNS: telling Route 53 %s %s failed: %s", route, body, e)
+
+        if self._insync is not None:
+            try:
+                self._insync.submit(send)
+            except RuntimeError:  # stopping
+                pass
 
     def _emit(self, events: list[Event]) -> None:
         for kind, fields in events:

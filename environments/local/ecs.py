@@ -429,11 +429,22 @@ class EcsReconciler:
             env["AWS_ENDPOINT_URL"] = self.ctx.router_url
         return env
 
+    def _network_configuration(self, region: str, az: str) -> dict:
+        """An awsvpc task's ENI: in the service's subnet of its AZ (provision._network_calls)."""
+        prov = self.ctx.provisioned
+        subnet = prov.subnet_ids.get(region, {}).get(az) if prov else None
+        if not subnet:
+            return {}
+        vpc = {"subnets": [subnet], "assignPublicIp": "DISABLED"}
+        if prov.security_group_ids.get(region):
+            vpc["securityGroups"] = [prov.security_group_ids[region]]
+        return {"networkConfiguration": {"awsvpcConfiguration": vpc}}
+
     def _run_task(self, st: _Region, az: str) -> str:
         resp = self._ecs(st.name).run_task(
             cluster=self.cluster, taskDefinition=self.family, count=1, launchType="FARGATE",
             startedBy=st.model.deployment or f"ecs-svc/{self.service}", group=f"service:{self.service}",
-            tags=[{"key": AZ_TAG, "value": az}],
+            tags=[{"key": AZ_TAG, "value": az}], **self._network_configuration(st.name, az),
         )
         if not resp.get("tasks"):
             raise RuntimeError(f"run_task in {st.name} placed no task: {resp.get('failures')}")

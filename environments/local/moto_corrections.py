@@ -21,7 +21,7 @@ from typing import Callable
 ADMIN_PREFIX = "/_gameday/"
 
 # the correction modules (environments/local/<name>.py), each with install(admin: AdminRoutes)
-CORRECTIONS: tuple[str, ...] = ()
+CORRECTIONS: tuple[str, ...] = ("moto_fix_cloudwatch", "moto_fix_fis")
 
 
 class AdminRoutes:

@@ -93,10 +93,15 @@ def share_sdk_data() -> None:
 
 
 def _resolve(value, results: dict):
-    """`value` with every {"$ref": name} replaced by the result saved under that name."""
+    """`value` with every {"$ref": name} replaced by the result saved under that name, and every
+    {"$b64": text} by its bytes (a plan is JSON: a Lambda's zip travels as base64)."""
     if isinstance(value, dict):
         if set(value) == {"$ref"}:
             return results[value["$ref"]]
+        if set(value) == {"$b64"}:
+            import base64
+
+            return base64.b64decode(value["$b64"])
         return {k: _resolve(v, results) for k, v in value.items()}
     if isinstance(value, list):
         return [_resolve(v, results) for v in value]
@@ -205,7 +210,10 @@ def dispatcher():
 # a call that reads and changes nothing: a zygote makes it once for all its servers, so they start
 # with the service's backend module, Flask app, request router and SDK models loaded.
 HARNESS_SERVICES = {"dynamodb": "list_tables", "dynamodbstreams": "list_streams", "sns": "list_topics",
-                    "cloudwatch": "describe_alarms", "ecs": "list_clusters", "route53": "list_hosted_zones"}
+                    "cloudwatch": "describe_alarms", "ecs": "list_clusters", "route53": "list_hosted_zones",
+                    # what stands in for an account's network, load balancer and function (provision.py)
+                    "ec2": "describe_vpcs", "elbv2": "describe_load_balancers", "lambda": "list_functions",
+                    "iam": "list_roles"}
 
 
 def warm(services: dict[str, str] = HARNESS_SERVICES):

@@ -31,6 +31,11 @@ from gameday.config import GamedayConfig
 
 NAMESPACE = "AWS/ApplicationELB"
 TABLE_KEY = "pk"
+# on every resource `--env aws` discovers by tag (aws.discovery_tags in `gameday up --aws-config`)
+STACK_TAGS = {"gameday:stack": "gameday"}
+LAMBDA_ALIAS = "live"          # the alias the topics invoke (aws.lambda_alias)
+STOP_CONDITION_ALARM = "gameday-stop-condition"   # per region: a guardrail for --env aws, OK unless set
+LAMBDA_ROLE = "gameday-failover-role"
 
 
 def topic_arn(region: str, name: str) -> str:
@@ -46,16 +51,17 @@ def _call(service: str, region: str, op: str, params: dict, save: str | None = N
     return out
 
 
-def _region_calls(cfg: GamedayConfig, prof, region: str) -> list[dict]:
-    """One region's table, topic, alarms and ECS service."""
+def _region_calls(cfg: GamedayConfig, prof, region: str, index: int = 0) -> list[dict]:
+    """One region's network, table, topic, alarms, load balancer and ECS service."""
     topic = {"$ref": f"topic:{region}"}
-    calls = [
+    calls = [*_network_calls(cfg, region, index),
         _call("dynamodb", region, "create_table", {
             "TableName": cfg.dynamodb.table,
             "KeySchema": [{"AttributeName": TABLE_KEY, "KeyType": "HASH"}],
             "AttributeDefinitions": [{"AttributeName": TABLE_KEY, "AttributeType": "S"}],
             "BillingMode": "PAY_PER_REQUEST",
-            "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}}),
+            "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+            "Tags": _tags("Key", "Value")}),
         _call("sns", region, "create_topic", {"Name": cfg.sns.topic_name}, save=f"topic:{region}", pick=("TopicArn",)),
     ]
     for key, name in alarm_names(cfg, region).items():
@@ -69,18 +75,105 @@ def _region_calls(cfg: GamedayConfig, prof, region: str) -> list[dict]:
             "Threshold": spec.threshold, "ComparisonOperator": spec.comparison,
             "TreatMissingData": spec.treat_missing_data,
             "ActionsEnabled": True, "AlarmActions": [topic], "OKActions": [topic]}))
+    # a stop condition for --env aws runs (aws.guardrails.stop_condition_alarms): on a metric nothing
+    # publishes unless a test does, so it stays OK; no actions (it notifies nobody)
+    calls.append(_call("cloudwatch", region, "put_metric_alarm", {
+        "AlarmName": STOP_CONDITION_ALARM, "AlarmDescription": "gameday: a run on this account stops when this fires",
+        "Namespace": "gameday", "MetricName": "StopCondition", "Statistic": "Maximum", "Period": prof.period_s,
+        "EvaluationPeriods": 1, "Threshold": 1, "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "TreatMissingData": "notBreaching", "ActionsEnabled": False}))
+    subnets = [{"$ref": f"subnet:{region}:{az}"} for az in cfg.az_names(region)]
     calls += [
-        _call("ecs", region, "create_cluster", {"clusterName": "gameday"}),
+        _call("ecs", region, "create_cluster", {"clusterName": "gameday", "tags": _tags("key", "value")}),
         _call("ecs", region, "register_task_definition", {
-            "family": "gameday-service",
+            "family": "gameday-service", "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"],
+            "cpu": "256", "memory": "512",
             "containerDefinitions": [{"name": "service", "image": "gameday/reference-service",
                                       "memory": 256, "cpu": 256, "essential": True,
                                       "portMappings": [{"containerPort": 8080}]}]}),
         _call("ecs", region, "create_service", {
             "cluster": "gameday", "serviceName": "gameday-service", "taskDefinition": "gameday-service",
-            "desiredCount": cfg.service.desired_tasks}),
+            "desiredCount": cfg.service.desired_tasks, "launchType": "FARGATE",
+            "networkConfiguration": {"awsvpcConfiguration": {
+                "subnets": subnets, "securityGroups": [{"$ref": f"sg:{region}"}], "assignPublicIp": "DISABLED"}},
+            "tags": _tags("key", "value")}),
     ]
     return calls
+
+
+def _tags(key: str, value: str) -> list[dict]:
+    """STACK_TAGS in a service's spelling of a tag list (EC2/ELB: Key/Value; ECS: key/value)."""
+    return [{key: k, value: v} for k, v in STACK_TAGS.items()]
+
+
+def _network_calls(cfg: GamedayConfig, region: str, index: int) -> list[dict]:
+    """What a region's stack stands in, as a real one does: a VPC with one subnet per AZ (all on the
+    VPC's default network ACL, as subnets are unless associated with another), an application
+    load balancer in those subnets with a listener and an "ip" target group the load balancer
+    component registers the tasks in. The addresses are data only: nothing routes 10.x."""
+    vpc = {"$ref": f"vpc:{region}"}
+    calls = [_call("ec2", region, "create_vpc", {
+        "CidrBlock": f"10.{index}.0.0/16",
+        "TagSpecifications": [{"ResourceType": "vpc", "Tags": _tags("Key", "Value")}]},
+        save=f"vpc:{region}", pick=("Vpc", "VpcId")),
+        # as ECS's awsvpc tasks expect (and moto's RunTask fails without: it reads the ENI's private DNS name)
+        _call("ec2", region, "modify_vpc_attribute", {"VpcId": vpc, "EnableDnsHostnames": {"Value": True}})]
+    for j, az in enumerate(cfg.az_names(region)):
+        calls.append(_call("ec2", region, "create_subnet", {
+            "VpcId": vpc, "CidrBlock": f"10.{index}.{j}.0/24", "AvailabilityZone": az,
+            "TagSpecifications": [{"ResourceType": "subnet", "Tags": _tags("Key", "Value")}]},
+            save=f"subnet:{region}:{az}", pick=("Subnet", "SubnetId")))
+    calls += [
+        _call("ec2", region, "describe_network_acls", {"Filters": [
+            {"Name": "vpc-id", "Values": [vpc]}, {"Name": "default", "Values": ["true"]}]},
+            save=f"nacl:{region}", pick=("NetworkAcls", 0, "NetworkAclId")),
+        # named outright: moto's CreateService requires securityGroups, where ECS takes the VPC's default
+        _call("ec2", region, "describe_security_groups", {"Filters": [
+            {"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}]},
+            save=f"sg:{region}", pick=("SecurityGroups", 0, "GroupId")),
+        _call("elbv2", region, "create_load_balancer", {
+            "Name": cfg.lb_name(region), "Type": "application", "Scheme": "internet-facing",
+            "Subnets": [{"$ref": f"subnet:{region}:{az}"} for az in cfg.az_names(region)],
+            "Tags": _tags("Key", "Value")},
+            save=f"lb:{region}", pick=("LoadBalancers", 0, "LoadBalancerArn")),
+        _call("elbv2", region, "create_target_group", {
+            "Name": f"gameday-tg-{region}", "Protocol": "HTTP", "Port": 8080, "VpcId": vpc, "TargetType": "ip",
+            "HealthCheckPath": cfg.service.health_path, "Tags": _tags("Key", "Value")},
+            save=f"target_group:{region}", pick=("TargetGroups", 0, "TargetGroupArn")),
+        _call("elbv2", region, "create_listener", {
+            "LoadBalancerArn": {"$ref": f"lb:{region}"}, "Protocol": "HTTP", "Port": 80,
+            "DefaultActions": [{"Type": "forward", "TargetGroupArn": {"$ref": f"target_group:{region}"}}]}),
+    ]
+    return calls
+
+
+def _lambda_calls(cfg: GamedayConfig) -> list[dict]:
+    """The failover function as AWS holds it, in its region: an execution role, the function
+    (Handler is the harness's handler spec; the code is a placeholder: the local Lambda runner runs
+    the handler, moto never does), version 1 and the alias the topics invoke."""
+    import base64
+    import io
+    import json
+    import zipfile
+
+    region, name = cfg.failover.region, cfg.aws.lambda_name
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("README.txt", "gameday: the local Lambda runner runs this function's Handler\n")
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                      "Principal": {"Service": "lambda.amazonaws.com"}}]}
+    return [
+        _call("iam", region, "create_role", {"RoleName": LAMBDA_ROLE, "AssumeRolePolicyDocument": json.dumps(trust)},
+              save="lambda_role", pick=("Role", "Arn")),
+        _call("lambda", region, "create_function", {
+            "FunctionName": name, "Runtime": "python3.11", "Role": {"$ref": "lambda_role"},
+            "Handler": cfg.failover.handler or "gameday.sut.failover_lambda:handler",
+            "Code": {"ZipFile": {"$b64": base64.b64encode(buf.getvalue()).decode()}},
+            "Timeout": 30, "Tags": STACK_TAGS}, save="lambda", pick=("FunctionArn",)),
+        _call("lambda", region, "publish_version", {"FunctionName": name}),
+        _call("lambda", region, "create_alias", {"FunctionName": name, "Name": LAMBDA_ALIAS, "FunctionVersion": "1"},
+              save="lambda_alias", pick=("AliasArn",)),
+    ]
 
 
 def alarm_names(cfg: GamedayConfig, region: str) -> dict[str, str]:
@@ -155,7 +248,9 @@ def _route53_calls(ctx: LocalContext) -> list[dict]:
 def plan(ctx: LocalContext) -> dict[str, list[dict]]:
     """moto server (its region) -> the calls to make there, in order. Route 53's calls go to its
     home region's server, after that region's own resources."""
-    out: dict[str, list[dict]] = {r: _region_calls(ctx.config, ctx.profile, r) for r in ctx.config.regions}
+    cfg = ctx.config
+    out: dict[str, list[dict]] = {r: _region_calls(cfg, ctx.profile, r, i) for i, r in enumerate(cfg.regions)}
+    out[cfg.failover.region].extend(_lambda_calls(cfg))
     out.setdefault(ROUTE53_HOME, []).extend(_route53_calls(ctx))
     return out
 
@@ -167,7 +262,14 @@ def provisioned(ctx: LocalContext, results: dict[str, str]) -> Provisioned:
         hosted_zone_id=results["zone"].split("/")[-1],
         topic_arns={r: results[f"topic:{r}"] for r in cfg.regions},
         alarm_names={r: alarm_names(cfg, r) for r in cfg.regions},
-        health_check_ids={r: results[f"health_check:{r}"] for r in cfg.regions if f"health_check:{r}" in results})
+        health_check_ids={r: results[f"health_check:{r}"] for r in cfg.regions if f"health_check:{r}" in results},
+        vpc_ids={r: results[f"vpc:{r}"] for r in cfg.regions},
+        subnet_ids={r: {az: results[f"subnet:{r}:{az}"] for az in cfg.az_names(r)} for r in cfg.regions},
+        network_acl_ids={r: results[f"nacl:{r}"] for r in cfg.regions},
+        security_group_ids={r: results[f"sg:{r}"] for r in cfg.regions},
+        load_balancer_arns={r: results[f"lb:{r}"] for r in cfg.regions},
+        target_group_arns={r: results[f"target_group:{r}"] for r in cfg.regions},
+        lambda_arn=results["lambda"], lambda_alias_arn=results["lambda_alias"])
 
 
 def provision(ctx: LocalContext) -> Provisioned:
