@@ -206,6 +206,36 @@ def test_runner_bad_input_raises_before_starting_anything(tmp_path):
     assert not any(tmp_path.iterdir()) and descendants(os.getpid()) <= before
 
 
+def test_live_history_reads_only_what_is_new_and_equals_the_merge(tmp_path):
+    """history() while the load runs: the per-worker files merged by time, a line not yet ended
+    left out until it is, the same as merged_entries over the files; each call reads only the
+    bytes written since the last (the tail's offsets)."""
+    import json as _json
+
+    from gameday.loadgen import history as hist
+
+    runner = LoadRunner(tmp_path, endpoints=fake_endpoints(), surge_rate=10)
+    a, b = tmp_path / "history.r1.w1-1@h.jsonl", tmp_path / "history.r1.w2-2@h.jsonl"
+
+    def write(path, *times, cut: bool = False):
+        with open(path, "a") as f:
+            for t in times:
+                f.write(_json.dumps({"type": "ok", "time": t, "served_by": "us-east-1"}) + "\n")
+            if cut:
+                f.write('{"type": "ok", "ti')
+
+    write(a, 1.0, 3.0)
+    write(b, 2.0, cut=True)
+    assert [e["time"] for e in runner.history()] == [1.0, 2.0, 3.0]
+    with open(b, "a") as f:
+        f.write('me": 4.0, "served_by": "us-west-2"}\n')
+    write(a, 3.5)
+    got = runner.history()
+    assert [e["time"] for e in got] == [1.0, 2.0, 3.0, 3.5, 4.0]
+    assert got == list(hist.merged_entries(hist.part_files(tmp_path)))
+    assert runner.requests_by_region() == {"us-east-1": 4, "us-west-2": 1}
+
+
 def test_web_ui_binds_loopback_and_shows_the_gameday_options(tmp_path):
     state_file = tmp_path / "state.json"
     state_file.write_text(json.dumps(fake_endpoints()))
