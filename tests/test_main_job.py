@@ -55,3 +55,7 @@ def test_the_whole_builtin_suite_passes_on_the_reference_system(tmp_path):
     assert surge["failover_s"] is not None and surge["lost_acked_writes"] == 0 and surge["acked_writes"] > 0, surge
     for s in summary["scenarios"]:   # no acknowledged write lost anywhere
         assert not s["metrics"].get("lost_acked_writes"), (s["name"], s["metrics"])
+    # the noise scenario judged what it is for (tests/test_noise_scenario.py runs failback "automatic")
+    noise = json.loads((run_dir / "scenarios" / "healthy_region_alarm_noise" / "result.json").read_text())
+    assert {"healthy_region_alarm_fires", "healthy_region_alarm_recovers", "function_reacted",
+            "stays_on_healthy_region"} <= {c["name"] for c in noise["checks"]}, noise["checks"]
