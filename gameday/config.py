@@ -283,6 +283,31 @@ class DockerSpec(_Model):
 
 
 # -- the aws environment (environments/aws, docs/aws.md) ----------------------------------------------
+def _http_url(v: str | None, what: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    if v is None:
+        return v
+    u = urlsplit(v)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError(f"{what} must be http(s)://host[:port]")
+    return v.rstrip("/")
+
+
+def split_host_port(v: str) -> tuple[str, int]:
+    """("127.0.0.1", 5353) from "127.0.0.1:5353" (a DNS server: an IP address and a UDP port)."""
+    import ipaddress
+
+    host, _, port = str(v).rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        if not 0 < int(port) < 65536:
+            raise ValueError
+    except ValueError:
+        raise ValueError("a DNS server must be IP:PORT, e.g. 127.0.0.1:5353") from None
+    return host.strip("[]"), int(port)
+
+
 class AwsRegionSpec(_Model):
     """One region of the deployed stack. Names left out are discovered from `aws.discovery_tags`."""
 
@@ -295,6 +320,13 @@ class AwsRegionSpec(_Model):
                                            "(default: the seed's alarm names for this region)")
     addresses: tuple[str, ...] = Field((), description="IP addresses the record may hold for this region "
                                        "(when it is a plain A record rather than an alias to the load balancer)")
+    lb_url: str | None = Field(None, description="the URL clients reach this region's load balancer at "
+                               "(default: http://<the load balancer's DNSName>)")
+
+    @field_validator("lb_url")
+    @classmethod
+    def _lb_url(cls, v: str | None) -> str | None:
+        return _http_url(v, "a load balancer URL")
 
 
 class AwsGuardrails(_Model):
@@ -332,6 +364,22 @@ class AwsSpec(_Model):
     fis_role_arn: str | None = Field(None, description="role FIS experiments run with (FIS-backed faults)")
     fis_api_fault_role_arns: tuple[str, ...] = Field((), description="roles whose EC2 API calls FIS fails")
     guardrails: AwsGuardrails = AwsGuardrails()
+    endpoint_url: str | None = Field(None, description="one endpoint for every AWS API call (the local environment "
+                                     "as an account: `gameday up --aws-config`); absent on a real account")
+    dns_server: str | None = Field(None, description="host:port of the DNS server that resolves the service name "
+                                   "(default: the record is read through Route 53's API)")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return _http_url(v, "an endpoint URL")
+
+    @field_validator("dns_server")
+    @classmethod
+    def _dns_server(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_host_port(v)
+        return v
 
     @field_validator("allowed_account_ids")
     @classmethod

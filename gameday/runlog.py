@@ -378,6 +378,21 @@ class ScenarioEvent(_Event):
     name: str
 
 
+class FisEvent(_Event):
+    kind: Literal["fis"]              # an AWS FIS experiment run by the local environment (environments/local/fis.py)
+    action: str                       # start | stop | stop_condition | state | action_start | action_end
+    id: str                           # the experiment's id
+    region: str | None = None
+    status: str | None = None         # the experiment's state (action "state")
+    reason: str | None = None
+    actions: dict | None = None       # action name -> actionId (start) or state (state)
+    name: str | None = None           # the action (action_start / action_end)
+    action_id: str | None = None
+    effect_ms: float | None = None    # from StartExperiment accepted to the action's effect in place
+    notes: list | None = None         # what of the action is not modelled locally
+    alarm: str | None = None          # the stop condition's alarm ARN
+
+
 class NoteEvent(_Event):
     kind: Literal["note"]             # a POST /events body without a kind
 
@@ -385,7 +400,7 @@ class NoteEvent(_Event):
 EVENT_MODELS = (AlarmEvent, AlarmActionEvent, ApiFaultEvent, ControlPlaneEvent, DataPlaneEvent, DnsChangeEvent,
                 DnsRefreshEvent, DockerEvent, EcsEvent, EnvironmentEvent, GuardrailEvent, LambdaFaultEvent,
                 LambdaInitEvent, LambdaInvocationEvent, LambdaDiscardEvent, ReplicationEvent, ReplicationLagEvent, Route53HealthEvent,
-                TargetHealthEvent, FaultEvent, LoadEvent, ScenarioEvent, NoteEvent)
+                TargetHealthEvent, FaultEvent, LoadEvent, ScenarioEvent, FisEvent, NoteEvent)
 EVENT_KINDS = tuple(m.model_fields["kind"].annotation.__args__[0] for m in EVENT_MODELS)
 Event = Annotated[Union[EVENT_MODELS], Field(discriminator="kind")]  # type: ignore[valid-type]
 

@@ -4,6 +4,8 @@ served, 1/rate seconds per request; a request that would wait longer than max_wa
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from gameday.sut.capacity import DEFAULT_MAX_WAIT_S, TaskCapacity
@@ -77,6 +79,16 @@ def _serve(capacity_rps: float, max_wait_s: float):
     return server
 
 
+@contextlib.contextmanager
+def _served(capacity_rps: float, max_wait_s: float):
+    server = _serve(capacity_rps, max_wait_s)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _burst(server, n: int, agent: str | None = "gameday-test") -> tuple[list, float]:
     """n concurrent GET /health, as clients (a User-Agent) or as the load balancer's probe; also
     the seconds between the first and the last request leaving (on 2 busy cores the threads do
@@ -113,12 +125,8 @@ def test_the_service_queues_then_refuses_over_capacity():
     the rest refused; a burst spread over `span` seconds gets about 2 per second more. The bound
     uses the measured span, so a slow start of the client threads cannot fail the test, while a
     service that ignored the rule (16 served) still does."""
-    server = _serve(2, 0.6)
-    try:
+    with _served(2, 0.6) as server:
         answers, span = _burst(server, 16)
-    finally:
-        server.shutdown()
-        server.server_close()
     codes = [r.status_code for r in answers]
     assert set(codes) <= {200, 503}, codes
     served_at_most = 2 + int(2 * span) + 1
@@ -132,12 +140,8 @@ def test_the_service_queues_then_refuses_over_capacity():
 
 
 def test_an_unlimited_service_serves_the_whole_burst():
-    server = _serve(0, 0.3)
-    try:
+    with _served(0, 0.3) as server:
         answers, _ = _burst(server, 16)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert [r.status_code for r in answers] == [200] * 16
 
 
@@ -145,10 +149,6 @@ def test_an_unlimited_service_serves_the_whole_burst():
 def test_the_load_balancers_health_checks_take_no_turn(agent):
     """The probe (no User-Agent locally, ELB-HealthChecker on AWS) is answered at once even when the
     task is saturated: its compressed rate is not a load the task carries on AWS."""
-    server = _serve(2, 0.3)
-    try:
+    with _served(2, 0.3) as server:
         answers, _ = _burst(server, 16, agent)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert [getattr(r, "status_code", r) for r in answers] == [200] * 16

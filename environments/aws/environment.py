@@ -27,10 +27,11 @@ from gameday.environments.aws import guardrails
 from gameday.environments.aws.discovery import Problem, RegionTargets, resolve_targets
 from gameday.environments.aws.faults_aws import AWS_FAULT_DRIVERS
 from gameday.environments.base import CapabilityMissing, Environment
-from gameday.config import GamedayConfig
+from gameday.config import GamedayConfig, split_host_port
 from gameday.events import EventLog
 
 STATE_NAME = "aws.json"           # RUN_DIR/env/aws.json: what `gameday rollback` needs to come back
+LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 
 
 class AwsConfigError(Exception):
@@ -59,11 +60,7 @@ class AwsEnvironment(Environment):
                                  "ids gameday may change (checked with STS before any other call)")
         self.run_dir = Path(run_dir) if run_dir else None
         self.run_id = self.run_dir.name if self.run_dir else "adhoc"
-        try:
-            self.session = session or boto3.session.Session(profile_name=config.aws.profile)
-        except ProfileNotFound:
-            raise AwsConfigError(f"aws.profile {config.aws.profile!r} is not a profile in your AWS config "
-                                 f"(aws configure list-profiles)") from None
+        self.session = _session(config, session)
         self.client_config = client_config or Config(retries={"mode": "standard", "max_attempts": 4},
                                                      connect_timeout=5, read_timeout=15)
         self.account_id: str | None = None
@@ -119,10 +116,12 @@ class AwsEnvironment(Environment):
                 "hosted_zone_id": cfg.aws.hosted_zone_id, "run_dir": str(self.run_dir) if self.run_dir else None,
                 # what the record holds for a region: its configured addresses (a plain A record needs
                 # IPs), else the load balancer's DNS name (an alias target)
-                "regions": {r: {"lb_url": f"http://{t.lb_dns}" if t.lb_dns else None,
+                "regions": {r: {"lb_url": self._lb_url(r),
                                 "lb_address": (cfg.aws.regions[r].addresses[0] if r in cfg.aws.regions
                                                and cfg.aws.regions[r].addresses else t.lb_dns)}
                             for r, t in self.targets.items()},
+                **({"dns": dict(zip(("host", "port"), split_host_port(cfg.aws.dns_server)))}
+                   if cfg.aws.dns_server else {}),
                 "alarm_names": alarm_names, "alarm_threshold": alarm.threshold if alarm else None,
                 "profile": {**self.profile.model_dump(mode="json"), "floor_s": self.profile.floor_s}}
 
@@ -212,10 +211,19 @@ class AwsEnvironment(Environment):
         return name if name.endswith(".") else name + "."
 
     def lb_url(self, region: str) -> str:
-        dns = self.targets[region].lb_dns
-        if not dns:
+        url = self._lb_url(region)
+        if not url:
             raise CapabilityMissing(f"no load balancer known in {region}")
-        return f"http://{dns}"
+        return url
+
+    def _lb_url(self, region: str) -> str | None:
+        """Where clients reach the region's load balancer: the configured aws.regions.<r>.lb_url,
+        else its DNS name (what real AWS gives through DNS)."""
+        rs = self.config.aws.regions.get(region)
+        if rs and rs.lb_url:
+            return rs.lb_url
+        dns = self.targets[region].lb_dns if region in self.targets else None
+        return f"http://{dns}" if dns else None
 
     def region_of_address(self, address: str) -> str | None:
         a = address.rstrip(".").lower().removeprefix("dualstack.")
@@ -228,6 +236,13 @@ class AwsEnvironment(Environment):
         return None
 
     def resolver(self, honour_ttl: bool = True):
+        """The service name as clients resolve it: through aws.dns_server when the config names one
+        (the DNS server that answers for the zone), else read through Route 53's API."""
+        if self.config.aws.dns_server:
+            from gameday.resolver import ServiceResolver
+
+            host, port = split_host_port(self.config.aws.dns_server)
+            return ServiceResolver(host, port, honour_ttl=honour_ttl)
         from gameday.environments.aws.route53_resolver import Route53Resolver
         return Route53Resolver(self, honour_ttl=honour_ttl)
 
@@ -267,6 +282,66 @@ class AwsEnvironment(Environment):
         if method == "GET" and path == "/status":
             return self.status()
         raise CapabilityMissing(f"the aws environment has no control endpoint {method} {path}")
+
+
+def is_loopback_url(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _EndpointSession:
+    """A boto3 Session whose every client goes to one endpoint (aws.endpoint_url), in the first
+    configured region unless told another (STS's GetCallerIdentity has no region of its own)."""
+
+    def __init__(self, session, endpoint_url: str, region: str):
+        self._session, self.endpoint_url, self.region = session, endpoint_url, region
+
+    def client(self, service: str, region_name: str | None = None, **kwargs):
+        return self._session.client(service, region_name=region_name or self.region,
+                                    endpoint_url=self.endpoint_url, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
+
+
+def _local_account_session() -> boto3.session.Session:
+    """The local environment's fixed fake credentials (moto takes any), read from nowhere else: for a
+    loopback endpoint the user's real credentials, profile (AWS_PROFILE) and shared config files are
+    never read, so no real key is ever sent to a local process and a host profile cannot break it."""
+    import os
+
+    import botocore.session
+
+    from gameday.aws import LOCAL_CREDENTIALS
+
+    core = botocore.session.Session(session_vars={"profile": (None, None, None, None),
+                                                  "config_file": (None, None, os.devnull, None),
+                                                  "credentials_file": (None, None, os.devnull, None)})
+    return boto3.session.Session(botocore_session=core, **LOCAL_CREDENTIALS)
+
+
+def _session(config: GamedayConfig, given=None):
+    """The session every client of the environment comes from: the caller's, else the user's
+    (boto3's chain, aws.profile); bound to aws.endpoint_url when the config has one."""
+    spec = config.aws
+    local = bool(spec.endpoint_url) and is_loopback_url(spec.endpoint_url)
+    if local and spec.profile:
+        raise AwsConfigError(f"aws.profile {spec.profile!r} with the loopback aws.endpoint_url {spec.endpoint_url}: "
+                             f"a local account takes no profile (its credentials are fixed); remove one of them")
+    try:
+        session = given or (_local_account_session() if local else boto3.session.Session(profile_name=spec.profile))
+    except ProfileNotFound:
+        raise AwsConfigError(f"aws.profile {spec.profile!r} is not a profile in your AWS config "
+                             f"(aws configure list-profiles)") from None
+    return _EndpointSession(session, spec.endpoint_url, config.regions[0]) if spec.endpoint_url else session
 
 
 def attach_for_rollback(run_dir: Path, *, session=None) -> AwsEnvironment:

@@ -72,10 +72,33 @@ class AwsCall:
 @dataclass
 class NetworkState:
     """Data-plane reachability, flipped by faults and read by the load balancers and tasks.
-    blocked_regions: region -> "refuse" | "hang"."""
+    blocked_regions: region -> "refuse" | "hang", what every source of blocks (`block_sources`: the
+    block_region fault, the region's network ACLs) leaves together: one source lifting its block
+    leaves the others' on. unreachable_azs: region -> AZs whose tasks the load balancer cannot
+    reach (network ACLs on some of the service's subnets)."""
 
     blocked_regions: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    block_sources: dict[str, dict[str, str]] = field(default_factory=dict)   # region -> source -> mode
+    unreachable_azs: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def set_block(self, region: str, source: str, mode: str | None) -> str | None:
+        """Block (mode "hang" | "refuse") or unblock (None) `region` for one source; returns the
+        region's block now. A packet dropped on the way (hang) never meets a closed socket
+        (refuse), so any source's "hang" wins."""
+        with self.lock:
+            sources = self.block_sources.setdefault(region, {})
+            if mode is None:
+                sources.pop(source, None)
+            else:
+                sources[source] = mode
+            modes = set(sources.values())
+            now = "hang" if "hang" in modes else ("refuse" if modes else None)
+            if now is None:
+                self.blocked_regions.pop(region, None)
+            else:
+                self.blocked_regions[region] = now
+            return now
 
 
 @dataclass

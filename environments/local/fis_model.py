@@ -139,7 +139,7 @@ def _action_halted(name: str, w: Window, halt: Halt) -> ActionState:
         return ActionState("failed", halt.reason, halt.at, halt.at)
     if w.end <= halt.at and w.start <= halt.at:
         return ActionState("completed", "Action completed.", w.start, w.end)
-    if w.start <= halt.at:
+    if w.start <= halt.at:   # it started (a halt at its very start finds it started: its effect goes)
         return ActionState("stopped", "Action was stopped: the experiment " +
                            ("was stopped." if halt.status == "stopped" else "failed."), w.start, halt.at)
     return ActionState("cancelled", "Action was cancelled: the experiment ended before it started.")

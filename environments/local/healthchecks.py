@@ -19,7 +19,9 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
+from gameday import aws
 from gameday.environments.local.context import LocalContext
+from gameday.environments.local.moto_fix_route53 import health_status_report
 from gameday.environments.local.route53_model import HealthCheckModel, HealthTransition
 
 log = logging.getLogger("gameday.healthchecks")
@@ -30,6 +32,17 @@ MIN_TIMEOUT_S = 1.0               # compressed timeouts never go below this
 HTTP_CONNECT_TIMEOUT_S, HTTP_RESPONSE_TIMEOUT_S, TCP_CONNECT_TIMEOUT_S = 4.0, 2.0, 10.0
 USER_AGENT = "Amazon-Route53-Health-Check-Service (ref {id}; report http://amzn.to/1vsZADi)"
 PROBED_TYPES = ("HTTP", "TCP")
+# GetHealthCheckStatus (moto_fix_route53): each checker's last observation is told to Route 53 when its
+# text changes, and at least this often so that its CheckedTime stays recent
+REPORT_REFRESH_S = 5.0
+CHECKER_ADDRESS = "127.0.0.1"     # the checkers' source address on loopback (the observation's IPAddress)
+DEFAULT_CHECKER_REGION = "us-east-1"
+
+
+def report_due(last_text: str | None, last_at: float | None, text: str, now: float,
+               refresh_s: float = REPORT_REFRESH_S) -> bool:
+    """Whether a checker tells Route 53 its observation now: a new status text, or the last told is old."""
+    return text != last_text or last_at is None or now - last_at >= refresh_s
 
 
 @dataclass
@@ -41,6 +54,7 @@ class CheckState:
     region: str | None
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
     thread: threading.Thread | None = field(default=None, repr=False)
+    reported: tuple[str, float] | None = None   # the observation last told to Route 53: (status text, when)
 
     @property
     def config(self) -> dict:
@@ -156,34 +170,51 @@ class Route53HealthCheckers:
                 return
             if clock.wait(c.stop, due - clock.monotonic()) or self._stop.is_set():
                 return
-            ok, detail = self._probe(c)
+            ok, detail, http_status = self._probe(c)
             self._record(c, ok, detail)
+            self._report(c, ok, http_status)
 
-    def _probe(self, c: CheckState) -> tuple[bool, str]:
+    def _report(self, c: CheckState, ok: bool, http_status: int | None) -> None:
+        """The observation GetHealthCheckStatus answers (moto_fix_route53), when report_due says so."""
+        now = self.ctx.clock.time()
+        text = health_status_report(ok, http_status=http_status, check_type=c.config.get("Type", "HTTP"))
+        last_text, last_at = c.reported or (None, None)
+        if c.stop.is_set() or not report_due(last_text, last_at, text, now):
+            return
+        try:
+            aws.moto_admin(self.ctx.moto_urls[aws.ROUTE53_HOME], "route53_health_observed", timeout_s=MIN_TIMEOUT_S,
+                           health_check_id=c.health_check_id, ip_address=CHECKER_ADDRESS, status=text,
+                           region=(c.config.get("Regions") or [DEFAULT_CHECKER_REGION])[0], checked_time=now)
+            c.reported = (text, now)
+        except Exception as e:  # noqa: BLE001 - a status report; the next probe tells it again
+            log.debug("health check %s: telling Route 53 its status failed: %s", c.health_check_id, e)
+
+    def _probe(self, c: CheckState) -> tuple[bool, str, int | None]:
+        """(healthy, detail, HTTP status code if one came back)."""
         cfg = c.config
         host, port = cfg["IPAddress"], int(cfg.get("Port") or (80 if cfg["Type"] == "HTTP" else 0))
         if cfg["Type"] == "TCP":
             try:
                 socket.create_connection((host, port), timeout=self.tcp_connect_s).close()
-                return True, "TCP connection established"
+                return True, "TCP connection established", None
             except OSError as e:
-                return False, f"TCP connection failed: {type(e).__name__}: {e}"
+                return False, f"TCP connection failed: {type(e).__name__}: {e}", None
         conn = http.client.HTTPConnection(host, port, timeout=self.http_connect_s)
         try:
             try:
                 conn.connect()
             except OSError as e:
-                return False, f"no TCP connection within {self.http_connect_s:g}s: {type(e).__name__}: {e}"
+                return False, f"no TCP connection within {self.http_connect_s:g}s: {type(e).__name__}: {e}", None
             conn.sock.settimeout(self.http_response_s)
             try:
                 conn.request("GET", cfg.get("ResourcePath") or "/",
                              headers={"User-Agent": USER_AGENT.format(id=c.health_check_id)})
                 status = conn.getresponse().status
             except (OSError, http.client.HTTPException) as e:
-                return False, f"no HTTP response within {self.http_response_s:g}s: {type(e).__name__}: {e}"
+                return False, f"no HTTP response within {self.http_response_s:g}s: {type(e).__name__}: {e}", None
             if 200 <= status < 400:
-                return True, f"HTTP Status Code {status}"
-            return False, f"HTTP Status Code {status} (expected 2xx or 3xx)"
+                return True, f"HTTP Status Code {status}", status
+            return False, f"HTTP Status Code {status} (expected 2xx or 3xx)", status
         finally:
             conn.close()
 

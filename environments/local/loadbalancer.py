@@ -89,14 +89,11 @@ class LoadBalancers:
         self.flusher.arm()
 
     # -- data-plane blocks ----------------------------------------------------------------------
-    def set_blocked(self, region: str, mode: str | None) -> None:
-        """mode: "refuse" | "hang" | None (unblocked)."""
+    def set_blocked(self, region: str, mode: str | None, source: str = "block_region") -> None:
+        """mode: "refuse" | "hang" | None (unblocked), for one source of blocks (the block_region
+        fault, the region's network ACLs): the region stays blocked while any source blocks it."""
         proxy = self.proxies[region]
-        with self.ctx.network.lock:
-            if mode is None:
-                self.ctx.network.blocked_regions.pop(region, None)
-            else:
-                self.ctx.network.blocked_regions[region] = mode
+        self.ctx.network.set_block(region, source, mode)
         proxy.block_changed()
 
     # -- response failures ----------------------------------------------------------------------------
@@ -141,8 +138,8 @@ class LoadBalancers:
                 group.sync(current)
 
     def _probe(self, region: str, t: Target) -> bool:
-        if self._blocked(region):
-            return False  # the region's network is cut: its targets cannot answer
+        if self._blocked(region) or t.az in self.ctx.network.unreachable_azs.get(region, ()):
+            return False  # the region's (or the target's AZ's) network is cut: it cannot answer
         timeout = max(MIN_CHECK_TIMEOUT_S, self.ctx.profile.health_check_interval_s)
         try:
             conn = http.client.HTTPConnection(t.host, t.port, timeout=timeout)

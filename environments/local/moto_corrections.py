@@ -21,7 +21,7 @@ from typing import Callable
 ADMIN_PREFIX = "/_gameday/"
 
 # the correction modules (environments/local/<name>.py), each with install(admin: AdminRoutes)
-CORRECTIONS: tuple[str, ...] = ("moto_fix_cloudwatch", "moto_fix_fis")
+CORRECTIONS: tuple[str, ...] = ("moto_fix_cloudwatch", "moto_fix_fis", "moto_fix_route53", "moto_fix_ecs", "moto_fix_sns")
 
 
 class AdminRoutes:

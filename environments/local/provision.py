@@ -63,6 +63,10 @@ def _region_calls(cfg: GamedayConfig, prof, region: str, index: int = 0) -> list
             "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
             "Tags": _tags("Key", "Value")}),
         _call("sns", region, "create_topic", {"Name": cfg.sns.topic_name}, save=f"topic:{region}", pick=("TopicArn",)),
+        # the topic invokes the function's alias (a topic may invoke a function in another region);
+        # the local Lambda runner takes these deliveries (moto_fix_sns)
+        _call("sns", region, "subscribe", {"TopicArn": topic, "Protocol": "lambda",
+                                           "Endpoint": lambda_alias_arn(cfg), "ReturnSubscriptionArn": True}),
     ]
     for key, name in alarm_names(cfg, region).items():
         spec = cfg.alarms[key]
@@ -145,6 +149,12 @@ def _network_calls(cfg: GamedayConfig, region: str, index: int) -> list[dict]:
             "DefaultActions": [{"Type": "forward", "TargetGroupArn": {"$ref": f"target_group:{region}"}}]}),
     ]
     return calls
+
+
+def lambda_alias_arn(cfg: GamedayConfig) -> str:
+    """The ARN of the alias the topics invoke (known before the function exists: every region's
+    plan subscribes it, and only the failover region's creates the function)."""
+    return f"arn:aws:lambda:{cfg.failover.region}:{LOCAL_ACCOUNT_ID}:function:{cfg.aws.lambda_name}:{LAMBDA_ALIAS}"
 
 
 def _lambda_calls(cfg: GamedayConfig) -> list[dict]:

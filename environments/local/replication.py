@@ -24,6 +24,7 @@ import random
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -47,6 +48,22 @@ SHARD_REFRESH_S = 10.0       # look for new shards even when none closed
 APPLY_WORKERS = 4            # concurrent conditional writes per destination (HTTP round trips overlap)
 APPLY_BATCH = 200            # operations taken from the queues per round
 RETRY_BACKOFF_S = 0.2        # after a destination call failed for a reason other than the condition
+
+# DynamoDB's global-table metric (developer guide, "Monitoring global tables" / "DynamoDB metrics and
+# dimensions"): milliseconds from a write to its appearance in another replica, for every source ->
+# destination pair, in the source region, dimensions TableName and ReceivingRegion
+LATENCY_NAMESPACE, LATENCY_METRIC = "AWS/DynamoDB", "ReplicationLatency"
+
+
+def replication_latency_data(table: str, lags_ms: dict[str, list[float]], when: datetime) -> list[dict]:
+    """PutMetricData's MetricData for one source region: one statistic set per receiving region
+    that had writes applied since the last flush (no datapoint where nothing was replicated)."""
+    return [{"MetricName": LATENCY_METRIC, "Timestamp": when, "Unit": "Milliseconds",
+             "Dimensions": [{"Name": "TableName", "Value": table}, {"Name": "ReceivingRegion", "Value": dst}],
+             "StatisticValues": {"SampleCount": float(len(lags)), "Sum": float(sum(lags)),
+                                 "Minimum": float(min(lags)), "Maximum": float(max(lags))}}
+            for dst, lags in sorted(lags_ms.items()) if lags]
+
 
 _RETRYABLE_CODES = {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
                     "InternalServerError", "InternalFailure", "ServiceUnavailable", "TransactionConflictException"}
@@ -101,6 +118,8 @@ class GlobalTableReplicator:
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._started = False
         self._error_logged_at: dict[str, float] = {}
+        # (source, destination) -> lags (ms) of writes applied since the last ReplicationLatency flush
+        self._latency_ms: dict[tuple[str, str], list[float]] = {}
 
     # -- knobs ----------------------------------------------------------------------------------
     def _direction(self, source: str, destination: str) -> Direction:
@@ -213,6 +232,23 @@ class GlobalTableReplicator:
                 samples = [d.sample(now) for d in self._directions.values()]
             for s in samples:
                 self.ctx.events.emit("replication_lag", **s)
+            self._publish_latency()
+
+    def _publish_latency(self) -> None:
+        """ReplicationLatency in each source region's CloudWatch: one PutMetricData per source
+        region and period, from the writes applied since the last one."""
+        with self._lock:
+            taken, self._latency_ms = self._latency_ms, {}
+        by_source: dict[str, dict[str, list[float]]] = {}
+        for (src, dst), lags in taken.items():
+            by_source.setdefault(src, {})[dst] = lags
+        when = datetime.fromtimestamp(self.ctx.clock.time(), tz=timezone.utc)
+        for src, lags in by_source.items():
+            try:
+                self.ctx.internal_client("cloudwatch", src).put_metric_data(
+                    Namespace=LATENCY_NAMESPACE, MetricData=replication_latency_data(self.table, lags, when))
+            except (BotoCoreError, ClientError) as e:
+                self._log_error(f"ReplicationLatency in {src}", e)
 
     def _log_error(self, where: str, e: Exception) -> None:
         # at most one line per place and 5 s: a stopped moto must not flood the log
@@ -388,6 +424,8 @@ class GlobalTableReplicator:
         now, now_wall = self.ctx.clock.monotonic(), self.ctx.clock.time()
         with self._lock:
             d.finish(op, outcome, now, now_wall)
+            if outcome == REPLICATED:
+                self._latency_ms.setdefault((d.source, d.destination), []).append(d.last_lag_s * 1000.0)
 
     def _apply_one(self, region: _Region, d: Direction, op: Op) -> str:
         outcome = RETRY

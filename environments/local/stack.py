@@ -78,7 +78,7 @@ class LocalStack:
         return self
 
     # the stop order is the reverse of this one, whatever order the parallel starts finished in
-    _ORDER = ("router", "dns", "replication", "ecs", "load_balancers", "route53_health_checks", "alarms", "lambda")
+    _ORDER = ("router", "dns", "replication", "ecs", "load_balancers", "route53_health_checks", "alarms", "lambda", "fis")
 
     def _start(self) -> None:
         ctx = self._start_aws()
@@ -96,6 +96,10 @@ class LocalStack:
         self.components.sort(key=lambda c: self._ORDER.index(c[0]))
         if any(errors):
             raise next(e for e in errors if e)
+        # FIS experiments started through the router act on the parts above (environments/local/fis.py)
+        from gameday.environments.local.fis import FisRunner
+        self.fis = self._run("fis", FisRunner(ctx, replication=self.replication, router=self.router,
+                                              lambdas=self.lambdas if self.config.failover_function else None))
         if ctx.provisioned.health_check_ids:
             # failover routing: Route 53's health checkers, probing the load balancers now that they
             # serve, decide which record the DNS server answers with
