@@ -60,6 +60,9 @@ def up(
     web_port: int = typer.Option(8089, "--web-port", help="with --web: the web UI's port"),
     env: str = typer.Option("local", "--env", help="local (tasks are host processes) or docker (tasks are "
                             "containers from the service image: docs/docker.md)"),
+    aws_config: Optional[Path] = typer.Option(None, "--aws-config", help="once up, write a gameday.toml for --env aws "
+                                              "that describes this environment as an AWS account (docs/aws.md)"),
+    force: bool = typer.Option(False, "--force", help="with --aws-config: overwrite an existing file"),
 ) -> None:
     """Start the embedded local environment (moto per region, ECS tasks, load balancers, alarms,
     SNS -> Lambda, Route 53 DNS, global-table replication) and keep it up until Ctrl-C/SIGTERM.
@@ -75,6 +78,8 @@ def up(
         fail(f"--env must be local or docker for `gameday up`, got {env!r}")
     if web:
         _check_web_binding(web_host)   # before anything starts
+    if aws_config is not None:
+        _aws_config_target(aws_config, force)   # before anything starts too
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -97,6 +102,8 @@ def up(
             fail(f"environment failed to start: {type(e).__name__}: {e} (logs in {run}/logs)", 1)
         ep = stack.endpoints()
         state_p = state.write_state(ep, state_file)
+        if aws_config is not None:
+            _write_aws_config(stack, aws_config, force)
         if as_json:
             print(json.dumps(ep), flush=True)
         else:
@@ -116,6 +123,25 @@ def up(
         stack.stop()
         if state_p is not None:
             state.remove_state(state_p, pid=os.getpid())
+
+
+def _aws_config_target(path: Path, force: bool) -> None:
+    from gameday.environments.local.aws_account import AwsConfigWriteError, check_target
+
+    try:
+        check_target(path, force=force)
+    except AwsConfigWriteError as e:
+        fail(str(e))
+
+
+def _write_aws_config(stack, path: Path, force: bool) -> None:
+    from gameday.environments.local.aws_account import AwsConfigWriteError, write_aws_config
+
+    try:
+        write_aws_config(stack, path, force=force)
+    except AwsConfigWriteError as e:
+        fail(str(e), 1)
+    print(render.tagged("up", f"aws config written to {path}: gameday plan -c {path}"), file=sys.stderr, flush=True)
 
 
 def _check_web_binding(web_host: str) -> None:

@@ -183,6 +183,10 @@ class DataPlaneEvent(_Event):
     action: Literal["block", "unblock"]
     region: str
     mode: str | None = None
+    # who blocked: "block_region" (the fault) or "network_acl" (ACLs changed through the AWS API)
+    source: str | None = None
+    serving_subnets: list[str] | None = None     # network_acl: the load balancer's subnets still admitting clients
+    unreachable_azs: list[str] | None = None     # network_acl: AZs whose tasks no serving node reaches
 
 
 class DnsChangeEvent(_Event):
@@ -266,6 +270,7 @@ class LambdaInitEvent(_Event):
     import_ms: float | None = None
     error: dict | str | None = None
     handler: str | None = None
+    version: str | None = None    # the function version the environment runs (an alias may move: UpdateAlias)
 
 
 class LambdaInvocationEvent(_Event):

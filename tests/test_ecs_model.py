@@ -8,6 +8,10 @@ Pages (Amazon ECS Developer Guide unless said otherwise):
 - "Example Amazon ECS task placement strategies" (spread on attribute:ecs.availability-zone) and
   "Update Amazon ECS service parameters" (placement: the AZ with the fewest running tasks of the service;
   stopping: the AZ with the most): tasks spread over AZs, a lost AZ's tasks are replaced in the rest.
+- "Amazon ECS task networking for the Fargate launch type", UpdateService (networkConfiguration) and
+  "Deploy Amazon ECS services by replacing tasks" (minimumHealthyPercent 100, maximumPercent 200):
+  tasks go only to the AZs of the service's subnets; a subnet taken out has its AZ's tasks replaced
+  in the others, replacements first, as a rolling deployment does.
 - "Amazon ECS task lifecycle": PROVISIONING -> PENDING -> RUNNING.
 - "Amazon ECS service throttle logic": tasks going PENDING -> STOPPED make the time between launch
   attempts grow; tasks stopped after RUNNING do not; a new deployment clears it.
@@ -142,6 +146,58 @@ def test_losing_an_az_stops_its_tasks_at_once_and_replaces_them_elsewhere_withou
     # ... and the next placement fills the emptiest AZ
     out = m.tick(T0 + 2, api_stopped={"t1": "rebalance"}, api_desired=2)
     assert [d.az for d in of(out, Launch)] == [AZS[0]]
+
+
+# -- the service's subnets: placement only in their AZs, tasks outside replaced as a deployment does ---------------
+
+A, B, C = AZS
+DEPLOYMENT_STOP = REASON_SCALE_IN.format(deployment="")
+
+
+@pytest.mark.parametrize("spec,lost,subnet_azs,launches,stopped,unplaceable", [
+    ([(A, True), (B, True)], [], None, [], [], False),                 # every subnet: nothing moves
+    ([(A, True), (B, True)], [], {A, B, C}, [], [], False),            # a subnet added: nothing moves either
+    ([(A, True), (B, True)], [], {B}, [B], [], False),                 # A taken out: the replacement first ...
+    ([(A, True), (B, True), (B, True)], [], {B}, [], ["t0"], False),   # ... it runs: A's task stops
+    ([(A, False), (B, True)], [], {B}, [B], ["t0"], False),            # not running yet: stops at once
+    ([(A, True), (A, True)], [], {C}, [C, C], [], False),              # both replaced, none stops before
+    ([(A, True), (A, True), (C, True)], [], {C}, [C], ["t0"], False),  # one replacement runs: one stops ...
+    ([(A, True), (A, True), (C, True), (C, False)], [], {C}, [], ["t0"], False),   # ... the oldest, not two
+    ([(A, True), (B, True)], [], set(), [], [], True),                 # no AZ left: the old tasks stay
+    ([(B, True)], [A], {A, B}, [B], [], False),                        # a lost AZ is not placeable ...
+    ([(A, True)], [B], {B}, [], [], True),                             # ... even when it is the subnets' only AZ
+])
+def test_tasks_go_only_to_the_service_subnets_azs(spec, lost, subnet_azs, launches, stopped, unplaceable):
+    m = model(azs=AZS, max_tasks=6)
+    add_tasks(m, spec)
+    for az in lost:
+        m.set_az_available(az, False, T0)
+    m.desired = 2
+    out = m.tick(T0, api_desired=2, service_azs=subnet_azs)
+    assert [d.az for d in of(out, Launch)] == launches
+    assert [d.task_id for d in of(out, StopTask)] == stopped
+    assert all(d.reason == DEPLOYMENT_STOP and d.kill == "term" and d.api for d in of(out, StopTask))
+    assert bool(of(out, Unplaceable)) == unplaceable
+
+
+def test_subnets_taken_out_then_put_back_on_model_time():
+    m = model(azs=AZS)
+    add_tasks(m, [(A, True), (B, True)])
+    m.desired = 2
+    # UpdateService to B's subnet only: a replacement in B, provisioned first; A's task keeps serving
+    out = m.tick(T0, api_desired=2, service_azs={B})
+    assert [d.az for d in of(out, Launch)] == [B] and of(out, StopTask) == []
+    m.launched("n1", B, T0, PROVISIONING_S)
+    m.listening("n1", T0 + 0.5)
+    assert of(m.tick(T0 + 1, api_desired=2, service_azs={B}), StopTask) == []   # still provisioning
+    out = m.tick(T0 + PROVISIONING_S, api_desired=2, service_azs={B})
+    assert [d.task_id for d in of(out, MarkRunning)] == ["n1"]
+    assert [(d.task_id, d.az) for d in of(out, StopTask)] == [("t0", A)]
+    assert {t.az for t in m.tasks.values()} == {B}
+    # the subnets back: nothing moves back, the next placement fills the emptiest AZ
+    assert m.tick(T0 + 3, api_desired=2, service_azs=None) == []
+    out = m.tick(T0 + 4, api_stopped={"t1": "replaced"}, api_desired=2, service_azs={A, B, C})
+    assert [d.az for d in of(out, Launch)] == [A]
 
 
 # -- scale-in: which task stops -----------------------------------------------------------------------------------

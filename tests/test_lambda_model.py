@@ -9,7 +9,10 @@ AWS semantics checked, per row:
    https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-configuring.html);
 - execution environments: reused warm, one invocation at a time, reset by a timeout or a crash,
   provisioned ones initialised before any event
-  (https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html).
+  (https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html);
+- an environment runs one version (its code and configuration): after the alias moves, the next
+  invocation starts a new environment and one in flight finishes on the old
+  (https://docs.aws.amazon.com/lambda/latest/dg/configuration-versions.html).
 
 A small discrete-event driver plays arrivals, attempt durations and results against the model
 and logs its decisions with their times; every row compares that log with AWS's numbers.
@@ -26,14 +29,18 @@ from gameday.environments.local.lambda_model import (
 )
 
 
-def simulate(spec: AsyncSpec, arrivals, results=None, duration=0.0, until=100_000.0, prewarm=True):
+def simulate(spec: AsyncSpec, arrivals, results=None, duration=0.0, until=100_000.0, prewarm=True, alias=None):
     """Drive the model: arrivals [(t, request_id) or (t, request_id, invocation type)]; results
     {request_id: [result of attempt 1, 2, ...]} (default ok); duration: seconds per attempt, or
-    {request_id: seconds}. Returns [(t, decision)] in the order the model made them."""
+    {request_id: seconds}; alias: [(t, version)], the version every event invokes from t on.
+    Returns [(t, decision)] in the order the model made them."""
     model = AsyncInvocationModel(spec)
+
+    def codes(t):
+        return {None: [v for at, v in alias if at <= t][-1]} if alias else None
     if prewarm:
         for init in model.prewarm():
-            model.initialised(init.slot, ok=True)
+            model.initialised(init.slot, ok=True, code=(codes(0.0) or {}).get(None))
     results = results or {}
     pending = sorted((a[0], a[1], a[2] if len(a) > 2 else ASYNC) for a in arrivals)
     running: list[tuple[float, str, str]] = []   # (end, request id, result)
@@ -47,7 +54,7 @@ def simulate(spec: AsyncSpec, arrivals, results=None, duration=0.0, until=100_00
         while pending and pending[0][0] <= t:
             _, rid, kind = pending.pop(0)
             model.enqueue(rid, t, kind)
-        for d in model.poll(t):
+        for d in model.poll(t, codes(t)):
             log.append((t, d))
             if isinstance(d, Start):
                 n = attempts[d.request_id] = attempts.get(d.request_id, 0) + 1
@@ -196,6 +203,27 @@ def test_environments_are_reused_warm_and_reset_by_a_timeout(provisioned, arriva
     spec = AsyncSpec(concurrency=max(provisioned, 2) if provisioned != 1 else 1, provisioned=provisioned)
     log = simulate(spec, arrivals, results, duration=1.0)
     assert [(d.request_id, d.slot, d.cold) for _, d in log if isinstance(d, Start)] == want
+
+
+@pytest.mark.parametrize("provisioned, arrivals, duration, alias, want", [
+    # the alias moves to 2 at t=5: the next event starts a new environment there, the one after reuses it
+    (1, [(0, "a"), (10, "b"), (20, "c")], 1.0, [(0, "1"), (5, "2")], [("a", 0, False, "1"), ("b", 0, True, "2"),
+                                                                       ("c", 0, False, "2")]),
+    # and back to 1: version 1's environment was replaced, so version 1 starts cold again
+    (1, [(0, "a"), (10, "b"), (20, "c")], 1.0, [(0, "1"), (5, "2"), (15, "1")],
+     [("a", 0, False, "1"), ("b", 0, True, "2"), ("c", 0, True, "1")]),
+    # in flight: a runs on version 1 until t=10; b (after the switch) gets its own environment, and c,
+    # after a ended, reuses b's warm version-2 environment rather than a's version-1 one
+    (2, [(0, "a"), (3, "b"), (12, "c")], {"a": 10.0, "b": 1.0, "c": 1.0}, [(0, "1"), (2, "2")],
+     [("a", 0, False, "1"), ("b", 1, True, "2"), ("c", 1, False, "2")]),
+    # no alias change: nothing new starts (the rules above)
+    (1, [(0, "a"), (10, "b")], 1.0, [(0, "1")], [("a", 0, False, "1"), ("b", 0, False, "1")]),
+])
+def test_an_environment_runs_one_version_and_an_alias_move_starts_new_ones(provisioned, arrivals, duration, alias,
+                                                                            want):
+    spec = AsyncSpec(concurrency=provisioned, provisioned=provisioned)
+    log = simulate(spec, arrivals, duration=duration, alias=alias)
+    assert [(d.request_id, d.slot, d.cold, d.code) for _, d in log if isinstance(d, Start)] == want
 
 
 @pytest.mark.parametrize("result, outcome, resets", [

@@ -338,9 +338,9 @@ def _session(config: GamedayConfig, given=None):
                              f"a local account takes no profile (its credentials are fixed); remove one of them")
     try:
         session = given or (_local_account_session() if local else boto3.session.Session(profile_name=spec.profile))
-    except ProfileNotFound:
-        raise AwsConfigError(f"aws.profile {spec.profile!r} is not a profile in your AWS config "
-                             f"(aws configure list-profiles)") from None
+    except ProfileNotFound as e:
+        named = f"aws.profile {spec.profile!r}" if spec.profile else f"the profile {e.kwargs.get('profile')!r} (AWS_PROFILE)"
+        raise AwsConfigError(f"{named} is not a profile in your AWS config (aws configure list-profiles)") from None
     return _EndpointSession(session, spec.endpoint_url, config.regions[0]) if spec.endpoint_url else session
 
 

@@ -152,8 +152,8 @@ class Route53DnsServer:
         self._copy.publish(self.health, self.ctx.clock.monotonic())  # the baseline later changes are events against
         self._bind()
         self._insync = ThreadPoolExecutor(1, thread_name_prefix="route53-dns-insync")
-        # from now on this zone's changes are PENDING in GetChange until this server serves them
-        self._tell_route53("route53_dns_follow", zone_ids=[self.zone_id], unserved_insync_s=UNSERVED_INSYNC_S)
+        # from start() on, this zone's changes are PENDING in GetChange until this server serves them
+        self._send_route53("route53_dns_follow", {"zone_ids": [self.zone_id], "unserved_insync_s": UNSERVED_INSYNC_S})
         self.ctx.on_route53_change.append(self.change_committed)
         for srv, proto in zip(self._servers, ("udp", "tcp")):
             t = threading.Thread(target=srv.server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -202,9 +202,9 @@ class Route53DnsServer:
             t.join(timeout=REFRESH_TIMEOUT_S + 2)
         self._servers, self._serving, self._threads = [], [], []
         if self._insync is not None:
-            self._tell_route53("route53_dns_follow", zone_ids=[])   # nobody serves the zone: nothing stays PENDING
             self._insync.shutdown(wait=True)
             self._insync = None
+            self._send_route53("route53_dns_follow", {"zone_ids": []})  # nobody serves the zone: nothing stays PENDING
 
     # -- refreshing the zone copy ---------------------------------------------------------------------
     def _poll_loop(self) -> None:
@@ -243,19 +243,19 @@ class Route53DnsServer:
             self._tell_route53("route53_change_served", change_id=batch.id)
 
     def _tell_route53(self, route: str, **body) -> None:
-        """One of moto_fix_route53's admin routes, in order, off the caller's thread; a failure
-        is logged (GetChange then goes INSYNC by its bound instead)."""
-        def send() -> None:
-            try:
-                aws.moto_admin(self._endpoint, route, timeout_s=REFRESH_TIMEOUT_S, **body)
-            except Exception as e:  # noqa: BLE001 - a status report, never the data plane
-                log.warning("Route 53 DNS: telling Route 53 %s %s failed: %s", route, body, e)
-
+        """One of moto_fix_route53's admin routes, in order, off the caller's thread."""
         if self._insync is not None:
             try:
-                self._insync.submit(send)
+                self._insync.submit(self._send_route53, route, body)
             except RuntimeError:  # stopping
                 pass
+
+    def _send_route53(self, route: str, body: dict) -> None:
+        # a failure is logged: GetChange then goes INSYNC by its bound instead
+        try:
+            aws.moto_admin(self._endpoint, route, timeout_s=REFRESH_TIMEOUT_S, **body)
+        except Exception as e:  # noqa: BLE001 - a status report, never the data plane
+            log.warning("Route 53 DNS: telling Route 53 %s %s failed: %s", route, body, e)
 
     def _emit(self, events: list[Event]) -> None:
         for kind, fields in events:

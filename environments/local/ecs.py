@@ -188,6 +188,7 @@ class EcsReconciler:
         self._procs_lock = threading.Lock()
         self._tick_errors: dict[str, tuple[str, float]] = {}
         self._target_listeners: list = []
+        self._subnet_az: dict[str, dict[str, str]] = {}   # region -> subnet -> AZ
 
     def on_targets_changed(self, listener) -> None:
         """Call `listener()` (no arguments, quick: it may run under the scheduler's lock) whenever
@@ -224,6 +225,8 @@ class EcsReconciler:
                 started.result()
         self._thread = threading.Thread(target=self._loop, name="ecs-scheduler", daemon=True)
         self._thread.start()
+        # UpdateService through the API (desired count, subnets): reconcile now, not at the next interval
+        self.ctx.after_aws_call("ecs", "UpdateService", lambda call: self._wake.set())
         return self
 
     def _start_region(self, region: str) -> None:
@@ -316,13 +319,13 @@ class EcsReconciler:
         gone = [t for t in live if t.arn not in running and t.task_id not in exited]
         reasons = self._stopped_reasons(region, [t.arn for t in gone]) if gone else {}
         api_stopped = {t.task_id: reasons.get(t.arn) or REASON_API for t in gone}
-        # 3. the service's desired count as the API has it
-        api_desired, deployment = self._service_desired(region)
+        # 3. the service's desired count and subnets as the API has them
+        api_desired, deployment, service_azs = self._service_desired(region)
         with self._lock:
             if self._stopped:
                 return
             decisions = st.model.tick(self._now(), exited=exited, api_stopped=api_stopped,
-                                      api_desired=api_desired, deployment=deployment)
+                                      api_desired=api_desired, deployment=deployment, service_azs=service_azs)
         # 4. the model's decisions: stops, the corrected desired count, launches
         self._carry_out(st, decisions)
 
@@ -340,13 +343,31 @@ class EcsReconciler:
             log.exception("describe_tasks for stopped tasks in %s failed", region)
         return out
 
-    def _service_desired(self, region: str) -> tuple[int | None, str]:
-        """(desiredCount, deployment id); (None, "") when the service was deleted."""
+    def _service_desired(self, region: str) -> tuple[int | None, str, set[str] | None]:
+        """(desiredCount, deployment id, the AZs of its awsvpc subnets: None when it names none);
+        (None, "", None) when the service was deleted."""
         found = self._ecs(region).describe_services(cluster=self.cluster, services=[self.service])["services"]
         if not found or found[0].get("status") != "ACTIVE":
-            return None, ""
+            return None, "", None
         deployments = found[0].get("deployments") or []
-        return int(found[0]["desiredCount"]), deployments[0]["id"] if deployments else f"ecs-svc/{self.service}"
+        subnets = found[0].get("networkConfiguration", {}).get("awsvpcConfiguration", {}).get("subnets")
+        return (int(found[0]["desiredCount"]), deployments[0]["id"] if deployments else f"ecs-svc/{self.service}",
+                self._subnet_azs(region, subnets) if subnets else None)
+
+    def _subnet_azs(self, region: str, subnets: list[str]) -> set[str]:
+        """The AZs of `subnets`: the provisioned ones by name, any other as EC2 describes it (once)."""
+        known = self._subnet_az.setdefault(region, {
+            subnet: az for az, subnet in (self.ctx.provisioned.subnet_ids.get(region, {}).items()
+                                          if self.ctx.provisioned else ())})
+        unknown = [s for s in subnets if s not in known]
+        if unknown:
+            try:
+                found = self.ctx.internal_client("ec2", region).describe_subnets(SubnetIds=unknown)["Subnets"]
+                known.update({s["SubnetId"]: s["AvailabilityZone"] for s in found})
+            except Exception:  # noqa: BLE001 - a subnet EC2 does not know places no task
+                log.warning("the service in %s names subnets EC2 does not describe: %s", region, unknown)
+                known.update(dict.fromkeys(unknown, ""))   # said once, not every tick
+        return {known[s] for s in subnets if known.get(s)}
 
     # -- carrying out decisions -------------------------------------------------------------------------
     def _carry_out(self, st: _Region, decisions: list[Decision]) -> None:

@@ -20,6 +20,15 @@ AWS pages the rules follow (Amazon ECS Developer Guide unless said otherwise):
   in the others. When the AZ returns, running tasks stay where they are and the next placements
   fill the emptiest AZ. (Availability Zone rebalancing, the service's availabilityZoneRebalancing,
   which moves tasks back by starting new ones before stopping old ones, is not modelled.)
+- "Amazon ECS task networking for the Fargate launch type" / UpdateService (networkConfiguration)
+  and "Deploy Amazon ECS services by replacing tasks" (rolling update, minimumHealthyPercent 100,
+  maximumPercent 200 by default): a Fargate task is placed only in the AZs of the service's
+  awsvpc subnets. When subnets are taken out, the tasks in their AZs are replaced in the others
+  as a deployment replaces tasks: the replacements start first, and a task outside the subnets
+  stops (with the deployment's "Scaling activity" reason) once the running tasks without it still
+  meet the desired count (at once if it is not running yet). Put back, the subnets' AZs take new
+  placements again (no rebalancing, as above). A real deployment replaces every task of the
+  service (new ENIs); here the tasks in the subnets that stay keep running.
 - Task lifecycle ("Amazon ECS task lifecycle"): PROVISIONING (Fargate attaches the ENI) ->
   PENDING -> RUNNING. A task here is PROVISIONING for the profile's task_provisioning_s, PENDING
   until its process listens, then RUNNING (and a load-balancer target).
@@ -145,6 +154,7 @@ class ServiceModel:
     azs: list[str]
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     unavailable_azs: set[str] = field(default_factory=set)
+    service_azs: frozenset[str] | None = None   # the AZs of the service's subnets (None: every AZ)
     desired: int = 0
     deployment: str = ""
     failures: int = 0                  # tasks in a row that stopped before RUNNING
@@ -204,11 +214,13 @@ class ServiceModel:
 
     # -- the reconcile step ----------------------------------------------------------------------
     def tick(self, now: float, *, exited: dict[str, int] | None = None, api_stopped: dict[str, str] | None = None,
-             api_desired: int | None, deployment: str = "") -> list[Decision]:
+             api_desired: int | None, deployment: str = "", service_azs=None) -> list[Decision]:
         """One reconcile: `exited` task id -> exit code (processes that ended by themselves),
         `api_stopped` task id -> stoppedReason (stopped by anyone through the API), `api_desired`
-        the service's desiredCount (None: the service is gone, its tasks drain)."""
+        the service's desiredCount (None: the service is gone, its tasks drain), `service_azs` the
+        AZs of the service's awsvpc subnets (None: every AZ)."""
         self.sample(now)
+        self.service_azs = None if service_azs is None else frozenset(service_azs)
         out: list[Decision] = []
         for tid, rc in sorted((exited or {}).items()):
             if tid in self.tasks:
@@ -286,12 +298,32 @@ class ServiceModel:
         return None
 
     # -- placement and scale-in --------------------------------------------------------------------
+    def in_subnets(self, az: str) -> bool:
+        """Is `az` one of the service's subnets' AZs?"""
+        return self.service_azs is None or az in self.service_azs
+
     def _match(self, now: float) -> list[Decision]:
-        live = len(self.tasks)
+        live = sum(1 for t in self.tasks.values() if self.in_subnets(t.az))   # outside: being replaced
         if live > self.desired:
-            return [self._scale_in_one(now) for _ in range(live - self.desired)]
-        missing = self.desired - live
-        if missing == 0 or not self.may_launch(now):
+            return [self._scale_in_one(now) for _ in range(live - self.desired)] + self._retire_outside(now)
+        return self._place(now, self.desired - live) + self._retire_outside(now)
+
+    def _retire_outside(self, now: float) -> list[Decision]:
+        """A deployment's stop side (minimumHealthyPercent 100): a task outside the service's subnets
+        stops once the running tasks without it still meet the desired count; not running, at once."""
+        outside = sorted((t for t in self.tasks.values() if not self.in_subnets(t.az)),
+                         key=lambda t: (t.running, t.launched_at))
+        running = sum(1 for t in self.tasks.values() if t.running)
+        out: list[Decision] = []
+        for t in outside:
+            if t.running and running - 1 < self.desired:
+                break
+            running -= t.running
+            out.append(self._stop(t.task_id, REASON_SCALE_IN.format(deployment=self.deployment), "term", True, now))
+        return out
+
+    def _place(self, now: float, missing: int) -> list[Decision]:
+        if missing <= 0 or not self.may_launch(now):
             return []
         counts = self.az_counts()
         out: list[Decision] = []
@@ -316,7 +348,7 @@ class ServiceModel:
 
     def pick_az(self, counts: dict[str, int]) -> str | None:
         """Spread: the available AZ with the fewest tasks of the service, in AZ order on a tie."""
-        available = [a for a in self.azs if a not in self.unavailable_azs]
+        available = [a for a in self.azs if a not in self.unavailable_azs and self.in_subnets(a)]
         if not available:
             return None
         return min(available, key=lambda a: (counts[a], self.azs.index(a)))
@@ -324,7 +356,8 @@ class ServiceModel:
     def scale_in_victim(self) -> TaskRecord:
         """From the AZ with the most tasks; a task not yet running first, then the newest."""
         counts = self.az_counts()
-        return max(self.tasks.values(), key=lambda t: (counts[t.az], not t.running, t.launched_at))
+        inside = [t for t in self.tasks.values() if self.in_subnets(t.az)] or list(self.tasks.values())
+        return max(inside, key=lambda t: (counts[t.az], not t.running, t.launched_at))
 
     def _scale_in_one(self, now: float) -> Decision:
         victim = self.scale_in_victim()

@@ -24,6 +24,12 @@ AWS semantics modelled (cited where each rule is):
   invocation (AWS_LAMBDA_INITIALIZATION_TYPE = provisioned-concurrency).
 - Reserved concurrency caps the function's concurrent environments ("Configuring reserved
   concurrency"); Lambda routes an invocation to an idle warm environment before it starts a new one.
+- An execution environment runs one version of the function, with the configuration it was
+  initialised with ("Lambda execution environment lifecycle"; "Lambda function versions": each
+  version has its own code and configuration): an invocation of another version, or of $LATEST
+  after UpdateFunctionConfiguration, goes to a new environment (a cold start), and an attempt in
+  flight finishes where it runs. `code` names what an invocation runs (opaque to the model: the
+  adapter resolves the alias or version it invokes); None everywhere keeps the rules above.
 
 A synchronous (RequestResponse) invocation is never retried and never discarded: it waits in the
 queue for an environment (the local runner's `invoke()` is a test and tooling API, not a client of
@@ -35,6 +41,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import Hashable, Mapping
 
 ASYNC, SYNC = "Event", "RequestResponse"
 INIT_ON_DEMAND = "on-demand"                      # AWS_LAMBDA_INITIALIZATION_TYPE, as Lambda spells them
@@ -113,6 +120,7 @@ class Start:
     attempt: int
     cold: bool
     initialization_type: str
+    code: Hashable | None = None        # what the environment runs (an environment of other code is replaced)
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,7 @@ class _Queued:
     due: float = 0.0
     throttles: int = 0
     seq: int = 0
+    qualifier: str | None = None        # the alias or version invoked (None: $LATEST)
 
 
 @dataclass
@@ -163,6 +172,7 @@ class SlotState:
     warm: bool = False                  # an initialised environment is there
     busy: str | None = None             # the request id running in it
     invocations: int = 0
+    code: Hashable | None = None        # the version (code and configuration) its environment runs
 
 
 @dataclass
@@ -186,26 +196,35 @@ class AsyncInvocationModel:
         """The environments to initialise before the first event: the provisioned ones."""
         return [Init(s.index, self.initialization_type(s.index)) for s in self.slots[:self.spec.provisioned]]
 
-    def initialised(self, slot: int, ok: bool) -> None:
+    def initialised(self, slot: int, ok: bool, code: Hashable | None = None) -> None:
         self.slots[slot].warm = ok
+        self.slots[slot].code = code
 
     def environment_lost(self, slot: int) -> None:
         """The slot's environment is gone outside an invocation (its process exited)."""
         self.slots[slot].warm = False
 
     # -- the queue ----------------------------------------------------------------------------------
-    def enqueue(self, request_id: str, now: float, invocation_type: str = ASYNC) -> None:
+    def enqueue(self, request_id: str, now: float, invocation_type: str = ASYNC, qualifier: str | None = None) -> None:
         if invocation_type not in (ASYNC, SYNC):
             raise ValueError(f"invocation type must be {ASYNC} or {SYNC}, got {invocation_type!r}")
-        self._queue[request_id] = _Queued(request_id, invocation_type, received=now, due=now, seq=next(self._seq))
+        self._queue[request_id] = _Queued(request_id, invocation_type, received=now, due=now, seq=next(self._seq),
+                                          qualifier=qualifier)
 
-    def _free_slot(self) -> SlotState | None:
-        """An idle warm environment first (reuse), else an idle slot that needs a cold start."""
+    def qualifiers(self) -> set[str | None]:
+        """The aliases/versions the queued events invoke (what poll's `codes` must name)."""
+        return {q.qualifier for q in self._queue.values()}
+
+    def _free_slot(self, code: Hashable | None = None) -> SlotState | None:
+        """An idle warm environment of the same code first (reuse), else an idle slot without one,
+        else an idle environment of other code (replaced: the cap counts environments)."""
         idle = [s for s in self.slots if s.busy is None]
-        return next((s for s in idle if s.warm), None) or next(iter(idle), None)
+        return (next((s for s in idle if s.warm and s.code == code), None) or next((s for s in idle if not s.warm), None)
+                or next(iter(idle), None))
 
-    def poll(self, now: float) -> list[Start | Throttle | Discard]:
-        """What happens to the events due by `now`, oldest first."""
+    def poll(self, now: float, codes: Mapping[str | None, Hashable] | None = None) -> list[Start | Throttle | Discard]:
+        """What happens to the events due by `now`, oldest first; `codes`: what each qualifier
+        (alias, version, None = $LATEST) runs now (None: one code for all)."""
         decisions: list[Start | Throttle | Discard] = []
         for q in sorted((q for q in self._queue.values() if q.due <= now), key=lambda q: (q.due, q.seq)):
             age = now - q.received
@@ -213,9 +232,10 @@ class AsyncInvocationModel:
                 del self._queue[q.request_id]
                 decisions.append(Discard(q.request_id, EVENT_AGE_EXCEEDED, q.attempt - 1, age))
                 continue
-            slot = self._free_slot()
+            code = (codes or {}).get(q.qualifier)
+            slot = self._free_slot(code)
             if slot is not None:
-                decisions.append(self._start(q, slot, now))
+                decisions.append(self._start(q, slot, now, code))
             elif q.invocation_type == ASYNC:
                 q.throttles += 1
                 q.due = now + throttle_backoff_s(q.throttles, self.spec.throttle_first_s, self.spec.throttle_max_s)
@@ -224,13 +244,14 @@ class AsyncInvocationModel:
                 q.due = math.inf  # a synchronous invocation waits for the next free environment
         return decisions
 
-    def _start(self, q: _Queued, slot: SlotState, now: float) -> Start:
+    def _start(self, q: _Queued, slot: SlotState, now: float, code: Hashable | None = None) -> Start:
         del self._queue[q.request_id]
         self._running[q.request_id] = q
-        slot.busy = q.request_id
+        cold = not slot.warm or slot.code != code
+        slot.busy, slot.code = q.request_id, code
         slot.invocations += 1
-        return Start(q.request_id, slot.index, q.attempt, cold=not slot.warm,
-                     initialization_type=self.initialization_type(slot.index))
+        return Start(q.request_id, slot.index, q.attempt, cold=cold,
+                     initialization_type=self.initialization_type(slot.index), code=code)
 
     def finished(self, request_id: str, now: float, result: str) -> list[Retry | Discard]:
         """An attempt ended with `result` (ok | error | timeout | crash | init_error)."""

@@ -86,6 +86,16 @@ class _LogStream(io.TextIOBase):
         if rest:
             self._proto.send({"type": "log", "line": rest})
 
+    def event(self, text: str) -> None:
+        """One log event of several lines, as Lambda's runtime logs an uncaught error with its traceback."""
+        self.flush()
+        try:
+            self._tee.write(text if text.endswith("\n") else text + "\n")
+            self._tee.flush()
+        except OSError:
+            pass
+        self._proto.send({"type": "log", "line": text.rstrip("\n")})
+
 
 class _RequestIdFilter(logging.Filter):
     request_id = ""
@@ -181,10 +191,7 @@ def main() -> int:
     try:
         fn = _load_handler(os.environ["_HANDLER"])
     except _InitError as e:
-        log_stream.write(f"[ERROR] {e.error['type']}: {e.error['message']}\n")
-        for frame in e.error.get("stack", []):
-            log_stream.write(frame)
-        log_stream.flush()
+        log_stream.event(f"[ERROR] {e.error['type']}: {e.error['message']}\n" + "".join(e.error.get("stack", [])))
         proto.send({"type": "init_error", "error": e.error,
                     "init_ms": round((time.perf_counter() - t0) * 1000, 3)})
         return 1
@@ -216,7 +223,7 @@ def main() -> int:
             reply["ok"] = False
             reply["error"] = _error(e)
             # Lambda's runtime logs an uncaught exception like this, with its traceback
-            log_stream.write(f"[ERROR] {type(e).__name__}: {e}\n{traceback.format_exc()}")
+            log_stream.event(f"[ERROR] {type(e).__name__}: {e}\n{traceback.format_exc()}")
         reply["duration_ms"] = round((time.perf_counter() - t_start) * 1000, 3)
         log_stream.flush()
         reply["max_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024

@@ -11,6 +11,12 @@ A data-plane block (fault block_region) cuts the region off: clients are refused
 lb_proxy), and the tasks behind it fail their health checks too (they are cut off from the
 region's network), so HealthyHostCount falls, as in a real regional outage.
 
+What AWS's ELBv2 API says about the targets is this load balancer's truth: each region's target
+group in moto (provision._network_calls) has the running tasks registered as "ip" targets (their
+127.0.0.1 address and port: moto takes a loopback address, where AWS allows only the VPC's subnets
+and private ranges) and DescribeTargetHealth answers their state here (TargetHealthReporter, through
+moto_fix_elbv2's admin route), not moto's canned "healthy".
+
 A response failure (fault fail_responses) makes a region's proxy answer a share of the requests
 routed to its targets with a 5XX in the target's name (lb_proxy.ResponseFailure): the targets stay
 healthy (their health checks pass) while HTTPCode_Target_5XX_Count rises.
@@ -22,6 +28,7 @@ import http.client
 import logging
 import threading
 import time
+from typing import Callable
 
 from gameday.environments.local.context import LocalContext
 from gameday.environments.local.lb_metrics import LbMetrics, MetricsFlusher
@@ -59,6 +66,7 @@ class LoadBalancers:
             ecs.on_targets_changed(self._targets_changed.set)
         self._health_thread: threading.Thread | None = None
         self.pool = pool = UpstreamPool(timeout_s=10)
+        self.reporter = TargetHealthReporter(ctx, self._registered)
         self.proxies: dict[str, RegionProxy] = {
             r: RegionProxy(r, ctx.lb_addresses[r], ctx.lb_port, pool=pool,
                            healthy_targets=lambda r=r: self._healthy(r), blocked=lambda r=r: self._blocked(r),
@@ -73,6 +81,7 @@ class LoadBalancers:
         self._health_thread = threading.Thread(target=self._health_loop, name="lb-health", daemon=True)
         self._health_thread.start()
         self.flusher.start()
+        self.reporter.start()
         return self
 
     def stop(self) -> None:
@@ -82,6 +91,7 @@ class LoadBalancers:
             proxy.stop()
         if self._health_thread is not None:
             self._health_thread.join(timeout=5)
+        self.reporter.stop()
         self.flusher.stop()
         self.pool.close()
 
@@ -116,6 +126,11 @@ class LoadBalancers:
     def _healthy(self, region: str) -> list[Target]:
         with self._lock:
             return self.groups[region].healthy()
+
+    def _registered(self, region: str) -> dict[tuple[str, int], tuple[str, str | None]]:
+        """(host, port) -> (ELBv2 State, Reason) of the region's registered targets."""
+        with self._lock:
+            return {(t.host, t.port): elbv2_health(t) for t in self.groups[region].targets.values()}
 
     def _healthy_count(self, region: str) -> int:
         with self._lock:
@@ -172,6 +187,7 @@ class LoadBalancers:
             with self._lock:
                 self.metrics.record_healthy(region, now, group.healthy_count())
                 next_due.append(group.next_due(now))
+            self.reporter.changed(region)
         return min(next_due, default=clock.time() + self.ctx.profile.health_check_interval_s)
 
     def _emit(self, region: str, change: Transition) -> None:
@@ -205,4 +221,101 @@ class LoadBalancers:
                 "healthy": group.healthy_count(),
                 "targets": [{"task": t.key, "az": t.az, "state": t.state, "port": t.port}
                             for t in group.targets.values()],
+                "target_health_api": self.reporter.status(region),
             } for region, group in self.groups.items()}
+
+
+def elbv2_health(t: Target) -> tuple[str, str | None]:
+    """A target's (State, Reason) in ELBv2's words (TargetHealth): initial until its first passed
+    check (RegistrationInProgress before any check, InitialHealthChecking after a failed one)."""
+    if t.state == "healthy":
+        return "healthy", None
+    if t.state == "unhealthy":
+        return "unhealthy", "Target.FailedHealthChecks"
+    return "initial", "Elb.InitialHealthChecking" if t.last_check is not None else "Elb.RegistrationInProgress"
+
+
+class TargetHealthReporter:
+    """Keeps each region's target group in moto in step with the local load balancer: registers and
+    deregisters the tasks as targets (ELBv2 RegisterTargets/DeregisterTargets, as ECS does for a
+    service behind a target group) and tells moto each target's health when it changes (admin route
+    elbv2_target_health). One daemon thread: the health checks never wait for moto; changes made
+    while moto is slow are coalesced, and a failed call is tried again at the next change."""
+
+    def __init__(self, ctx: LocalContext, registered: Callable[[str], dict]):
+        self.ctx = ctx
+        self.registered = registered
+        prov = ctx.provisioned
+        self.groups = dict(prov.target_group_arns) if prov is not None else {}
+        self.told: dict[str, dict] = {r: {} for r in self.groups}   # what moto has: (host, port) -> (state, reason)
+        self.calls = self.errors = 0
+        self.last_error: str | None = None
+        self._dirty: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "TargetHealthReporter":
+        if self.groups and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="lb-target-health-api", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def changed(self, region: str) -> None:
+        if region in self.groups:
+            with self._lock:
+                self._dirty.add(region)
+            self._wake.set()
+
+    def status(self, region: str) -> dict:
+        """What moto's target group of `region` was told (DescribeTargetHealth's answer)."""
+        return {"target_group": self.groups.get(region), "told": {f"{h}:{p}": st for (h, p), (st, _) in
+                                                                   dict(self.told.get(region, {})).items()},
+                "calls": self.calls, "errors": self.errors, "last_error": self.last_error}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.ctx.profile.health_check_interval_s)
+            self._wake.clear()
+            with self._lock:
+                dirty, self._dirty = self._dirty, set()
+            for region in dirty:
+                try:
+                    self.push(region)
+                except Exception as e:  # noqa: BLE001 - moto slow or restarting: try again at the next change
+                    self.errors += 1
+                    self.last_error = f"{region}: {type(e).__name__}: {e}"
+                    log.warning("target health not told to the ELBv2 API: %s", self.last_error)
+                    self.changed(region)
+                    self._stop.wait(self.ctx.profile.health_check_interval_s)
+
+    def push(self, region: str) -> None:
+        """Make moto's target group `region` what the load balancer has (only the differences)."""
+        from gameday.aws import moto_admin
+
+        want, told, arn = self.registered(region), self.told[region], self.groups[region]
+        elb = self.ctx.internal_client("elbv2", region)
+        gone = [k for k in told if k not in want]
+        if gone:
+            elb.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": h, "Port": p} for h, p in gone])
+            self.calls += 1
+            for k in gone:
+                del told[k]
+        new = [k for k in want if k not in told]
+        if new:
+            elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": h, "Port": p} for h, p in new])
+            self.calls += 1
+        moved = {k: v for k, v in want.items() if told.get(k, (None, None)) != v}
+        if moved:
+            moto_admin(self.ctx.moto_urls[region], "elbv2_target_health", region=region, target_group_arn=arn,
+                       targets=[{"id": h, "port": p, "state": st, "reason": why} for (h, p), (st, why) in moved.items()])
+            self.calls += 1
+            told.update(moved)

@@ -21,7 +21,18 @@ from typing import Callable
 ADMIN_PREFIX = "/_gameday/"
 
 # the correction modules (environments/local/<name>.py), each with install(admin: AdminRoutes)
-CORRECTIONS: tuple[str, ...] = ("moto_fix_cloudwatch", "moto_fix_fis", "moto_fix_route53", "moto_fix_ecs", "moto_fix_sns")
+CORRECTIONS: tuple[str, ...] = ("moto_fix_cloudwatch", "moto_fix_dynamodb", "moto_fix_ecs", "moto_fix_elbv2",
+                                 "moto_fix_fis", "moto_fix_route53", "moto_fix_sns")
+
+
+def find_in_backends(backends, region: str, get: Callable[[object], object], what: str):
+    """What `get(backend)` finds (not None) in `region`'s backend of any account (moto keeps one
+    backend per account and region); KeyError naming `what` (an admin route's 400) when none has it."""
+    for account in list(backends.keys()):
+        found = get(backends[account][region])
+        if found is not None:
+            return found
+    raise KeyError(f"no {what} in {region}")
 
 
 class AdminRoutes:

@@ -32,6 +32,7 @@ ACTION_STATUSES = ("pending", "initiating", "running", "completed", "cancelled",
                    "skipped")
 TERMINAL = ("completed", "stopped", "failed", "cancelled")
 INITIATING_REASON = "Experiment is initiating."
+STOPPING_REASON = "Experiment is stopping."
 
 
 def _status(self: Experiment) -> str:
@@ -71,6 +72,15 @@ def _patch_experiment() -> None:
             return out
         return to_dict
 
+    original_stop = FISBackend.stop_experiment
+
+    def stop_experiment(self, id: str) -> dict:
+        experiment = self.experiments.get(id)
+        if experiment is not None and experiment._status not in TERMINAL:
+            experiment.gameday_reason = STOPPING_REASON   # moto makes it "stopping"; the runner, "stopped"
+        return original_stop(self, id)
+
+    FISBackend.stop_experiment = stop_experiment
     Experiment.__init__ = __init__
     Experiment._sync_state = _sync_state
     Experiment.status = property(_status, _set_status)   # no ManagedState progression

@@ -119,7 +119,8 @@ def _utc(epoch: float) -> datetime:
 
 
 def _change_info(change: Change) -> dict:
-    return {"Id": f"/change/{change.id}", "Status": change.status(time.time()), "SubmittedAt": _utc(change.submitted_at)}
+    return {"Id": f"/change/{change.id}", "Status": change.status(time.time()),
+            "SubmittedAt": _utc(change.submitted_at)}
 
 
 # -- admin routes: what the DNS server and the health checkers tell moto -------------------------------------

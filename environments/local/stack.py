@@ -78,7 +78,8 @@ class LocalStack:
         return self
 
     # the stop order is the reverse of this one, whatever order the parallel starts finished in
-    _ORDER = ("router", "dns", "replication", "ecs", "load_balancers", "route53_health_checks", "alarms", "lambda", "fis")
+    _ORDER = ("router", "dns", "replication", "ecs", "load_balancers", "route53_health_checks", "alarms", "lambda",
+              "network_acls", "fis")
 
     def _start(self) -> None:
         ctx = self._start_aws()
@@ -96,6 +97,9 @@ class LocalStack:
         self.components.sort(key=lambda c: self._ORDER.index(c[0]))
         if any(errors):
             raise next(e for e in errors if e)
+        # network ACLs changed through the router cut the load balancers off (environments/local/network_acls.py)
+        from gameday.environments.local.network_acls import NetworkAcls
+        self.network_acls = self._run("network_acls", NetworkAcls(ctx, self.lbs))
         # FIS experiments started through the router act on the parts above (environments/local/fis.py)
         from gameday.environments.local.fis import FisRunner
         self.fis = self._run("fis", FisRunner(ctx, replication=self.replication, router=self.router,
@@ -180,6 +184,11 @@ class LocalStack:
         self.timings["moto_provisioned"] = round(time.monotonic() - t0, 3)
         self.progress(f"moto servers provisioned and serving in {self.timings['moto_provisioned']:.2f}s")
         ctx.provisioned = provision.provisioned(ctx, {k: v for m in self.moto.values() for k, v in m.results.items()})
+        # the replicator makes the regions' tables one global table: DescribeTable says so (moto has
+        # no global tables: environments/local/moto_fix_dynamodb.py)
+        from gameday.aws import moto_admin
+        for r in cfg.regions:
+            moto_admin(ctx.moto_urls[r], "dynamodb_replicas", region=r, table=cfg.dynamodb.table, regions=list(cfg.regions))
         self.lambdas = self._component("lambda", ctx)
         self.lambdas.zygote = self.task_zygote   # provisioned environments fork from it (lambda_runner)
         return ctx
