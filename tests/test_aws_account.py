@@ -229,3 +229,78 @@ def test_moto_as_shipped_fails_the_same_check(monkeypatch):
         assert list(target_states(elb, tg).values()) == [("healthy", None)]
         with pytest.raises(AssertionError):
             all_unhealthy(elb, tg)
+
+
+# -- the aws environment's own fault drivers, on the account ---------------------------------------------
+
+def _reaches(url: str) -> bool:
+    try:
+        return requests.get(url + "/health", timeout=1.0).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_the_aws_environments_nacl_block_black_holes_the_region_and_its_rollback_heals(account, tmp_path):
+    """block_region through environments/aws's NACL driver (the same calls it makes on a real
+    account): the region's clients time out while the fault is on, and serve again once the
+    Nemesis rolled it back; the other region serves throughout. Its twin is
+    tests/test_aws_effects_network.py's (the NACL hook off: no black hole)."""
+    from gameday.faults import Nemesis, block_region
+
+    env = AwsEnvironment(load_config(account["config"]), run_dir=tmp_path).start()
+    east, west = env.lb_url("us-east-1"), env.lb_url("us-west-2")
+    deadline = health_deadline_s(account["profile"])
+    try:
+        assert _reaches(east) and _reaches(west)
+        with Nemesis(env, tmp_path / "journal.jsonl", scenario="account", handle_signals=False) as nemesis:
+            nemesis.inject(block_region("us-east-1", mode="hang"))
+            assert not _reaches(east), "us-east-1 still answers under the NACL deny entries"
+            assert _reaches(west)
+        eventually(lambda: _check(_reaches(east), "us-east-1 serves again"), deadline_s=deadline,
+                   what="us-east-1 serving after the rollback")
+    finally:
+        env.stop()
+
+
+def _check(ok: bool, what: str) -> None:
+    assert ok, f"not yet: {what}"
+
+
+def test_the_aws_environments_lose_az_moves_the_tasks_and_its_rollback_restores_the_subnets(account, tmp_path):
+    """lose_az through environments/aws's driver (UpdateService without the AZ's subnet, then
+    StopTask on its tasks there): the local scheduler places the replacements in the other AZ
+    only; the rollback puts the subnets back."""
+    from gameday.faults import Nemesis, lose_az
+
+    cfg = load_config(account["config"])
+    env = AwsEnvironment(cfg, run_dir=tmp_path).start()
+    region, lost = "us-west-2", "us-west-2a"
+    ecs = env.observer("ecs", region)
+    t = env.targets[region]
+
+    def task_azs() -> list[str]:
+        arns = ecs.list_tasks(cluster=t.cluster, serviceName=t.service, desiredStatus="RUNNING")["taskArns"]
+        return sorted(x.get("availabilityZone") for x in ecs.describe_tasks(cluster=t.cluster, tasks=arns)["tasks"]
+                      if x.get("lastStatus") == "RUNNING") if arns else []
+
+    def subnets() -> list[str]:
+        svc = ecs.describe_services(cluster=t.cluster, services=[t.service])["services"][0]
+        return sorted(svc["networkConfiguration"]["awsvpcConfiguration"]["subnets"])
+
+    before = subnets()
+    # the profile's provisioning and task start, a reconcile, and health checks; x3 for 2 busy cores
+    deadline = 3 * (account["profile"].task_provisioning_s + account["profile"].reconcile_interval_s + 5)
+    try:
+        assert lost in task_azs(), task_azs()
+        with Nemesis(env, tmp_path / "journal.jsonl", scenario="account", handle_signals=False) as nemesis:
+            nemesis.inject(lose_az(region, lost))
+
+            def moved() -> None:
+                azs = task_azs()
+                assert len(azs) >= cfg.service.min_tasks and lost not in azs, azs
+
+            eventually(moved, deadline_s=deadline, what=f"tasks out of {lost}")
+            assert len(subnets()) == len(before) - 1
+        assert subnets() == before
+    finally:
+        env.stop()

@@ -187,6 +187,10 @@ def test_the_reference_function_moves_only_to_a_region_whose_alarms_are_all_ok()
         east_cw, west_cw = (ctx.internal_client("cloudwatch", r) for r in ("us-east-1", "us-west-2"))
         try:
             _reset_record(ctx, "us-east-1")
+            # every alarm OK, as the evaluator has them once it ran (a new alarm is INSUFFICIENT_DATA)
+            for region, cw in (("us-east-1", east_cw), ("us-west-2", west_cw)):
+                for name in ctx.provisioned.alarm_names[region].values():
+                    cw.set_alarm_state(AlarmName=name, StateValue="OK", StateReason="test: healthy")
             west_cw.set_alarm_state(AlarmName=ctx.provisioned.alarm_names["us-west-2"]["target-5xx"],
                                     StateValue="ALARM", StateReason="test: the other region is unhealthy too")
             recs = _wait_record(runner, _publish(ctx, "us-east-1", "healthy-hosts"), deadline)
