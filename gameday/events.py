@@ -35,13 +35,15 @@ class EventLog:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(path, "a", buffering=1)
 
-    def emit(self, kind: str, **fields: Any) -> dict:
-        """Record one event now; ValueError (naming the kind and field) when it does not fit its model."""
+    def emit(self, kind: str, *, happened_at: float | None = None, **fields: Any) -> dict:
+        """Record one event, as of now or of `happened_at` (a wall time in the past: a signal read
+        back from AWS carries AWS's own timestamp, not the time it was read); ValueError (naming the
+        kind and field) when it does not fit its model."""
         clash = [k for k in RESERVED if k in fields]
         if clash:
             raise ValueError(f"event {kind!r}: field {clash[0]!r} is the run log's own; name it otherwise")
         with self._lock:
-            wall, mono = stamp()
+            wall, mono = stamp(happened_at)
             ev = {"seq": self._seq + 1, "time": round(wall, 6), "mono": round(mono, 6), "kind": kind, **fields}
             validate_event(ev)
             self._seq += 1

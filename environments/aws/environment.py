@@ -72,6 +72,7 @@ class AwsEnvironment(Environment):
         self._clients: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
         self._watchers: list[guardrails.StopConditionWatcher] = []
+        self._signals = None   # signals.SignalPollers once follow_signals() ran
         self._events = EventLog(self.run_dir / "env" / "events.jsonl" if self.run_dir else None)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -125,10 +126,25 @@ class AwsEnvironment(Environment):
                 "alarm_names": alarm_names, "alarm_threshold": alarm.threshold if alarm else None,
                 "profile": {**self.profile.model_dump(mode="json"), "floor_s": self.profile.floor_s}}
 
+    def follow_signals(self) -> "AwsEnvironment":
+        """Read AWS's own signals into the timeline (environments/aws/signals.py): what scenario
+        checks and reports read through events(). Started by a run, not by `gameday plan`."""
+        from gameday.environments.aws.signals import SIGNAL_SOURCES, SignalPollers
+
+        if self.account_id is None:
+            raise guardrails.AccountRefused("the AWS account has not been checked yet: call start() first")
+        if self._signals is None:
+            sources = [s for s in (make(self) for make in SIGNAL_SOURCES) if s is not None]
+            self._signals = SignalPollers(self._events, sources).start()
+        return self
+
     def stop(self) -> None:
         for w in self._watchers:
             w.stop()
         self._watchers = []
+        if self._signals is not None:
+            self._signals.stop()
+            self._signals = None
 
     # -- clients ---------------------------------------------------------------------------------------
     def client(self, service: str, region: str):
@@ -262,6 +278,8 @@ class AwsEnvironment(Environment):
             out["dns"] = {"answers": {self.record_name: self.resolver(honour_ttl=False).lookup(self.record_name).addresses}}
         except Exception as e:  # noqa: BLE001 - status shows what it can
             out["dns"] = {"error": str(e)}
+        if self._signals is not None:
+            out["signals"] = self._signals.status()
         return out
 
     def events(self, since: int = 0, kind: str | None = None) -> list[dict]:
