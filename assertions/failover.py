@@ -409,6 +409,8 @@ def dns_answers_region(env, region: str, started: float | None = None, deadline:
     """Wait until Route 53's DNS answers the service name with `region`'s address(es) only, asked
     over the wire with no client cache; return failover_s (start -> first such answer)."""
     started = time.monotonic() if started is None else started
+    # never faster than the environment allows (the aws environment: its Route 53 API budget)
+    interval_s = max(interval_s, getattr(env, "dns_poll_interval_s", 0.0))
     d, why = _deadline(env, deadline, "failover_s")
     resolver = env.resolver(honour_ttl=False)
     name = env.service_name

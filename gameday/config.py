@@ -368,6 +368,16 @@ class AwsSpec(_Model):
                                      "as an account: `gameday up --aws-config`); absent on a real account")
     dns_server: str | None = Field(None, description="host:port of the DNS server that resolves the service name "
                                    "(default: the record is read through Route 53's API)")
+    route53_calls_per_s: float = Field(2.0, description="the harness's own Route 53 API calls per second, all "
+                                       "together (Route 53 allows 5/s per account, shared with the failover function)")
+
+    @field_validator("route53_calls_per_s")
+    @classmethod
+    def _route53_rate(cls, v: float) -> float:
+        if not 0 < v < 5:
+            raise ValueError(f"must be above 0 and below Route 53's 5 requests/s per account (the failover "
+                             f"function shares that limit), got {v}")
+        return v
 
     @field_validator("endpoint_url")
     @classmethod

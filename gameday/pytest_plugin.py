@@ -146,7 +146,8 @@ def _aws_env(pytestconfig: pytest.Config, gameday_config, run_dir):
     from gameday.environments.aws import AccountRefused, AwsConfigError, AwsEnvironment, PreflightFailed
 
     try:
-        e = AwsEnvironment(gameday_config, run_dir).start()
+        # the timeline scenario checks read comes from AWS's own signals (environments/aws/signals.py)
+        e = AwsEnvironment(gameday_config, run_dir).start().follow_signals()
     except (AwsConfigError, AccountRefused, PreflightFailed) as err:
         pytest.exit(f"gameday --env aws refused to start: {err}", returncode=2)
     pytestconfig.stash[ENV_KEY] = e

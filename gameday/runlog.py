@@ -196,8 +196,9 @@ class DnsChangeEvent(_Event):
     old: list[str]
     new: list[str]
     # why the answer moved: a change batch applied as it was made, a zone change the DNS server's
-    # poll found (made straight against the API), or health; and what the batch said
-    source: Literal["change", "poll", "health"] | None = None
+    # poll found (made straight against the API), or health; and what the batch said. On the aws
+    # environment the signal source that saw it ("dns:<name server>", environments/aws/signals_dns.py)
+    source: Literal["change", "poll", "health"] | str | None = None
     change_id: str | None = None
     comment: str | None = None
     changes: list[str] | None = None

@@ -225,6 +225,11 @@ def handler(event, context):
             continue
         name, state = alarm["AlarmName"], alarm["NewStateValue"]
         region = _arn_region(alarm.get("AlarmArn")) or _arn_region(sns.get("TopicArn"))
+        # which alarm this invocation handled, in its CloudWatch Logs: the one place a run on AWS
+        # (environments/aws/signals_lambda.py) or a person reading the logs can learn it from
+        logger.info("alarm notification: %s", json.dumps({
+            "AlarmName": name, "NewStateValue": state, "OldStateValue": alarm.get("OldStateValue"),
+            "region": region, "MessageId": sns.get("MessageId"), "TopicArn": sns.get("TopicArn")}))
         if state == "OK" and cfg["failback"] == "automatic" and region == cfg["home"] and region in cfg["addresses"]:
             actions.append(_fail_back_to(region, name, sns.get("TopicArn"), cfg, context))
             continue

@@ -26,6 +26,7 @@ from gameday.aws import ROUTE53_HOME
 from gameday.environments.aws import guardrails
 from gameday.environments.aws.discovery import Problem, RegionTargets, resolve_targets
 from gameday.environments.aws.faults_aws import AWS_FAULT_DRIVERS
+from gameday.environments.aws.route53_budget import Route53Budget, poll_interval_s
 from gameday.environments.base import CapabilityMissing, Environment
 from gameday.config import GamedayConfig, split_host_port
 from gameday.events import EventLog
@@ -73,6 +74,9 @@ class AwsEnvironment(Environment):
         self._lock = threading.Lock()
         self._watchers: list[guardrails.StopConditionWatcher] = []
         self._signals = None   # signals.SignalPollers once follow_signals() ran
+        self.started_at: float | None = None
+        # every Route 53 request of the harness waits for this budget (environments/aws/route53_budget.py)
+        self.route53_budget = Route53Budget(config.aws.route53_calls_per_s)
         self._events = EventLog(self.run_dir / "env" / "events.jsonl" if self.run_dir else None)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -80,6 +84,7 @@ class AwsEnvironment(Environment):
         """STS account check (first, always), discovery, then preflight + production tags."""
         from gameday.environments.aws.preflight import preflight as run_preflight
 
+        self.started_at = time.time()   # the signal sources read nothing of the stack's history before it
         self.account_id, self.partition = guardrails.check_account(self.session, self.config.aws.allowed_account_ids)
         self._events.emit("guardrail", action="account_allowed", account=self.account_id)
         t0 = time.monotonic()
@@ -157,6 +162,8 @@ class AwsEnvironment(Environment):
             c = self._clients.get(key)
             if c is None:
                 c = self._clients[key] = self.session.client(service, region_name=region, config=self.client_config)
+                if service == "route53":
+                    self.route53_budget.attach(c)
         return c
 
     # The harness's observations use the same credentials; on AWS there is no injected-fault
@@ -226,6 +233,13 @@ class AwsEnvironment(Environment):
         name = self.config.aws.record_name or self.config.service.name
         return name if name.endswith(".") else name + "."
 
+    @property
+    def dns_poll_interval_s(self) -> float:
+        """How often dns_answers_region may poll within the Route 53 budget: a poll costs one API
+        call when the name is read through Route 53's API (no aws.dns_server), one more for weighted records."""
+        calls = (0 if self.config.aws.dns_server else 1) + (self.config.route53.routing == "weighted")
+        return poll_interval_s(calls, self.route53_budget.rate_per_s)
+
     def lb_url(self, region: str) -> str:
         url = self._lb_url(region)
         if not url:
@@ -280,6 +294,7 @@ class AwsEnvironment(Environment):
             out["dns"] = {"error": str(e)}
         if self._signals is not None:
             out["signals"] = self._signals.status()
+        out["route53_budget"] = self.route53_budget.status()
         return out
 
     def events(self, since: int = 0, kind: str | None = None) -> list[dict]:

@@ -23,6 +23,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from gameday.environments.aws import signals_cloudwatch
+from gameday.environments.aws import signals_dns
+from gameday.environments.aws import signals_lambda
+
 log = logging.getLogger("gameday.aws.signals")
 
 
@@ -35,7 +39,12 @@ class SignalSource(Protocol):
 
 
 # factories (env -> SignalSource | None: None when the stack has nothing for it), in start order
-SIGNAL_SOURCES: list[Callable[[object], SignalSource | None]] = []
+SIGNAL_SOURCES: list[Callable[[object], SignalSource | None]] = [
+    signals_cloudwatch.alarm_history,          # alarm, alarm_action: DescribeAlarmHistory
+    signals_cloudwatch.replication_latency,    # replication_lag: GetMetricData ReplicationLatency
+    signals_dns.make,                          # dns_change: the zone's name servers' answers (DNS, no API budget)
+    signals_lambda.make,                       # lambda_invocation: the function's CloudWatch Logs (FilterLogEvents)
+]
 
 
 @dataclass
