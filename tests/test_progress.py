@@ -361,8 +361,7 @@ def watch_until(argv, blocks: int, tty: bool) -> tuple[int, str]:
         refreshed()
     finally:
         p.send_signal(signal.SIGINT)
-        # the reader keeps draining meanwhile: a child blocked writing to a full pipe exits once read
-        rc = p.wait(30)
+        rc = p.wait(10)
         reader.join(5)
         if tty:
             os.close(master)
