@@ -27,6 +27,8 @@ import time
 from moto.fis import models as fis_models
 from moto.fis.models import Experiment, FISBackend
 
+from gameday.environments.local.moto_corrections import find_in_backends
+
 EXPERIMENT_STATUSES = ("pending", "initiating", "running", "completed", "stopping", "stopped", "failed", "cancelled")
 ACTION_STATUSES = ("pending", "initiating", "running", "completed", "cancelled", "stopping", "stopped", "failed",
                    "skipped")
@@ -89,11 +91,8 @@ def _patch_experiment() -> None:
 
 
 def _find(region: str, experiment_id: str) -> Experiment:
-    for account in list(fis_models.fis_backends.keys()):
-        backend: FISBackend = fis_models.fis_backends[account][region]
-        if experiment_id in backend.experiments:
-            return backend.experiments[experiment_id]
-    raise KeyError(f"no FIS experiment {experiment_id!r} in {region}")
+    return find_in_backends(fis_models.fis_backends, region, lambda b: b.experiments.get(experiment_id),
+                            f"FIS experiment {experiment_id!r}")
 
 
 def _checked(value: str, allowed: tuple[str, ...], what: str) -> str:
