@@ -411,14 +411,11 @@ class FisRunner:
     def _lambda_fault(self, run: _Run, name: str, action_id: str, arns: list[str], params: dict):
         runner = _needed(self.lambdas, "no Lambda function runs in this environment (the config has no failover "
                                        "function)")
-        from gameday.environments.local.lambda_runner import FUNCTION_NAME
-
-        known = {self.ctx.config.aws.lambda_name, FUNCTION_NAME}
         for arn in arns:
             function = arn.split(":function:", 1)[-1].split(":")[0]
-            if function not in known:
+            if function != runner.function_name:
                 raise ActionFailed(f"target {arn}: no function {function!r} here (the function is "
-                                   f"{self.ctx.config.aws.lambda_name!r})")
+                                   f"{runner.function_name!r})")
         notes = run.notes.setdefault(name, [])
         try:
             percentage = float(params.get("invocationPercentage", 100))
