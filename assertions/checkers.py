@@ -965,3 +965,15 @@ def latency_p99(history: Sequence[dict], *, budget_s: float, window: tuple[Any, 
     detail = (f"{name} latency of {len(lat)} operations{where}: {value:.3f}s, {'within' if valid else 'OVER'} "
               f"the {budget_s:g}s budget ({slow} slower than it; the slowest {lat[-1]:.3f}s)")
     return CheckResult("latency_p99", valid, detail, metrics)
+
+
+def on_incomplete_history(result: CheckResult, gaps: dict[str, int]) -> CheckResult:
+    """A check that needs every operation, judged on a history some of whose entries never reached
+    the master (`gaps`: worker -> entries missing; loadgen.history_stream.history_gaps): a pass is
+    "unknown", naming the workers and their missing counts (the missing entries could hold the
+    violation); a failure stays a failure (what did arrive already shows it)."""
+    if not gaps or result.valid is not True:
+        return result
+    named = ", ".join(f"{w}: {n} entries missing" for w, n in sorted(gaps.items()))
+    return CheckResult(result.name, UNKNOWN, f"judged on an incomplete history ({named}): {result.detail}",
+                       {**result.metrics, "history_entries_missing": sum(gaps.values())})

@@ -33,17 +33,20 @@ class Deadlines:
     @classmethod
     def from_profile(cls, profile: TimeProfile, config: GamedayConfig, *, replication_lag_s: float = 0.0) -> "Deadlines":
         p = profile
-        detection = (p.evaluation_periods + 1) * p.period_s + HARNESS_MARGIN_S
+        # a change is seen up to observation_delay_s late (--env aws reads AWS's signals on an interval)
+        seen = p.observation_delay_s
+        detection = (p.evaluation_periods + 1) * p.period_s + HARNESS_MARGIN_S + seen
         lam = (len(p.lambda_retry_delays_s) + 1) * config.failover.timeout_s + sum(p.lambda_retry_delays_s)
-        lam_typical = config.failover.timeout_s + HARNESS_MARGIN_S
+        lam_typical = config.failover.timeout_s + HARNESS_MARGIN_S + seen
         failover = detection + lam_typical
-        follow = p.dns_ttl_s + HARNESS_MARGIN_S
+        # a record change reaches every name server within dns_propagation_s, then caches expire (TTL)
+        follow = p.dns_ttl_s + p.dns_propagation_s + HARNESS_MARGIN_S
         return cls(
             detection_s=detection,
-            lambda_s=lam + HARNESS_MARGIN_S,
+            lambda_s=lam + HARNESS_MARGIN_S + seen,
             failover_s=failover,
             client_follow_s=follow,
             rto_s=failover + follow,
-            convergence_s=max(5.0, 3 * replication_lag_s) + HARNESS_MARGIN_S,
-            recovery_s=(p.evaluation_periods + 1) * p.period_s + HARNESS_MARGIN_S,
+            convergence_s=max(5.0, 3 * replication_lag_s) + HARNESS_MARGIN_S + seen,
+            recovery_s=(p.evaluation_periods + 1) * p.period_s + HARNESS_MARGIN_S + seen,
         )

@@ -52,22 +52,27 @@ def explain(env) -> dict[str, str]:
     m = HARNESS_MARGIN_S
     t = cfg.failover.timeout_s
     retries = tuple(p.lambda_retry_delays_s)
-    detection = (f"({p.evaluation_periods}+1) x {p.period_s}s period + {m:g}s harness margin "
+    o, prop = p.observation_delay_s, p.dns_propagation_s
+    seen = f" + {o:g}s reading AWS's signals" if o else ""
+    detection = (f"({p.evaluation_periods}+1) x {p.period_s}s period + {m:g}s harness margin{seen} "
                  f"(CloudWatch evaluates at period boundaries: a surge starting just after one needs an extra period)")
     lam = (f"{len(retries) + 1} attempts x {t:g}s Lambda timeout + {'+'.join(f'{r:g}' for r in retries) or '0'}s "
-           f"async retry delays + {m:g}s harness margin")
-    failover = f"detection [{detection}] + {t:g}s Lambda timeout + {m:g}s margin (SNS + one invocation)"
-    follow = f"{p.dns_ttl_s}s record TTL + {m:g}s margin"
-    conv = f"max(5s, 3 x {cfg.dynamodb.replication_lag_s:g}s replication lag) + {m:g}s margin"
+           f"async retry delays + {m:g}s harness margin{seen}")
+    failover = f"detection [{detection}] + {t:g}s Lambda timeout + {m:g}s margin (SNS + one invocation){seen}"
+    follow = f"{p.dns_ttl_s}s record TTL" + (f" + {prop:g}s Route 53 propagation" if prop else "") + f" + {m:g}s margin"
+    conv = f"max(5s, 3 x {cfg.dynamodb.replication_lag_s:g}s replication lag) + {m:g}s margin{seen}"
+    det = (p.evaluation_periods + 1) * p.period_s + m + o
+    fo = det + t + m + o
+    fol = p.dns_ttl_s + prop + m
     values = {
-        "detection_s": ((p.evaluation_periods + 1) * p.period_s + m, detection),
-        "lambda_s": ((len(retries) + 1) * t + sum(retries) + m, lam),
-        "failover_s": ((p.evaluation_periods + 1) * p.period_s + m + t + m, failover),
-        "client_follow_s": (p.dns_ttl_s + m, follow),
-        "rto_s": ((p.evaluation_periods + 1) * p.period_s + m + t + m + p.dns_ttl_s + m, f"failover + follow [{follow}]"),
-        "convergence_s": (max(5.0, 3 * cfg.dynamodb.replication_lag_s) + m, conv),
-        "recovery_s": ((p.evaluation_periods + 1) * p.period_s + m, f"({p.evaluation_periods}+1) x {p.period_s}s period "
-                       f"+ {m:g}s margin (the alarm returns to OK after a non-breaching evaluation)"),
+        "detection_s": (det, detection),
+        "lambda_s": ((len(retries) + 1) * t + sum(retries) + m + o, lam),
+        "failover_s": (fo, failover),
+        "client_follow_s": (fol, follow),
+        "rto_s": (fo + fol, f"failover + follow [{follow}]"),
+        "convergence_s": (max(5.0, 3 * cfg.dynamodb.replication_lag_s) + m + o, conv),
+        "recovery_s": (det, f"({p.evaluation_periods}+1) x {p.period_s}s period "
+                       f"+ {m:g}s margin{seen} (the alarm returns to OK after a non-breaching evaluation)"),
     }
     out = {}
     for name, (value, text) in values.items():
@@ -266,11 +271,14 @@ def error_payload(result: Any) -> bool:
 def _describe_invocation(ev: dict) -> str:
     err = ev.get("error") or {}
     alarm = ev.get("alarm") or {}
+    from_logs = str(ev.get("source") or "").startswith("logs:")   # --env aws: read from CloudWatch Logs
     s = f"attempt {ev.get('attempt', '?')} {ev.get('outcome')}"
     if alarm:
         s += f" for {alarm.get('AlarmName')} {alarm.get('NewStateValue')}"
     if err:
         s += f" ({err.get('type')}: {err.get('message')})"
+    elif ev.get("outcome") == "ok" and from_logs and ev.get("result") is None:
+        s += " (what it returned is not in its logs)"
     elif ev.get("outcome") == "ok":
         result = ev.get("result")
         text = json.dumps(result, default=str)
@@ -283,8 +291,52 @@ def _describe_invocation(ev: dict) -> str:
     if isinstance(logs, str):
         logs = logs.splitlines()
     if logs:
-        s += "; logs:\n    " + "\n    ".join(str(x) for x in logs[-LOG_LINES_IN_MESSAGE:])
+        s += f"; {'its CloudWatch Logs' if from_logs else 'logs'}:\n    " + "\n    ".join(
+            str(x) for x in logs[-LOG_LINES_IN_MESSAGE:])
+    elif from_logs:
+        s += "; its CloudWatch Logs hold no line of its own (only START/END/REPORT)"
+    if ev.get("attributed"):
+        s += f"; attributed {ev['attributed']}"
     return s
+
+
+# An invocation read from a function's logs that do not name the alarm it handled (a team's function
+# that does not log its event) is attributed to the alarm action CloudWatch published last before it
+# started: SNS delivers to Lambda within about a second (log and alarm-history clocks may differ by that).
+ATTRIBUTION_SKEW_S = 1.0
+
+
+def attribute_by_time(invocations: list[dict], actions: list[dict]) -> list[dict]:
+    """Pure: `invocations` with region and alarm filled in, for those that have neither, from the
+    latest `alarm_action` at or before their start (+ ATTRIBUTION_SKEW_S); two actions of different
+    regions that close leave it unattributed. Attributed ones say so in "attributed"."""
+    acts = sorted((a for a in actions if a.get("region")), key=lambda a: float(a["time"]))
+    out = []
+    for e in invocations:
+        if e.get("region") or e.get("alarm"):
+            out.append(e)
+            continue
+        t = float(e.get("start_ts") or e.get("time", 0))
+        before = [a for a in acts if float(a["time"]) <= t + ATTRIBUTION_SKEW_S]
+        if not before:
+            out.append(e)
+            continue
+        last = before[-1]
+        close = {a["region"] for a in before if float(last["time"]) - float(a["time"]) <= ATTRIBUTION_SKEW_S}
+        if len(close) > 1:
+            out.append(e)
+            continue
+        out.append({**e, "region": last["region"], "alarm": {"AlarmName": last.get("alarm"), "NewStateValue": last.get("new")},
+                    "attributed": f"by time: the last alarm action before it ({last.get('alarm')} {last.get('new')}); "
+                                  f"the function's log names no alarm"})
+    return out
+
+
+def _invocations(env) -> list[dict] | None:
+    evs = _events(env, "lambda_invocation")
+    if evs is None or not any(e.get("region") is None and not e.get("alarm") for e in evs):
+        return evs
+    return attribute_by_time(evs, _events(env, "alarm_action") or [])
 
 
 def lambda_invoked(env, started: float | None = None, deadline: float | None = None, outcome: str = "ok", *,
@@ -303,7 +355,7 @@ def lambda_invoked(env, started: float | None = None, deadline: float | None = N
     seen: list[dict] = []
 
     def invoked() -> float:
-        evs = _events(env, "lambda_invocation")
+        evs = _invocations(env)
         if evs is None:
             raise AssertionError("the environment offers no timeline of Lambda invocations")
         mine = [e for e in evs if float(e.get("time", 0)) >= start_wall and (region is None or e.get("region") == region)
@@ -322,7 +374,7 @@ def lambda_invoked(env, started: float | None = None, deadline: float | None = N
     except NotWithinDeadline:
         elapsed = time.monotonic() - started
         where = f" for an alarm of {region}" if region else ""
-        others = [e for e in _events(env, "lambda_invocation") or [] if float(e.get("time", 0)) >= start_wall
+        others = [e for e in _invocations(env) or [] if float(e.get("time", 0)) >= start_wall
                   and (region is None or e.get("region") == region)]
         if seen:
             observed = f"{len(seen)} invocation(s), none {outcome}; the last: {_describe_invocation(seen[-1])}"
@@ -470,7 +522,7 @@ def _invocations_since(env, started: float, last: int = 2) -> str:
     a scenario that judges effects attaches when the effect is missing."""
     if not _function_runs(env):
         return ""
-    evs = [e for e in _events(env, "lambda_invocation") or [] if float(e.get("time", 0)) >= _wall(started)]
+    evs = [e for e in _invocations(env) or [] if float(e.get("time", 0)) >= _wall(started)]
     if not evs:
         return "; no failover Lambda invocation since the start"
     alarm_evs = [e for e in evs if (e.get("alarm") or {}).get("NewStateValue", "ALARM") == "ALARM"]

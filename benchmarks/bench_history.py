@@ -15,6 +15,7 @@ Results go to benchmarks/results.json under "history_overhead" (other benchmarks
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -79,6 +80,23 @@ STUB = textwrap.dedent("""
 """)
 
 
+@contextlib.contextmanager
+def stub_endpoints():
+    """The loopback stub (one process per region address), as an endpoints dict for LoadRunner."""
+    port = free_port_on_all(list(ADDRESSES.values()))
+    stubs = [procs.spawn([sys.executable, "-c", STUB, str(port), json.dumps({a: r})], stdout=subprocess.PIPE)
+             for r, a in ADDRESSES.items()]
+    try:
+        for stub in stubs:
+            assert stub.stdout.readline().strip() == b"ready"
+        yield {"env": "local", "service_name": "api.gameday.test", "dns": {"host": "127.0.0.1", "port": 1},
+               "lb_port": port, "pid": stubs[0].pid, "profile": {"period_s": 5}, "alarm_threshold": 500,
+               "regions": {r: {"lb_url": f"http://{a}:{port}", "lb_address": a} for r, a in ADDRESSES.items()}}
+    finally:
+        for stub in stubs:
+            procs.terminate(stub)
+
+
 def one_run(out: Path, endpoints: dict, rate: float, seconds: float, record: bool, users: int) -> dict:
     # half the rate to each region: one stub process per region, so the stub is never the limit
     with LoadRunner(out, endpoints=endpoints, shape="constant", surge_region="us-east-1", surge_rate=rate / 2,
@@ -103,27 +121,31 @@ def one_run(out: Path, endpoints: dict, rate: float, seconds: float, record: boo
             "history_entries": (done["invokes"] + done["completions"]) if done else 0}
 
 
+def record_requests(writer, n: int) -> float:
+    """Microseconds per request a history writer takes: the invoke entry, then the completion entry
+    built as the request listener builds it; the writer is closed at the end."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        op = {"id": f"r:w0:{i}", "process": "w0/3", "op": "write", "kind": "write", "key": f"r-w0-{i}",
+              "value": f"w0/3#{i}", "region": "us-east-1", "address": "127.0.1.1", "role": "regional",
+              "worker": "w0"}
+        writer.invoke(op)
+        op.update(outcome="ok", status=200, served_by="us-east-1", task="t-1", az="us-east-1a", error=None,
+                  name="regional write us-east-1")
+        entry = {k: v for k, v in op.items() if k != "outcome"}
+        entry.update(type="ok", latency_s=0.0012, time=time.time(), mono=time.monotonic())
+        writer.complete(entry)
+    took = time.perf_counter() - t0
+    writer.close()
+    return took / n * 1e6
+
+
 def writer_cost_us(n: int = 20000) -> float:
-    """Microseconds the history adds to one request in the worker: the invoke entry, then the
-    completion entry built as the request listener builds it (both encoded and written)."""
+    """Microseconds the history adds to one request in the worker (both entries encoded and written)."""
     from gameday.loadgen.history import HistoryWriter
 
     with tempfile.TemporaryDirectory() as d:
-        w = HistoryWriter(Path(d) / "history.bench.w0-1@x.jsonl", "w0")
-        t0 = time.perf_counter()
-        for i in range(n):
-            op = {"id": f"r:w0:{i}", "process": "w0/3", "op": "write", "kind": "write", "key": f"r-w0-{i}",
-                  "value": f"w0/3#{i}", "region": "us-east-1", "address": "127.0.1.1", "role": "regional",
-                  "worker": "w0"}
-            w.invoke(op)
-            op.update(outcome="ok", status=200, served_by="us-east-1", task="t-1", az="us-east-1a", error=None,
-                      name="regional write us-east-1")
-            entry = {k: v for k, v in op.items() if k != "outcome"}
-            entry.update(type="ok", latency_s=0.0012, time=time.time(), mono=time.monotonic())
-            w.complete(entry)
-        took = time.perf_counter() - t0
-        w.close()
-    return round(took / n * 1e6, 2)
+        return round(record_requests(HistoryWriter(Path(d) / "history.bench.w0-1@x.jsonl", "w0"), n), 2)
 
 
 def main() -> None:
@@ -135,15 +157,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
-    port = free_port_on_all(list(ADDRESSES.values()))
-    stubs = [procs.spawn([sys.executable, "-c", STUB, str(port), json.dumps({a: r})], stdout=subprocess.PIPE)
-             for r, a in ADDRESSES.items()]
-    try:
-        for stub in stubs:
-            assert stub.stdout.readline().strip() == b"ready"
-        endpoints = {"env": "local", "service_name": "api.gameday.test", "dns": {"host": "127.0.0.1", "port": 1},
-                     "lb_port": port, "pid": stubs[0].pid, "profile": {"period_s": 5}, "alarm_threshold": 500,
-                     "regions": {r: {"lb_url": f"http://{a}:{port}", "lb_address": a} for r, a in ADDRESSES.items()}}
+    with stub_endpoints() as endpoints:
         load_before = os.getloadavg()
         runs = {"saturation": [], "fixed": []}
         with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
@@ -157,9 +171,6 @@ def main() -> None:
                         print(f"{kind:<10} history={record!s:<5} {r['requests_per_s']:>8.1f} req/s  "
                               f"{r['cpu_ms_per_request']:.4f} CPU ms/request  worker CPU {r['worker_cpu_share']:.0%}",
                               flush=True)
-    finally:
-        for stub in stubs:
-            procs.terminate(stub)
 
     def median(kind: str, record: bool, key: str) -> float:
         return statistics.median(r[key] for r in runs[kind] if r["history"] is record)

@@ -490,8 +490,10 @@ def _trend(history: Path, out: Path) -> None:
 def load(ctx: typer.Context) -> None:
     """Exploratory load with Locust's web UI (on 127.0.0.1:8089) against the running `gameday up`:
     same as `python -m gameday.loadgen ARGS`; `gameday load --help` lists Locust's and gameday's options
-    (--surge-region, --surge-rate 1.5x, --follower-rate, --op-mix, --shape, --headless, ...)."""
-    from gameday.loadgen.__main__ import main as load_main
+    (--surge-region, --surge-rate 1.5x, --follower-rate, --op-mix, --shape, --headless, ...).
+    Over several hosts: `gameday load --master --expect-workers N [--run-dir D] [--bind-host H] [--port P]`
+    and `gameday load --worker --master-host H [--master-port P]` (gameday/load_cli.py, docs/scaling.md)."""
+    from gameday.load_cli import main as load_main
 
     raise typer.Exit(load_main(list(ctx.args)) or 0)
 

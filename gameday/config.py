@@ -47,6 +47,11 @@ class TimeProfile(_Model):
     reconcile_interval_s: float = Field(0.5, gt=0, description="ECS service scheduler tick (each is a few moto calls per region)")
     task_provisioning_s: float = Field(2.0, ge=0, description="a replacement ECS task's provisioning (ENI, "
                                        "image pull) before it can run; Fargate: tens of seconds")
+    dns_propagation_s: float = Field(0.0, ge=0, description="how long a Route 53 change may take to reach every "
+                                     "name server (AWS: 'within 60 seconds'); 0 where the DNS server is the model")
+    observation_delay_s: float = Field(0.0, ge=0, description="how late the harness may see a change: 0 where the "
+                                       "environment emits its own events; on --env aws the signal sources' read "
+                                       "interval (set by the environment, environments/aws/stack_timing.py)")
 
     @model_validator(mode="after")
     def _m_of_n(self) -> "TimeProfile":
@@ -406,8 +411,22 @@ def _default_profiles() -> dict[str, TimeProfile]:
         "docker": TimeProfile(),
         "aws": TimeProfile(period_s=60, evaluation_periods=1, datapoints_to_alarm=1, dns_ttl_s=60,
                            lambda_retry_delays_s=(60, 120), metric_flush_s=60,
-                           health_check_interval_s=10, task_provisioning_s=45),
+                           health_check_interval_s=10, task_provisioning_s=45, dns_propagation_s=60),
     }
+
+
+class LoadSpec(_Model):
+    """Where the scenarios' Locust workers run (docs/scaling.md)."""
+
+    workers: Literal["local", "remote"] = Field("local", description="local: the load fixture starts its "
+                                                "workers beside the master; remote: it starts only the master and "
+                                                "waits for expect_workers `gameday load --worker` processes")
+    expect_workers: int = Field(1, ge=1, le=10000, description="with workers = \"remote\": how many to wait for")
+    bind_host: str = Field("127.0.0.1", min_length=1, description="with workers = \"remote\": the address the "
+                           "master listens on (one the workers' hosts reach)")
+    master_port: int = Field(5557, ge=1, le=65535, description="with workers = \"remote\": the master's port "
+                             "(the workers are told it: `--master-port`)")
+    wait_s: float = Field(60.0, gt=0, description="with workers = \"remote\": how long to wait for them")
 
 
 class SuiteSpec(_Model):
@@ -434,6 +453,7 @@ class GamedayConfig(_Model):
     docker: DockerSpec = DockerSpec()
     aws: AwsSpec = AwsSpec()
     suite: SuiteSpec = SuiteSpec()
+    load: LoadSpec = LoadSpec()
 
     @field_validator("profiles", mode="before")
     @classmethod

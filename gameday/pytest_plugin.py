@@ -218,14 +218,18 @@ def scenario(request: pytest.FixtureRequest, env, run_dir):
     from gameday.scenarios.baseline import restore_baseline
     from gameday.scenarios.recorder import ScenarioRecord
 
-    for mark in request.node.iter_markers("capability"):
-        for needed in mark.args:
-            if needed not in env.capabilities:   # before the baseline: a skipped scenario costs nothing
-                pytest.skip(f"the {env.kind} environment cannot {needed.replace('_', ' ')}")
+    from gameday.environments.base import CapabilityMissing
+
     name = scenario_name(request.node)
     rec = ScenarioRecord(name, run_dir / "scenarios" / name)
     rec.deadlines = Deadlines.from_profile(env.profile, env.config)
-    request.node.stash[RECORD_KEY] = rec
+    request.node.stash[RECORD_KEY] = rec   # a skip below is recorded too (result.json, summary.json)
+    for mark in request.node.iter_markers("capability"):
+        for needed in mark.args:
+            try:   # before the baseline: a skipped scenario costs nothing
+                env.require(needed)
+            except CapabilityMissing as e:
+                pytest.skip(str(e))
     env.control("POST", "/events", {"kind": "scenario", "action": "start", "name": name})
     progress = request.config.stash.get(PROGRESS_KEY, None)
     try:
@@ -270,6 +274,12 @@ def nemesis(scenario, env, run_dir):
             return inject(fault)
         except CapabilityMissing as e:
             pytest.skip(str(e))
+        except Exception as e:
+            # a fault over one of the aws guardrails' caps: the scenario cannot run on this stack as
+            # configured, which is not the system's failure (the skip names the cap to raise)
+            if getattr(e, "cap", None):
+                pytest.skip(str(e))
+            raise
 
     n.inject = inject_or_skip
     # aws: stop-condition alarms watched every period; one in ALARM rolls every fault back at once
@@ -287,6 +297,21 @@ def nemesis(scenario, env, run_dir):
         scenario.faults = n.records()
 
 
+def _skip_over_caps(factory) -> None:
+    """A load over a guardrail cap (aws: max_rps) skips the scenario naming the cap, as a fault does."""
+    start = factory.start
+
+    def start_or_skip(**options):
+        try:
+            return start(**options)
+        except Exception as e:
+            if getattr(e, "cap", None):
+                pytest.skip(str(e))
+            raise
+
+    factory.start = start_or_skip
+
+
 @pytest.fixture
 def load(scenario, env):
     """Start Locust load (as subprocesses) writing into the scenario's directory:
@@ -299,4 +324,5 @@ def load(scenario, env):
     # overlaps the next scenario, and the env fixture waits for every report before it ends
     for factory in load_fixture(env, scenario.dir, join=False):   # one factory; the loop resumes its clean-up
         announce_loads(factory, env)
+        _skip_over_caps(factory)
         yield factory

@@ -57,7 +57,8 @@ class LoadContext:
 
     def __post_init__(self) -> None:
         regions = self.endpoints["regions"]
-        self.region_of = {v["lb_address"]: r for r, v in regions.items()}
+        # every address a region's load balancer answers on (a real ALB has one per AZ)
+        self.region_of = {a: r for r, v in regions.items() for a in (v["lb_address"], *(v.get("addresses") or ()))}
         self.lb_url = {r: v["lb_url"] for r, v in regions.items()}
         self.lb_address = {r: v["lb_address"] for r, v in regions.items()}
         self.acked = {r: deque(maxlen=RECENT_KEYS) for r in regions}

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from gameday.loadgen.clock_offset import wall
 from gameday.runlog import read_history
 from gameday.tail import JsonlTail
 
@@ -73,7 +74,27 @@ def _line_encoder():
     return lambda entry: join(chunks(entry, 0)) + "\n"
 
 
-class HistoryWriter:
+class OperationRecorder:
+    """What every history writer does with an operation (the file here, the stream in
+    history_stream.StreamWriter): stamp and count it. A subclass has write(), flush(), _clock,
+    _flush_due, invokes and completions."""
+
+    def flush_if_due(self) -> None:
+        if self._clock() >= self._flush_due:
+            self.flush()
+
+    def invoke(self, op: dict) -> None:
+        op["time"] = wall()
+        op["mono"] = time.monotonic()
+        self.write({**op, "type": "invoke"})
+        self.invokes += 1
+
+    def complete(self, entry: dict) -> None:
+        self.write(entry)
+        self.completions += 1
+
+
+class HistoryWriter(OperationRecorder):
     """One process's history file: one JSON object per line, buffered, written out when FLUSH_S
     has passed since the last flush (checked per entry, and by flush_if_due() from a timer while
     no entry comes), when the buffer fills, and on close."""
@@ -98,20 +119,6 @@ class HistoryWriter:
         if not self._f.closed:
             self._f.flush()
         self._flush_due = self._clock() + FLUSH_S
-
-    def flush_if_due(self) -> None:
-        if self._clock() >= self._flush_due:
-            self.flush()
-
-    def invoke(self, op: dict) -> None:
-        op["time"] = time.time()
-        op["mono"] = time.monotonic()
-        self.write({**op, "type": "invoke"})
-        self.invokes += 1
-
-    def complete(self, entry: dict) -> None:
-        self.write(entry)
-        self.completions += 1
 
     def close(self, summary: dict | None = None) -> None:
         if self._f.closed:

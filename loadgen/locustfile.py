@@ -31,6 +31,8 @@ from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 from gameday.state import NoEnvironment
 from gameday.loadgen import context as lctx
 from gameday.loadgen import chaos_ui, history
+from gameday.loadgen import locust_stream as stream
+from gameday.loadgen.clock_offset import wall
 from gameday.loadgen.plan import OPTIONS, LoadInputError
 from gameday.loadgen.shapes import GamedayShape  # noqa: F401 - Locust finds the shape and the users here
 from gameday.loadgen.users import FollowerUser, RegionalUser  # noqa: F401
@@ -52,6 +54,7 @@ def _add_options(parser) -> None:
     for o in OPTIONS:
         parser.add_argument(o.flag, type=str, default=o.default, help=o.help, include_in_web_ui=o.web,
                             env_var="GAMEDAY_LOAD_" + o.dest.upper())
+    stream.add_options(parser)
     # loopback unless told otherwise: this is a harness for a local rehearsal
     parser.set_defaults(web_host="127.0.0.1", master_bind_host="127.0.0.1")
     original = parser.parse_args
@@ -104,8 +107,10 @@ def _init(environment, runner, **_kw) -> None:
         _register_chaos_tab(environment)
     if isinstance(runner, WorkerRunner):
         runner.register_message("gameday_flush", _on_flush)
+        runner.register_message(stream.hs.PING, stream.on_ping)
     if isinstance(runner, MasterRunner):
         runner.register_message("gameday_flushed", _on_flushed)
+        stream.master_init(runner, environment)
         _await_workers(runner, opts)
 
 
@@ -169,6 +174,7 @@ def _test_start(environment, **_kw) -> None:
     if isinstance(runner, MasterRunner):
         _master_run.clear()
         _master_run.update(run=getattr(opts, "gameday_run", None), dir=getattr(opts, "gameday_history_dir", None))
+        stream.master_start(opts)
         return
     if _current is not None:
         _close_current()
@@ -179,12 +185,16 @@ def _test_start(environment, **_kw) -> None:
         planned = (lambda role: runner.target_user_classes_count.get(ROLE_CLASS[role].__name__, 0))
     else:
         worker, n, index = "local", 1, 0
+    streamed = isinstance(runner, WorkerRunner) and stream.streaming(opts)
     try:
-        ctx = lctx.create(opts, worker=worker, n_processes=n, process_index=index, planned=planned)
+        ctx = lctx.create(stream.without_files(opts) if streamed else opts, worker=worker, n_processes=n,
+                          process_index=index, planned=planned)
     except (LoadInputError, NoEnvironment, AttributeError, ValueError) as e:
         log.error("gameday load: cannot start the run on %s: %s", worker, e)
         environment.gameday = None
         return
+    if streamed and lctx.plan_from(opts, ctx.endpoints)[0].record_history:
+        ctx.writer = stream.writer_for(runner, worker, ctx.run)
     for cls in (FollowerUser, RegionalUser):
         cls.network_timeout = cls.connection_timeout = ctx.plan.request_timeout_s
     environment.gameday = _current = ctx
@@ -212,7 +222,7 @@ def _on_request(context=None, response_time=None, exception=None, **_kw) -> None
     if "error" not in entry:
         entry["error"] = f"{type(exception).__name__}: {exception}" if exception else None
     entry["latency_s"] = None if response_time is None else round(response_time / 1000.0, 6)
-    entry["time"] = time.time()
+    entry["time"] = wall()
     entry["mono"] = time.monotonic()
     ctx.writer.complete(entry)
 
@@ -251,6 +261,8 @@ def _close_current():
 
 
 def _merge(directory: str, run: str) -> None:
+    # the streamed parts first: the master writes them, and closes them once their workers closed
+    stream.master_finish(_env.runner, MERGE_WAIT_S)
     n = history.merge_when_closed(directory, run, MERGE_WAIT_S)
     if n is not None:
         log.info("gameday load: history: %d entries in %s", n, os.path.join(directory, history.MERGED_NAME))
@@ -263,7 +275,7 @@ def _quit(**_kw) -> None:
         return
     merging = _master_run.get("merge")
     if merging is not None:
-        merging.join(timeout=MERGE_WAIT_S + 2)
+        merging.join(timeout=2 * MERGE_WAIT_S + 2)   # the streamed parts, then the files
     if not isinstance(env.runner, WorkerRunner):
         _write_final_csv(env)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -63,11 +64,17 @@ class LoadRunner:
                  ramp_down_s: float | str = 0, duration_s: float | str = 0, max_requests: int = 0,
                  request_timeout_s: float = 2.0, per_user_rps: float = 2, record_history: bool = True,
                  stop_timeout_s: float | None = None, start_timeout_s: float = 30.0,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = (), remote_workers: bool = False, bind_host: str = "127.0.0.1",
+                 master_port: int | None = None):
         if not isinstance(workers, int) or workers < 1:
             raise LoadInputError(f"workers: need at least 1 Locust worker (got {workers!r})")
         self.out_dir = Path(out_dir).resolve()
         self.workers_wanted = workers
+        # remote: only the master starts here, bound to bind_host; `workers` Locust workers started
+        # elsewhere (`gameday load --worker --master-host H`) connect and stream their history
+        self.remote_workers = remote_workers
+        self.bind_host = bind_host
+        self.master_port = master_port
         self.start_timeout_s = start_timeout_s
         self.extra_args = tuple(extra_args)
         try:
@@ -117,10 +124,12 @@ class LoadRunner:
             state.write_state(self.endpoints, state_file)
         else:
             state_file = self._state_file
-        port = free_port()
+        port = self.master_port or free_port()
+        self.master_port = port
         common = ["-f", str(LOCUSTFILE), "--gameday-state", str(state_file), "--loglevel", "INFO"]
+        stream = ("--gameday-history-stream", "on") if self.remote_workers else ()
         master_argv = common + [
-            "--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+            "--headless", "--master", "--master-bind-host", self.bind_host, "--master-bind-port", str(port), *stream,
             "--expect-workers", str(self.workers_wanted), "--expect-workers-max-wait", f"{self.start_timeout_s:g}",
             "--csv", str(self.out_dir / "locust"), "--html", str(self.out_dir / "locust.html"),
             "--stop-timeout", f"{self.stop_timeout_s:g}", "--exit-code-on-error", "0", "--only-summary",
@@ -129,7 +138,7 @@ class LoadRunner:
         self.started_at = time.time()
         try:
             self.master = _locust(master_argv, self.out_dir / "master.log", env)
-            for i in range(self.workers_wanted):
+            for i in range(0 if self.remote_workers else self.workers_wanted):
                 worker = common + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
                 self.workers.append(_locust(worker, self.out_dir / f"worker-{i}.log", env))
             self._wait_running()
@@ -144,8 +153,8 @@ class LoadRunner:
         log = self.out_dir / "master.log"
         while time.monotonic() < deadline:
             if self.master.poll() is not None:
-                raise LoadRunError(f"Locust master exited with code {self.master.returncode} while starting; "
-                                   f"last lines of {log}:\n{_tail(log)}")
+                raise LoadRunError(f"Locust master exited with code {self.master.returncode} while starting"
+                                   f"{self._arrivals(log)}; last lines of {log}:\n{_tail(log)}")
             dead = [i for i, w in enumerate(self.workers) if w.poll() is not None]
             if dead:
                 wl = self.out_dir / f"worker-{dead[0]}.log"
@@ -157,8 +166,17 @@ class LoadRunner:
             elif "gameday load: run " in _read(log):
                 return
             time.sleep(0.05)   # polling child processes' progress, not waiting for a condition under test
-        raise LoadRunError(f"Locust did not start the run within {self.start_timeout_s:g}s; "
+        raise LoadRunError(f"Locust did not start the run within {self.start_timeout_s:g}s{self._arrivals(log)}; "
                            f"last lines of {log}:\n{_tail(log)}")
+
+    def _arrivals(self, log: Path) -> str:
+        """For remote workers: how many of the expected ones had connected (Locust's own count)."""
+        if not self.remote_workers:
+            return ""
+        counts = re.findall(r"(\d+) workers connected", _read(log))
+        arrived = int(counts[-1]) if counts else 0
+        return (f" ({arrived} of {self.workers_wanted} remote workers arrived at "
+                f"{self.bind_host}:{self.master_port})")
 
     def wait(self, timeout_s: float | None = None) -> int | None:
         """Wait for the run to end by itself (the shape's duration), then finish up like stop()."""
@@ -386,7 +404,12 @@ def start_load(target, out_dir: Path | str, **options) -> LoadRunner:
     """Start a load run against `target` (an Environment with .endpoints, an endpoints dict, or a
     state file path) writing into out_dir; returns the started LoadRunner (use it as a context manager)."""
     endpoints, state_file = _endpoints_of(target)
-    return LoadRunner(out_dir, endpoints=endpoints, state_file=state_file, **options).start()
+    run = LoadRunner(out_dir, endpoints=endpoints, state_file=state_file, **options)
+    # an environment with load caps (aws: guardrails.max_rps) refuses a plan over them before it starts
+    check_load = getattr(target, "check_load", None)
+    if check_load is not None:
+        check_load(run.plan)
+    return run.start()
 
 
 class LocustPark:
@@ -475,6 +498,15 @@ def join_pending_reports(timeout_s: float | None = None) -> None:
         _REPORTS_PENDING.pop().join(timeout_s)
 
 
+def remote_options(target) -> dict:
+    """The LoadRunner options a config's `[load] workers = "remote"` asks for (none when local)."""
+    spec = getattr(getattr(target, "config", None), "load", None)
+    if spec is None or spec.workers != "remote":
+        return {}
+    return {"remote_workers": True, "workers": spec.expect_workers, "bind_host": spec.bind_host,
+            "master_port": spec.master_port, "start_timeout_s": spec.wait_s}
+
+
 class LoadFactory:
     """What a `load` fixture hands a scenario: start(**options) -> a started LoadRunner writing into
     the scenario's directory (the first load) or <dir>/load-<n> (more loads). close() stops every
@@ -488,7 +520,7 @@ class LoadFactory:
     def start(self, **options) -> LoadRunner:
         n = len(self.runs) + 1
         d = self.out_dir if n == 1 else self.out_dir / f"load-{n}"
-        run = start_load(self.target, d, **options)
+        run = start_load(self.target, d, **{**remote_options(self.target), **options})
         self.runs.append(run)
         return run
 

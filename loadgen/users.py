@@ -14,6 +14,7 @@ one operation, one request).
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 from locust import FastHttpUser, task
 from locust.exception import StopUser
@@ -102,7 +103,10 @@ class FollowerUser(_PacedUser):
         self.resolver = TrackingResolver(ep["dns"]["host"], int(ep["dns"]["port"]), honour_ttl=True,
                                          timeout_s=min(1.0, self.ctx.plan.request_timeout_s))
         self.service_name = ep["service_name"]
-        self.lb_port = int(ep["lb_port"])
+        # the load balancers' port: one for every region locally; on --env aws, each region's lb_url
+        # says its own (the stand-in account's loopback port; 80 on a real ALB)
+        self.lb_port = int(ep["lb_port"]) if ep.get("lb_port") else None
+        self.region_port = {r: urlsplit(u).port or 80 for r, u in self.ctx.lb_url.items() if u}
         self.allowed = allowed_networks(env_kind_of(ep))
 
     def target(self, slot) -> Target:
@@ -112,7 +116,9 @@ class FollowerUser(_PacedUser):
             check_address(address, self.allowed, what=f"requests for {self.service_name}")
         except AddressRefused as e:
             raise NotLoopback(f"{e}: not sent") from None
-        return Target(self.ctx.region_of.get(address), address, f"http://{address}:{self.lb_port}",
+        region = self.ctx.region_of.get(address)
+        port = self.lb_port or self.region_port.get(region) or 80
+        return Target(region, address, f"http://{address}:{port}",
                       self.resolver.last_lookup, self.resolver.last_ttl)
 
 

@@ -16,6 +16,7 @@ they change) is replayed from the `ecs` events; fault windows are shaded over ev
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 import tempfile
@@ -33,7 +34,7 @@ from plotly.subplots import make_subplots
 
 from gameday.reports.recheck import RunRecheck
 from gameday.reports.rundata import OUTCOMES, Run, Scenario, iso, parse_time
-from gameday.reports.timeline import client_buckets
+from gameday.reports.timeline import client_buckets, quantile
 
 # Regions get blue/orange/purple/...; red, green and grey are kept for states (ALARM, OK, no data).
 REGION_COLORS = ["#1F77B4", "#FF7F0E", "#9467BD", "#8C564B", "#E377C2", "#17BECF", "#BCBD22", "#7F7F7F"]
@@ -603,6 +604,31 @@ def junit_counts(run: Run) -> str | None:
     return f"JUnit: {tot['tests']} tests, {tot['failures']} failures, {tot['errors']} errors, {tot['skipped']} skipped"
 
 
+def signal_sources(run: Run) -> list[dict]:
+    """Where the environment's events came from, per kind and source API (--env aws reads AWS's own
+    APIs: environments/aws/signals.py): how many, and how long after the change they were read.
+    Empty when no event names a source (the local environments emit their events themselves)."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for e in run.events:
+        src = e.get("source")
+        if isinstance(src, str) and ":" in src and "delay_s" in e:
+            groups.setdefault((str(e.get("kind")), src), []).append(float(e.get("delay_s") or 0.0))
+    return [{"kind": k, "api": api, "count": len(d), "median_delay_s": quantile(sorted(d), 0.5), "max_delay_s": max(d)}
+            for (k, api), d in sorted(groups.items())]
+
+
+def api_calls(run: Run) -> dict | None:
+    """RUN_DIR/env/api_calls.json (--env aws): the harness's own AWS requests per service."""
+    p = run.dir / "env" / "api_calls.json"
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        run.warnings.append(f"env/api_calls.json: unreadable ({e}); not shown")
+        return None
+
+
 RUN_FILES = ("summary.json", "timeline.jsonl", "junit.xml", "journal.jsonl", "env/events.jsonl", "env/config.json")
 LOG_FILES = ("logs/**/*", "env/logs/**/*", "env/*.log")
 
@@ -619,7 +645,7 @@ def render_report(run: Run, summary: dict, recheck: RunRecheck, plotly_src: str 
         s=summary, p=summary["profile"], passed=summary["passed"], recheck=recheck, junit=junit,
         counts={k: sum(1 for sm in summary["scenarios"] if sm["outcome"] == k) for k in OUTCOMES},
         duration_s=parse_time(summary["finished_at"], "") - parse_time(summary["started_at"], ""),
-        warnings=run.warnings, cards=cards,
+        warnings=run.warnings, cards=cards, sources=signal_sources(run), api_calls=api_calls(run),
         run_files=[_link(run, run.dir / n) for n in RUN_FILES if (run.dir / n).exists()],
         logs=[_link(run, p) for p in sorted({p for pat in LOG_FILES for p in run.files(pat)})])
 

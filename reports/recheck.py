@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from gameday.assertions.checkers import on_incomplete_history
 from gameday.assertions.protocol import Checker, DivergentKeys, LostAckedWrites, RunView, compose
+from gameday.loadgen.history_stream import history_gaps, read_completeness
 from gameday.reports.rundata import Run, Scenario
 
 # The checks a stored run can be re-judged by: the ones needing only history.jsonl and replicas.json
@@ -74,7 +76,11 @@ def recheck_scenario(s: Scenario, checkers: Mapping[str, Checker] = RECHECKED) -
     missing = {n: view.missing(getattr(c, "needs", ())) for n, c in checkers.items()}
     runnable = {n: c for n, c in checkers.items() if not missing[n]}
     why_not = sorted({f"no {_STORED_AS.get(m, m)}" for ms in missing.values() for m in ms})
-    rerun = [r.as_dict() for r in compose(runnable).check(view).results.values()] if runnable else []
+    results = compose(runnable).check(view).results.values() if runnable else []
+    # the same rule as the run's: a pass judged on a history with entries that never reached the
+    # master (a worker that died) is "unknown" (loadgen/history_stream.py's accounting)
+    gaps = history_gaps(read_completeness(s.dir))
+    rerun = [on_incomplete_history(r, gaps).as_dict() for r in results]
 
     disagreements: list[str] = []
     metrics: dict = {}

@@ -64,6 +64,8 @@ def run_meta(run: Run, *, env: str | None = None, started_at: Any = None, finish
     if any(v is None for v in prof.values()):
         raise ReportError(f"run profile incomplete: needs period_s, evaluation_periods, dns_ttl_s (got {profile})")
     prof["floor_s"] = profile.get("floor_s", prof["evaluation_periods"] * prof["period_s"] + prof["dns_ttl_s"])
+    if profile.get("read_from"):   # --env aws: which of these the deployed stack itself said (stack_timing.py)
+        prof["read_from"] = dict(profile["read_from"])
 
     times = [t for s in run.scenarios for t in (s.started, s.finished) if t is not None]
     times += [e["time"] for e in run.events[:1] + run.events[-1:]]

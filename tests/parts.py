@@ -152,12 +152,24 @@ def _check_debootstrap() -> Missing | None:
                    fix="run the docker tests once as root (the image is kept in the daemon)")
 
 
+def _check_netns() -> Missing | None:
+    if os.geteuid() != 0:
+        return Missing("network namespaces need root", fix="run the distributed-load tests as root")
+    if shutil.which("ip") is None:
+        return Missing("`ip` (iproute2) is not installed", packages=("iproute2",))
+    if shutil.which("unshare") is None:
+        return Missing("`unshare` (util-linux) is not installed", packages=("util-linux",))
+    return None
+
+
 PARTS: dict[str, Part] = {p.name: p for p in (
     Part("chromium", "chromium", _check_chromium),
     # the order matters: debootstrap's check looks for the base image in the daemon
     Part("docker", "Docker", _check_docker),
     # debootstrap verifies the Release file with the archive's keyring, fetches over the configured mirror
     Part("debootstrap", "debootstrap", _check_debootstrap, extra_packages=("debian-archive-keyring", "ca-certificates")),
+    # worker hosts of the distributed load tests: network + mount namespaces joined by veth pairs
+    Part("netns", "network namespaces (ip netns)", _check_netns),
 )}
 PART_FIXTURES = {"chromium_path": "chromium", "docker_daemon": "docker"}
 

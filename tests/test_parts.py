@@ -133,7 +133,7 @@ def test_the_fixture_hands_over_the_part_when_it_is_there(tmp_path):
 def test_an_unknown_part_is_a_usage_error(tmp_path):
     proc = inner_pytest(tmp_path, 'import pytest\n\n@pytest.mark.needs("chromum")\ndef test_x():\n    pass\n')
     assert proc.returncode == 4, proc.output
-    assert "needs('chromum',): no such part (known: chromium, docker, debootstrap)" in proc.output, proc.output
+    assert "needs('chromum',): no such part (known: chromium, docker, debootstrap, netns)" in proc.output, proc.output
 
 
 def test_the_line_for_a_fresh_machine_names_every_package_once():

@@ -42,6 +42,7 @@ class RegionTargets:
     alarms: list[str] = field(default_factory=list)
     topic_arn: str | None = None
     desired: int = 0
+    target_groups: list[str] = field(default_factory=list)   # the ECS service's (its loadBalancers)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -108,6 +109,8 @@ def resolve_targets(env) -> tuple[dict[str, RegionTargets], list[Problem]]:
                     s = svcs[0]
                     t.service = s["serviceArn"]
                     t.desired = s.get("desiredCount", 0)
+                    t.target_groups = [lb["targetGroupArn"] for lb in s.get("loadBalancers") or []
+                                       if lb.get("targetGroupArn")]
                     tags = {x["key"]: x["value"] for x in s.get("tags") or []}
                     t.service_subnets = (tags[ORIGINAL_SUBNETS_TAG].split(",") if tags.get(ORIGINAL_SUBNETS_TAG)
                                          else list(s.get("networkConfiguration", {}).get("awsvpcConfiguration", {})

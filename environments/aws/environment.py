@@ -14,16 +14,18 @@ check_fault adds the guardrails.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from pathlib import Path
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ProfileNotFound
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
 from gameday.aws import ROUTE53_HOME
 from gameday.environments.aws import guardrails
+from gameday.environments.aws.api_calls import ApiCallCounter
 from gameday.environments.aws.discovery import Problem, RegionTargets, resolve_targets
 from gameday.environments.aws.faults_aws import AWS_FAULT_DRIVERS
 from gameday.environments.aws.route53_budget import Route53Budget, poll_interval_s
@@ -31,8 +33,26 @@ from gameday.environments.base import CapabilityMissing, Environment
 from gameday.config import GamedayConfig, split_host_port
 from gameday.events import EventLog
 
+log = logging.getLogger("gameday.aws")
 STATE_NAME = "aws.json"           # RUN_DIR/env/aws.json: what `gameday rollback` needs to come back
 LOOPBACK_NAMES = ("localhost", "ip6-localhost")
+
+
+# What no AWS fault can do to a real account, and what the scenarios that need it are told.
+UNSUPPORTED_ON_AWS = {
+    "block_control_plane": "no AWS fault blocks one service's control plane (Route 53's, in us-east-1) for a "
+                           "whole account; rehearse control_plane_region_lost on --env local or docker",
+    "fail_responses": "a share of the service's answers as HTTP 500 needs the local load balancer's proxy; on AWS "
+                      "deploy a build of the service that fails on purpose",
+}
+# What a setting in [aws] would enable (docs/aws.md, "Faults on AWS").
+NEEDS_SETTING = {
+    "pause_replication": "set aws.fis_role_arn (FIS's aws:dynamodb:global-table-pause-replication)",
+    "api_fault": "set aws.fis_role_arn and aws.fis_api_fault_role_arns (FIS's aws:fis:inject-api-*-error, "
+                 "which fails EC2 calls only)",
+    "lambda_fault": "set aws.lambda_alias with aws.lambda_broken_version, or aws.fis_role_arn (FIS's Lambda actions)",
+    "block_data_plane": "set aws.fis_role_arn, or keep the nacl backend for block_region",
+}
 
 
 class AwsConfigError(Exception):
@@ -74,9 +94,13 @@ class AwsEnvironment(Environment):
         self._lock = threading.Lock()
         self._watchers: list[guardrails.StopConditionWatcher] = []
         self._signals = None   # signals.SignalPollers once follow_signals() ran
+        self._stack_profile = None   # the aws profile with the stack's own settings, once started
+        self.profile_read_from: dict[str, str] = {}
+        self.record_health_check_ids: dict[str, str] = {}
         self.started_at: float | None = None
         # every Route 53 request of the harness waits for this budget (environments/aws/route53_budget.py)
         self.route53_budget = Route53Budget(config.aws.route53_calls_per_s)
+        self.api_calls = ApiCallCounter()   # every request, per service: RUN_DIR/env/api_calls.json
         self._events = EventLog(self.run_dir / "env" / "events.jsonl" if self.run_dir else None)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -95,12 +119,22 @@ class AwsEnvironment(Environment):
         self.preflight_s = round(time.monotonic() - t0, 3)
         if problems:
             raise PreflightFailed(problems)
+        self.record_health_check_ids = self._record_health_checks()
+        self._read_stack_timing()
         self.endpoints = self._endpoints()
+        self._write_state()
+        return self
+
+    def _write_state(self) -> None:
         if self.run_dir is not None:
             d = self.run_dir / "env"
             d.mkdir(parents=True, exist_ok=True)
             (d / STATE_NAME).write_text(json.dumps({"kind": "aws", "account": self.account_id,
                                                     "config": self.config.model_dump(mode="json")}, indent=2))
+            # the run directory's layout on every environment (reports/rundata.py): the config and the
+            # endpoints, from which reports read the environment's kind and the time profile it ran on
+            (d / "config.json").write_text(json.dumps(self.config.model_dump(mode="json"), indent=2))
+            (d / "state.json").write_text(json.dumps(self.endpoints, indent=2))
         return self
 
     def _endpoints(self) -> dict:
@@ -117,19 +151,56 @@ class AwsEnvironment(Environment):
                 if hit:
                     alarm_names[r][key] = hit
         alarm = cfg.alarms.get("request-count")
-        return {"kind": "aws", "pid": None, "control_url": None, "account": self.account_id,
+        # "env" as the local environments write it (what readers look for); "kind" kept for older readers
+        return {"env": "aws", "kind": "aws", "pid": None, "control_url": None, "account": self.account_id,
                 "service_name": cfg.aws.record_name or cfg.service.name, "record_name": self.record_name,
                 "hosted_zone_id": cfg.aws.hosted_zone_id, "run_dir": str(self.run_dir) if self.run_dir else None,
                 # what the record holds for a region: its configured addresses (a plain A record needs
                 # IPs), else the load balancer's DNS name (an alias target)
                 "regions": {r: {"lb_url": self._lb_url(r),
+                                "addresses": list(cfg.aws.regions[r].addresses) if r in cfg.aws.regions else [],
                                 "lb_address": (cfg.aws.regions[r].addresses[0] if r in cfg.aws.regions
                                                and cfg.aws.regions[r].addresses else t.lb_dns)}
                             for r, t in self.targets.items()},
                 **({"dns": dict(zip(("host", "port"), split_host_port(cfg.aws.dns_server)))}
                    if cfg.aws.dns_server else {}),
                 "alarm_names": alarm_names, "alarm_threshold": alarm.threshold if alarm else None,
-                "profile": {**self.profile.model_dump(mode="json"), "floor_s": self.profile.floor_s}}
+                # the routing as deployed: the baseline puts the record sets back with these health checks
+                "route53": {"routing": cfg.route53.routing,
+                            "set_identifiers": {r: cfg.set_identifier(r) for r in cfg.regions},
+                            "health_check_ids": dict(self.record_health_check_ids)},
+                "profile": {**self.profile.model_dump(mode="json"), "floor_s": self.profile.floor_s,
+                            "read_from": dict(self.profile_read_from)}}
+
+    def _read_stack_timing(self) -> None:
+        """Deadlines follow the stack's own settings (environments/aws/stack_timing.py): the alarms'
+        periods, the record's TTL, the health checks' interval, the function's timeout."""
+        from gameday.environments.aws.stack_timing import read_stack_timing, stack_config, stack_profile
+
+        values, self.profile_read_from = read_stack_timing(self)
+        self._stack_profile = stack_profile(self.config.profile("aws"), values)
+        self.config = stack_config(self.config, values)
+
+    @property
+    def profile(self):
+        """The aws profile with what was read from the stack, and how late the signal sources see a
+        change (the slowest source's read interval) once they follow the stack."""
+        p = self._stack_profile or self.config.profile("aws")
+        if self._signals is not None and self._signals.sources:
+            p = p.model_copy(update={"observation_delay_s": round(max(s.interval_s for s in self._signals.sources), 3)})
+        return p
+
+    def _record_health_checks(self) -> dict[str, str]:
+        """region -> the health check of its record set, as deployed (failover routing)."""
+        from gameday.environments.aws.signals_route53_health import record_health_checks
+
+        if not self.config.aws.hosted_zone_id:
+            return {}
+        try:
+            return {r: h for h, r in record_health_checks(self).items() if r}
+        except (BotoCoreError, ClientError) as e:
+            log.warning("cannot read the record's health checks: %s", e)
+            return {}
 
     def follow_signals(self) -> "AwsEnvironment":
         """Read AWS's own signals into the timeline (environments/aws/signals.py): what scenario
@@ -141,6 +212,8 @@ class AwsEnvironment(Environment):
         if self._signals is None:
             sources = [s for s in (make(self) for make in SIGNAL_SOURCES) if s is not None]
             self._signals = SignalPollers(self._events, sources).start()
+            self.endpoints = self._endpoints()   # the profile now says how late the sources see a change
+            self._write_state()
         return self
 
     def stop(self) -> None:
@@ -150,6 +223,11 @@ class AwsEnvironment(Environment):
         if self._signals is not None:
             self._signals.stop()
             self._signals = None
+        if self.run_dir is not None and self.account_id is not None:
+            d = self.run_dir / "env"
+            d.mkdir(parents=True, exist_ok=True)
+            summary = {**self.api_calls.summary(), "route53_budget": self.route53_budget.status()}
+            (d / "api_calls.json").write_text(json.dumps(summary, indent=2))
 
     # -- clients ---------------------------------------------------------------------------------------
     def client(self, service: str, region: str):
@@ -162,6 +240,7 @@ class AwsEnvironment(Environment):
             c = self._clients.get(key)
             if c is None:
                 c = self._clients[key] = self.session.client(service, region_name=region, config=self.client_config)
+                self.api_calls.attach(c)
                 if service == "route53":
                     self.route53_budget.attach(c)
         return c
@@ -195,6 +274,18 @@ class AwsEnvironment(Environment):
                 (self.backend("lambda_fault") == "fis" and fis):
             caps.add("lambda_fault")
         return frozenset(caps)
+
+    def require(self, capability: str) -> None:
+        """CapabilityMissing saying why --env aws cannot do `capability`: what AWS lacks, or which
+        setting would enable it (a scenario needing it is skipped with that reason)."""
+        if capability not in self.capabilities:
+            why = UNSUPPORTED_ON_AWS.get(capability) or NEEDS_SETTING.get(capability) or "no driver for it on aws"
+            raise CapabilityMissing(f"the aws environment cannot {capability.replace('_', ' ')}: {why}")
+
+    def check_load(self, plan) -> None:
+        """guardrails.max_rps against the load's peak (every stream at its peak at once): a
+        GuardrailViolation naming the cap, before any request is sent."""
+        guardrails.check_rps(self, sum(s.peak for s in plan.streams), "the load")
 
     def check_fault(self, fault) -> None:
         """Guardrails on one fault, before it is journaled: no fault after a stop condition fired,
@@ -278,23 +369,31 @@ class AwsEnvironment(Environment):
 
     # -- observation ------------------------------------------------------------------------------------------
     def status(self) -> dict:
+        """The local environment's status keys where the stack has them: alarms, ecs (tasks with
+        their AZ and state), load_balancers (healthy targets), dns, signals, the Route 53 budget."""
+        from gameday.environments.aws.observe import ecs_status, load_balancer_status
+
         out: dict = {"env": "aws", "account": self.account_id, "aborted": self.aborted, "alarms": {}, "ecs": {},
-                     "stop_conditions": [w.status() for w in self._watchers]}
+                     "load_balancers": {}, "stop_conditions": [w.status() for w in self._watchers]}
         for r, t in self.targets.items():
             cw = self.observer("cloudwatch", r)
             out["alarms"][r] = {a["AlarmName"]: {"state": a["StateValue"]}
                                 for a in (cw.describe_alarms(AlarmNames=t.alarms)["MetricAlarms"] if t.alarms else [])}
             if t.cluster and t.service:
-                s = self.observer("ecs", r).describe_services(cluster=t.cluster, services=[t.service])["services"]
-                out["ecs"][r] = {"desired": s[0].get("desiredCount") if s else None,
-                                 "running": s[0].get("runningCount") if s else None}
+                out["ecs"][r] = ecs_status(self, t)
+            if t.load_balancer_arn:
+                out["load_balancers"][r] = load_balancer_status(self, t)
         try:
             out["dns"] = {"answers": {self.record_name: self.resolver(honour_ttl=False).lookup(self.record_name).addresses}}
         except Exception as e:  # noqa: BLE001 - status shows what it can
             out["dns"] = {"error": str(e)}
         if self._signals is not None:
             out["signals"] = self._signals.status()
+            health = next((s for s in self._signals.sources if s.name == "route53:GetHealthCheckStatus"), None)
+            if health is not None:
+                out["route53_health_checks"] = health.status()
         out["route53_budget"] = self.route53_budget.status()
+        out["api_calls"] = self.api_calls.summary()
         return out
 
     def events(self, since: int = 0, kind: str | None = None) -> list[dict]:

@@ -16,9 +16,10 @@ import secrets
 
 from botocore.exceptions import ClientError
 
-from gameday.environments.aws.discovery import AZ_TAG, ORIGINAL_SUBNETS_TAG
+from gameday.environments.aws.discovery import ORIGINAL_SUBNETS_TAG
+from gameday.environments.aws.observe import service_tasks, task_az
 from gameday.environments.aws.guardrails import check_task_caps, parse_alarm_ref
-from gameday.environments.base import DriverTable, FaultDriver
+from gameday.environments.base import CapabilityMissing, DriverTable, FaultDriver
 from gameday.faults.base import FaultError
 
 FIS_MAX_DURATION = "PT30M"     # FIS ends the experiment by itself after this, rolled back or not
@@ -37,20 +38,10 @@ class Driver(FaultDriver):
 # -- ECS ----------------------------------------------------------------------------------------------
 
 def _running_tasks(env, t) -> list[dict]:
-    ecs = env.observer("ecs", t.region)
-    arns: list[str] = []
-    name = t.service.rsplit("/", 1)[-1]
-    for page in ecs.get_paginator("list_tasks").paginate(cluster=t.cluster, serviceName=name, desiredStatus="RUNNING"):
-        arns += page["taskArns"]
-    tasks: list[dict] = []
-    for i in range(0, len(arns), 100):
-        tasks += [x for x in ecs.describe_tasks(cluster=t.cluster, tasks=arns[i:i + 100], include=["TAGS"])["tasks"]
-                  if x.get("lastStatus") == "RUNNING"]
-    return tasks
+    return service_tasks(env, t)
 
 
-def _task_az(task: dict) -> str | None:
-    return task.get("availabilityZone") or {x["key"]: x["value"] for x in task.get("tags") or []}.get(AZ_TAG)
+_task_az = task_az
 
 
 class StopTasksDriver(Driver):
@@ -295,7 +286,9 @@ class ApiFaultFis(FisDriver):
         super().check()
         f = self.fault
         if f.service != "ec2":
-            raise FaultError(f"api_fault: FIS can fail only EC2 API calls (service='ec2'), not {f.service!r}")
+            # not the scenario's fault: AWS has no way to do it, so a scenario that needs it is skipped
+            raise CapabilityMissing(f"the aws environment cannot fail {f.service} API calls: FIS's "
+                                    f"aws:fis:inject-api-*-error actions fail EC2 calls only")
         if f.effect not in ("error", "throttle"):
             raise FaultError(f"api_fault: FIS has no {f.effect!r} API fault on aws (error or throttle)")
         if f.region == "*" or not f.operation:

@@ -62,6 +62,8 @@ def account_config(stack) -> dict:
         "lambda_name": cfg.aws.lambda_name,
         "lambda_alias": provision.LAMBDA_ALIAS,
         "discovery_tags": dict(provision.STACK_TAGS),
+        # the stand-in account runs FIS experiments (environments/local/fis.py) with any role
+        "fis_role_arn": f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:role/gameday-fis",
         "regions": {r: {"lb_url": ctx.lb_url(r), "addresses": [ctx.lb_addresses[r]]} for r in cfg.regions},
         "guardrails": {"stop_condition_alarms": [f"{r}/{provision.STOP_CONDITION_ALARM}" for r in cfg.regions]},
     }

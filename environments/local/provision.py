@@ -21,6 +21,7 @@ The service name's Route 53 records follow `route53.routing` (docs/failover.md):
 
 from __future__ import annotations
 
+import math
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -54,7 +55,7 @@ def _call(service: str, region: str, op: str, params: dict, save: str | None = N
 def _region_calls(cfg: GamedayConfig, prof, region: str, index: int = 0) -> list[dict]:
     """One region's network, table, topic, alarms, load balancer and ECS service."""
     topic = {"$ref": f"topic:{region}"}
-    calls = [*_network_calls(cfg, region, index),
+    calls = [*_network_calls(cfg, prof, region, index),
         _call("dynamodb", region, "create_table", {
             "TableName": cfg.dynamodb.table,
             "KeySchema": [{"AttributeName": TABLE_KEY, "KeyType": "HASH"}],
@@ -110,7 +111,7 @@ def _tags(key: str, value: str) -> list[dict]:
     return [{key: k, value: v} for k, v in STACK_TAGS.items()]
 
 
-def _network_calls(cfg: GamedayConfig, region: str, index: int) -> list[dict]:
+def _network_calls(cfg: GamedayConfig, prof, region: str, index: int) -> list[dict]:
     """What a region's stack stands in, as a real one does: a VPC with one subnet per AZ (all on the
     VPC's default network ACL, as subnets are unless associated with another), an application
     load balancer in those subnets with a listener and an "ip" target group the load balancer
@@ -142,7 +143,12 @@ def _network_calls(cfg: GamedayConfig, region: str, index: int) -> list[dict]:
             save=f"lb:{region}", pick=("LoadBalancers", 0, "LoadBalancerArn")),
         _call("elbv2", region, "create_target_group", {
             "Name": f"gameday-tg-{region}", "Protocol": "HTTP", "Port": 8080, "VpcId": vpc, "TargetType": "ip",
-            "HealthCheckPath": cfg.service.health_path, "Tags": _tags("Key", "Value")},
+            "HealthCheckPath": cfg.service.health_path, "Tags": _tags("Key", "Value"),
+            # what the local load balancer's checks do (the profile), as far as the API can say it:
+            # ELBv2's interval is 5-300 s, so a compressed 0.5 s reads as 5 s (--env aws's deadlines
+            # read these: they are then longer than the stand-in needs, never shorter)
+            "HealthCheckIntervalSeconds": max(5, math.ceil(prof.health_check_interval_s)),
+            "HealthyThresholdCount": prof.healthy_threshold, "UnhealthyThresholdCount": prof.unhealthy_threshold},
             save=f"target_group:{region}", pick=("TargetGroups", 0, "TargetGroupArn")),
         _call("elbv2", region, "create_listener", {
             "LoadBalancerArn": {"$ref": f"lb:{region}"}, "Protocol": "HTTP", "Port": 80,
@@ -179,7 +185,8 @@ def _lambda_calls(cfg: GamedayConfig) -> list[dict]:
             "FunctionName": name, "Runtime": "python3.11", "Role": {"$ref": "lambda_role"},
             "Handler": cfg.failover.handler or "gameday.sut.failover_lambda:handler",
             "Code": {"ZipFile": {"$b64": base64.b64encode(buf.getvalue()).decode()}},
-            "Timeout": 30, "Tags": STACK_TAGS}, save="lambda", pick=("FunctionArn",)),
+            # the runner's timeout (failover.timeout_s), in Lambda's whole seconds
+            "Timeout": max(1, math.ceil(cfg.failover.timeout_s)), "Tags": STACK_TAGS}, save="lambda", pick=("FunctionArn",)),
         _call("lambda", region, "publish_version", {"FunctionName": name}),
         _call("lambda", region, "create_alias", {"FunctionName": name, "Name": LAMBDA_ALIAS, "FunctionVersion": "1"},
               save="lambda_alias", pick=("AliasArn",)),
