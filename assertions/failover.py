@@ -127,6 +127,12 @@ def _observing(what: str):
         raise AssertionError(f"could not {what}: {type(e).__name__}: {e}") from None
 
 
+def _poll(env, interval_s: float) -> float:
+    """A wait's poll interval, never under the environment's floor: on --env aws each poll is an API
+    call against the account's quotas (DescribeAlarms: 9 per second per region)."""
+    return max(interval_s, float(getattr(env, "min_poll_interval_s", 0.0) or 0.0))
+
+
 def describe_alarm(env, region: str, name: str) -> dict:
     """The alarm as CloudWatch describes it; a missing alarm is a setup error, not a wait."""
     with _observing(f"describe alarm {name}"):
@@ -204,7 +210,7 @@ def alarm_fires(env, region: str, alarm_key: str = "request-count", started: flo
         raise AssertionError(f"state {a.get('StateValue')}")
 
     try:
-        detection, _ = eventually(fired, deadline_s=d, what=f"alarm {name}", interval_s=interval_s, started=started,
+        detection, _ = eventually(fired, deadline_s=d, what=f"alarm {name}", interval_s=_poll(env, interval_s), started=started,
                                   why_deadline=why)
         return detection
     except NotWithinDeadline:
@@ -245,7 +251,7 @@ def alarm_stays(env, region: str, state: str = OK, for_s: float | None = None, *
                 f"state reason: {a.get('StateReason', '?')}; {_datapoints(env, region, a)}")
         if elapsed >= for_s:
             return elapsed
-        pause.wait(min(interval_s, max(0.0, for_s - elapsed)))
+        pause.wait(min(_poll(env, interval_s), max(0.0, for_s - elapsed)))
 
 
 # -- the failover Lambda -----------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def test_the_whole_suite_passes_on_the_stand_in_account(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["env"] == "aws" and summary["passed"] is True
     surge = next(s for s in summary["scenarios"] if s["name"] == "surge_fails_over")
-    assert surge["detection_s"] and surge["failover_s"], surge
+    assert surge["metrics"]["detection_s"] and surge["metrics"]["failover_s"], surge
     suites = ET.parse(run_dir / "junit.xml").getroot()
     assert sum(int(s.get("skipped", 0)) for s in suites.iter("testsuite")) == len(EXPECTED_SKIPS)
     html = (run_dir / "report.html").read_text()
@@ -112,3 +112,39 @@ def test_a_broken_failover_function_fails_the_suite_on_aws(tmp_path, handler, ca
     assert rc != 0 and r["outcome"] == "failed", f"passed on --env aws with {handler}:\n{out[-3000:]}"
     bad = {c["name"]: c["detail"] for c in r["checks"] if c["valid"] is False}
     assert caught_by in bad and says in bad[caught_by], bad
+
+
+def _variant(aws_cfg: Path, name: str, section: str, **over) -> Path:
+    """The written config with keys of one [aws...] section changed (tomllib + the account's writer)."""
+    import tomllib
+
+    from gameday.environments.local.aws_account import to_toml
+
+    data = tomllib.loads(aws_cfg.read_text())
+    node = data
+    for part in section.split("."):
+        node = node.setdefault(part, {})
+    node.update(over)
+    p = aws_cfg.with_name(f"{name}.toml")
+    p.write_text(to_toml(data))
+    return p
+
+
+def test_failover_routing_and_a_guardrail_cap_on_the_stand_in_account(tmp_path):
+    """route53.routing = failover (no function: Route 53's health checks move the answer) runs on
+    --env aws, judged from GetHealthCheckStatus; the same stack with guardrails.max_rps under the
+    scenario's load skips it naming the cap, and never errors."""
+    routing = "[route53]\nrouting = \"failover\"\n[failover]\nfailback = \"automatic\"\n"
+    with stand_in_account(tmp_path, config=routing) as aws_cfg:
+        rc, run_dir, out = run_on_aws(tmp_path, aws_cfg, "-k", "region_blackhole_fails_over")
+        capped = _variant(aws_cfg, "capped", "aws.guardrails", max_rps=5.0)
+        (tmp_path / "capped").mkdir()
+        rc2, run_dir2, out2 = run_on_aws(tmp_path / "capped", capped, "-k", "region_blackhole_fails_over")
+    r = results(run_dir)["region_blackhole_fails_over"]
+    assert rc == 0 and r["outcome"] == "passed", f"{r['outcome']}: {r['message']}\n{out[-3000:]}"
+    health = [json.loads(line) for line in (run_dir / "env" / "events.jsonl").read_text().splitlines()
+              if '"route53_health"' in line]
+    assert any(e["healthy"] is False and e["source"] == "route53:GetHealthCheckStatus" for e in health), health
+    r2 = results(run_dir2)["region_blackhole_fails_over"]
+    assert rc2 == 0 and r2["outcome"] == "skipped", f"{r2['outcome']}: {r2['message']}\n{out2[-3000:]}"
+    assert "guardrail max_rps" in r2["message"] and "the cap is 5" in r2["message"], r2["message"]

@@ -23,12 +23,14 @@ class ApiCallCounter:
         self.route53_times: list[float] = []
 
     def attach(self, client) -> None:
-        client.meta.events.register("before-send", self._before_send)
+        service = client.meta.service_model.service_name   # "route53", "logs", "elbv2" (boto3's names)
+        client.meta.events.register("before-send", lambda **kw: self._before_send(service=service, **kw))
 
-    def _before_send(self, event_name: str = "", **_kwargs) -> None:
-        # "before-send.<service>.<Operation>" (the service as botocore's event names spell it)
+    def _before_send(self, event_name: str = "", service: str | None = None, **_kwargs) -> None:
+        # "before-send.<service>.<Operation>" (the service as botocore's event names spell it: route-53)
         _, _, rest = event_name.partition(".")
-        service, _, operation = rest.partition(".")
+        named, _, operation = rest.partition(".")
+        service = service or named
         now = self.clock()
         with self._lock:
             self.calls[(service, operation)] += 1

@@ -34,6 +34,7 @@ from gameday.config import GamedayConfig, split_host_port
 from gameday.events import EventLog
 
 log = logging.getLogger("gameday.aws")
+STATUS_MAX_AGE_S = 1.0       # how stale a status() reading may be (each is a dozen API calls)
 STATE_NAME = "aws.json"           # RUN_DIR/env/aws.json: what `gameday rollback` needs to come back
 LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 
@@ -72,6 +73,7 @@ class RunAborted(guardrails.FaultError):
 class AwsEnvironment(Environment):
     kind = "aws"
     fault_drivers = AWS_FAULT_DRIVERS
+    min_poll_interval_s = 0.5    # waits that call an AWS API per poll poll no faster (assertions/failover._poll)
 
     def __init__(self, config: GamedayConfig, run_dir: Path | None = None, *, session=None,
                  client_config: Config | None = None):
@@ -95,6 +97,7 @@ class AwsEnvironment(Environment):
         self._watchers: list[guardrails.StopConditionWatcher] = []
         self._signals = None   # signals.SignalPollers once follow_signals() ran
         self._stack_profile = None   # the aws profile with the stack's own settings, once started
+        self._status_cache: tuple[float, dict] | None = None
         self.profile_read_from: dict[str, str] = {}
         self.record_health_check_ids: dict[str, str] = {}
         self.started_at: float | None = None
@@ -369,6 +372,18 @@ class AwsEnvironment(Environment):
 
     # -- observation ------------------------------------------------------------------------------------------
     def status(self) -> dict:
+        """status_now(), at most STATUS_MAX_AGE_S old: scenario waits poll status() every 0.1 s, and
+        on a real account each reading is a dozen API calls (ECS, ELBv2, CloudWatch per region)."""
+        with self._lock:
+            cached = self._status_cache
+        if cached is not None and time.monotonic() - cached[0] < STATUS_MAX_AGE_S:
+            return cached[1]
+        out = self.status_now()
+        with self._lock:
+            self._status_cache = (time.monotonic(), out)
+        return out
+
+    def status_now(self) -> dict:
         """The local environment's status keys where the stack has them: alarms, ecs (tasks with
         their AZ and state), load_balancers (healthy targets), dns, signals, the Route 53 budget."""
         from gameday.environments.aws.observe import ecs_status, load_balancer_status
