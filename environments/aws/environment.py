@@ -158,6 +158,7 @@ class AwsEnvironment(Environment):
         return {"env": "aws", "kind": "aws", "pid": None, "control_url": None, "account": self.account_id,
                 "service_name": cfg.aws.record_name or cfg.service.name, "record_name": self.record_name,
                 "hosted_zone_id": cfg.aws.hosted_zone_id, "run_dir": str(self.run_dir) if self.run_dir else None,
+                "table": self.table,   # aws.table, else dynamodb.table: what read_replicas scans
                 # what the record holds for a region: its configured addresses (a plain A record needs
                 # IPs), else the load balancer's DNS name (an alias target)
                 "regions": {r: {"lb_url": self._lb_url(r),
