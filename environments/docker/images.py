@@ -170,7 +170,7 @@ def _closure(names: tuple[str, ...]) -> list[metadata.Distribution]:
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            raise ImageBuildError(f"the service image needs the Python package {name!r}, not installed here") from None
+            raise ImageBuildError(f"the image needs the Python package {name!r}, not installed here") from None
         seen[key] = dist
         for req in dist.requires or []:
             r = Requirement(req)
@@ -195,25 +195,28 @@ def _write_context(ctx: Path, base: str) -> None:
         dest = ctx / p.relative_to(SUT_DIR.parent)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, dest)
-    site = ctx / "site-packages"
     for dist in _closure(SERVICE_DEPENDENCIES):
-        for f in dist.files or []:
-            if f.parts[0] == ".." or "__pycache__" in f.parts:
-                continue  # scripts outside site-packages; caches are rebuilt for the image's python
-            if f.suffix in (".so", ".pyd"):
-                raise ImageBuildError(f"{dist.metadata['Name']} is not pure Python ({f}): it cannot be copied into "
-                                      f"the image; use your own image (docs/docker.md)")
-            src = Path(dist.locate_file(f))
-            if src.is_file():
-                dest = site / f
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dest)
+        copy_distribution(dist, ctx / "site-packages")
+
+
+def copy_distribution(dist: metadata.Distribution, site: Path, compiled_ok: bool = False) -> None:
+    """The installed files of `dist` into `site` (a site-packages directory of the build context).
+    Compiled modules only when the caller checked the image's python can load them (compiled_ok)."""
+    for f in dist.files or []:
+        if f.parts[0] == ".." or "__pycache__" in f.parts:
+            continue  # scripts outside site-packages; caches are rebuilt for the image's python
+        if f.suffix in (".so", ".pyd") and not compiled_ok:
+            raise ImageBuildError(f"{dist.metadata['Name']} is not pure Python ({f}): it cannot be copied into "
+                                  f"the image; use your own image (docs/docker.md)")
+        src = Path(dist.locate_file(f))
+        if src.is_file():
+            dest = site / f
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
 
 
 def ensure_service_image(client, progress=lambda m: None) -> str:
     """The reference service's image tag, built (base image first) if this daemon lacks it."""
-    import docker.errors
-
     base = ensure_base_image(client, progress)
     tag = service_tag(base)
     if _image_exists(client, tag):
@@ -222,16 +225,23 @@ def ensure_service_image(client, progress=lambda m: None) -> str:
     progress(f"building service image {tag} from sut/")
     with tempfile.TemporaryDirectory(prefix="gameday-build-") as tmp:
         _write_context(Path(tmp), base)
-        try:
-            # classic builder, no network: FROM names a local image, so nothing is pulled
-            client.images.build(path=tmp, tag=tag, rm=True, forcerm=True, network_mode="none",
-                                labels=LABELS, pull=False)
-        except docker.errors.BuildError as e:
-            lines = [c.get("stream", c.get("error", "")) for c in e.build_log]
-            raise ImageBuildError(f"building {tag} failed: {e.msg}; last build output: {''.join(lines)[-800:]}") from None
+        build_offline(client, tmp, tag)
     progress(f"service image {tag} built in {time.monotonic() - t0:.1f}s")
     _remove_older(client, SERVICE_REPO, keep=tag)
     return tag
+
+
+def build_offline(client, context_dir: str, tag: str) -> None:
+    """Build `tag` from a context directory the harness wrote, with the classic builder and no
+    network: FROM names a local image, so nothing is pulled."""
+    import docker.errors
+
+    try:
+        client.images.build(path=context_dir, tag=tag, rm=True, forcerm=True, network_mode="none",
+                            labels=LABELS, pull=False)
+    except docker.errors.BuildError as e:
+        lines = [c.get("stream", c.get("error", "")) for c in e.build_log]
+        raise ImageBuildError(f"building {tag} failed: {e.msg}; last build output: {''.join(lines)[-800:]}") from None
 
 
 def _remove_older(client, repo: str, keep: str) -> None:
