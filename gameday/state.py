@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 DEFAULT_STATE = Path(".gameday") / "local.json"
@@ -18,11 +19,22 @@ def state_path(path: str | Path | None = None) -> Path:
     return Path(path or os.environ.get("GAMEDAY_STATE") or DEFAULT_STATE)
 
 
+def pid_namespace() -> str:
+    """Which process namespace a pid belongs to (host + /proc's pid namespace id): a pid written in
+    one (`gameday up` on a host) means nothing in another (a Locust master in a container or pod)."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ns = "?"
+    return f"{socket.gethostname()}/{ns}"
+
+
 def write_state(endpoints: dict, path: str | Path | None = None) -> Path:
     p = state_path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(endpoints, indent=2))
+    data = {**endpoints, "pid_namespace": pid_namespace()} if endpoints.get("pid") else endpoints
+    tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, p)
     return p
 
@@ -36,7 +48,8 @@ def read_state(path: str | Path | None = None) -> dict:
     except json.JSONDecodeError as e:
         raise NoEnvironment(f"{p} is not valid JSON ({e}); remove it and run `gameday up`") from None
     pid = data.get("pid")
-    if pid:
+    # the liveness check only where the pid means something: the namespace that wrote it
+    if pid and data.get("pid_namespace", pid_namespace()) == pid_namespace():
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -118,3 +118,18 @@ def test_a_capability_aws_has_is_not_refused():
     cfg = GamedayConfig.model_validate({"aws": {"allowed_account_ids": ["123456789012"],
                                                 "fis_role_arn": "arn:aws:iam::123456789012:role/fis"}})
     AwsEnvironment(cfg).require("pause_replication")
+
+
+def test_a_state_file_from_another_pid_namespace_is_not_judged_by_its_pid(tmp_path):
+    """A Locust master in a container reads the state file `gameday up` wrote on the host: the
+    pid means nothing there; on the writer's own host a dead pid still says the environment is gone."""
+    import json
+
+    from gameday import state
+
+    p = state.write_state({"env": "local", "pid": 2 ** 22 + 7}, tmp_path / "s.json")   # no such process
+    with pytest.raises(state.NoEnvironment, match="is not running"):
+        state.read_state(p)
+    data = json.loads(p.read_text())
+    p.write_text(json.dumps({**data, "pid_namespace": "another-host/pid:[1]"}))
+    assert state.read_state(p)["env"] == "local"
