@@ -144,7 +144,24 @@ def scenario_summary(s: Scenario, recheck: RunRecheck, warnings: list[str]) -> d
             "rolled_back_at": iso(parse_time(f["rolled_back_at"], "")) if f.get("rolled_back_at") is not None else None,
         })
     checks = [{"name": c["name"], "valid": c["valid"], "detail": str(c.get("detail") or "")} for c in rc.checks]
-    return {"name": s.name, "outcome": rc.outcome, "faults": faults, "metrics": metrics, "checks": checks}
+    out = {"name": s.name, "outcome": rc.outcome, "faults": faults, "metrics": metrics, "checks": checks}
+    history = streamed_history(s.dir)
+    if history is not None:
+        out["history"] = history
+    return out
+
+
+def streamed_history(scenario_dir) -> dict | None:
+    """Workers that streamed their history to the master (docs/scaling.md): whether it is complete,
+    and per worker the entries missing and its clock offset; None when no worker streamed."""
+    from gameday.loadgen.history_stream import read_completeness
+
+    comp = read_completeness(scenario_dir)
+    if not comp:
+        return None
+    keep = ("entries_received", "missing", "complete", "estimated", "clock_offset_s", "offset_uncertainty_s")
+    return {"complete": bool(comp.get("complete")),
+            "workers": {w: {k: a.get(k) for k in keep} for w, a in (comp.get("workers") or {}).items()}}
 
 
 def build_summary(run: Run, recheck: RunRecheck, **meta: Any) -> dict:

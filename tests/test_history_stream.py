@@ -248,3 +248,19 @@ def test_completeness_readers(tmp_path):
          "workers": {"w1": {"complete": True, "missing": 0}, "w2": {"complete": False, "missing": 5}}}))
     c = hs.read_completeness(tmp_path)
     assert hs.history_gaps(c) == {"w2": 5} and hs.max_uncertainty(c) == 0.004
+
+
+def test_the_summary_says_which_worker_lost_entries(tmp_path):
+    """summary.json's scenario `history` block: what history_completeness.json says, per worker."""
+    import json
+
+    from gameday.reports.summary import streamed_history
+
+    assert streamed_history(tmp_path) is None                      # nothing streamed: no block
+    (tmp_path / "history_completeness.json").write_text(json.dumps({"complete": False, "workers": {
+        "w0": {"entries_received": 240, "missing": 0, "complete": True, "clock_offset_s": 0.0001},
+        "w1": {"entries_received": 80, "missing": 6, "complete": False, "estimated": True}}}))
+    h = streamed_history(tmp_path)
+    assert h["complete"] is False
+    assert h["workers"]["w1"]["missing"] == 6 and h["workers"]["w1"]["complete"] is False
+    assert h["workers"]["w0"]["clock_offset_s"] == 0.0001
