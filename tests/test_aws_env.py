@@ -271,9 +271,12 @@ def test_seed_stack_passes_preflight(pristine, tmp_path):
     assert json.loads((tmp_path / "env" / "aws.json").read_text())["account"] == ACCOUNT
     ep = env.endpoints
     assert ep["regions"]["us-west-2"] == {"lb_url": f"http://{pristine['regions']['us-west-2']['lb']['DNSName']}",
-                                          "lb_address": ADDRESSES["us-west-2"]}
+                                          "lb_address": ADDRESSES["us-west-2"], "addresses": [ADDRESSES["us-west-2"]]}
+    assert ep["env"] == "aws" and ep["table"] == "gameday-items"   # the keys the load and read_replicas read
     assert ep["alarm_names"]["us-east-1"]["healthy-hosts"] == "gameday-healthy-hosts-us-east-1"
-    assert ep["record_name"] == "api.gameday.test." and ep["profile"]["period_s"] == 1
+    # the profile is the stack's own (its alarms' Period is 60 s), not the config's 1 s
+    assert ep["record_name"] == "api.gameday.test." and ep["profile"]["period_s"] == 60
+    assert ep["profile"]["read_from"]["period_s"] == "DescribeAlarms"
     print(f"\naccount check + discovery + preflight against moto: {took:.3f}s")
 
 
@@ -763,7 +766,10 @@ def test_api_faults_fis_cannot_do_are_refused_before_the_journal(pristine, tmp_p
     env = make_env(cfg, tmp_path).start()
     assert "api_fault" in env.capabilities
     n = Nemesis(env, tmp_path / "journal.jsonl", handle_signals=False)
-    with pytest.raises(FaultError, match="FIS can fail only EC2 API calls"):
+    from gameday.environments.base import CapabilityMissing
+
+    # not a fault of the scenario: AWS has no way to do it, so a scenario needing it is skipped
+    with pytest.raises(CapabilityMissing, match="cannot fail route53 API calls: FIS's .* fail EC2 calls only"):
         n.inject(api_fault("route53", "us-east-1", effect="throttle", operation="ChangeResourceRecordSets"))
     with pytest.raises(FaultError, match="no 'latency' API fault"):
         n.inject(api_fault("ec2", "us-east-1", effect="latency", latency_s=1, operation="DescribeInstances"))

@@ -397,8 +397,9 @@ class AwsEnvironment(Environment):
                                 for a in (cw.describe_alarms(AlarmNames=t.alarms)["MetricAlarms"] if t.alarms else [])}
             if t.cluster and t.service:
                 out["ecs"][r] = ecs_status(self, t)
-            if t.load_balancer_arn:
-                out["load_balancers"][r] = load_balancer_status(self, t)
+            lb = load_balancer_status(self, t) if t.load_balancer_arn else None
+            if lb is not None:
+                out["load_balancers"][r] = lb
         try:
             out["dns"] = {"answers": {self.record_name: self.resolver(honour_ttl=False).lookup(self.record_name).addresses}}
         except Exception as e:  # noqa: BLE001 - status shows what it can

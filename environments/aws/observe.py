@@ -6,6 +6,8 @@ service's tasks (ECS ListTasks + DescribeTasks) and its targets' health at the l
 
 from __future__ import annotations
 
+from botocore.exceptions import ClientError
+
 from gameday.environments.aws.discovery import AZ_TAG, RegionTargets
 
 
@@ -43,14 +45,24 @@ def target_groups(env, t: RegionTargets) -> list[str]:
     if not t.load_balancer_arn:
         return []
     elb = env.observer("elbv2", t.region)
-    return [g["TargetGroupArn"] for g in elb.describe_target_groups(LoadBalancerArn=t.load_balancer_arn)["TargetGroups"]]
+    try:
+        groups = elb.describe_target_groups(LoadBalancerArn=t.load_balancer_arn)["TargetGroups"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("TargetGroupNotFound", "TargetGroupNotFoundException"):
+            return []    # a load balancer without target groups (moto says so with an error)
+        raise
+    return [g["TargetGroupArn"] for g in groups]
 
 
-def load_balancer_status(env, t: RegionTargets) -> dict:
-    """{"url", "healthy", "targets": [{"target", "port", "az", "state", "reason"}]} from DescribeTargetHealth."""
+def load_balancer_status(env, t: RegionTargets) -> dict | None:
+    """{"url", "healthy", "targets": [{"target", "port", "az", "state", "reason"}]} from DescribeTargetHealth;
+    None when the load balancer has no target group (nothing to say about the service's health there)."""
     elb = env.observer("elbv2", t.region)
     targets = []
-    for arn in target_groups(env, t):
+    groups = target_groups(env, t)
+    if not groups:
+        return None
+    for arn in groups:
         for d in elb.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]:
             h = d.get("TargetHealth", {})
             targets.append({"target": d["Target"]["Id"], "port": d["Target"].get("Port"),
