@@ -47,7 +47,7 @@ def stack():
         s.stop()
         MEASURED["the NACL hook's own cost (re-read + verdict), last call"] = [hook_ms]
         for what, ms in MEASURED.items():
-            print(f"\n{what}: {', '.join(f'{x:.0f}' for x in ms)} ms")
+            print(f"\n{what}: {', '.join('n/a' if x is None else f'{x:.0f}' for x in ms)} ms")
 
 
 def customer(stack, service: str):

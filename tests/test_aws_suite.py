@@ -148,3 +148,42 @@ def test_failover_routing_and_a_guardrail_cap_on_the_stand_in_account(tmp_path):
     r2 = results(run_dir2)["region_blackhole_fails_over"]
     assert rc2 == 0 and r2["outcome"] == "skipped", f"{r2['outcome']}: {r2['message']}\n{out2[-3000:]}"
     assert "guardrail max_rps" in r2["message"] and "the cap is 5" in r2["message"], r2["message"]
+
+
+def test_ecs_task_events_come_from_describe_tasks(tmp_path):
+    """The `ecs` source (environments/aws/signals_ecs.py): a task stopped with StopTask is told as
+    task_stopped with ECS's stoppedAt and reason, its replacement as task_running; the tasks that
+    ran before the environment started are not told (twin: they exist and are RUNNING)."""
+    import time
+
+    import boto3
+
+    from gameday.assertions.eventually import eventually as wait
+    from gameday.aws import LOCAL_CREDENTIALS
+    from gameday.config import load_config
+    from gameday.environments.aws import AwsEnvironment
+
+    with stand_in_account(tmp_path) as aws_cfg:
+        env = AwsEnvironment(load_config(aws_cfg), tmp_path / "run").start(preflight=False).follow_signals()
+        try:
+            t = env.targets["us-east-1"]
+            ecs = boto3.client("ecs", region_name="us-east-1", endpoint_url=env.config.aws.endpoint_url,
+                               **LOCAL_CREDENTIALS)
+            before = ecs.list_tasks(cluster=t.cluster, desiredStatus="RUNNING")["taskArns"]
+            assert len(before) >= 2
+            victim, stopped_wall = before[0], time.time()
+            ecs.stop_task(cluster=t.cluster, task=victim, reason="gameday test: stop one")
+
+            def told():
+                evs = [e for e in env.events(kind="ecs") if e.get("region") == "us-east-1"]
+                stop = [e for e in evs if e["action"] == "task_stopped" and e["task"] == victim.rsplit("/", 1)[-1]]
+                assert stop and stop[0]["reason"] == "gameday test: stop one", evs
+                assert stop[0]["source"] == "ecs:DescribeTasks" and stop[0]["time"] >= stopped_wall - 1.0
+                ran = [e for e in evs if e["action"] == "task_running"]
+                assert ran and all(e["task"] not in {a.rsplit("/", 1)[-1] for a in before} for e in ran), evs
+                return evs
+
+            wait(told, deadline_s=env.profile.task_provisioning_s + 4 * env.profile.period_s,
+                 what="ecs events from DescribeTasks", interval_s=0.2)
+        finally:
+            env.stop()

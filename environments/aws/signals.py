@@ -25,6 +25,7 @@ from typing import Callable, Protocol
 
 from gameday.environments.aws import signals_cloudwatch
 from gameday.environments.aws import signals_dns
+from gameday.environments.aws import signals_ecs
 from gameday.environments.aws import signals_lambda
 from gameday.environments.aws import signals_route53_health
 
@@ -46,6 +47,7 @@ SIGNAL_SOURCES: list[Callable[[object], SignalSource | None]] = [
     signals_dns.make,                          # dns_change: the zone's name servers' answers (DNS, no API budget)
     signals_lambda.make,                       # lambda_invocation: the function's CloudWatch Logs (FilterLogEvents)
     signals_route53_health.make,               # route53_health: GetHealthCheckStatus (inside the Route 53 budget)
+    signals_ecs.make,                          # ecs task_running / task_stopped: ListTasks + DescribeTasks
 ]
 
 

@@ -12,6 +12,8 @@ describes three times looks stopped while it serves). Corrected here:
   container that exited EssentialContainerExited, a task that never started TaskFailedToStart,
   anything else a user's StopTask, UserInitiated), `stoppingAt`, `stoppedAt`,
   `executionStoppedAt`, and its containers STOPPED;
+- every task has `createdAt` and `startedAt`, which moto leaves out: both the time RunTask recorded
+  it (the local scheduler's launch; its provisioning delay is not in startedAt);
 - every task has `availabilityZone`: the "gameday:availability-zone" tag the local scheduler
   puts on run_task (the AZ whose subnet it placed the task in), else its awsvpc subnet's AZ.
 
@@ -78,6 +80,18 @@ def _patch_task(models) -> None:
 
     Task.availability_zone = property(availability_zone)
     Task.advance = lambda self: None     # see the module doc: only a stop moves lastStatus
+    init = Task.__init__
+
+    def init_with_times(self, *args, **kwargs):
+        from moto.core.utils import utcnow
+
+        init(self, *args, **kwargs)
+        # AWS's DescribeTasks gives every task createdAt, and startedAt once it runs; the local
+        # scheduler calls RunTask as it launches the task, so both are that time here: the
+        # provisioning time before the process serves (profile.task_provisioning_s) is not in it
+        self.created_at = self.started_at = utcnow()
+
+    Task.__init__ = init_with_times
 
 
 def _patch_stop_task(models) -> None:
