@@ -586,7 +586,7 @@ def scenario_card(run: Run, s: Scenario, sm: dict, rc, profile: dict, idx: int) 
             "took_s": s.finished - s.started if s.started is not None and s.finished is not None else None,
             "message": s.result.get("message"), "faults": faults, "chart": chart,
             "metrics": metric_boxes(sm, s.result.get("budgets") or {}, profile, max_lag),
-            "checks": check_rows(rc.checks), "not_rechecked": rc.not_rechecked,
+            "checks": check_rows(rc.checks), "not_rechecked": rc.not_rechecked, "history": sm.get("history"),
             "files": [_link(run, p, p.name) for p in first + [p for p in files if p not in first]]}
 
 

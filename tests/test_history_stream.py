@@ -264,3 +264,22 @@ def test_the_summary_says_which_worker_lost_entries(tmp_path):
     assert h["complete"] is False
     assert h["workers"]["w1"]["missing"] == 6 and h["workers"]["w1"]["complete"] is False
     assert h["workers"]["w0"]["clock_offset_s"] == 0.0001
+
+
+def test_the_report_shows_each_workers_offset_and_missing_entries():
+    """scenario.html.j2's workers table, from the summary's history block (rendered with the report's
+    own templates; a scenario without streamed workers shows no table)."""
+    from gameday.reports.html import _TEMPLATES
+
+    tpl = _TEMPLATES.get_template("scenario.html.j2")
+    base = {"idx": 0, "name": "s", "outcome": "passed", "recorded_outcome": "passed", "started": None,
+            "finished": None, "took_s": None, "message": None, "metrics": [], "faults": [], "chart": None,
+            "checks": [], "not_rechecked": None, "files": [], "m": {}}
+    history = {"complete": False, "workers": {
+        "w0": {"entries_received": 240, "missing": 0, "complete": True, "clock_offset_s": 5.000062,
+               "offset_uncertainty_s": 0.0003},
+        "w1": {"entries_received": 80, "missing": 6, "complete": False, "estimated": True,
+               "clock_offset_s": None, "offset_uncertainty_s": None}}}
+    html = tpl.render(c={**base, "history": history})
+    assert "+5.0001 s" in html and "0.0003 s" in html and "6 (estimated)" in html
+    assert "load workers" not in tpl.render(c={**base, "history": None})
