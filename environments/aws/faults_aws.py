@@ -37,16 +37,9 @@ class Driver(FaultDriver):
 
 # -- ECS ----------------------------------------------------------------------------------------------
 
-def _running_tasks(env, t) -> list[dict]:
-    return service_tasks(env, t)
-
-
-_task_az = task_az
-
-
 class StopTasksDriver(Driver):
     def _victims(self) -> tuple[list[str], int]:
-        tasks = _running_tasks(self.env, self.targets)
+        tasks = service_tasks(self.env, self.targets)
         arns = [x["taskArn"] for x in tasks]
         if not arns:
             raise FaultError(f"stop_tasks: no running tasks of the service in {self.fault.region}")
@@ -76,8 +69,8 @@ class LoseAzDriver(Driver):
 
     def _in_az(self) -> tuple[list[str], list[str]]:
         t = self.targets
-        tasks = _running_tasks(self.env, t)
-        victims = [x["taskArn"] for x in tasks if _task_az(x) == self.fault.az]
+        tasks = service_tasks(self.env, t)
+        victims = [x["taskArn"] for x in tasks if task_az(x) == self.fault.az]
         subnets = self.env.observer("ec2", t.region).describe_subnets(SubnetIds=t.service_subnets)["Subnets"] \
             if t.service_subnets else []
         keep = [s["SubnetId"] for s in subnets if s["AvailabilityZone"] != self.fault.az]

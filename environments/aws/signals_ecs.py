@@ -13,20 +13,14 @@ alarm period, at least 1 s (ListTasks/DescribeTasks are throttled at 20 per seco
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from gameday.environments.aws.observe import task_az
-from gameday.environments.aws.signals_cloudwatch import interval_for, started_at
+from gameday.environments.aws.signals_cloudwatch import _epoch as aws_epoch, interval_for, started_at
 
 API = "ecs:DescribeTasks"
 
 
 def _epoch(t) -> float | None:
-    if t is None:
-        return None
-    if isinstance(t, datetime):
-        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
-    return float(t)
+    return None if t is None else aws_epoch(t)
 
 
 class EcsTaskSource:

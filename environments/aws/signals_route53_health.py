@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timezone
+
+from gameday.environments.aws.signals_cloudwatch import _epoch
 
 log = logging.getLogger("gameday.aws.signals")
 
@@ -28,12 +29,6 @@ API = "route53:GetHealthCheckStatus"
 HEALTHY_FRACTION = 0.18      # Route 53: healthy when MORE than 18% of the checkers say so
 BUDGET_SHARE = 0.75          # of the harness's Route 53 budget, at most, for this source
 MIN_INTERVAL_S = 0.5
-
-
-def _epoch(t) -> float:
-    if isinstance(t, datetime):
-        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
-    return float(t)
 
 
 def verdict(observations: list[dict]) -> tuple[bool | None, float | None, str | None]:
