@@ -25,6 +25,7 @@ anything, only detect (and skip, or fail in strict mode).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import pytest
+from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
 from tests.scheduling import group_and_order
 
@@ -47,6 +49,11 @@ DOCKERD_START_S = 60.0          # dockerd answers in a few seconds; its first st
 DOCKERD_STOP_S = 30.0           # it stops what containers are left first (10 s grace each, in parallel)
 APT_TIMEOUT_S = 1800.0          # chromium + docker.io from a slow mirror; a hang must still end
 APT_LOCK_WAIT_S = 600           # another apt-get (another session's provisioning) holds the lock meanwhile
+APT_LOCK_RETRY_S = 2.0          # `apt-get update` does not wait for the lists lock itself: it is retried
+# one provisioning at a time on this machine, whichever pytest session (or xdist worker) asks: a second
+# one waits, then finds the parts the first installed (seen in a fresh-clone run: three `apt-get update`
+# at once, two of them refused the lists lock, and every test needing a part failed)
+PROVISION_LOCK = Path("/tmp/gameday-parts-provision.lock")
 
 
 def strict() -> bool:
@@ -220,6 +227,10 @@ class SessionParts:
         if not todo:
             return
         why_not = self._why_not_provide()
+        with _machine_lock() if why_not is None else nullcontext():
+            self._provide(todo, why_not)
+
+    def _provide(self, todo: list[str], why_not: str | None) -> None:
         if why_not is None and "docker" in todo:
             self._start_dockerd()
         missing = self._check(todo)
@@ -264,11 +275,7 @@ class SessionParts:
             with open(log, "ab") as out:
                 out.write(f"\n$ {' '.join(argv)}\n".encode())
                 out.flush()
-                try:
-                    rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                        env=env, timeout=APT_TIMEOUT_S).returncode
-                except subprocess.TimeoutExpired:
-                    rc = f"timed out after {APT_TIMEOUT_S:.0f} s"
+                rc = _run_apt(argv, out, env, log)
             took = time.monotonic() - t0
             what = " ".join(a for a in argv if a not in lock)
             if rc != 0:
@@ -349,6 +356,46 @@ class SessionParts:
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled() if capture else nullcontext():
             reporter.write_line(f"[required parts] {message}")
+
+
+class _machine_lock:
+    """An exclusive lock on this machine's part provisioning (flock: released if the holder dies)."""
+
+    def __enter__(self):
+        self._f = open(PROVISION_LOCK, "a")
+        fcntl.flock(self._f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self._f, fcntl.LOCK_UN)
+        self._f.close()
+
+
+def _run_apt(argv: list[str], out, env: dict, log: Path) -> int | str:
+    """Run one apt-get step; while another apt-get (not ours: e.g. the machine's own daily update at
+    boot) holds apt's lock, wait for it and try again, up to APT_LOCK_WAIT_S. `DPkg::Lock::Timeout`
+    covers dpkg's lock only: `apt-get update` is refused the lists lock at once."""
+    locked = "apt's lock is held by another process"
+
+    @retry(stop=stop_after_delay(APT_LOCK_WAIT_S), wait=wait_fixed(APT_LOCK_RETRY_S),
+           retry=retry_if_result(lambda r: r == locked), retry_error_callback=lambda state: 100)
+    def attempt() -> int | str:
+        start = log.stat().st_size if log.exists() else 0
+        try:
+            rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env=env, timeout=APT_TIMEOUT_S).returncode
+        except subprocess.TimeoutExpired:
+            return f"timed out after {APT_TIMEOUT_S:.0f} s"
+        out.flush()
+        with open(log, "rb") as f:
+            f.seek(start)
+            if rc != 0 and "Could not get lock" in f.read().decode(errors="replace"):
+                out.write(f"({locked}: again in {APT_LOCK_RETRY_S:.0f} s)\n".encode())
+                out.flush()
+                return locked
+        return rc
+
+    return attempt()
 
 
 def _dockerd_preexec() -> None:   # runs in the child between fork and exec

@@ -33,7 +33,7 @@ from dnslib import QTYPE, RCODE
 
 from gameday.clock import FakeClock
 from gameday.environments.local.route53_model import (MULTIVALUE_MAX, ChangeBatch, HealthCheckModel, RecordSet,
-                                                      Zone, ZoneCopy, eligible, pick)
+                                                      Zone, ZoneCopy, always_healthy, eligible, pick)
 
 
 def rs(ident: str, ip: str | None = None, hc: bool = True, **kw) -> RecordSet:
@@ -226,6 +226,25 @@ def test_zone_copy_reports_how_long_it_was_failing_and_keeps_the_zone_object_whe
     assert copy.zone is zone  # same items: the query path keeps its zone
     with pytest.raises(ValueError, match="apex"):
         ZoneCopy().refreshed(a_item("127.0.1.1"), 0.0)
+
+
+def test_queries_are_answered_from_the_published_zone_only():
+    """A zone read but not yet published is not served: what a client gets is what status() and
+    the timeline already hold (answering from the read zone let a client see a record status()
+    lacked, in CI under load)."""
+    copy = ZoneCopy()
+    copy.refreshed(a_item("127.0.1.1"), 100.0, apex="gameday.test.")
+    assert copy.served is None  # read, not published: the server answers nothing yet
+    copy.publish(always_healthy, 100.0)
+    first = copy.served
+    assert first is copy.zone and copy.views
+    copy.refreshed(a_item("127.0.2.1"), 101.0)
+    assert copy.served is first and copy.zone is not first  # the new read waits for its publish
+    [(kind, fields)] = copy.publish(always_healthy, 101.0)
+    assert kind == "dns_change" and fields["new"] == ["127.0.2.1"]
+    assert copy.served is copy.zone
+    served = copy.served.query(fields["name"], "A", always_healthy, random.Random(0))
+    assert [str(rr.rdata) for rr in served[1]] == copy.views[fields["name"]]
 
 
 def test_health_moves_the_published_answer_without_a_zone_change():

@@ -61,7 +61,10 @@ class _ZoneResolver(BaseResolver):
         owner = self.owner
         owner._count_query()
         reply = request.reply(ra=0, aa=1)  # authoritative, no recursion (as Route 53's name servers)
-        zone = owner._copy.zone  # swapped whole on refresh: no lock on the query path
+        # the published zone, swapped whole with the answers status() shows: no lock on the query path.
+        # (Answering from the zone as read, before it was published, let a client get an answer that
+        # status() and the timeline did not hold yet: seen in CI under load.)
+        zone = owner._copy.served
         try:
             qname = str(request.q.qname).lower()
             if zone is None or not zone.contains(qname):

@@ -319,7 +319,9 @@ class ZoneCopy:
     follows), and `refreshed` + `publish`, the periodic read (changes made without a caller the
     adapter sees, and answers that move with health)."""
 
-    zone: Zone | None = None
+    zone: Zone | None = None           # the zone as last read
+    served: Zone | None = None         # the zone queries are answered from: the last one published,
+    # swapped in with `views`, so an answer a client gets is always one status() and the timeline show
     raw: list[dict] | None = None
     last_ok: float | None = None       # `now` of the last successful refresh
     failures: int = 0                  # consecutive failed refreshes
@@ -368,6 +370,7 @@ class ZoneCopy:
         source = "change" if batch is not None else "poll" if self.zone_moved else "health"
         self.zone_moved = False
         if views == self.views:
+            self.served = self.zone
             return []
         events = []
         for name in sorted(views.keys() | self.views.keys()):
@@ -381,7 +384,9 @@ class ZoneCopy:
             if now is not None:
                 self.since[name] = now
             events.append(("dns_change", fields))
+        # views first: a query answered from the new zone finds its answer already in status()
         self.views = views
+        self.served = self.zone
         return events
 
 
