@@ -34,6 +34,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 from gameday.environments.aws import (AccountRefused, AwsConfigError, AwsEnvironment, GuardrailViolation, PreflightFailed,
                               RunAborted)
 from gameday.environments.aws.discovery import AZ_TAG, ORIGINAL_SUBNETS_TAG
+from gameday.environments.aws import guardrails
 from gameday.environments.aws.plan import scenario_catalogue
 from gameday.environments.local.moto_region import MotoServer
 from gameday.faults import (FaultError, Nemesis, api_fault, block_region, lambda_fault, lose_az, pause_replication,
@@ -526,15 +527,18 @@ def test_stop_condition_alarm_aborts_and_rolls_back(stack, tmp_path):
         def rolled_back():
             assert aborted and not n.active() and acl_entries() == before
 
-        # one poll per profile period (1 s here), plus the rollback's few calls
-        eventually(rolled_back, deadline_s=3 * env.profile.period_s + 5, what="abort")
+        # one poll per profile period (the stack's alarms: 60 s) but at most 5 s apart, plus the
+        # rollback's few calls; a watcher reading once a period would miss this deadline
+        poll_s = guardrails.stop_condition_interval_s(env.profile)
+        assert watcher.interval_s == poll_s == min(env.profile.period_s, 5.0)
+        eventually(rolled_back, deadline_s=2 * poll_s + 5, what="abort")
         took = time.monotonic() - t0
         assert "gameday-stop (us-east-1) is in ALARM: error budget burned" in aborted[0]
         assert watcher.status()["tripped"] and env.events(kind="guardrail")[-1]["action"] == "stop_condition"
         with pytest.raises(RunAborted):
             n.inject(block_region("us-east-1"))
         assert acl_entries() == before
-        print(f"\nstop-condition ALARM -> everything rolled back: {took:.2f}s (poll period {env.profile.period_s}s)")
+        print(f"\nstop-condition ALARM -> everything rolled back: {took:.2f}s (poll every {poll_s}s)")
     finally:
         env.stop()
         n.close(raise_on_failure=False)

@@ -302,7 +302,8 @@ class AwsEnvironment(Environment):
 
     # -- stop conditions ----------------------------------------------------------------------------------
     def guard(self, nemesis, on_abort=None, interval_s: float | None = None) -> guardrails.StopConditionWatcher:
-        """Watch the stop-condition alarms every profile period; the first ALARM rolls back every
+        """Watch the stop-condition alarms (every profile period, at most STOP_CONDITION_POLL_MAX_S apart);
+        the first ALARM rolls back every
         fault of `nemesis` at once, refuses further faults, then calls on_abort(reason)."""
 
         def abort(reason: str) -> None:
@@ -314,7 +315,7 @@ class AwsEnvironment(Environment):
                 if on_abort is not None:
                     on_abort(reason)
 
-        w = guardrails.StopConditionWatcher(self, abort, interval_s or float(self.profile.period_s)).start()
+        w = guardrails.StopConditionWatcher(self, abort, interval_s or guardrails.stop_condition_interval_s(self.profile)).start()
         self._watchers.append(w)
         return w
 

@@ -127,6 +127,17 @@ def check_rps(env, rps: float, what: str) -> None:
 
 # -- stop conditions ----------------------------------------------------------------------------------
 
+# A stop condition is a safety brake: an alarm a team sets to ALARM by hand, or one whose own period is
+# shorter than the service's, must stop the faults within seconds, not a 60 s period later. One
+# DescribeAlarms per region every 5 s is far inside CloudWatch's API limits.
+STOP_CONDITION_POLL_MAX_S = 5.0
+
+
+def stop_condition_interval_s(profile) -> float:
+    """How often the stop-condition alarms are read: every profile period, at most STOP_CONDITION_POLL_MAX_S."""
+    return min(float(profile.period_s), STOP_CONDITION_POLL_MAX_S)
+
+
 class StopConditionWatcher:
     """Polls the stop-condition alarms every `interval_s`; the first one seen in ALARM calls
     `on_alarm(reason)` once (from this thread) and the watcher stops. Component contract:
