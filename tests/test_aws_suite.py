@@ -22,7 +22,7 @@ import pytest
 
 from gameday import procs
 from gameday.assertions.eventually import eventually
-from tests.support import LIGHT_LOAD
+from tests.support import LIGHT_LOAD, VERDICT_LOAD
 
 REPO = Path(__file__).resolve().parents[1]
 START_DEADLINE_S = 90.0     # environments/local's START_TIMEOUT_S: moto, provisioning, tasks
@@ -39,10 +39,12 @@ AWS_SOURCES = {"alarm": "cloudwatch:DescribeAlarmHistory", "lambda_invocation": 
 
 
 @contextlib.contextmanager
-def stand_in_account(tmp: Path, *up_args: str, config: str = ""):
-    """`gameday up --aws-config`: yields the written config's path while the account runs."""
+def stand_in_account(tmp: Path, *up_args: str, config: str = "", load: str = LIGHT_LOAD):
+    """`gameday up --aws-config`: yields the written config's path while the account runs. `load`:
+    tests/support.py's LIGHT_LOAD (the whole suite) or VERDICT_LOAD (one verdict: its alarms' 2 s
+    Period is what the aws environment reads from the stack)."""
     local_cfg, aws_cfg, state, log = tmp / "local.toml", tmp / "aws.toml", tmp / "state.json", tmp / "up.log"
-    local_cfg.write_text(LIGHT_LOAD + config)
+    local_cfg.write_text(load + config)
     proc = procs.spawn([sys.executable, "-m", "gameday.cli", "up", "-c", str(local_cfg), "--run-dir", str(tmp / "up"),
                         "--state-file", str(state), "--aws-config", str(aws_cfg), *up_args],
                        log_path=log, cwd=REPO, env={"PYTHONUNBUFFERED": "1"})   # REPO: tests.mutants imports
@@ -106,7 +108,7 @@ def test_the_whole_suite_passes_on_the_stand_in_account(tmp_path):
     ("too_slow", "lambda_invoked", "Timedout"),                 # killed at its timeout, every retry
 ])
 def test_a_broken_failover_function_fails_the_suite_on_aws(tmp_path, handler, caught_by, says):
-    with stand_in_account(tmp_path, "--failover-handler", f"tests.mutants:{handler}") as aws_cfg:
+    with stand_in_account(tmp_path, "--failover-handler", f"tests.mutants:{handler}", load=VERDICT_LOAD) as aws_cfg:
         rc, run_dir, out = run_on_aws(tmp_path, aws_cfg, "-k", "surge_fails_over")
     r = results(run_dir)["surge_fails_over"]
     assert rc != 0 and r["outcome"] == "failed", f"passed on --env aws with {handler}:\n{out[-3000:]}"
@@ -135,7 +137,7 @@ def test_failover_routing_and_a_guardrail_cap_on_the_stand_in_account(tmp_path):
     --env aws, judged from GetHealthCheckStatus; the same stack with guardrails.max_rps under the
     scenario's load skips it naming the cap, and never errors."""
     routing = "[route53]\nrouting = \"failover\"\n[failover]\nfailback = \"automatic\"\n"
-    with stand_in_account(tmp_path, config=routing) as aws_cfg:
+    with stand_in_account(tmp_path, config=routing, load=VERDICT_LOAD) as aws_cfg:
         rc, run_dir, out = run_on_aws(tmp_path, aws_cfg, "-k", "region_blackhole_fails_over")
         capped = _variant(aws_cfg, "capped", "aws.guardrails", max_rps=5.0)
         (tmp_path / "capped").mkdir()

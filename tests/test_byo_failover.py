@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import LIGHT_LOAD
+from tests.support import VERDICT_LOAD
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "sut" / "examples"
@@ -82,7 +82,7 @@ failback = "automatic"
 def run_suite(tmp_path: Path, config: str, k: str, *args: str) -> tuple[int, dict[str, dict], str]:
     run_dir = tmp_path / "run"
     cfg = tmp_path / "gameday.toml"
-    cfg.write_text(config + LIGHT_LOAD)   # a fifth of the seed's rate: see tests/support.py
+    cfg.write_text(config + VERDICT_LOAD)   # a fifth of the seed's rate, 2 s periods: see tests/support.py
     argv = [sys.executable, "-m", "gameday.cli", "run", "-k", k, "--run-dir", str(run_dir), "--config", str(cfg), *args]
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=400)
     results = {p.parent.name: json.loads(p.read_text()) for p in (run_dir / "scenarios").glob("*/result.json")}

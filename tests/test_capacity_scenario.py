@@ -2,10 +2,10 @@
 sizing with target tracking passes it, and a region of one task without scaling FAILS it, naming
 the error budget and the p99 latency. Each case is the real main job, `gameday run -k
 surviving_region_absorbs_load`, as a subprocess with its own local environment, at tests/support.py's
-LIGHT_LOAD.
+VERDICT_LOAD.
 
 The capacity is set relative to the test config's alarm threshold, so the verdicts mean the same
-at any rate: the scenario's load is 80% of the request-count threshold (100 per 5 s here: 16
+at any rate: the scenario's load is 80% of the request-count threshold (40 per 2 s here: 16
 requests/s), a task serves 10 requests/s, so two tasks carry it at 80% of their capacity, target
 tracking at 5 requests/s per task scales the surviving region to its max of 4, and one task
 (desired = min = max = 1) is 60% short.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import LIGHT_LOAD
+from tests.support import VERDICT_LOAD
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = "surviving_region_absorbs_load"
@@ -46,7 +46,7 @@ scale_out_requests_per_task_s = 0
 def run_scenario(tmp_path: Path, config: str) -> tuple[int, dict, str, Path]:
     run_dir = tmp_path / "run"
     cfg = tmp_path / "gameday.toml"
-    cfg.write_text(LIGHT_LOAD + config)
+    cfg.write_text(VERDICT_LOAD + config)
     argv = [sys.executable, "-m", "gameday.cli", "run", "-k", SCENARIO, "--run-dir", str(run_dir), "--config", str(cfg)]
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     result_file = run_dir / "scenarios" / SCENARIO / "result.json"

@@ -4,7 +4,7 @@ region's OK, once all its alarms are OK. tests/test_main_job.py covers the manua
 tests/test_mutations.py's `fails_back_while_unhealthy` is the failback the rule must catch.
 
 Each case runs the real main job, `gameday run -k <scenarios>`, as a subprocess with its own local
-environment at tests/support.py's LIGHT_LOAD (tests/test_mutations.py's style); the scenarios are
+environment at tests/support.py's VERDICT_LOAD (tests/test_mutations.py's style); the scenarios are
 split in two runs so that pytest-xdist can run them apart.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import LIGHT_LOAD
+from tests.support import VERDICT_LOAD
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.needs_env, pytest.mark.slow]
@@ -32,7 +32,7 @@ failback = "automatic"
 def run_suite(tmp_path: Path, k: str) -> tuple[int, dict[str, dict], str]:
     run_dir = tmp_path / "run"
     cfg = tmp_path / "gameday.toml"
-    cfg.write_text(AUTOMATIC + LIGHT_LOAD)   # a fifth of the seed's rate: see tests/support.py
+    cfg.write_text(AUTOMATIC + VERDICT_LOAD)   # a fifth of the seed's rate, 2 s periods: see tests/support.py
     argv = [sys.executable, "-m", "gameday.cli", "run", "-k", k, "--run-dir", str(run_dir), "--config", str(cfg)]
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
     results = {p.parent.name: json.loads(p.read_text()) for p in (run_dir / "scenarios").glob("*/result.json")}

@@ -4,7 +4,7 @@ tests/test_main_job.py (the whole built-in suite on the same local environment).
 
 Each case runs the real main job, `gameday run -k surge_fails_over`, as a subprocess with its own
 local environment, exactly as a user would with `--failover-handler`, at tests/support.py's
-LIGHT_LOAD (the alarm threshold a fifth of the seed's: the verdicts do not depend on the rate).
+VERDICT_LOAD (a fifth of the seed's rate, 2 s periods: the verdicts depend on neither).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import LIGHT_LOAD
+from tests.support import VERDICT_LOAD
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.needs_env, pytest.mark.slow]
@@ -27,7 +27,7 @@ def run_suite(tmp_path: Path, *args: str, config: str | None = None) -> tuple[in
     run_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "gameday.cli", "run", "-k", "surge_fails_over", "--run-dir", str(run_dir), *args]
     cfg = tmp_path / "gameday.toml"
-    cfg.write_text(LIGHT_LOAD + (config or ""))   # a fifth of the seed's rate: see tests/support.py
+    cfg.write_text(VERDICT_LOAD + (config or ""))   # a fifth of the seed's rate, 2 s periods: see tests/support.py
     argv += ["--config", str(cfg)]
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     result_file = run_dir / "scenarios" / "surge_fails_over" / "result.json"

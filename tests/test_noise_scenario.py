@@ -1,6 +1,6 @@
 """The healthy_region_alarm_noise scenario (scenarios/test_noise.py): its check on synthetic
 timelines (pure, fast), then the real main job, `gameday run -k test_healthy_region_alarm_noise`,
-as a subprocess with its own local environment at tests/support.py's LIGHT_LOAD: the reference
+as a subprocess with its own local environment at tests/support.py's VERDICT_LOAD: the reference
 failover function passes (failback automatic here; manual, the seed's, in tests/test_main_job.py), and each broken function of
 tests/mutants.py that reacts to the healthy region's alarms FAILS it, with the check
 stays_on_healthy_region naming the notification it reacted to.
@@ -19,7 +19,7 @@ import pytest
 from gameday.config import load_config
 from gameday.scenarios.test_noise import (NOISE_SHARE, cause_of, noise_rate, stays_on_healthy_region,
                                           without_injected_errors)
-from tests.support import LIGHT_LOAD
+from tests.support import VERDICT_LOAD
 
 REPO = Path(__file__).resolve().parents[1]
 XDIST_SPREAD = True   # each suite run is its own `gameday run`: pytest-xdist may run them apart (tests/scheduling.py)
@@ -108,7 +108,7 @@ def test_the_noise_crosses_the_5xx_threshold_in_the_seed_and_light_configs():
 def _light():
     import tomllib
 
-    return load_config(None, tomllib.loads(LIGHT_LOAD))
+    return load_config(None, tomllib.loads(VERDICT_LOAD))
 
 
 # -- the scenario, run for real with the reference and the broken functions -----------------------------------------
@@ -116,7 +116,7 @@ def _light():
 def run_scenario(tmp_path: Path, *args: str, config: str = "") -> tuple[int, dict, str]:
     run_dir = tmp_path / "run"
     cfg = tmp_path / "gameday.toml"
-    cfg.write_text(LIGHT_LOAD + config)   # a fifth of the seed's rate: see tests/support.py
+    cfg.write_text(VERDICT_LOAD + config)   # a fifth of the seed's rate, 2 s periods: see tests/support.py
     argv = [sys.executable, "-m", "gameday.cli", "run", "-k", "test_healthy_region_alarm_noise", "--run-dir",
             str(run_dir), "--config", str(cfg), *args]
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -27,7 +27,7 @@ import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from gameday.config import load_config
-from tests.support import LIGHT_LOAD
+from tests.support import VERDICT_LOAD
 from gameday.runlog import upgrade
 from gameday.progress import (CLEAR_LINE, Follower, Output, Setting, Story, live_line_wanted, mode_of, story,
                               verdict_lines)
@@ -396,7 +396,7 @@ def run_gameday(tmp_path: Path, *args: str, tty: bool = False, ci: bool = False)
     if ci:
         env["CI"] = "true"
     cfg = tmp_path / "gameday.toml"
-    cfg.write_text(LIGHT_LOAD)   # a fifth of the seed's rate (tests/support.py): the story is the same
+    cfg.write_text(VERDICT_LOAD)   # a fifth of the seed's rate, 2 s periods (tests/support.py): the story is the same
     argv = [sys.executable, "-m", "gameday.cli", "run", "-k", "surge_fails_over", "--run-dir", str(tmp_path / "run"),
             "--config", str(cfg), *args]
     lines: list[tuple[float, str]] = []
