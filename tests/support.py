@@ -9,7 +9,7 @@ from pathlib import Path
 from gameday.environments.local.context import LocalContext
 from gameday.environments.local.moto_region import MotoServer
 from gameday.environments.local.provision import provision
-from gameday.config import GamedayConfig, load_config
+from gameday.config import GamedayConfig, TimeProfile, load_config
 from gameday.events import EventLog
 from gameday.net import region_address
 
@@ -32,13 +32,14 @@ from gameday.net import region_address
 # The seed's rate and period keep their own end-to-end runs (test_local_e2e, test_loadgen,
 # benchmarks/bench_suite.py: the whole suite, alone).
 # ([alarms] replaces the seed's alarms as a whole: the other two are written out as the seed has them.)
+SEED_PERIOD_S = TimeProfile().period_s
 VERDICT_PERIOD_S = 2
 
 
-def light_load(period_s: int = 5) -> str:
+def light_load(period_s: int = SEED_PERIOD_S) -> str:
     """The alarms at a fifth of the seed's rate for a `period_s` period (and that period for the
     local and docker environments when it is not the seed's)."""
-    profile = "" if period_s == 5 else f"""
+    profile = "" if period_s == SEED_PERIOD_S else f"""
 [profiles.local]
 period_s = {period_s}
 
@@ -69,7 +70,7 @@ treat_missing_data = "breaching"
 """ + profile
 
 
-LIGHT_LOAD = light_load(5)
+LIGHT_LOAD = light_load()
 VERDICT_LOAD = light_load(VERDICT_PERIOD_S)
 
 

@@ -32,9 +32,8 @@ from botocore.stub import ANY, Stubber
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from gameday.environments.aws import (AccountRefused, AwsConfigError, AwsEnvironment, GuardrailViolation, PreflightFailed,
-                              RunAborted)
+                              RunAborted, guardrails)
 from gameday.environments.aws.discovery import AZ_TAG, ORIGINAL_SUBNETS_TAG
-from gameday.environments.aws import guardrails
 from gameday.environments.aws.plan import scenario_catalogue
 from gameday.environments.local.moto_region import MotoServer
 from gameday.faults import (FaultError, Nemesis, api_fault, block_region, lambda_fault, lose_az, pause_replication,

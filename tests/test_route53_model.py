@@ -245,6 +245,10 @@ def test_queries_are_answered_from_the_published_zone_only():
     assert copy.served is copy.zone
     served = copy.served.query(fields["name"], "A", always_healthy, random.Random(0))
     assert [str(rr.rdata) for rr in served[1]] == copy.views[fields["name"]]
+    # a zone change that moves no answer (the TTL) is served too, with no event
+    copy.refreshed([{**a_item("127.0.2.1")[0], "TTL": 30}], 102.0)
+    assert copy.publish(always_healthy, 102.0) == [] and copy.served is copy.zone
+    assert copy.served.query(fields["name"], "A", always_healthy, random.Random(0))[1][0].ttl == 30
 
 
 def test_health_moves_the_published_answer_without_a_zone_change():

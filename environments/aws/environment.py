@@ -302,9 +302,9 @@ class AwsEnvironment(Environment):
 
     # -- stop conditions ----------------------------------------------------------------------------------
     def guard(self, nemesis, on_abort=None, interval_s: float | None = None) -> guardrails.StopConditionWatcher:
-        """Watch the stop-condition alarms (every profile period, at most STOP_CONDITION_POLL_MAX_S apart);
-        the first ALARM rolls back every
-        fault of `nemesis` at once, refuses further faults, then calls on_abort(reason)."""
+        """Watch the stop-condition alarms (every profile period, at most STOP_CONDITION_POLL_MAX_S
+        apart); the first ALARM rolls back every fault of `nemesis` at once, refuses further faults,
+        then calls on_abort(reason)."""
 
         def abort(reason: str) -> None:
             self.aborted = reason

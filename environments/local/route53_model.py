@@ -369,11 +369,8 @@ class ZoneCopy:
         views = self.zone.view(health) if self.zone else {}
         source = "change" if batch is not None else "poll" if self.zone_moved else "health"
         self.zone_moved = False
-        if views == self.views:
-            self.served = self.zone
-            return []
         events = []
-        for name in sorted(views.keys() | self.views.keys()):
+        for name in sorted(views.keys() | self.views.keys()):   # none moved: no event
             old, new = self.views.get(name, []), views.get(name, [])
             if old == new:
                 continue
