@@ -224,10 +224,13 @@ def _api_resolved(account, monkeypatch):
 
 
 def _counted_session():
-    """A session whose every Route 53 request is stamped (a hook of the test's own, not the budget's)."""
+    """A session whose every Route 53 request is stamped (a hook of the test's own, not the budget's).
+    register_last: the stamp runs after the budget's own before-send hook has waited for its token,
+    so it is the moment the request goes out; stamped before that wait, the calls that merely asked
+    during the opening burst counted as sent (5 in a second with 2 threads, a false failure)."""
     session = _local_account_session()
     sent: list[float] = []
-    session.events.register("before-send.route53", lambda **_: sent.append(time.monotonic()))
+    session.events.register_last("before-send.route53", lambda **_: sent.append(time.monotonic()))
     return session, sent
 
 
