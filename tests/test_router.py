@@ -425,3 +425,48 @@ def test_matching_costs_microseconds():
         per_call = min(timeit.repeat(lambda: identify(model.signing_name, method, path, headers, body),
                                      number=1000, repeat=3)) / 1000
         assert per_call < 200e-6, f"{service} {operation}: {per_call * 1e6:.0f} us per request"
+
+
+def test_the_signing_index_is_built_once_however_many_threads_ask_first(monkeypatch):
+    """The router's request threads all ask for the service index at the first hooked call of a
+    load; each used to build it (~0.5 s of CPU apiece under the GIL: PutItem timed out for the
+    whole surge when DynamoDB writes were hooked). Now the others wait for the one build."""
+    from gameday.environments.local import aws_protocols
+
+    built = []
+    real_metadata = aws_protocols._metadata
+
+    def slow_metadata(name):
+        if not built or built[-1] != threading.get_ident():
+            built.append(threading.get_ident())
+        time.sleep(0.0005)   # widen the window in which a second builder would start
+        return real_metadata(name)
+
+    aws_protocols._build_signing_index.cache_clear()
+    monkeypatch.setattr(aws_protocols, "_metadata", slow_metadata)
+    start = threading.Barrier(8)
+    found: list = []
+
+    def ask():
+        start.wait()
+        found.append(services_signed_as("dynamodb"))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert len(set(built)) == 1, f"{len(set(built))} threads built the index"
+        assert len(found) == 8 and all({s.name for s in f} >= {"dynamodb", "dynamodbstreams"} for f in found)
+    finally:
+        aws_protocols._build_signing_index.cache_clear()   # the next caller builds it with the real _metadata
+
+
+def test_a_json_protocol_calls_operation_needs_no_model():
+    from gameday.environments.local.aws_protocols import operation_of
+
+    headers = {"X-Amz-Target": "DynamoDB_20120810.PutItem"}
+    assert operation_of("dynamodb", "POST", "/", headers, b"{}") == "PutItem"
+    assert operation_of("ec2", "POST", "/", {"Content-Type": "application/x-www-form-urlencoded"},
+                        b"Action=CreateVpc&Version=2016-11-15") == "CreateVpc"

@@ -26,6 +26,7 @@ import gzip
 import json
 import os
 import re
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple
@@ -98,9 +99,20 @@ def _metadata(name: str) -> dict:
     return loader.load_service_model(name, "service-2")["metadata"]
 
 
-@functools.cache
+_SIGNING_INDEX_LOCK = threading.Lock()
+
+
 def _signing_index() -> dict[str, tuple[SignedService, ...]]:
-    """signing name -> the services signed with it, as ServiceModel.signing_name reads it."""
+    """signing name -> the services signed with it, as ServiceModel.signing_name reads it. Built
+    once under a lock: ~0.5 s of CPU, and a router's request threads that all asked for it at once
+    each built it (functools.cache does not hold the others back), starving the process for
+    seconds at the start of a load."""
+    with _SIGNING_INDEX_LOCK:
+        return _build_signing_index()
+
+
+@functools.cache
+def _build_signing_index() -> dict[str, tuple[SignedService, ...]]:
     index: dict[str, list[SignedService]] = defaultdict(list)
     for name in _loader().list_available_services("service-2"):
         md = _metadata(name)
@@ -253,6 +265,15 @@ def identify(signing_name: str, method: str, raw_path: str, headers: Mapping[str
         return Call(route.operation, route.protocol)
     rest = [p for p in protocols if p in REST_PROTOCOLS]
     return Call(None, (rest or protocols or ["json"])[0])
+
+
+def operation_of(signing_name: str, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> str | None:
+    """identify(...).operation, the cheap way where the request names it: a JSON-protocol call's
+    X-Amz-Target (DynamoDB's, on every write the router tells the replicator of) needs no model."""
+    target = headers.get("X-Amz-Target")
+    if target:
+        return target.rpartition(".")[2]
+    return identify(signing_name, method, raw_path, headers, body).operation
 
 
 # -- errors in the request's own protocol -----------------------------------------------------------

@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from gameday.environments.local.aws_protocols import (Call, error_response, identify, prepare,
+from gameday.environments.local.aws_protocols import (Call, error_response, identify, operation_of, prepare,
                                                       server_error_code, throttle_error)
 from gameday.environments.local.context import AwsCall, LocalContext
 from gameday.faults.api import API_EFFECTS, ApiEffect
@@ -209,7 +209,7 @@ class AwsRouter:
     def _after_call(self, h: QuietHandler, region: str, service: str, body: bytes, status: int, data: bytes) -> None:
         """An accepted call of a hooked service: its operation's callbacks (ctx.after_aws_call), before
         the caller has the answer, so the change has taken effect when the caller learns it is made."""
-        operation = identify(service, h.command, h.path, h.headers, body).operation
+        operation = operation_of(service, h.command, h.path, h.headers, body)
         for callback in list(self.ctx.aws_call_hooks.get((service, operation or ""), ())):
             try:
                 callback(AwsCall(region, service, operation, h.command, h.path, body, data, status))
