@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable
 
+from gameday import aws
 from gameday.assertions.checkers import divergent_keys
 from gameday.assertions.deadlines import HARNESS_MARGIN_S, Deadlines
 from gameday.assertions.eventually import NotWithinDeadline, eventually
@@ -424,13 +425,7 @@ def _hosted_zone_id(env, r53) -> str:
 def record_sets(env) -> list[dict]:
     """The service name's A record sets, as Route 53's control plane holds them."""
     r53 = env.observer("route53", "us-east-1")
-    zid = _hosted_zone_id(env, r53)
-    name = env.config.record_name
-    out = []
-    for page in r53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zid):
-        out += [s for s in page["ResourceRecordSets"] if s["Name"].rstrip(".").lower() == name.rstrip(".").lower()
-                and s["Type"] == "A"]
-    return out
+    return aws.record_sets(r53, _hosted_zone_id(env, r53), env.config.record_name)
 
 
 def record_points_at(env, region: str) -> list[str]:

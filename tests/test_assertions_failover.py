@@ -203,9 +203,10 @@ class FakeRoute53:
     def __init__(self, address: str):
         self.address = address
 
-    def get_paginator(self, name):
-        return SimpleNamespace(paginate=lambda **kw: [{"ResourceRecordSets": [
-            {"Name": "api.gameday.test.", "Type": "A", "TTL": 1, "ResourceRecords": [{"Value": self.address}]}]}])
+    def list_resource_record_sets(self, **kw):
+        return {"ResourceRecordSets": [
+            {"Name": "api.gameday.test.", "Type": "A", "TTL": 1, "ResourceRecords": [{"Value": self.address}]}],
+            "IsTruncated": False}
 
 
 class FakeResolver:

@@ -162,3 +162,66 @@ def test_twin_checkers_that_never_report_leave_no_observation(routed, monkeypatc
     # failure is never observed
     with pytest.raises(NotWithinDeadline, match="first observation|failure observed"):
         _fail_and_heal(c, lbs, checkers)
+
+
+@pytest.mark.parametrize("page_size", [None, 1, 2])
+def test_record_sets_reads_one_names_sets_and_no_other(ctx, page_size):
+    """gameday.aws.record_sets, the one reader of a record's sets (preflight, the stack's TTL, the
+    health checks' regions, the failover assertions): a weighted record's every set, across pages,
+    and not the sets of the names around it nor another type of the same name."""
+    from gameday import aws
+
+    r53, zone = ctx.internal_client("route53", "us-east-1"), ctx.provisioned.hosted_zone_id
+    name = "weighted.gameday.test."
+
+    def rs(n, t, value, ident=None):
+        out = {"Name": n, "Type": t, "TTL": 5, "ResourceRecords": [{"Value": value}]}
+        return {**out, "SetIdentifier": ident, "Weight": 1} if ident else out
+
+    wanted = [rs(name, "A", f"127.0.9.{i}", f"set-{i}") for i in range(3)]
+    around = [rs("aaa.gameday.test.", "A", "127.0.8.1"), rs("zzz.gameday.test.", "A", "127.0.8.2"),
+              rs("x.weighted.gameday.test.", "A", "127.0.8.3"), rs(name, "AAAA", "::1", "v6")]
+    r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
+        {"Action": "UPSERT", "ResourceRecordSet": s} for s in wanted + around]})
+    try:
+        got = aws.record_sets(r53, zone, name.rstrip(".").upper(), page_size=page_size)
+        assert sorted((s["SetIdentifier"], s["ResourceRecords"][0]["Value"]) for s in got) == [
+            (f"set-{i}", f"127.0.9.{i}") for i in range(3)], got
+        assert aws.record_sets(r53, zone, "absent.gameday.test", page_size=page_size) == []
+    finally:
+        r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
+            {"Action": "DELETE", "ResourceRecordSet": s} for s in wanted + around]})
+
+
+def test_record_sets_refuses_to_loop_on_an_endpoint_that_pages_in_place():
+    """A page that ends inside a weighted record's sets and names no next set (moto before
+    moto_fix_route53's correction) is an error naming the defect, never an endless loop."""
+    from gameday import aws
+
+    class InPlace:
+        calls = 0
+
+        def list_resource_record_sets(self, **kw):
+            self.calls += 1
+            assert self.calls < 5, "looping"
+            return {"ResourceRecordSets": [{"Name": "w.gameday.test.", "Type": "A", "SetIdentifier": "a"}],
+                    "IsTruncated": True, "NextRecordName": "w.gameday.test.", "NextRecordType": "A"}
+
+    with pytest.raises(RuntimeError, match="NextRecordIdentifier"):
+        aws.record_sets(InPlace(), "Z1", "w.gameday.test", page_size=1)
+
+
+def test_a_page_inside_one_names_sets_starts_at_its_identifier():
+    """moto_fix_route53.record_sets_page: StartRecordIdentifier skips the name's sets before it."""
+    from types import SimpleNamespace as S
+
+    from gameday.environments.local.moto_fix_route53 import record_sets_page
+
+    ordered = [S(name="w.test.", type="A", set_identifier=i) for i in ("a", "b", "c")] + [
+        S(name="x.test.", type="A", set_identifier=None)]
+    page, nxt = record_sets_page(ordered, None, 2)
+    assert [r.set_identifier for r in page] == ["a", "b"] and nxt.set_identifier == "c"
+    page, nxt = record_sets_page(ordered, ("W.test", "A", "c"), 1)
+    assert [r.set_identifier for r in page] == ["c"] and nxt.name == "x.test."
+    page, nxt = record_sets_page(ordered, ("w.test.", "A", "c"), 5)
+    assert [r.name for r in page] == ["w.test.", "x.test."] and nxt is None

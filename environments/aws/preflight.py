@@ -13,6 +13,7 @@ from typing import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gameday import aws
 from gameday.environments.aws.discovery import AZ_TAG, Problem, RegionTargets, aws_error
 
 AWS_ERRORS = (BotoCoreError, ClientError)
@@ -143,18 +144,18 @@ def check_record(env) -> list[Problem]:
     except ClientError:
         return [Problem(where, f"hosted zone {spec.hosted_zone_id} not found")]
     name = env.record_name
-    rrs = r53.list_resource_record_sets(HostedZoneId=spec.hosted_zone_id, StartRecordName=name,
-                                        StartRecordType="A", MaxItems="1")["ResourceRecordSets"]
-    rec = rrs[0] if rrs and rrs[0]["Name"] == name and rrs[0]["Type"] == "A" else None
-    if rec is None:
+    sets = aws.record_sets(r53, spec.hosted_zone_id, name)
+    if not sets:
         return [Problem(where, f"A record {name} not found in zone {spec.hosted_zone_id}")]
-    if "TTL" not in rec:
-        return [Problem(where, f"A record {name} has no TTL (an alias record: clients' caches cannot be "
-                               f"measured; the seed uses a plain A record with a TTL)")]
-    values = [v["Value"] for v in rec.get("ResourceRecords", [])]
-    if values and not any(env.region_of_address(v) for v in values):
-        return [Problem(where, f"A record {name} -> {', '.join(values)} points at no region's load balancer "
-                               f"(set aws.regions.<r>.addresses)")]
+    for rec in sets:   # a weighted or failover record: each of its sets
+        which = f"A record {name}" + (f" (set {rec['SetIdentifier']})" if rec.get("SetIdentifier") else "")
+        if "TTL" not in rec:
+            return [Problem(where, f"{which} has no TTL (an alias record: clients' caches cannot be "
+                                   f"measured; the seed uses a plain A record with a TTL)")]
+        values = [v["Value"] for v in rec.get("ResourceRecords", [])]
+        if values and not any(env.region_of_address(v) for v in values):
+            return [Problem(where, f"{which} -> {', '.join(values)} points at no region's load balancer "
+                                   f"(set aws.regions.<r>.addresses)")]
     return []
 
 

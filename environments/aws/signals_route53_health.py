@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from gameday import aws
 from gameday.environments.aws.signals_cloudwatch import _epoch
 
 log = logging.getLogger("gameday.aws.signals")
@@ -46,26 +47,16 @@ def verdict(observations: list[dict]) -> tuple[bool | None, float | None, str | 
 
 def record_health_checks(env) -> dict[str, str | None]:
     """health check id -> the region its record set sends to (by SetIdentifier, else by address)."""
-    cfg, spec = env.config, env.config.aws
-    r53 = env.observer("route53", "us-east-1")
-    name = env.record_name
+    cfg = env.config
     by_identifier = {cfg.set_identifier(r): r for r in cfg.regions}
     out: dict[str, str | None] = {}
-    kwargs = {"HostedZoneId": spec.hosted_zone_id, "StartRecordName": name, "StartRecordType": "A"}
-    while True:
-        page = r53.list_resource_record_sets(**kwargs)
-        for rs in page["ResourceRecordSets"]:
-            if rs["Name"] != name or rs["Type"] != "A":
-                return out
-            if rs.get("HealthCheckId"):
-                values = [v["Value"] for v in rs.get("ResourceRecords", [])]
-                region = by_identifier.get(rs.get("SetIdentifier")) or next(
-                    (env.region_of_address(v) for v in values if env.region_of_address(v)), None)
-                out[rs["HealthCheckId"]] = region
-        if not page.get("IsTruncated"):
-            return out
-        kwargs.update(StartRecordName=page["NextRecordName"], StartRecordType=page["NextRecordType"],
-                      **({"StartRecordIdentifier": page["NextRecordIdentifier"]} if page.get("NextRecordIdentifier") else {}))
+    for rs in aws.record_sets(env.observer("route53", "us-east-1"), cfg.aws.hosted_zone_id, env.record_name):
+        if rs.get("HealthCheckId"):
+            values = [v["Value"] for v in rs.get("ResourceRecords", [])]
+            region = by_identifier.get(rs.get("SetIdentifier")) or next(
+                (env.region_of_address(v) for v in values if env.region_of_address(v)), None)
+            out[rs["HealthCheckId"]] = region
+    return out
 
 
 class HealthCheckSource:

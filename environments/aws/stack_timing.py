@@ -20,6 +20,7 @@ import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gameday import aws
 from gameday.config import GamedayConfig, TimeProfile
 
 log = logging.getLogger("gameday.aws")
@@ -42,11 +43,7 @@ def _alarms(env) -> dict:
 
 
 def _ttl(env) -> dict:
-    r53 = env.observer("route53", "us-east-1")
-    name = env.record_name
-    sets = [rs for rs in r53.list_resource_record_sets(HostedZoneId=env.config.aws.hosted_zone_id, StartRecordName=name,
-                                                       StartRecordType="A", MaxItems="10")["ResourceRecordSets"]
-            if rs["Name"] == name and rs["Type"] == "A"]
+    sets = aws.record_sets(env.observer("route53", "us-east-1"), env.config.aws.hosted_zone_id, env.record_name)
     if not sets:
         return {}
     return {"dns_ttl_s": max(int(rs["TTL"]) if "TTL" in rs else ALIAS_TTL_S for rs in sets)}

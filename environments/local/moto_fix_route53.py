@@ -20,6 +20,12 @@ GetHealthCheckStatus with one canned "Success". Corrected here:
   (environments/local/healthchecks.py reports it through `route53_health_observed`): Region,
   IPAddress (the checker's own address) and StatusReport {Status, CheckedTime}. A health check no
   checker has reported on has no observations (moto's canned "Success" was a lie).
+- **ListResourceRecordSets pages inside one name's sets.** moto ignores StartRecordIdentifier and
+  never returns NextRecordIdentifier, so a page that ends inside a weighted or failover record's
+  sets pointed back at its own start: a reader following IsTruncated looped for ever. As Route 53
+  documents it (ListResourceRecordSets, "NextRecordIdentifier: ... the value of SetIdentifier for
+  the next resource record set that has the current DNS name and type"), the next page now starts
+  at that set (`record_sets_page`).
 
 Only moto and the standard library (moto_corrections' rule).
 """
@@ -46,6 +52,25 @@ CONNECTION_FAILURE = ("Failure: Connection timed out. The endpoint or the intern
 
 
 # -- the rules (pure) ----------------------------------------------------------------------------------------
+def record_sets_page(ordered: list, start: tuple[str, str, str] | None, max_items: int) -> tuple[list, object | None]:
+    """One ListResourceRecordSets page of `ordered` (the zone's record sets from StartRecordName and
+    StartRecordType on, in Route 53's order; each with .name, .type, .set_identifier): with
+    `start` = (name, type, StartRecordIdentifier), the sets of that name and type before the one
+    with that identifier are skipped. (page, the next set or None)."""
+    if start is not None:
+        name, rtype, ident = start[0].rstrip(".").lower(), start[1], start[2]
+
+        def before(rs) -> bool:
+            return rs.name.rstrip(".").lower() == name and rs.type == rtype and rs.set_identifier != ident
+
+        i = 0
+        while i < len(ordered) and before(ordered[i]):
+            i += 1
+        ordered = ordered[i:]
+    page = ordered[:max_items]
+    return page, (ordered[max_items] if len(ordered) > max_items else None)
+
+
 
 def new_change_id(rng: random.Random) -> str:
     """A change id in Route 53's form: "/change/C" + 13 upper-case letters and digits."""
@@ -198,6 +223,27 @@ def _patch_responses(responses) -> None:
             info = {"Id": f"/change/{cid}", "Status": INSYNC, "SubmittedAt": _utc(time.time())}
         return ActionResult({"ChangeInfo": info})
 
+    def list_resource_record_sets(self):
+        from moto.route53.exceptions import InvalidInput
+        from moto.route53.models import validate_domain_name
+
+        zone_id = self._get_param("HostedZoneId")
+        start_type, start_name = self._get_param("StartRecordType"), self._get_param("StartRecordName")
+        start_id = self._get_param("StartRecordIdentifier")
+        max_items = self._get_int_param("MaxItems", 300)
+        if (start_type and not start_name) or (start_id and not start_type):
+            raise InvalidInput("The input is not valid")
+        if start_name:
+            validate_domain_name(start_name)
+        ordered = list(self.backend.get_hosted_zone(zone_id).get_record_sets(start_type, start_name))
+        page, nxt = record_sets_page(ordered, (start_name, start_type, start_id) if start_id else None, max_items)
+        result = {"ResourceRecordSets": page, "IsTruncated": nxt is not None, "MaxItems": max_items}
+        if nxt is not None:
+            result.update(NextRecordName=nxt.name, NextRecordType=nxt.type)
+            if nxt.set_identifier:
+                result["NextRecordIdentifier"] = nxt.set_identifier
+        return ActionResult(result)
+
     def get_health_check_status(self):
         hid = self._get_param("HealthCheckId")
         self.backend.get_health_check(hid)  # NoSuchHealthCheck as before
@@ -210,6 +256,7 @@ def _patch_responses(responses) -> None:
     Response.change_resource_record_sets = change_resource_record_sets
     Response.get_change = get_change
     Response.get_health_check_status = get_health_check_status
+    Response.list_resource_record_sets = list_resource_record_sets
 
 
 def install(admin) -> None:
