@@ -102,7 +102,8 @@ def one_run(out: Path, endpoints: dict, rate: float, seconds: float, record: boo
     with LoadRunner(out, endpoints=endpoints, shape="constant", surge_region="us-east-1", surge_rate=rate / 2,
                     region_mix={"us-west-2": rate / 2}, follower_rate=0, hold_s=seconds,
                     per_user_rps=rate / users, record_history=record,
-                    max_requests=int(rate * seconds * 2) + 100, request_timeout_s=5) as load:
+                    max_requests=int(rate * seconds * 2) + 100, request_timeout_s=5,
+                    standalone=False) as load:   # a worker, as before: the series compares with earlier runs
         worker = load.workers[0].pid
         # the run has started (the runner waited for it); measure the load phase only
         t0 = time.monotonic()

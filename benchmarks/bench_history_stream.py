@@ -37,7 +37,8 @@ def one_run(out: Path, endpoints: dict, rate: float, seconds: float, stream: boo
     with LoadRunner(out, endpoints=endpoints, shape="constant", surge_region="us-east-1", surge_rate=rate / 2,
                     region_mix={"us-west-2": rate / 2}, follower_rate=0, hold_s=seconds,
                     per_user_rps=rate / users, max_requests=int(rate * seconds * 2) + 100, request_timeout_s=5,
-                    extra_args=("--gameday-history-stream", mode)) as load:
+                    extra_args=("--gameday-history-stream", mode),
+                    standalone=False) as load:   # the stream goes from a worker to its master
         worker = load.workers[0].pid
         t0, c0 = time.monotonic(), procs.cpu_seconds(worker)
         time.sleep(seconds * 0.8)          # a benchmark's measuring window, not a wait for a condition

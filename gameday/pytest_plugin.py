@@ -116,8 +116,11 @@ def env(request: pytest.FixtureRequest, pytestconfig: pytest.Config, gameday_con
     pytestconfig.stash[ENV_KEY] = e
     from gameday.loadgen.runner import close_park, join_pending_reports, open_park
 
-    if sum(1 for item in request.session.items if "load" in getattr(item, "fixturenames", ())) > 1:
-        open_park()   # Locust processes importing while a scenario ends, for the next (loadgen.runner.LocustPark)
+    with_load = sum(1 for item in request.session.items if "load" in getattr(item, "fixturenames", ()))
+    if with_load > 1:
+        # Locust processes importing while a scenario ends, for the next (loadgen.runner.LocustPark):
+        # one per scenario with a load, as many as there are such scenarios
+        open_park(total=with_load)
     try:
         yield e
     finally:

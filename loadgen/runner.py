@@ -1,5 +1,6 @@
 """Run gameday's Locust load from pytest (or any Python program), without importing Locust:
-Locust always runs as child processes (a headless master and N workers, default 1), started
+Locust always runs as child processes (one standalone Locust for one local worker, the default;
+else a headless master and N workers), started
 with gameday.procs.spawn so they die with their parent, against an environment given by its
 endpoints dict or its state file. Everything (Locust's statistics and report, each worker's
 history, the merged history.jsonl, the processes' logs) goes into one output directory.
@@ -65,7 +66,7 @@ class LoadRunner:
                  request_timeout_s: float = 2.0, per_user_rps: float = 2, record_history: bool = True,
                  stop_timeout_s: float | None = None, start_timeout_s: float = 30.0,
                  extra_args: tuple[str, ...] = (), remote_workers: bool = False, bind_host: str = "127.0.0.1",
-                 master_port: int | None = None):
+                 master_port: int | None = None, standalone: bool | None = None):
         if not isinstance(workers, int) or workers < 1:
             raise LoadInputError(f"workers: need at least 1 Locust worker (got {workers!r})")
         self.out_dir = Path(out_dir).resolve()
@@ -75,6 +76,16 @@ class LoadRunner:
         self.remote_workers = remote_workers
         self.bind_host = bind_host
         self.master_port = master_port
+        # one local worker: Locust standalone (its LocalRunner, the locustfile's "local" process),
+        # one process that runs the users itself: the same shape, history, statistics and reports
+        # as a master with one worker, without a second process importing Locust and gevent
+        # (~1.5 s of CPU a run) nor their messages. `master` is that process; `workers` is empty.
+        # standalone=False: a master and its one worker all the same (benchmarks/bench_locust_processes.py)
+        can_stand_alone = not remote_workers and workers == 1
+        if standalone and not can_stand_alone:
+            raise LoadInputError("standalone: Locust runs alone only with one local worker "
+                                 f"(workers={workers}, remote_workers={remote_workers})")
+        self.standalone = can_stand_alone if standalone is None else standalone
         self.start_timeout_s = start_timeout_s
         self.extra_args = tuple(extra_args)
         try:
@@ -124,21 +135,25 @@ class LoadRunner:
             state.write_state(self.endpoints, state_file)
         else:
             state_file = self._state_file
-        port = self.master_port or free_port()
-        self.master_port = port
         common = ["-f", str(LOCUSTFILE), "--gameday-state", str(state_file), "--loglevel", "INFO"]
-        stream = ("--gameday-history-stream", "on") if self.remote_workers else ()
-        master_argv = common + [
-            "--headless", "--master", "--master-bind-host", self.bind_host, "--master-bind-port", str(port), *stream,
-            "--expect-workers", str(self.workers_wanted), "--expect-workers-max-wait", f"{self.start_timeout_s:g}",
-            "--csv", str(self.out_dir / "locust"), "--html", str(self.out_dir / "locust.html"),
-            "--stop-timeout", f"{self.stop_timeout_s:g}", "--exit-code-on-error", "0", "--only-summary",
-            *to_argv(self._argv_values), *self.extra_args]
+        run_argv = ["--csv", str(self.out_dir / "locust"), "--html", str(self.out_dir / "locust.html"),
+                    "--stop-timeout", f"{self.stop_timeout_s:g}", "--exit-code-on-error", "0", "--only-summary",
+                    *to_argv(self._argv_values), *self.extra_args]
+        if self.standalone:
+            master_argv = common + ["--headless", *run_argv]
+        else:
+            port = self.master_port or free_port()
+            self.master_port = port
+            stream = ("--gameday-history-stream", "on") if self.remote_workers else ()
+            master_argv = common + [
+                "--headless", "--master", "--master-bind-host", self.bind_host, "--master-bind-port", str(port),
+                *stream, "--expect-workers", str(self.workers_wanted),
+                "--expect-workers-max-wait", f"{self.start_timeout_s:g}", *run_argv]
         env = {"PYTHONUNBUFFERED": "1"}
         self.started_at = time.time()
         try:
             self.master = _locust(master_argv, self.out_dir / "master.log", env)
-            for i in range(0 if self.remote_workers else self.workers_wanted):
+            for i in range(0 if self.remote_workers or self.standalone else self.workers_wanted):
                 worker = common + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
                 self.workers.append(_locust(worker, self.out_dir / f"worker-{i}.log", env))
             self._wait_running()
@@ -417,18 +432,24 @@ class LocustPark:
     for its master and workers, and the park starts their replacements at once, so their imports
     (~1 s of a 2-core machine per process) overlap whatever comes before the next run (the end of
     a scenario, the environment settling) instead of delaying its load. Only while open (the
-    pytest plugin opens it for a session's scenarios); otherwise every run spawns its own."""
+    pytest plugin opens it for a session's scenarios); otherwise every run spawns its own.
+    `total`: how many processes the session's runs will take at most (the plugin counts its
+    scenarios with a load); past it no replacement is started: a parked process nobody takes has
+    spent its imports for nothing."""
 
-    def __init__(self, size: int = 2):
+    def __init__(self, size: int = 1, total: int | None = None):
         self.size = size
+        self.total = total
+        self.spawned = 0
         self.parked: list[subprocess.Popen] = []
         self._lock = threading.Lock()
         self._fill()
 
     def _fill(self) -> None:
-        while len(self.parked) < self.size:
+        while len(self.parked) < self.size and (self.total is None or self.spawned < self.total):
             self.parked.append(procs.spawn([procs.python(), "-m", "gameday.loadgen.parked"], stdin=subprocess.PIPE,
                                            env={"PYTHONUNBUFFERED": "1"}))
+            self.spawned += 1
 
     def launch(self, argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen | None:
         """`locust <argv>` in a parked process (None when none is alive: the caller spawns)."""
@@ -462,12 +483,13 @@ class LocustPark:
 _PARK: LocustPark | None = None
 
 
-def open_park(size: int = 2) -> None:
-    """Keep `size` Locust processes parked for the runs of this process (default: a master and
-    a worker, what one run takes); close_park() ends them."""
+def open_park(size: int = 1, total: int | None = None) -> None:
+    """Keep `size` Locust processes parked for the runs of this process (default: the one a run
+    with one local worker takes: LoadRunner.standalone), `total` at most (None: no limit);
+    close_park() ends them."""
     global _PARK
     if _PARK is None:
-        _PARK = LocustPark(size)
+        _PARK = LocustPark(size, total)
 
 
 def close_park() -> None:

@@ -319,22 +319,26 @@ def test_a_stop_mid_run_ends_at_once_and_history_and_locust_agree(local_env, tmp
 
 
 def test_a_run_from_parked_locust_processes_is_a_run_like_any_other(local_env, tmp_path):
-    """open_park(): the run's master and worker are processes that imported Locust beforehand
-    (loadgen/parked.py); they run the same command line, write the same logs and history, and
-    close_park() leaves no process behind."""
+    """open_park(): a run's Locust process (one local worker: standalone, LoadRunner.standalone) is
+    one that imported Locust beforehand (loadgen/parked.py); it runs the same command line, writes
+    the same logs and history; the park starts a replacement while the session has runs left
+    (`total`), none after; close_park() leaves no process behind."""
     before = descendants(os.getpid())
-    runner_mod.open_park(2)
+    runner_mod.open_park(total=2)
     try:
-        parked = {p.pid for p in runner_mod._PARK.parked}
-        with LoadRunner(tmp_path, endpoints=local_env.endpoints, shape="constant", surge_region="us-west-2",
-                        surge_rate=20, follower_rate=5, hold_s=2, surge_op_mix="") as load:
-            used = {load.master.pid, *(w.pid for w in load.workers)}
-            load.wait()
-        assert used == parked, "the run did not take the parked processes"
-        assert len(runner_mod._PARK.parked) == 2, "the park did not start replacements"
-        assert load.returncodes["master"] == 0
-        assert "Starting Locust" in (tmp_path / "master.log").read_text()
-        assert_history_matches_locust(load)
+        for n in (1, 2):
+            parked = {p.pid for p in runner_mod._PARK.parked}
+            out = tmp_path / f"run{n}"
+            with LoadRunner(out, endpoints=local_env.endpoints, shape="constant", surge_region="us-west-2",
+                            surge_rate=20, follower_rate=5, hold_s=1, surge_op_mix="") as load:
+                used = {load.master.pid, *(w.pid for w in load.workers)}
+                assert load.standalone and load.workers == []
+                load.wait()
+            assert used == parked and len(used) == 1, "the run did not take the parked process"
+            assert len(runner_mod._PARK.parked) == (1 if n == 1 else 0), "a replacement past the session's total"
+            assert load.returncodes["master"] == 0
+            assert "Starting Locust" in (out / "master.log").read_text()
+            assert_history_matches_locust(load)
     finally:
         runner_mod.close_park()
     assert alive(descendants(os.getpid()) - before) == set()
