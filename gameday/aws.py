@@ -80,12 +80,11 @@ def record_sets(route53, zone_id: str, name: str, record_type: str = "A", *, pag
         if not page.get("IsTruncated"):
             return out
         start = (kwargs["StartRecordName"], kwargs["StartRecordType"], kwargs.get("StartRecordIdentifier"))
-        kwargs["StartRecordName"], kwargs["StartRecordType"] = page["NextRecordName"], page["NextRecordType"]
-        kwargs.pop("StartRecordIdentifier", None)
-        if page.get("NextRecordIdentifier"):
-            kwargs["StartRecordIdentifier"] = page["NextRecordIdentifier"]
-        if (kwargs["StartRecordName"], kwargs["StartRecordType"], kwargs.get("StartRecordIdentifier")) == start:
+        nxt = (page["NextRecordName"], page["NextRecordType"], page.get("NextRecordIdentifier"))
+        if nxt == start:
             # an endpoint that pages inside one name's sets without NextRecordIdentifier (moto did)
             raise RuntimeError(f"ListResourceRecordSets of {fqdn} {record_type} in zone {zone_id}: the next page "
                                f"starts where this one did ({start[0]} {start[1]}): the endpoint gives no "
                                f"NextRecordIdentifier for a page that ends inside a record's sets")
+        kwargs.pop("StartRecordIdentifier", None)
+        kwargs.update(StartRecordName=nxt[0], StartRecordType=nxt[1], **({"StartRecordIdentifier": nxt[2]} if nxt[2] else {}))

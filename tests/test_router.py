@@ -429,8 +429,8 @@ def test_matching_costs_microseconds():
 
 def test_the_signing_index_is_built_once_however_many_threads_ask_first(monkeypatch):
     """The router's request threads all ask for the service index at the first hooked call of a
-    load; each used to build it (~0.5 s of CPU apiece under the GIL: PutItem timed out for the
-    whole surge when DynamoDB writes were hooked). Now the others wait for the one build."""
+    load; each used to build it (~0.5 s of CPU apiece under the GIL: when an experiment hooked
+    DynamoDB writes, PutItem timed out for a whole surge). Now the others wait for the one build."""
     from gameday.environments.local import aws_protocols
 
     built = []

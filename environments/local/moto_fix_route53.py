@@ -32,6 +32,7 @@ Only moto and the standard library (moto_corrections' rule).
 
 from __future__ import annotations
 
+import itertools
 import random
 import string
 import threading
@@ -59,14 +60,9 @@ def record_sets_page(ordered: list, start: tuple[str, str, str] | None, max_item
     with that identifier are skipped. (page, the next set or None)."""
     if start is not None:
         name, rtype, ident = start[0].rstrip(".").lower(), start[1], start[2]
-
-        def before(rs) -> bool:
-            return rs.name.rstrip(".").lower() == name and rs.type == rtype and rs.set_identifier != ident
-
-        i = 0
-        while i < len(ordered) and before(ordered[i]):
-            i += 1
-        ordered = ordered[i:]
+        ordered = list(itertools.dropwhile(
+            lambda rs: rs.name.rstrip(".").lower() == name and rs.type == rtype and rs.set_identifier != ident,
+            ordered))
     page = ordered[:max_items]
     return page, (ordered[max_items] if len(ordered) > max_items else None)
 
