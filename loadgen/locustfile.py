@@ -195,6 +195,10 @@ def _test_start(environment, **_kw) -> None:
         return
     if streamed and lctx.plan_from(opts, ctx.endpoints)[0].record_history:
         ctx.writer = stream.writer_for(runner, worker, ctx.run)
+    if isinstance(runner, WorkerRunner):
+        # the worker's own account of its part: what a run with a silent worker is diagnosed by
+        log.info("gameday load: %s starts run %s, history %s", worker, ctx.run,
+                 "off" if ctx.writer is None else "streamed to the master" if streamed else f"in {ctx.writer.path}")
     for cls in (FollowerUser, RegionalUser):
         cls.network_timeout = cls.connection_timeout = ctx.plan.request_timeout_s
     environment.gameday = _current = ctx

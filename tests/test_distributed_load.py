@@ -253,6 +253,11 @@ def cli_master(relayed: dict, hosts: Hosts, out: Path, port: int) -> subprocess.
                        env={"PYTHONUNBUFFERED": "1"})
 
 
+def logs_of(*paths: Path, tail: int = 2500) -> str:
+    return "\n".join(f"--- {p.name}:\n{p.read_text(errors='replace')[-tail:] if p.exists() else '(none)'}"
+                     for p in paths)
+
+
 def completions_by_part(out: Path) -> dict[str, int]:
     return {p.name: sum(1 for e in hist.read_entries(p)[0] if e["type"] != "invoke") for p in hist.part_files(out)}
 
@@ -268,7 +273,11 @@ def test_a_worker_killed_mid_run_is_reported_missing_and_the_checks_say_unknown(
             assert len(done) == 2 and min(done.values()) >= 20, done
 
         # 20 requests each take ~4 s at RATE after Locust's start-up: three alarm periods leave room
-        eventually(both_have_worked, deadline_s=4 * local_env.profile.period_s, what="both workers' requests")
+        try:
+            eventually(both_have_worked, deadline_s=4 * local_env.profile.period_s, what="both workers' requests")
+        except AssertionError as e:
+            # the processes' own logs say which worker stayed silent and why (seen once in CI)
+            pytest.fail(f"{e}\n{logs_of(tmp_path / 'master.log', *(tmp_path / f'w{i}.log' for i in range(2)))}")
         os.kill(workers[1].pid, signal.SIGKILL)
         assert master.wait(timeout=HOLD_S + 40) == 0
     finally:
