@@ -459,7 +459,11 @@ def test_surge_story_is_told_live_through_a_pipe(tmp_path):
     assert max(idx[lam], idx[dns]) < idx[-1], texts
     offsets = [o for o, _ in st]
     assert offsets == sorted(offsets)
-    assert offsets[idx[2]] < offsets[idx[4]] < offsets[idx[5]], "alarm, then DNS change, then clients, in time"
+    # offsets are shown to 0.1 s: a follower whose cached answer expired just then follows within the
+    # same tenth as the change (seen in CI: 4.6 and 4.6), so those two may tie; the failover as a
+    # whole comes after the load's start
+    assert offsets[idx[0]] < offsets[idx[2]] <= offsets[idx[4]] <= offsets[idx[5]], \
+        "load, then alarm, then DNS change, then clients, in time"
     # told as it happened: the lines arrived about as far apart as the times they tell
     arrival = {t: a for a, ln in got for o, t in story_of([ln])}
     told_gap = offsets[idx[5]] - offsets[0]
