@@ -404,3 +404,54 @@ def test_stop_leaves_no_task_process(env):
     assert all(not s["tasks"] for s in env.ecs.status().values())
     for r in CFG.regions:
         assert running_in_moto(env, r) == []
+
+
+# -- when moto's view of a region is read (fake clock, no moto) --------------------------------------------
+
+def test_moto_is_read_again_only_after_a_change_or_every_few_ticks():
+    """An idle region's tick uses the last read of moto (RUNNING tasks, the service); a change
+    through the API (the router's hook), the scheduler's own call, or API_RESYNC_TICKS ticks make
+    the next tick read it again, and a change made during a read is read at the tick after."""
+    from types import SimpleNamespace
+
+    from gameday.clock import FakeClock
+    from gameday.environments.local.ecs import API_RESYNC_TICKS, _Region
+    from gameday.environments.local.ecs_model import ServiceModel, ServicePolicy
+
+    clock = FakeClock()
+    ecs = object.__new__(EcsReconciler)
+    ecs.ctx = SimpleNamespace(clock=clock, profile=CFG.profile("local"))
+    st = _Region("us-east-1", ["us-east-1a"], ServiceModel(ServicePolicy.from_config(CFG.service, ecs.ctx.profile),
+                                                           ["us-east-1a"]))
+    ecs.regions = {"us-east-1": st}
+    ecs._wake = SimpleNamespace(set=lambda: None)
+    reads, during_read = [], []
+
+    def running_arns(region):
+        reads.append(clock.monotonic())
+        for act in during_read:
+            act()
+        during_read.clear()
+        return [f"arn-{len(reads)}"]
+
+    ecs._running_arns = running_arns
+    ecs._service_desired = lambda region: (2, "deployment", None)
+    tick = ecs.ctx.profile.reconcile_interval_s
+
+    assert ecs._api_view(st) == ({"arn-1"}, (2, "deployment", None)), "the first tick reads"
+    for _ in range(API_RESYNC_TICKS - 1):
+        clock.advance(tick)
+        assert ecs._api_view(st)[0] == {"arn-1"}
+    assert len(reads) == 1, f"an idle region was read at {reads}"
+    clock.advance(tick)
+    assert ecs._api_view(st)[0] == {"arn-2"}, f"not read again after {API_RESYNC_TICKS} ticks"
+    # a StopTask through the router (its hook): the next tick reads, whatever the time
+    ecs._api_changed(SimpleNamespace(region="us-east-1"))
+    assert ecs._api_view(st)[0] == {"arn-3"}
+    assert ecs._api_view(st)[0] == {"arn-3"}
+    # a change made while a tick reads: that read may predate it, so the next tick reads again
+    ecs._api_changed(SimpleNamespace(region="us-east-1"))
+    during_read.append(lambda: ecs._api_changed(SimpleNamespace(region="us-east-1")))
+    assert ecs._api_view(st)[0] == {"arn-4"}
+    assert ecs._api_view(st)[0] == {"arn-5"}
+    assert ecs._api_view(st)[0] == {"arn-5"}

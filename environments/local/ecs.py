@@ -40,6 +40,13 @@ log = logging.getLogger("gameday.ecs")
 TASK_HOST = "127.0.0.1"
 AZ_TAG = "gameday:availability-zone"
 STOP_GRACE_S = 2.0             # SIGTERM -> SIGKILL (ECS's stopTimeout, compressed from 30 s)
+# moto's view of a region (RUNNING tasks, the service's desired count) is read again at a tick when
+# something changed it: an ECS call through the harness's AWS endpoint (API_CHANGES, hooked on the
+# router) or the scheduler's own run_task/stop_task/update_service. Otherwise once every
+# API_RESYNC_TICKS ticks, for a change made straight to moto (an observer client): an idle
+# environment no longer spends 4 moto calls a region every tick (~a third of its idle CPU)
+API_RESYNC_TICKS = 4
+API_CHANGES = ("StopTask", "UpdateService", "RunTask", "StartTask", "CreateService", "DeleteService")
 READY_POLL_S = 0.02            # how often a PENDING task's port is tried
 
 
@@ -162,6 +169,11 @@ class _Region:
     azs: list[str]
     model: ServiceModel
     tasks: dict[str, Task] = field(default_factory=dict)        # live tasks by id (the model's live set)
+    # moto's view as last read (_api_view): RUNNING arns, (desiredCount, deployment, AZs)
+    api_running: set[str] | None = None
+    api_service: tuple | None = None
+    api_read_at: float = float("-inf")
+    api_changed: bool = True        # something changed it since: read it at the next tick
 
 
 class EcsReconciler:
@@ -225,9 +237,17 @@ class EcsReconciler:
                 started.result()
         self._thread = threading.Thread(target=self._loop, name="ecs-scheduler", daemon=True)
         self._thread.start()
-        # UpdateService through the API (desired count, subnets): reconcile now, not at the next interval
-        self.ctx.after_aws_call("ecs", "UpdateService", lambda call: self._wake.set())
+        # an ECS change through the API (a task stopped, the desired count or subnets updated):
+        # read the region again and reconcile now, not at the next interval
+        for operation in API_CHANGES:
+            self.ctx.after_aws_call("ecs", operation, self._api_changed)
         return self
+
+    def _api_changed(self, call) -> None:
+        st = self.regions.get(call.region)
+        for r in [st] if st is not None else self.regions.values():
+            r.api_changed = True
+        self._wake.set()
 
     def _start_region(self, region: str) -> None:
         self._configure_moto(region)
@@ -315,12 +335,12 @@ class EcsReconciler:
             if rc is not None:
                 exited[t.task_id] = rc
         # 2. tasks stopped by anyone through the API (moto no longer lists them RUNNING)
-        running = set(self._running_arns(region))
+        running, service = self._api_view(st)
         gone = [t for t in live if t.arn not in running and t.task_id not in exited]
         reasons = self._stopped_reasons(region, [t.arn for t in gone]) if gone else {}
         api_stopped = {t.task_id: reasons.get(t.arn) or REASON_API for t in gone}
         # 3. the service's desired count and subnets as the API has them
-        api_desired, deployment, service_azs = self._service_desired(region)
+        api_desired, deployment, service_azs = service
         with self._lock:
             if self._stopped:
                 return
@@ -328,6 +348,19 @@ class EcsReconciler:
                                       api_desired=api_desired, deployment=deployment, service_azs=service_azs)
         # 4. the model's decisions: stops, the corrected desired count, launches
         self._carry_out(st, decisions)
+
+    def _api_view(self, st: _Region) -> tuple[set[str], tuple]:
+        """moto's RUNNING tasks and the service's (desiredCount, deployment, AZs) for the region: read
+        when changed since (or never read), else at most API_RESYNC_TICKS ticks old. Launches
+        happen on the tick's thread after this read, and each marks the view changed: a task
+        launched since is never taken for one stopped through the API."""
+        now = self._now()
+        if st.api_changed or now - st.api_read_at >= API_RESYNC_TICKS * self.ctx.profile.reconcile_interval_s:
+            st.api_changed = False   # before the reads: a change made during them is read next tick
+            st.api_running = set(self._running_arns(st.name))
+            st.api_service = self._service_desired(st.name)
+            st.api_read_at = now
+        return st.api_running, st.api_service
 
     def _running_arns(self, region: str) -> list[str]:
         pages = self._ecs(region).get_paginator("list_tasks").paginate(cluster=self.cluster, desiredStatus="RUNNING")
@@ -377,6 +410,7 @@ class EcsReconciler:
             elif isinstance(d, MarkRunning):
                 self._carry_out_running(st, d)
             elif isinstance(d, SetDesired):
+                st.api_changed = True
                 self._ecs(st.name).update_service(cluster=self.cluster, service=self.service, desiredCount=d.new)
                 self.ctx.events.emit("ecs", action="scaled", region=st.name, old=d.old, new=d.new, reason=d.reason)
             elif isinstance(d, Unplaceable):
@@ -413,6 +447,7 @@ class EcsReconciler:
                 threading.Thread(target=self._reap, args=(t.proc, STOP_GRACE_S if d.kill == "term" else 0),
                                  name=f"ecs-stop-{t.task_id[:8]}", daemon=True).start()
         if d.api:
+            st.api_changed = True
             try:
                 self._ecs(t.region).stop_task(cluster=self.cluster, task=t.arn, reason=d.reason)
             except Exception:  # noqa: BLE001 - the next tick sees it still RUNNING in moto and retries
@@ -473,6 +508,7 @@ class EcsReconciler:
 
     def _launch(self, st: _Region, d: Launch) -> Task | None:
         region, az = st.name, d.az
+        st.api_changed = True
         arn = self._run_task(st, az)
         task_id = arn.rsplit("/", 1)[-1]
         port = free_port(TASK_HOST)
