@@ -188,6 +188,16 @@ def test_a_task_stopped_with_boto3_and_one_whose_process_dies_are_both_replaced(
 
     _, gone_s = eventually(lambda: _assert_dead(stopped["pid"]), deadline_s=PROFILE.reconcile_interval_s + STOP_GRACE_S + 2,
                            what="stopped task's process exits", started=t0)
+
+    def scheduler_let_both_go():
+        live = {t["task_id"] for t in tasks(env, region)}
+        assert not live & {stopped["task_id"], died["task_id"]}, live
+
+    # the StopTask wakes the scheduler at once, the dead process is seen at a tick after the kill:
+    # until then the dead task still counts as running (and healthy, for a second of failed health
+    # checks) beside a replacement, which `steady` alone would take for the end of the round
+    eventually(scheduler_let_both_go, deadline_s=2 * PROFILE.reconcile_interval_s + 2,
+               what="the scheduler to let both tasks go", started=t0)
     now_running, _ = steady(env, region, deadline_s=REPLACE_S)
     MEASURED["stop_task_to_process_gone_s"] = gone_s
     MEASURED["stop_task_to_replacements_healthy_s"] = time.monotonic() - t0
