@@ -19,6 +19,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def reserved_port(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket bound to a free port of `host`, not listening yet: the port is held from now on.
+    free_port()'s number is free only when asked; a server that binds it a second later (a moto
+    server imports moto first) can find it taken, by a client's outgoing connection too (its
+    source port comes from the same ephemeral range): seen in CI. Hand this socket to the server
+    process instead (procs.spawn(pass_fds=...)), which listens on it."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((host, 0))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 def free_port_on_all(hosts: list[str]) -> int:
     """One port number free on every host (each region's load balancer has its own loopback address
     but they share the port, as real load balancers all listen on 80/443)."""

@@ -39,8 +39,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def spawn(argv: list[str], log_path: Path | None = None, env: dict[str, str] | None = None,
-          cwd: str | Path | None = None, stdin=subprocess.DEVNULL, stdout=None) -> subprocess.Popen:
-    """Start argv in its own process group, output (or stderr, if stdout is piped) appended to log_path."""
+          cwd: str | Path | None = None, stdin=subprocess.DEVNULL, stdout=None,
+          pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+    """Start argv in its own process group, output (or stderr, if stdout is piped) appended to log_path;
+    `pass_fds`: descriptors the child keeps (a listening socket it is handed: net.reserved_port)."""
     log = None
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +56,7 @@ def spawn(argv: list[str], log_path: Path | None = None, env: dict[str, str] | N
     try:
         return _spawner.submit(
             subprocess.Popen, argv, stdin=stdin, stdout=out, stderr=err,
-            env=full_env, cwd=cwd, preexec_fn=_die_with_parent, close_fds=True).result()
+            env=full_env, cwd=cwd, preexec_fn=_die_with_parent, close_fds=True, pass_fds=tuple(pass_fds)).result()
     finally:
         if log is not None:
             log.close()  # the child holds its own copy

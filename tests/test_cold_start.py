@@ -80,6 +80,46 @@ def test_forked_servers_are_one_process_per_region_each_stopped_and_reaped(tmp_p
     assert fleet.proc.poll() is not None                               # the zygote exits with its servers
 
 
+def _bindable(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as a server binds (past TIME_WAIT)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.mark.parametrize("kind", ["fleet", "server"])
+def test_a_servers_port_is_held_from_the_start_and_freed_when_it_stops(tmp_path, kind):
+    """The port is bound before the server process exists (net.reserved_port, handed over): no other
+    program can take it while moto imports, as happened to a free_port() number in CI; the starter
+    and the zygote keep no copy, so a stopped server's port is free again."""
+    regions = ["us-east-1", "us-west-2"]
+    fleet = MotoFleet(regions, tmp_path / "logs") if kind == "fleet" else None
+    servers = fleet.servers if fleet else {"us-east-1": MotoServer("us-east-1", tmp_path / "logs")}
+    ports = {r: s.port for r, s in servers.items()}
+    assert not any(_bindable(p) for p in ports.values()), f"{ports}: free for anyone before the servers start"
+    try:
+        if fleet:
+            fleet.launch()
+            fleet.send_plans({})
+            fleet.wait_ready(START_S)
+        else:
+            servers["us-east-1"].start(START_S)
+        for r, server in servers.items():
+            assert server.socket is None, "the starter still holds the socket"
+            assert aws.client("dynamodb", r, server.url).list_tables()["TableNames"] == []
+            assert server.url.endswith(f":{ports[r]}")
+        victim = servers["us-east-1"]
+        victim.stop()
+        assert _bindable(ports["us-east-1"]), "a stopped server's port stays held (by the zygote or the starter)"
+    finally:
+        fleet.stop() if fleet else servers["us-east-1"].stop()
+
+
 def test_forked_servers_do_not_outlive_their_zygote(tmp_path):
     fleet = MotoFleet(["us-east-1", "us-west-2"], tmp_path / "logs").launch()
     try:

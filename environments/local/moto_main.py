@@ -20,7 +20,8 @@ and these for the cold start (environments/local/moto_region.py is the other sid
 - once its socket listens, it writes one line on stdout, `{"ready": true, "results": {...}}`
   (what the calls saved: hosted zone and health check ids), so its starter waits on an
   event rather than polling; stdout then goes to the log;
-- with --fork REGION PORT (repeated: MotoFleet), the process is a zygote: it imports moto and
+- with --fork REGION PORT FD (repeated: MotoFleet; FD the socket bound to PORT that the starter
+  hands over, net.reserved_port, so the port cannot be taken meanwhile), the process is a zygote: it imports moto and
   warms it once (`warm`: each service the harness uses answers one read-only call in-process),
   reads every region's plan ({region: calls}) on stdin, and forks one server per region, which
   provisions itself and serves as above (its ready line names its region and pid); the zygote
@@ -162,7 +163,8 @@ def in_process_clients(app, base_url: str):
 LISTEN_QUEUE = 4096   # benchmarks/bench_latency.py measures it against werkzeug's 128 side by side
 
 
-def serve(host: str, port: int, plan: list[dict] | None, app=None, region: str | None = None) -> None:
+def serve(host: str, port: int, plan: list[dict] | None, app=None, region: str | None = None,
+          fd: int | None = None) -> None:
     """moto.server.main's server (threaded werkzeug, moto's request handler), provisioned by
     `plan` before its socket listens, and saying so on stdout once it does (with `region` and its
     pid when a zygote forked it: its servers share the zygote's stdout)."""
@@ -178,7 +180,12 @@ def serve(host: str, port: int, plan: list[dict] | None, app=None, region: str |
     # werkzeug's listen queue of 128, a burst of callers overflows it, the kernel drops SYNs and each
     # costs a 1 s retransmit (a random 2 s client timeout). 4096 is Linux's default somaxconn cap.
     BaseWSGIServer.request_queue_size = LISTEN_QUEUE
-    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler, fd=fd)
+    if fd is not None:
+        # the starter's socket, bound to `port` since before this process started (net.reserved_port):
+        # werkzeug takes a socket it is handed as already listening
+        server.socket.listen(LISTEN_QUEUE)
+        os.close(fd)   # fromfd made a duplicate: one descriptor of the socket is enough
     ready = {"ready": True, "results": results, **({"region": region, "pid": os.getpid()} if region else {})}
     os.write(1, (json.dumps(ready) + "\n").encode())   # one write: atomic on a pipe other servers share
     os.dup2(2, 1)   # the starter reads one line; whatever is printed later belongs in the log
@@ -229,7 +236,7 @@ def warm(services: dict[str, str] = HARNESS_SERVICES):
     return app
 
 
-def fork_servers(host: str, servers: list[tuple[str, int]], logs_dir: str | None) -> None:
+def fork_servers(host: str, servers: list[tuple[str, int, int | None]], logs_dir: str | None) -> None:
     """The zygote: moto imported and warmed once, then one server process per region forked
     from it (copy-on-write: each starts with moto loaded), each provisioned by its own plan (JSON
     {region: calls} on stdin) and serving on its own port, its log in logs_dir/moto-REGION.log.
@@ -239,11 +246,16 @@ def fork_servers(host: str, servers: list[tuple[str, int]], logs_dir: str | None
     gc.freeze()   # the zygote's objects stay put in the collector's lists: their pages stay shared
     children: dict[int, str] = {}
     zygote = os.getpid()
-    for region, port in servers:
+    for i, (region, port, fd) in enumerate(servers):
         pid = os.fork()
         if pid == 0:
-            _run_forked(zygote, region, host, port, plans.get(region) or [], logs_dir, app)
+            for _, _, other in servers[i + 1:]:   # the next servers' sockets are theirs alone (the
+                if other is not None:             # earlier ones' the zygote has closed already)
+                    os.close(other)
+            _run_forked(zygote, region, host, port, plans.get(region) or [], logs_dir, app, fd)
         children[pid] = region
+        if fd is not None:
+            os.close(fd)   # the server holds it: a server that dies frees its port
 
     def forward(sig, _frame):   # a stop of the zygote stops its servers (each in its own group)
         for child in children:
@@ -266,7 +278,7 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def _run_forked(zygote: int, region: str, host: str, port: int, plan: list[dict], logs_dir: str | None,
-                app) -> None:
+                app, fd: int | None = None) -> None:
     """A forked server (dies with the zygote, its own process group and log); never returns."""
     from gameday.environments.local.zygote import become_forked_child, exit_code
 
@@ -274,7 +286,7 @@ def _run_forked(zygote: int, region: str, host: str, port: int, plan: list[dict]
     try:
         become_forked_child(zygote, os.path.join(logs_dir, f"moto-{region}.log") if logs_dir else None,
                             f"moto-{region}")
-        serve(host, port, plan, app=app, region=region)
+        serve(host, port, plan, app=app, region=region, fd=fd)
         code = 0
     except SystemExit as e:
         code = exit_code(e)
@@ -292,12 +304,14 @@ def _main() -> None:
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, help="serve one region on this port")
     parser.add_argument("--plan-stdin", action="store_true", help="read provisioning calls (JSON) on stdin first")
-    parser.add_argument("--fork", nargs=2, action="append", metavar=("REGION", "PORT"), default=[],
-                        help="zygote: fork a server per REGION on PORT (plans: JSON by region on stdin)")
+    parser.add_argument("--fd", type=int, help="with --port: the socket bound to it, handed over by the starter")
+    parser.add_argument("--fork", nargs=3, action="append", metavar=("REGION", "PORT", "FD"), default=[],
+                        help="zygote: fork a server per REGION on PORT, its socket FD (bound by the starter; "
+                             "- for none: the server binds PORT itself) (plans: JSON by region on stdin)")
     parser.add_argument("--logs-dir", help="with --fork: where each server writes moto-REGION.log")
     args = parser.parse_args()
     if bool(args.port) == bool(args.fork):
-        parser.error("give either --port or --fork REGION PORT (one or more)")
+        parser.error("give either --port or --fork REGION PORT FD (one or more)")
     # The start-up allocates millions of objects that all live (modules, botocore's JSON models):
     # the collector's full passes over them found nothing and cost ~40% of a server's start-up CPU
     # (measured: 1.60 -> 0.98 CPU-s to import and warm). serve() turns it back on.
@@ -306,10 +320,10 @@ def _main() -> None:
     speed_up_dispatch()
     share_sdk_data()
     if args.fork:
-        fork_servers(args.host, [(r, int(p)) for r, p in args.fork], args.logs_dir)
+        fork_servers(args.host, [(r, int(p), None if fd == "-" else int(fd)) for r, p, fd in args.fork], args.logs_dir)
     else:
         # read after moto is loaded: the starter spawns first and writes the plan once it has one
-        serve(args.host, args.port, json.load(sys.stdin) if args.plan_stdin else None)
+        serve(args.host, args.port, json.load(sys.stdin) if args.plan_stdin else None, fd=args.fd)
 
 
 if __name__ == "__main__":

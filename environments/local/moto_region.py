@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gameday import procs
 from gameday.environments.local.zygote import ZygoteReader
-from gameday.net import free_port
+from gameday.net import free_port, reserved_port
 
 HARNESS_MODULE = "gameday.environments.local.moto_main"
 
@@ -32,7 +32,10 @@ class MotoServer:
         self.region = region
         self.module = module   # moto.server: plain moto, the baseline of benchmarks/bench_moto.py
         self.host = host
-        self.port = port or free_port(host)
+        # the harness's server is handed its socket, bound here (net.reserved_port): its port cannot
+        # be taken while it imports moto; plain moto.server (a benchmark's baseline) binds its own
+        self.socket = reserved_port(host) if not port and module == HARNESS_MODULE else None
+        self.port = port or (self.socket.getsockname()[1] if self.socket else free_port(host))
         self.logs_dir = logs_dir
         self.proc = None
         self.started_s: float | None = None
@@ -69,9 +72,21 @@ class MotoServer:
         (send_plan; the server reads it only once moto is loaded), then wait_ready()."""
         self._t0 = time.monotonic()
         argv = [procs.python(), "-m", self.module, "-H", self.host, "-p", str(self.port)]
-        self.proc = procs.spawn(argv + (["--plan-stdin"] if with_plan else []), self.log_path,
-                                stdin=subprocess.PIPE if with_plan else subprocess.DEVNULL, stdout=subprocess.PIPE)
+        fds = (self.socket.fileno(),) if self.socket else ()
+        argv += ["--fd", str(fds[0])] if fds else []
+        try:
+            self.proc = procs.spawn(argv + (["--plan-stdin"] if with_plan else []), self.log_path,
+                                    stdin=subprocess.PIPE if with_plan else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    pass_fds=fds)
+        finally:
+            self.release_socket()
         return self
+
+    def release_socket(self) -> None:
+        """Close this process's copy of the server's socket (the server process holds its own)."""
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
 
     def send_plan(self, plan: list[dict]) -> None:
         try:
@@ -155,9 +170,16 @@ class MotoFleet:
         self._t0 = time.monotonic()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         argv = [procs.python(), "-m", HARNESS_MODULE, "-H", self.host, "--logs-dir", str(self.logs_dir)]
+        fds = []
         for region, server in self.servers.items():
-            argv += ["--fork", region, str(server.port)]
-        self.proc = procs.spawn(argv, self.log_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            argv += ["--fork", region, str(server.port), str(server.socket.fileno())]
+            fds.append(server.socket.fileno())
+        try:
+            self.proc = procs.spawn(argv, self.log_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    pass_fds=tuple(fds))
+        finally:
+            for server in self.servers.values():
+                server.release_socket()
         self.reader = ZygoteReader(self.proc.stdout, "moto-fleet")
         return self
 
