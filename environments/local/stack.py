@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from gameday.environments.local import prelaunch
 from gameday.environments.local.moto_region import MotoFleet, MotoServer
-from gameday.net import free_port, free_port_on_all, region_address
+from gameday.net import free_port_on_all, region_address
 
 if TYPE_CHECKING:   # imported where used: the moto servers are spawned before this process loads them
     from gameday.config import GamedayConfig
@@ -171,7 +171,9 @@ class LocalStack:
             moto_urls={r: m.url for r, m in self.moto.items()},
             lb_addresses=lb_addresses,
             lb_port=cfg.local.lb_port or free_port_on_all(list(lb_addresses.values())),
-            dns_port=cfg.local.dns_port or free_port(),
+            # 0: the DNS server binds a free port itself when it starts (a number picked now could be
+            # taken by then, a second later: the moto servers start first)
+            dns_port=cfg.local.dns_port,
         )
         self.fleet.send_plans(provision.plan(ctx))
         with ThreadPoolExecutor(1) as pool:
