@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+from gameday import aws
 from gameday.assertions.deadlines import Deadlines
 from gameday.assertions.eventually import eventually
 
@@ -31,9 +32,7 @@ def point_record_at(env, region: str, comment: str = "gameday baseline") -> None
     health_checks = (ep.get("route53") or {}).get("health_check_ids") or {}
     wanted = route53_record_sets(cfg, addresses, env.profile.dns_ttl_s, region, health_checks)
     keep = {rs.get("SetIdentifier") for rs in wanted}
-    name = ep["record_name"].rstrip(".").lower()
-    existing = [rs for page in r53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=ep["hosted_zone_id"])
-                for rs in page["ResourceRecordSets"] if rs["Name"].rstrip(".").lower() == name and rs["Type"] == "A"]
+    existing = aws.record_sets(r53, ep["hosted_zone_id"], ep["record_name"])
     # a set of another routing policy (or identifier) cannot stay next to the wanted ones
     stray = [rs for rs in existing if rs.get("SetIdentifier") not in keep
              or ("Weight" in rs) != any("Weight" in w for w in wanted)
