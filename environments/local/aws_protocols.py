@@ -269,7 +269,8 @@ def identify(signing_name: str, method: str, raw_path: str, headers: Mapping[str
 
 def operation_of(signing_name: str, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> str | None:
     """identify(...).operation, the cheap way where the request names it: a JSON-protocol call's
-    X-Amz-Target (ECS's UpdateService, which the router tells the ECS scheduler of) needs no model."""
+    X-Amz-Target (ECS's change calls, StopTask, UpdateService, ..., which the router tells the ECS
+    scheduler of) needs no model."""
     target = headers.get("X-Amz-Target")
     if target:
         return target.rpartition(".")[2]
