@@ -24,6 +24,7 @@ import time
 
 import boto3
 import pytest
+import requests
 from moto import mock_aws
 
 from gameday import procs
@@ -233,11 +234,35 @@ def stand_in(tmp_path_factory):
 
         eventually(written, deadline_s=START_DEADLINE_S, what="gameday up --aws-config", interval_s=0.1)
         env = AwsEnvironment(load_config(config)).start(preflight=False).follow_signals()
+        control_url = json.loads(state_file.read_text())["control_url"]
+        env.wait_settled = lambda: _settled(env, control_url)   # also after each test that changes the alias
+        env.wait_settled()
         yield env
     finally:
         if env is not None:
             env.stop()
         procs.terminate(proc, grace_s=20)
+
+
+def _settled(env, control_url: str) -> None:
+    """Wait until the account's own traffic is over: CloudWatch has evaluated every alarm once (an
+    alarm's first OK notifies the function, as AWS's OKActions do) and the function has no event
+    queued or running (those notifications' attempts, retries included). A test's notification
+    otherwise queues behind them: with the alias on a broken version, their retries run it too, and
+    six 5 s timeouts on two environments delayed the too_slow twin's own attempt past its deadline."""
+    def quiet():
+        unevaluated = [a["AlarmName"] for region in env.config.regions
+                       for a in _client(env, "cloudwatch", region).describe_alarms()["MetricAlarms"]
+                       if a["StateReason"].startswith("Unchecked")]
+        assert not unevaluated, f"alarms not evaluated yet: {unevaluated}"
+        fn = requests.get(f"{control_url}/status", timeout=5).json()["lambda"]
+        assert fn["queued"] == 0 and not fn["in_flight_all"], \
+            f"the function still has {fn['queued']} events queued, {fn['in_flight_all']} running"
+    # one alarm period to the first evaluation, then each notification's attempt and its retries
+    p = env.profile
+    deadline = p.period_s + (1 + len(p.lambda_retry_delays_s)) * (env.config.failover.timeout_s + HARNESS_MARGIN_S) \
+        + sum(p.lambda_retry_delays_s)
+    eventually(quiet, deadline_s=deadline, what="the stand-in account settled", interval_s=0.2)
 
 
 def _client(env, service: str, region: str):
@@ -325,6 +350,8 @@ def test_a_broken_function_gives_failed_attempts_and_lambda_invoked_fails_naming
     env = stand_in
     restore = _broken_version(env, handler)
     try:
+        # a broken handler logs no notification (no message id to match): the account is quiet
+        # (stand_in), so the first attempt that fails this way after the notification is its own
         started, _ = _notify(env, "us-east-1")
         first = _invocation(env, started, _deadline_s(env), outcome=outcome, attempt=1)
         assert first["error"]["type"] == error_type and quoted in json.dumps(first["logs"]), first
@@ -338,3 +365,4 @@ def test_a_broken_function_gives_failed_attempts_and_lambda_invoked_fails_naming
               f"lambda_invoked says:\n{failed.value}")
     finally:
         restore()
+        env.wait_settled()   # this notification's last retry ran out before the next test's notification
