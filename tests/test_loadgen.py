@@ -518,15 +518,32 @@ def test_surge_exceeds_the_threshold_in_the_target_region_only(local_env, tmp_pa
             StartTime=full[0] * period, EndTime=(full[-1] + 1) * period, Period=period, Statistics=["Sum"])
         return {round(d["Timestamp"].timestamp() / period): d["Sum"] for d in dps["Datapoints"]}
 
+    # The load balancer counts a request when it gets it: some time between its send and its answer.
+    # So period p's count lies between the requests answered (ok) wholly inside p and those whose
+    # send-to-answer span touches p. Bounds, not a tolerance: the spill across a boundary is the
+    # client-to-load-balancer latency, which 2 busy cores stretch to tenths of a second (376 sent in
+    # a period, 350 counted, at 75/s); a count in the wrong period or a lost/doubled one is outside.
+    spans: dict[str, list[tuple[float, float, bool]]] = defaultdict(list)
+    for e in completions(h):
+        spans[e["served_by"]].append((sent[e["id"]], e["time"], e["type"] == "ok"))
+
+    def bounds(region: str, p: int) -> tuple[int, int]:
+        start, end = p * period, (p + 1) * period
+        inside = sum(1 for s, d, ok in spans[region] if ok and s >= start and d < end)
+        touching = sum(1 for s, d, _ in spans[region] if s < end and d >= start)
+        return inside, touching
+
     @eventually(3 * period)
     def cloudwatch_has_every_period():
         for r in ep["regions"]:
             cw = cloudwatch(r)
             for p in full:
-                # a request sent just before a boundary may reach the load balancer just after it
-                assert abs(cw.get(p, 0) - per_period[r][p]) <= 0.02 * per_period[r][p] + 5, (r, p, cw, per_period[r])
+                low, high = bounds(r, p)
+                assert low <= cw.get(p, 0) <= high, (r, p, cw, (low, high), per_period[r])
 
     cloudwatch_has_every_period()
     assert max(cloudwatch(target).values()) > threshold
     assert max(cloudwatch(other).values(), default=0) < 0.5 * threshold
-    print(f"surge reached {1.1 * alarm_rate:.0f}/s at {target} in {took:.2f}s; per-period peaks {peak}")
+    print(f"surge reached {1.1 * alarm_rate:.0f}/s at {target} in {took:.2f}s; per-period peaks {peak}; "
+          f"{target}'s full periods: CloudWatch {[cloudwatch(target).get(p) for p in full]} within "
+          f"{[bounds(target, p) for p in full]}")
