@@ -17,6 +17,9 @@ A test declares a part with `@pytest.mark.needs("docker")` (or `pytestmark` for 
 the closest marker wins), or by using the fixture `chromium_path` or `docker_daemon`.
 """
 
+import pytest
+
+from tests import scheduling
 from tests.parts import (  # noqa: F401 - pytest finds hooks and fixtures by name in a conftest
     chromium_path,
     docker_daemon,
@@ -27,3 +30,11 @@ from tests.parts import (  # noqa: F401 - pytest finds hooks and fixtures by nam
     pytest_sessionfinish,
     pytest_terminal_summary,
 )
+
+
+@pytest.fixture
+def whole_suite_turn(tmp_path_factory):
+    """This test's turn to run a whole suite: no other whole-suite run of the session (local or
+    docker) runs beside it (tests/scheduling.py)."""
+    with scheduling.whole_suite_turn(tmp_path_factory):
+        yield

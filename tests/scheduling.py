@@ -1,4 +1,4 @@
-"""How the harness's own tests are spread over pytest-xdist's workers (pyproject: `-n 3 --dist
+"""How the harness's own tests are spread over pytest-xdist's workers (pyproject: `-n 4 --dist
 loadgroup --no-loadscope-reorder`).
 
 `--dist loadgroup` hands a worker whole units, an `xdist_group` at a time. The units here:
@@ -10,21 +10,32 @@ loadgroup --no-loadscope-reorder`).
 - a module is one unit, so its module-scoped fixtures (an environment, a built wheel) are made
   once, unless it says `XDIST_SPREAD = True`: its tests are independent runs (each its own
   `gameday run`), each one a unit, so they balance the workers' last minutes; or it names its
-  group, `XDIST_GROUP = "machine-parts"` (tests/test_main_job.py): the two whole-suite runs, local
-  and docker, then run one after the other, never side by side (two of them beside a third
-  scenario run starved moto on 2 cores: read timeouts, failovers missed);
-- the longest units go first (xdist would order them by test count): the parts unit, then
-  modules marked `slow`, then the spread tests, then modules that start an environment
-  (`needs_env`), then the rest in collection order.
+  group, `XDIST_GROUP = "..."`;
+- the longest units go first (xdist would order them by test count): the parts unit and the
+  whole-suite runs (`whole_suite` marker), then modules marked `slow`, then the spread tests,
+  then modules that start an environment (`needs_env`), then the rest in collection order.
+  Inside the parts unit its whole-suite run (docker) comes last.
+
+The whole-suite runs of the local and docker environments never run side by side (two of them
+beside other scenario runs starved moto on 2 cores: read timeouts, failovers missed): each holds
+`whole_suite_turn` (a lock file shared by the session's workers) while it runs. They used to share
+the parts unit for that, which made the parts worker the session's longest (~720 s of ~740 s at
+four workers): now the local one starts at once on a worker of its own, and the parts worker runs
+its other tests while it waits for its turn.
 
 Without xdist (`-n 0`) the same order applies and nothing else changes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+
 import pytest
 
 PARTS_GROUP = "machine-parts"
+WHOLE_SUITE = "whole_suite"
 
 
 def _module(item: pytest.Item):
@@ -44,7 +55,7 @@ def _unit(item: pytest.Item, needs_part) -> str | None:
 
 
 def _rank(item: pytest.Item, unit: str | None) -> int:
-    if unit == PARTS_GROUP:
+    if unit == PARTS_GROUP or item.get_closest_marker(WHOLE_SUITE) is not None:
         return 0
     spread = getattr(_module(item), "XDIST_SPREAD", False)
     if item.get_closest_marker("slow") is not None:
@@ -63,4 +74,19 @@ def group_and_order(items: list[pytest.Item], needs_part) -> None:
         if u is not None:
             item.add_marker(pytest.mark.xdist_group(u))
             unit_rank[u] = min(unit_rank.get(u, rank[id(item)]), rank[id(item)])
-    items[:] = sorted(items, key=lambda item: unit_rank.get(unit[id(item)], rank[id(item)]))
+    # in the parts unit, its whole-suite run last: it may have to wait for the other's turn
+    last = {id(item): unit[id(item)] == PARTS_GROUP and item.get_closest_marker(WHOLE_SUITE) is not None
+            for item in items}
+    items[:] = sorted(items, key=lambda item: (unit_rank.get(unit[id(item)], rank[id(item)]), last[id(item)]))
+
+
+@contextlib.contextmanager
+def whole_suite_turn(tmp_path_factory: pytest.TempPathFactory):
+    """Hold the session's whole-suite lock: wait while another worker's whole-suite run holds it.
+    The lock file lives in the directory all of the session's xdist workers share (each worker's
+    basetemp is a popen-gwN folder in it)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with open(shared / "whole-suite.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)   # released when the file closes
+        yield

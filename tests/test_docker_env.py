@@ -249,8 +249,9 @@ def test_sigkilled_harness_leaves_no_container(tmp_path, client):
 SUITE_TIMEOUT_S = 720   # the suite takes 250-300 s here (docs/docker.md); a hang must not outlive the test
 
 
-@pytest.mark.timeout(SUITE_TIMEOUT_S + 60)
-def test_scenario_suite_passes_on_docker(tmp_path, client):
+@pytest.mark.whole_suite
+@pytest.mark.timeout(SUITE_TIMEOUT_S + 300)   # + the local suite's turn, if it holds it (tests/scheduling.py)
+def test_scenario_suite_passes_on_docker(tmp_path, client, whole_suite_turn):
     from gameday import procs
 
     run_dir = tmp_path / "run"

@@ -20,9 +20,7 @@ import pytest
 from tests.support import LIGHT_LOAD
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.needs_env, pytest.mark.slow]
-# on the worker of the docker suite (tests/scheduling.py): one whole-suite run at a time
-XDIST_GROUP = "machine-parts"
+pytestmark = [pytest.mark.needs_env, pytest.mark.slow, pytest.mark.whole_suite]
 
 BUILTIN = {"surge_fails_over", "region_blackhole_fails_over", "all_tasks_stopped_fails_over",
            "route53_throttled_lambda_retries", "task_loss_is_absorbed", "replication_paused_during_failover",
@@ -36,7 +34,8 @@ SUITE_TIMEOUT_S = 700
 
 
 @pytest.mark.timeout(SUITE_TIMEOUT_S + 60)
-def test_the_whole_builtin_suite_passes_on_the_reference_system(tmp_path):
+def test_the_whole_builtin_suite_passes_on_the_reference_system(tmp_path, whole_suite_turn):
+    # whole_suite_turn: never beside the docker suite (tests/scheduling.py)
     run_dir = tmp_path / "run"
     config = tmp_path / "gameday.toml"
     config.write_text(LIGHT_LOAD)

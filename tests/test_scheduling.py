@@ -37,3 +37,33 @@ def test_an_xdist_group_runs_on_one_worker(tmp_path):
     assert all(nodeid.endswith("@one-unit") for _, nodeid in seen), \
         f"{versions}: --dist loadgroup did not name the group in the node ids: {[n for _, n in seen]}"
     assert len({worker for worker, _ in seen}) == 1, f"{versions}: one xdist_group ran on several workers: {seen}"
+
+
+def test_whole_suite_turns_never_overlap(tmp_path_factory):
+    # Catches a lock each worker takes in its own folder (the local and docker suites side by side
+    # again) and one never released (the second suite waiting out its timeout).
+    import threading
+
+    from tests.scheduling import whole_suite_turn
+
+    order: list[str] = []
+    first_holds, second_tried = threading.Event(), threading.Event()
+
+    def first():
+        with whole_suite_turn(tmp_path_factory):
+            first_holds.set()
+            second_tried.wait(timeout=10)
+            order.append("first ends")
+
+    def second():
+        first_holds.wait(timeout=10)
+        second_tried.set()
+        with whole_suite_turn(tmp_path_factory):   # flock: a second open file waits, even in one process
+            order.append("second starts")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert order == ["first ends", "second starts"]
