@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import os
@@ -101,6 +102,9 @@ def up(
         except Exception as e:  # noqa: BLE001 - one line for the user, details in the log
             fail(f"environment failed to start: {type(e).__name__}: {e} (logs in {run}/logs)", 1)
         ep = stack.endpoints()
+        # what start-up made (modules, SDK models, the stack) lives as long as the process: out of
+        # the collector's lists, the collections the serving threads trigger walk only their own garbage
+        gc.freeze()
         state_p = state.write_state(ep, state_file)
         if aws_config is not None:
             _write_aws_config(stack, aws_config, force)

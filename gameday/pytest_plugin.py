@@ -15,6 +15,7 @@ Options:
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,13 @@ def _outcome(item: pytest.Item) -> tuple[str, str | None]:
             text = msg.message if msg is not None else str(rep.longrepr)[:2000]
             return ("error" if when == "setup" else "failed"), text
     return "passed", None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Everything imported and collected lives as long as the session: frozen out of the collector's
+    # lists, the collections a scenario's run triggers, and the five full ones pytest makes at exit
+    # (unraisable-exception cleanup), walk only what the run made since.
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -12,6 +12,7 @@ unused).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ def main() -> int:
 
     from gameday.loadgen import chaos_ui, context, history, plan, shapes, users  # noqa: F401 - the locustfile's
 
+    gc.freeze()   # the imports live as long as the process: collections during the run skip them
     line = sys.stdin.readline()
     if not line.strip():
         return 0
