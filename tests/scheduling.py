@@ -1,4 +1,4 @@
-"""How the harness's own tests are spread over pytest-xdist's workers (pyproject: `-n 4 --dist
+"""How the harness's own tests are spread over pytest-xdist's workers (pyproject: `-n 5 --dist
 loadgroup --no-loadscope-reorder`).
 
 `--dist loadgroup` hands a worker whole units, an `xdist_group` at a time. The units here:
