@@ -100,6 +100,7 @@ class LoadContext:
     def close(self) -> dict:
         s = self.summary()
         if self.writer is not None:
+            s["abandoned"] = self.writer.abandon_open()
             self.writer.close(s)
         return s
 

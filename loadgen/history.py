@@ -88,10 +88,35 @@ class OperationRecorder:
         op["mono"] = time.monotonic()
         self.write({**op, "type": "invoke"})
         self.invokes += 1
+        self._open_ops()[op["id"]] = op
 
     def complete(self, entry: dict) -> None:
+        self._open_ops().pop(entry.get("id"), None)
         self.write(entry)
         self.completions += 1
+
+    def _open_ops(self) -> dict:
+        """Operations invoked and not completed yet, by id."""
+        try:
+            return self._open
+        except AttributeError:
+            self._open: dict = {}
+            return self._open
+
+    def abandon_open(self) -> int:
+        """The run ends: each operation still open gets an `info` completion (its outcome unknown,
+        as Jepsen records an operation whose client went away) instead of an invoke without one.
+        Locust kills a user whose stop finds it between tasks, and a user that had just woken for
+        its next request is killed with that request in flight: its request event never fires, so
+        Locust does not count it either (`abandoned` marks it). Returns how many."""
+        open_ops = list(self._open_ops().values())
+        for op in open_ops:
+            self.complete({k: v for k, v in op.items() if k not in ("time", "mono")} | {
+                "type": "info", "abandoned": True, "latency_s": None, "status": 0, "served_by": None,
+                "name": f"{op.get('role')} {op.get('kind')} {op.get('region')} abandoned",
+                "error": "the load stopped with this request in flight (outcome unknown)",
+                "time": wall(), "mono": time.monotonic()})
+        return len(open_ops)
 
 
 class HistoryWriter(OperationRecorder):

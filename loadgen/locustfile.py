@@ -259,6 +259,9 @@ def _close_current():
                         "(more users: raise the pool with a lower --per-user-rps)", role, p["skipped"])
     if summary["dropped"]:
         log.info("gameday load: %d claimed request slots were not sent: the run stopped first", summary["dropped"])
+    if summary.get("abandoned"):
+        log.info("gameday load: %d requests were in flight when their users were stopped: recorded as info "
+                 "(outcome unknown)", summary["abandoned"])
     if summary["capped"]:
         log.warning("gameday load: this process reached its request cap (%d)", ctx.max_slots)
     return ctx

@@ -71,3 +71,23 @@ def test_a_line_is_what_json_dumps_writes(tmp_path, entry):
     want = json.dumps(entry, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
     assert path.read_text(encoding="utf-8") == want
     assert hist._line_encoder()(entry) == want
+
+
+def test_an_operation_still_open_when_the_run_ends_is_closed_as_info(tmp_path):
+    # Catches a history that keeps an invoke without its completion (a request whose Locust user was
+    # killed mid-flight by the stop: fresh45), and one that also closes operations already completed.
+    w = HistoryWriter(tmp_path / "h.jsonl", "local")
+    done = {"id": "r:local:1", "process": "local/1", "op": "write", "kind": "write", "key": "k1", "value": "v1",
+            "region": "us-west-2", "role": "regional"}
+    in_flight = {**done, "id": "r:local:2", "op": "read", "kind": "read_cross", "key": "k1", "value": None}
+    w.invoke(done)
+    w.complete({**done, "type": "ok", "status": 200, "served_by": "us-west-2", "latency_s": 0.01})
+    w.invoke(in_flight)
+    assert w.abandon_open() == 1 and w.abandon_open() == 0
+    w.close()
+    entries, _ = read_entries(tmp_path / "h.jsonl")
+    assert [(e["id"], e["type"]) for e in entries] == [
+        ("r:local:1", "invoke"), ("r:local:1", "ok"), ("r:local:2", "invoke"), ("r:local:2", "info")]
+    closed = entries[-1]
+    assert closed["abandoned"] is True and "in flight" in closed["error"] and closed["key"] == "k1"
+    assert closed["time"] >= entries[-2]["time"] and w.invokes == w.completions == 2
