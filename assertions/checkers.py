@@ -751,6 +751,8 @@ def _error_tally(history: Iterable[dict], w0: float | None, w1: float | None) ->
             n_fail += 1
             failed = 1
         elif typ == "info":
+            if e.get("abandoned"):
+                continue   # the load stopped with it in flight: the client went away, not the system
             n_info += 1
             failed = 1
         elif typ == "invoke":
@@ -766,9 +768,16 @@ def _error_tally(history: Iterable[dict], w0: float | None, w1: float | None) ->
 def _error_tally_placed(placed: Placement, w0: float | None, w1: float | None) -> tuple[int, int, int, int, int]:
     """_error_tally from a shared Placement: its completions are the history's, in order."""
     types = placed.types
+    if "info" in types and any(e.get("abandoned") for e in placed.entries):
+        # operations the load stopped with in flight are no one's error (loadgen/history.abandon_open)
+        keep = [i for i, e in enumerate(placed.entries) if not e.get("abandoned")]
+        types = [types[i] for i in keep]
+        completed = [placed.completed[i] for i in keep]
+    else:
+        completed = placed.completed
     wn = wbad = 0
     if w0 is not None:
-        for typ, t in zip(types, placed.completed):
+        for typ, t in zip(types, completed):
             if w0 <= t < w1:
                 wn += 1
                 if typ != "ok":

@@ -421,6 +421,20 @@ def test_error_budget():
     assert error_budget([], budget=0.1).valid == UNKNOWN
 
 
+def test_requests_abandoned_at_the_stop_are_no_ones_errors():
+    # Catches an error budget that counts the load's own stop against the system (an `info` completion
+    # marked abandoned: loadgen/history.abandon_open), and one that drops real unknowns with them.
+    steady = lambda: _steady(100, 0, 0.1, typ_at=lambda i: "info" if i >= 96 else "ok").build()
+    assert error_budget(steady(), budget=0.02).valid is False         # 4 unknowns: over 2%
+    h = steady()
+    for e in h:
+        if e["type"] == "info" and e["key"] in ("k97", "k98", "k99"):
+            e["abandoned"] = True
+    res = error_budget(h, budget=0.02, window=(T0, T0 + 20))
+    assert res.valid is True and res.metrics["requests"] == 97 and res.metrics["unknown"] == 1, res.detail
+    assert res.metrics["window_requests"] == 97
+
+
 def test_error_burst_inside_the_window_is_over_budget():
     burst = _steady(200, 0, 0.1, typ_at=lambda i: "info" if 100 <= i < 108 else "ok").build()
     overall = error_budget(burst, budget=0.05)
