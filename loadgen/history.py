@@ -77,7 +77,7 @@ def _line_encoder():
 class OperationRecorder:
     """What every history writer does with an operation (the file here, the stream in
     history_stream.StreamWriter): stamp and count it. A subclass has write(), flush(), _clock,
-    _flush_due, invokes and completions."""
+    _flush_due, invokes, completions and open_ops (operations invoked and not completed yet, by id)."""
 
     def flush_if_due(self) -> None:
         if self._clock() >= self._flush_due:
@@ -88,20 +88,12 @@ class OperationRecorder:
         op["mono"] = time.monotonic()
         self.write({**op, "type": "invoke"})
         self.invokes += 1
-        self._open_ops()[op["id"]] = op
+        self.open_ops[op["id"]] = op
 
     def complete(self, entry: dict) -> None:
-        self._open_ops().pop(entry.get("id"), None)
+        self.open_ops.pop(entry.get("id"), None)
         self.write(entry)
         self.completions += 1
-
-    def _open_ops(self) -> dict:
-        """Operations invoked and not completed yet, by id."""
-        try:
-            return self._open
-        except AttributeError:
-            self._open: dict = {}
-            return self._open
 
     def abandon_open(self) -> int:
         """The run ends: each operation still open gets an `info` completion (its outcome unknown,
@@ -109,13 +101,12 @@ class OperationRecorder:
         Locust kills a user whose stop finds it between tasks, and a user that had just woken for
         its next request is killed with that request in flight: its request event never fires, so
         Locust does not count it either (`abandoned` marks it). Returns how many."""
-        open_ops = list(self._open_ops().values())
+        open_ops = list(self.open_ops.values())
         for op in open_ops:
-            self.complete({k: v for k, v in op.items() if k not in ("time", "mono")} | {
-                "type": "info", "abandoned": True, "latency_s": None, "status": 0, "served_by": None,
-                "name": f"{op.get('role')} {op.get('kind')} {op.get('region')} abandoned",
-                "error": "the load stopped with this request in flight (outcome unknown)",
-                "time": wall(), "mono": time.monotonic()})
+            self.complete({**op, "type": "info", "abandoned": True, "latency_s": None, "status": 0,
+                           "served_by": None, "name": f"{op.get('role')} {op.get('kind')} {op.get('region')} abandoned",
+                           "error": "the load stopped with this request in flight (outcome unknown)",
+                           "time": wall(), "mono": time.monotonic()})
         return len(open_ops)
 
 
@@ -134,6 +125,7 @@ class HistoryWriter(OperationRecorder):
         self._flush_due = clock() + FLUSH_S
         self.invokes = 0
         self.completions = 0
+        self.open_ops: dict[str, dict] = {}
 
     def write(self, entry: dict) -> None:
         self._f.write(self._line(entry))

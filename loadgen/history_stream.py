@@ -59,6 +59,7 @@ class StreamWriter(hist.OperationRecorder):
         self.sent = 0
         self.invokes = 0
         self.completions = 0
+        self.open_ops: dict[str, dict] = {}
         self.closed = False
         self._send(MESSAGE, {"kind": "open", "worker": worker, "run": run, "pid": os.getpid()})
 

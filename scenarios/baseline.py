@@ -92,7 +92,8 @@ def restore_baseline(env, deadlines: Deadlines | None = None, alarms: tuple[str,
         # an alarm never evaluated yet (a new environment's first period has not closed) is not a
         # baseline: a story that needs it to stay OK would see INSUFFICIENT_DATA (seen in CI, when
         # the first scenario's fault came within a period of the environment's start). One that
-        # CloudWatch evaluated and left INSUFFICIENT_DATA (missing data treated as missing) is
+        # CloudWatch evaluated and left INSUFFICIENT_DATA (missing data treated as missing) is a
+        # baseline as any other state (never_evaluated)
         unchecked = {r: never_evaluated(st, watched) for r, st in alarms.items()}
         problems += [f"{r} alarms not evaluated yet: {names}" for r, names in unchecked.items() if names]
         st = env.status()

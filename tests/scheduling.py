@@ -54,8 +54,12 @@ def _unit(item: pytest.Item, needs_part) -> str | None:
     return None
 
 
+def _whole_suite(item: pytest.Item) -> bool:
+    return item.get_closest_marker(WHOLE_SUITE) is not None
+
+
 def _rank(item: pytest.Item, unit: str | None) -> int:
-    if unit == PARTS_GROUP or item.get_closest_marker(WHOLE_SUITE) is not None:
+    if unit == PARTS_GROUP or _whole_suite(item):
         return 0
     spread = getattr(_module(item), "XDIST_SPREAD", False)
     if item.get_closest_marker("slow") is not None:
@@ -75,8 +79,7 @@ def group_and_order(items: list[pytest.Item], needs_part) -> None:
             item.add_marker(pytest.mark.xdist_group(u))
             unit_rank[u] = min(unit_rank.get(u, rank[id(item)]), rank[id(item)])
     # in the parts unit, its whole-suite run last: it may have to wait for the other's turn
-    last = {id(item): unit[id(item)] == PARTS_GROUP and item.get_closest_marker(WHOLE_SUITE) is not None
-            for item in items}
+    last = {id(item): unit[id(item)] == PARTS_GROUP and _whole_suite(item) for item in items}
     items[:] = sorted(items, key=lambda item: (unit_rank.get(unit[id(item)], rank[id(item)]), last[id(item)]))
 
 

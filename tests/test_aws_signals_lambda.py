@@ -36,6 +36,7 @@ from gameday.config import load_config
 from gameday.environments.aws import AwsEnvironment
 from gameday.environments.aws.signals_lambda import NAME, LambdaLogSource, interval_for, parse_invocations
 from gameday.environments.local.alarms import alarm_notification
+from gameday.scenarios.baseline import never_evaluated
 from tests.test_aws_account import REPO, START_DEADLINE_S
 
 RID = "8f5c7e8e-1c1d-4f3a-9f3e-0c6b1a2d3e4f"
@@ -251,9 +252,10 @@ def _settled(env, control_url: str) -> None:
     otherwise queues behind them: with the alias on a broken version, their retries run it too, and
     six 5 s timeouts on two environments delayed the too_slow twin's own attempt past its deadline."""
     def quiet():
-        unevaluated = [a["AlarmName"] for region in env.config.regions
-                       for a in _client(env, "cloudwatch", region).describe_alarms()["MetricAlarms"]
-                       if a["StateReason"].startswith("Unchecked")]
+        unevaluated = []
+        for region in env.config.regions:
+            alarms = {a["AlarmName"]: a for a in _client(env, "cloudwatch", region).describe_alarms()["MetricAlarms"]}
+            unevaluated += never_evaluated(alarms, set(alarms))
         assert not unevaluated, f"alarms not evaluated yet: {unevaluated}"
         fn = requests.get(f"{control_url}/status", timeout=5).json()["lambda"]
         assert fn["queued"] == 0 and not fn["in_flight_all"], \

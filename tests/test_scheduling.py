@@ -40,8 +40,9 @@ def test_an_xdist_group_runs_on_one_worker(tmp_path):
 
 
 def test_whole_suite_turns_never_overlap(tmp_path_factory):
-    # Catches a lock each worker takes in its own folder (the local and docker suites side by side
-    # again) and one never released (the second suite waiting out its timeout).
+    # Catches a turn that locks nothing (the local and docker suites side by side again) and one never
+    # released (the second suite waiting out its timeout). That the workers share the lock file's
+    # folder is pytest-xdist's layout (basetemp/popen-gwN), not checked here.
     import threading
 
     from tests.scheduling import whole_suite_turn

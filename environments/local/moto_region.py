@@ -172,9 +172,11 @@ class MotoFleet:
         argv = [procs.python(), "-m", HARNESS_MODULE, "-H", self.host, "--logs-dir", str(self.logs_dir)]
         fds = []
         for region, server in self.servers.items():
-            fd = server.socket.fileno() if server.socket else None   # None: released by an earlier launch
-            argv += ["--fork", region, str(server.port), "-" if fd is None else str(fd)]
-            fds += [] if fd is None else [fd]
+            if server.socket is None:   # released by an earlier launch: the server binds PORT itself
+                argv += ["--fork", region, str(server.port), "-"]
+            else:
+                argv += ["--fork", region, str(server.port), str(server.socket.fileno())]
+                fds.append(server.socket.fileno())
         try:
             self.proc = procs.spawn(argv, self.log_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     pass_fds=tuple(fds))
