@@ -454,7 +454,7 @@ def test_disrupt_connectivity_black_holes_the_region_data_plane(stack):
         except requests.RequestException:
             return False
 
-    assert answers()
+    eventually(lambda: _assert(answers()), deadline_s=DEADLINE_S, what=f"{WEST} answering before")
     exp_id, returned = disrupt_experiment(ctx, WEST, "PT60S")
     try:
         eventually(lambda: _assert(not answers()), deadline_s=DEADLINE_S, what=f"{WEST} black-holed", started=returned)
