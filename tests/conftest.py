@@ -17,6 +17,8 @@ A test declares a part with `@pytest.mark.needs("docker")` (or `pytestmark` for 
 the closest marker wins), or by using the fixture `chromium_path` or `docker_daemon`.
 """
 
+import signal
+
 import pytest
 
 from tests import scheduling
@@ -30,6 +32,14 @@ from tests.parts import (  # noqa: F401 - pytest finds hooks and fixtures by nam
     pytest_sessionfinish,
     pytest_terminal_summary,
 )
+
+# A session started in the background by a shell without job control (`nohup python -m pytest &`, a
+# script's `cmd &`) inherits SIGINT ignored, and so would every process its tests start: Ctrl-C
+# tests (the Nemesis' rollback, `gameday status --watch`, `gameday run` stopping) would then see
+# nothing arrive. The tests deliver SIGINT on purpose, so the session takes Python's default back,
+# in the main process and in each xdist worker (each imports this file); children then start with it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
