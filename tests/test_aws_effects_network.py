@@ -60,7 +60,10 @@ def measure(what: str, since: float) -> None:
 
 
 def serves(stack) -> None:
-    r = requests.get(stack.ctx.lb_url(REGION) + CFG.service.health_path, timeout=CLIENT_TIMEOUT_S)
+    try:
+        r = requests.get(stack.ctx.lb_url(REGION) + CFG.service.health_path, timeout=CLIENT_TIMEOUT_S)
+    except requests.RequestException as e:   # an observation for eventually() to retry, not a crash
+        raise AssertionError(f"{REGION}'s load balancer did not answer: {e}") from e
     assert r.status_code == 200, f"{REGION}'s load balancer answered {r.status_code}: {r.text[:200]}"
 
 
@@ -157,7 +160,9 @@ def test_an_acl_cutting_off_one_subnet_takes_only_that_azs_tasks_out(stack):
             states = _target_states(stack)
             assert states.get(cut_az) == {"unhealthy"} and states.get(kept_az) == {"healthy"}, states
         eventually(only_the_cut_az_unhealthy, deadline_s=cut_deadline, what=f"{cut_az}'s targets unhealthy")
-        serves(stack)   # the region still serves, through the other AZ's tasks
+        # the region still serves, through the other AZ's tasks (awaited: one answer can outlast a client's wait)
+        eventually(lambda: serves(stack), deadline_s=CLIENT_TIMEOUT_S + HARNESS_MARGIN_S,
+                   what=f"{REGION} serving through {kept_az}")
     finally:
         ec2.replace_network_acl_association(AssociationId=moved, NetworkAclId=acls[0]["NetworkAclId"])
         ec2.delete_network_acl(NetworkAclId=custom)
