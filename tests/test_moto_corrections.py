@@ -33,3 +33,68 @@ def test_a_moto_server_serves_the_admin_prefix_and_aws_alike():
             aws.moto_admin(url, "nothing")
         assert ctx.internal_client("sns", "us-east-1").list_topics()["Topics"]
     assert isinstance(moto_corrections.CORRECTIONS, tuple)
+
+
+# -- DynamoDB: writes atomic, stream records in order (moto_fix_dynamodb._serialize_writes) ------------------
+
+def _concurrent_puts_stream_sequence_numbers(writers: int = 4, each: int = 5) -> list[int]:
+    """Sequence numbers of the stream records that `writers` threads' PutItems made at once, in the
+    order the stream holds them. Making a record yields the thread (a sleep), where moto's own append
+    had read the stream's length: the interleaving two writes at once can have on a busy machine."""
+    import threading
+    import time
+
+    import boto3
+    from moto import mock_aws
+    from moto.dynamodb.models import table as moto_table
+
+    class YieldingRecord(moto_table.StreamRecord):
+        def __init__(self, *args, **kwargs):
+            time.sleep(0.005)
+            super().__init__(*args, **kwargs)
+
+    with mock_aws(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(moto_table, "StreamRecord", YieldingRecord)
+        ddb = boto3.client("dynamodb", region_name="us-east-1", **aws.LOCAL_CREDENTIALS)
+        ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                         BillingMode="PAY_PER_REQUEST",
+                         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+
+        def writer(w: int) -> None:
+            for i in range(each):
+                ddb.put_item(TableName="t", Item={"pk": {"S": f"w{w}-{i}"}})
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        from moto.dynamodb.models import dynamodb_backends
+        shard = next(iter(dynamodb_backends.values()))["us-east-1"].tables["t"].stream_shard
+        return [int(r.record["dynamodb"]["SequenceNumber"]) for r in shard.items]
+
+
+def test_concurrent_writes_get_unique_stream_sequence_numbers_in_order():
+    from gameday.environments.local import moto_fix_dynamodb
+
+    moto_fix_dynamodb._serialize_writes()
+    seqs = _concurrent_puts_stream_sequence_numbers()
+    assert len(seqs) == 20 and len(set(seqs)) == 20 and seqs == sorted(seqs), seqs
+
+
+def test_twin_moto_alone_gives_two_writes_at_once_the_same_sequence_number(monkeypatch):
+    """Without the lock, a reader's NextShardIterator (after a page's highest number) points back
+    into the page: the replicator reads records again, or forever."""
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import StreamShard
+
+    from gameday.environments.local import moto_fix_dynamodb
+
+    # moto's own methods back, wherever an earlier test in this process serialized them
+    for cls, name in [(DynamoDBBackend, n) for n in moto_fix_dynamodb.WRITE_OPERATIONS] + [(StreamShard, "add")]:
+        fn = getattr(cls, name, None)
+        if fn is not None:
+            monkeypatch.setattr(cls, name, getattr(fn, "__wrapped__", fn))
+    seqs = _concurrent_puts_stream_sequence_numbers()
+    assert len(set(seqs)) < len(seqs), f"no duplicate sequence number: {seqs}"

@@ -13,13 +13,28 @@ region of the global table), at start, once the tables exist (stack.py). The rep
 the table object itself: a table deleted (and created again) is no longer a global table, as in
 AWS, where deleting a replica takes it out of the global table.
 
+Writes are atomic and their stream records are in order, as in DynamoDB. moto's threaded server
+runs concurrent requests side by side, and its writes are not atomic: a stream record's sequence
+number is the stream's length, read before the record is made and appended after, so two writes
+at once could get the same number. A reader's NextShardIterator (AFTER the page's highest number)
+then points back into the page, and the replicator, or any stream reader, reads the same records
+again, or forever (fresh54: a test's stream count looped for 300 s, under five busy workers). And a
+conditional write's check and its write could interleave with another write of the item, where
+DynamoDB makes them one atomic step (the replicator's last-writer-wins relies on it). So every write
+operation, and the stream append, runs under one lock per server process (each region's server is
+its own process): writes in moto take microseconds, and DynamoDB serializes writes to an item too.
+
 Only moto and the standard library at import (moto_corrections).
 """
 
 from __future__ import annotations
 
+import functools
+import threading
+
 from moto.dynamodb import models as ddb_models
-from moto.dynamodb.models.table import Table
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import StreamShard, Table
 
 from gameday.environments.local.moto_corrections import find_in_backends
 
@@ -50,6 +65,31 @@ def _patch_table() -> None:
     Table.describe = describe
 
 
+# the operations that write items (each checks its conditions, writes and appends its stream records)
+WRITE_OPERATIONS = ("put_item", "update_item", "delete_item", "transact_write_items", "execute_statement",
+                    "execute_transaction", "batch_execute_statement")
+WRITE_LOCK = threading.RLock()   # re-entrant: a transaction's or a statement's writes call put_item etc.
+
+
+def _serialized(fn):
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with WRITE_LOCK:
+            return fn(*args, **kwargs)
+    locked.gameday_serialized = True
+    return locked
+
+
+def _serialize_writes() -> None:
+    """Each write operation, and each stream append, one at a time (see the module's docstring)."""
+    for name in WRITE_OPERATIONS:
+        fn = getattr(DynamoDBBackend, name, None)
+        if fn is not None and not getattr(fn, "gameday_serialized", False):
+            setattr(DynamoDBBackend, name, _serialized(fn))
+    if not getattr(StreamShard.add, "gameday_serialized", False):
+        StreamShard.add = _serialized(StreamShard.add)
+
+
 def _table(region: str, name: str) -> Table:
     return find_in_backends(ddb_models.dynamodb_backends, region, lambda b: b.tables.get(name),
                             f"DynamoDB table {name!r}")
@@ -71,4 +111,5 @@ def set_replicas(body: dict) -> dict:
 
 def install(admin) -> None:
     _patch_table()
+    _serialize_writes()
     admin.route("dynamodb_replicas", set_replicas)
